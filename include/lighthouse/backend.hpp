@@ -1,0 +1,46 @@
+// The seam between the backend-neutral API and a device's implementation. Adding a backend
+// means adding a folder under src/ that implements Backend and one line in
+// src/core/backend_registry.cpp; nothing else in the core changes.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "lighthouse/attention.hpp"
+
+namespace lighthouse {
+
+// Whatever a backend keeps between forward and backward (selection, gathered rows, stats).
+class ContextState {
+ public:
+  virtual ~ContextState() = default;
+  // Writes the [B, H, S] int32 selected indices to host memory.
+  virtual void copy_indices(std::int32_t* host_dst) const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  // Throws InvalidArgument if this backend cannot run the plan with this dtype (head dim,
+  // dtype support, ...).
+  virtual void check_supported(const Plan& plan, DType dtype) const = 0;
+  // Shapes, dtypes and devices have been validated by the core.
+  virtual std::shared_ptr<ContextState> forward(const Plan& plan, const TensorView& q,
+                                                const TensorView& k, const TensorView& v,
+                                                const TensorView& out, const Options& options) = 0;
+  virtual void backward(const Plan& plan, const ContextState& state, const TensorView& dout,
+                        const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                        const Options& options) = 0;
+
+  virtual void* allocate(std::size_t bytes) = 0;
+  virtual void deallocate(void* ptr) noexcept = 0;
+  virtual void memset_zero(void* ptr, std::size_t bytes) = 0;
+};
+
+// The backend for a device; throws lighthouse::Error if it was not compiled in or no device
+// is present.
+Backend& backend_for(Device device);
+bool backend_available(Device device);
+
+}  // namespace lighthouse

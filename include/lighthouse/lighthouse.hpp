@@ -1,0 +1,10 @@
+// Lighthouse attention: the whole public API.
+#pragma once
+
+#include "lighthouse/attention.hpp"
+#include "lighthouse/config.hpp"
+#include "lighthouse/error.hpp"
+#include "lighthouse/npy.hpp"
+#include "lighthouse/plan.hpp"
+#include "lighthouse/tensor.hpp"
+#include "lighthouse/version.hpp"

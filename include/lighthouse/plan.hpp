@@ -1,0 +1,46 @@
+// A plan is everything that follows from (config, B, N, H, D) before any data is seen: the
+// pyramid's geometry, the gathered length S, the tiling of the coarsest level, and FLOP and
+// memory estimates. make_plan() is where every shape rule of the spec is enforced.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lighthouse/config.hpp"
+
+namespace lighthouse {
+
+struct Plan {
+  Config config;
+  std::int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+  double scale = 0;  // the softmax scale in effect
+
+  // Per level l = 0..L-1 (level 1 of the spec is l = 0): block size c_l = p^l, number of
+  // entries n_l = N / c_l and the offset of the level in the pyramid index.
+  std::vector<std::int64_t> block, size, offset;
+  std::int64_t pyramid_size = 0;  // sum of n_l
+
+  std::int64_t tiles = 0;         // K / 128 (1 when L == 1)
+  std::int64_t tile_entries = 0;  // C = n_L / tiles
+  std::int64_t S = 0;             // gathered length per (batch, head): n_L + (L-1) p K
+
+  bool dense() const { return config.levels == 1; }
+
+  // Attention FLOPs of one pass, causal (half of the S x S / N x N products), all heads.
+  double attention_fwd_flops() const;  // 4 * S^2/2 * D * B * H
+  double attention_bwd_flops() const;  // 2.5 x forward (5 products instead of 2)
+  double dense_fwd_flops() const;      // the same at length N
+  double dense_bwd_flops() const;
+  // Bytes of the gathered q, k, v, o (and softmax stats) kept for the backward pass.
+  std::int64_t gathered_bytes(std::size_t element_size) const;
+
+  std::string describe() const;  // multi-line human-readable summary
+};
+
+// Builds the plan; throws InvalidArgument for any violated rule (the message names the
+// parameter, its value and the rule).
+Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::int64_t heads,
+               std::int64_t head_dim);
+
+}  // namespace lighthouse
