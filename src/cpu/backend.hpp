@@ -1,0 +1,12 @@
+// The CPU backend: exact float32/float64 Lighthouse attention, multithreaded with OpenMP.
+#pragma once
+
+#include <memory>
+
+#include "lighthouse/backend.hpp"
+
+namespace lighthouse::cpu {
+
+std::unique_ptr<Backend> make_backend();
+
+}  // namespace lighthouse::cpu
