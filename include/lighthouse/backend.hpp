@@ -36,6 +36,11 @@ class Backend {
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void deallocate(void* ptr) noexcept = 0;
   virtual void memset_zero(void* ptr, std::size_t bytes) = 0;
+  // Copies between host and this device's memory (plain memcpy on the CPU).
+  virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes) = 0;
+  // Waits for all queued work (a no-op on the CPU); benchmarks call it around timed regions.
+  virtual void synchronize() {}
 };
 
 // The backend for a device; throws lighthouse::Error if it was not compiled in or no device
