@@ -105,15 +105,26 @@ __device__ Cut top64(const Level& level, int x, int n, Excluded excluded, Scratc
     const int shift = 24 - 8 * pass;
     for (int i = tid; i < 256; i += kThreads) sh.hist[i] = 0;
     __syncthreads();
-    for (int base = 0; base < n; base += kThreads) {  // uniform trip count: whole warps below
-      const int j = base + tid;
-      unsigned digit = 256;  // none
-      if (j < n && !excluded(j)) {
-        const unsigned u = level.key(x, j);
-        if ((u & mask) == prefix) digit = (u >> shift) & 255u;
+    // Uniform trip count (whole warps reach the match below); four independent key loads in
+    // flight per thread, since a long coarsest level makes this loop latency-bound.
+    for (int base = 0; base < n; base += 4 * kThreads) {
+      unsigned digit[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int j = base + u * kThreads + tid;
+        digit[u] = 256;  // none
+        if (j < n && !excluded(j)) {
+          const unsigned key = level.key(x, j);
+          if ((key & mask) == prefix) digit[u] = (key >> shift) & 255u;
+        }
       }
-      const unsigned peers = __match_any_sync(0xffffffffu, digit);
-      if (digit != 256 && lane == __ffs(peers) - 1) atomicAdd(&sh.hist[digit], __popc(peers));
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const unsigned peers = __match_any_sync(0xffffffffu, digit[u]);
+        if (digit[u] != 256 && lane == __ffs(peers) - 1) {
+          atomicAdd(&sh.hist[digit[u]], static_cast<unsigned>(__popc(peers)));
+        }
+      }
     }
     __syncthreads();
     if (warp == 0) {
@@ -207,7 +218,7 @@ __device__ Cut top64(const Level& level, int x, int n, Excluded excluded, Scratc
   return cut;
 }
 
-__global__ void __launch_bounds__(kThreads) selection_kernel(const SelectionArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionArgs a) {
   extern __shared__ int dyn[];
   __shared__ Scratch sh;
 

@@ -672,23 +672,28 @@ TEST(CudaBackend, LongSequence) {
       }
       for (double& v : dst) v /= static_cast<double>(c_l);
     };
+    std::vector<double> keys(S * D), values(S * D), r;  // gathered k and v of this head
+    for (std::int64_t j = 0; j < S; ++j) {
+      row(in.k, idx[j], r);
+      std::copy(r.begin(), r.end(), keys.begin() + j * D);
+      row(in.v, idx[j], r);
+      std::copy(r.begin(), r.end(), values.begin() + j * D);
+    }
     auto attend = [&](std::int64_t srow) {  // output of gathered row srow
-      std::vector<double> qr, kr, vr, o(D, 0.0), logits(srow + 1);
+      std::vector<double> qr, o(D, 0.0), logits(srow + 1);
       row(in.q, idx[srow], qr);
       double m = -1e300;
       for (std::int64_t j = 0; j <= srow; ++j) {
-        row(in.k, idx[j], kr);
         double dot = 0;
-        for (std::int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
+        for (std::int64_t d = 0; d < D; ++d) dot += qr[d] * keys[j * D + d];
         logits[j] = dot * scale;
         m = std::max(m, logits[j]);
       }
       double z = 0;
       for (std::int64_t j = 0; j <= srow; ++j) {
-        row(in.v, idx[j], vr);
         const double w = std::exp(logits[j] - m);
         z += w;
-        for (std::int64_t d = 0; d < D; ++d) o[d] += w * vr[d];
+        for (std::int64_t d = 0; d < D; ++d) o[d] += w * values[j * D + d];
       }
       for (double& v : o) v /= z;
       return o;
