@@ -233,10 +233,10 @@ TEST(Npy, SerializesExactlyLikeNumpyIncludingGrowthRoom) {
 }
 
 TEST(Npy, ShapeTuplesAreFormattedLikePython) {
-  const double x = 0;
-  EXPECT_NE(serialize_npy(DType::kFloat64, {5}, &x).find("'shape': (5,), }"), std::string::npos);
-  EXPECT_NE(serialize_npy(DType::kFloat64, {0}, &x).find("'shape': (0,), }"), std::string::npos);
-  EXPECT_NE(serialize_npy(DType::kFloat64, {1, 0, 1}, &x).find("'shape': (1, 0, 1), }"),
+  const double x[5] = {};
+  EXPECT_NE(serialize_npy(DType::kFloat64, {5}, x).find("'shape': (5,), }"), std::string::npos);
+  EXPECT_NE(serialize_npy(DType::kFloat64, {0}, x).find("'shape': (0,), }"), std::string::npos);
+  EXPECT_NE(serialize_npy(DType::kFloat64, {1, 0, 1}, x).find("'shape': (1, 0, 1), }"),
             std::string::npos);
 }
 
