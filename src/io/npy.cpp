@@ -105,7 +105,9 @@ std::string temp_path_for(const std::string& path, unsigned attempt) {
   static const std::uint64_t salt = std::random_device{}();
   const std::size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  // Cut the file name so that the temporary name stays within NAME_MAX (255).
+  const std::string base =
+      (slash == std::string::npos ? path : path.substr(slash + 1)).substr(0, 160);
   return dir + "." + base + ".tmp-" + std::to_string(::getpid()) + "-" +
          std::to_string(salt ^ counter.fetch_add(1)) + "-" + std::to_string(attempt);
 }

@@ -469,6 +469,16 @@ TEST(NpyFiles, WriteLeavesOnlyTheTargetAndReplacesAnOldFile) {
   EXPECT_EQ(a.data<std::int64_t>()[0], 9);
 }
 
+TEST(NpyFiles, WritesAFileWhoseNameIsNearTheLengthLimit) {
+  // The temporary name adds a prefix and suffix; it must still fit in NAME_MAX.
+  TempDir dir;
+  const std::string name = std::string(246, 'n') + ".npy";
+  const std::int32_t x = 5;
+  write_npy(dir.file(name), DType::kInt32, {}, &x);
+  EXPECT_EQ(dir.entries(), std::set<std::string>{name});
+  EXPECT_EQ(read_npy(dir.file(name)).data<std::int32_t>()[0], 5);
+}
+
 TEST(NpyFiles, NewFilesGetTheUsualPermissions) {
   // A temp file from mkstemp would be 0600; the result must look like any other new file.
   TempDir dir;
