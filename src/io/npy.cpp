@@ -115,6 +115,9 @@ std::string temp_path_for(const std::string& path, unsigned attempt) {
 }  // namespace
 
 std::int64_t NpyArray::numel() const {
+  // A zero dimension first: the reader accepts (huge, huge, 0), whose running product of the
+  // nonzero dimensions alone would overflow.
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
   std::int64_t n = 1;
   for (const std::int64_t d : shape) n *= d;
   return n;
