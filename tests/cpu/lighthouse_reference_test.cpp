@@ -28,9 +28,12 @@ struct Case {
 };
 
 std::string case_name(const Case& c) {
-  return "B" + std::to_string(c.shape.B) + "N" + std::to_string(c.shape.N) + "H" +
-         std::to_string(c.shape.H) + "D" + std::to_string(c.shape.D) + "_L" +
-         std::to_string(c.levels) + "p" + std::to_string(c.pool) + "K" + std::to_string(c.topk);
+  char name[96];
+  std::snprintf(name, sizeof name, "B%lldN%lldH%lldD%lld_L%dp%dK%d",
+                static_cast<long long>(c.shape.B), static_cast<long long>(c.shape.N),
+                static_cast<long long>(c.shape.H), static_cast<long long>(c.shape.D), c.levels,
+                c.pool, c.topk);
+  return name;
 }
 
 // Every level count and pooling factor, one and several tiles, tiles of more than 128 coarse
@@ -126,27 +129,32 @@ TEST(ReferenceComparison, CustomScale) {
       1e-3);
 }
 
-// Equal scores are broken by candidate position. With every query norm equal, the 64 entries
-// kept by query score are the first 64 candidates; with every key norm equal too, the next 64.
+// Equal scores are broken by candidate position, at both stages of a level's selection. Rows
+// that are sign patterns of one vector have bit-identical norms; with every query norm equal
+// the 64 entries kept by query score are the first 64 candidates, with every key norm equal
+// the 64 kept by key score are the first 64 candidates left over.
 TEST(ReferenceComparison, TiesBrokenByCandidatePosition) {
   const Shape shape{1, 1024, 2, 8};
-  const Config config{.levels = 3, .pool = 2, .topk = 256, .scale = {}};
-  lhtest::Problem problem = lhtest::random_problem(config, shape, 11);
-  // Rows that are sign patterns of one vector: bit-identical norms, different directions.
-  for (bool keys : {false, true}) {
-    std::vector<double>& x = keys ? problem.k : problem.q;
-    lhtest::Rng rng(keys ? 5 : 6);
+  const Config config = lhtest::make_config(3, 2, 256);
+  const lhtest::Problem random = lhtest::random_problem(config, shape, 11);
+  const auto equal_norms = [&](std::vector<double>& x, std::uint64_t seed) {
+    lhtest::Rng rng(seed);
     for (std::int64_t row = 0; row < shape.N * shape.H; ++row) {
       for (std::int64_t d = 0; d < shape.D; ++d) {
         x[row * shape.D + d] = (rng.next() & 1 ? -1.0 : 1.0) * (0.25 + 0.125 * d);
       }
     }
+  };
+  for (const char* which : {"q", "k", "q and k"}) {
+    SCOPED_TRACE(::testing::Message() << which << " norms all equal");
+    lhtest::Problem problem = random;
+    if (which[0] == 'q') equal_norms(problem.q, 5);
+    if (which[0] == 'k' || which[1] == ' ') equal_norms(problem.k, 6);
     const auto indices = lhtest::select(config, shape, problem.q, problem.k);
     const auto out = lhtest::attend(config, shape, problem.q, problem.k, problem.v, indices);
     for (DType dtype : {DType::kFloat64, DType::kFloat32}) {
       const lhtest::Outputs lib = lhtest::run_library(problem, dtype, {}, false);
-      EXPECT_TRUE(lib.indices == indices)
-          << (keys ? "q and k" : "q") << " norms all equal, " << lighthouse::dtype_name(dtype);
+      EXPECT_TRUE(lib.indices == indices) << lighthouse::dtype_name(dtype);
       EXPECT_LT(lhtest::rel_l2(lib.out, out), dtype == DType::kFloat64 ? kTolFloat64 : kTolFloat32);
     }
   }

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
 
@@ -28,6 +30,7 @@ void expect_invalid(Call&& call, std::initializer_list<const char*> params,
     ADD_FAILURE() << "accepted; expected InvalidArgument naming " << *params.begin();
   } catch (const lighthouse::InvalidArgument& e) {
     const std::string what = e.what();
+    if (std::getenv("LIGHTHOUSE_SHOW_ERRORS")) std::printf("[ message  ] %s\n", what.c_str());
     EXPECT_TRUE(std::find(params.begin(), params.end(), e.param()) != params.end())
         << "param() is '" << e.param() << "', expected " << *params.begin()
         << "; message: " << what;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "lighthouse/config.hpp"
@@ -18,6 +19,16 @@ struct Shape {
   std::int64_t B = 1, N = 1, H = 1, D = 1;
   std::int64_t numel() const { return B * N * H * D; }
 };
+
+inline lighthouse::Config make_config(int levels, int pool, int topk,
+                                      std::optional<double> scale = std::nullopt) {
+  lighthouse::Config config;
+  config.levels = levels;
+  config.pool = pool;
+  config.topk = topk;
+  config.scale = scale;
+  return config;
+}
 
 // The selection score of one token row: the float32 value of its L2 norm, summed in order in
 // float64. The library computes it the same way, so both see bit-identical scores and the
