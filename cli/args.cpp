@@ -30,15 +30,8 @@ std::int64_t parse_int(const std::string& flag, const std::string& text, std::in
     reject(flag, text, "is out of range");
   }
   value *= multiplier;
-  if (value < min || value > max) {
-    std::string rule;
-    if (max == std::numeric_limits<std::int64_t>::max()) {
-      rule = "must be >= " + std::to_string(min);
-    } else {
-      rule = "must be between " + std::to_string(min) + " and " + std::to_string(max);
-    }
-    reject(flag, text, rule);
-  }
+  if (value < min) reject(flag, text, "must be >= " + std::to_string(min));
+  if (value > max) reject(flag, text, "must be <= " + std::to_string(max));
   return value;
 }
 

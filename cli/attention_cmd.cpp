@@ -198,11 +198,12 @@ int run_attention(const AttentionArgs& a) {
 Command add_attention_command(CLI::App& parent) {
   auto args = std::make_shared<AttentionArgs>();
   CLI::App* app = parent.add_subcommand(
-      "attention",
-      "Run Lighthouse attention on [B, N, H, D] float32 .npy files.\n"
-      "Writes DIR/out.npy [B, N, H, D] float32 and DIR/indices.npy [B, H, S] int32; with --dout\n"
-      "also the gradients DIR/dq.npy, dk.npy, dv.npy. Nothing is written unless the whole run\n"
-      "succeeds.");
+      "attention", "Run Lighthouse attention (and its backward) on .npy files");
+  app->footer(
+      "Inputs are [B, N, H, D] float32 .npy files. Writes DIR/out.npy [B, N, H, D] float32 and\n"
+      "DIR/indices.npy [B, H, S] int32; with --dout also DIR/dq.npy, dk.npy, dv.npy.\n"
+      "Everything is checked and computed before the first file is written; a failed run leaves\n"
+      "no output behind. Exit status: 0 ok, 1 runtime failure, 2 bad flags or inputs.");
   app->add_option("--q", args->q, "queries .npy, [B, N, H, D] float32 (required)")
       ->type_name("FILE");
   app->add_option("--k", args->k, "keys .npy, same shape (required)")->type_name("FILE");

@@ -235,16 +235,21 @@ int run_bench(const BenchArgs& a) {
 Command add_bench_command(CLI::App& parent) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* app = parent.add_subcommand(
-      "bench",
-      "Time dense attention, Lighthouse and its floor (dense attention at Lighthouse's gathered\n"
-      "length S) -- forward, backward and forward+backward, median of repeats after warm-up --\n"
-      "over sequence lengths. Table on stdout, progress on stderr.\n"
-      "Defaults, cpu:  --seq 8192 -B 1 -H 4 -D 64 -L 3 -p 4 -K 512 float32, impl "
-      "dense,lighthouse,\n"
+      "bench", "Time dense attention, Lighthouse and its floor over sequence lengths");
+  app->footer(
+      "For each N: forward, backward (from a forward's context) and forward+backward, each the\n"
+      "median of --repeats after --warmup, on the same seeded random inputs for every impl.\n"
+      "  dense      = dense causal attention at N (levels 1)\n"
+      "  lighthouse = the configuration\n"
+      "  floor      = dense causal attention at Lighthouse's gathered length S\n"
+      "GFLOP/s use the plan's attention FLOPs; on the cpu they are also shown as a fraction of\n"
+      "an SGEMM measured in the same run. Table on stdout, progress on stderr.\n"
+      "Defaults, cpu:  seq 8192; B 1, H 4, D 64; L 3, p 4, K 512; float32; impl dense,lighthouse;\n"
       "                repeats 3, warmup 1\n"
-      "          cuda: --seq 8192,16384,...,524288 -B 1 -H 8 -D 128 -L 3 -p 4 -K 2048 bfloat16,\n"
-      "                impl dense,lighthouse,floor, repeats 10, warmup 3\n"
-      "Lengths of the default list that a configuration does not fit are skipped with a note.");
+      "          cuda: seq 8192,16384,...,524288; B 1, H 8, D 128; L 3, p 4, K 2048; bfloat16;\n"
+      "                impl dense,lighthouse,floor; repeats 10, warmup 3\n"
+      "Lengths of the default list that the configuration does not fit are skipped with a note;\n"
+      "an explicit --seq that it does not fit is an error.");
   app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");
   app->add_option("--seq", args->seq, "sequence lengths N, comma-separated (64k = 65536)")
       ->type_name("N[,N...]");

@@ -127,10 +127,12 @@ int run_plan(const PlanArgs& a) {
 Command add_plan_command(CLI::App& parent) {
   auto args = std::make_shared<PlanArgs>();
   CLI::App* app = parent.add_subcommand(
-      "plan",
-      "Show what a configuration means at sequence length N: the pyramid (block, entries, offset\n"
-      "per level), S, tiles, C, attention FLOPs of Lighthouse vs dense, memory of the gathered\n"
-      "tensors, and whether it is valid (an invalid one exits with status 2).");
+      "plan", "Show the pyramid, S, FLOPs and memory of a configuration, and whether it is valid");
+  app->footer(
+      "Prints per level the block size, entries and offset; S (the gathered length), tiles and C\n"
+      "(coarsest entries per tile); attention FLOPs of Lighthouse vs dense (fwd, bwd, ratio);\n"
+      "the memory of the gathered tensors (fp32, bf16); then \"valid: yes\" or \"valid: no \u2014\n"
+      "<why>\" (exit status 2).");
   app->add_option("--seq", args->seq, "sequence length N (required; 64k = 65536)")->type_name("N");
   app->add_option("--levels", args->levels, "pyramid levels L (required)")->type_name("L");
   app->add_option("--pool", args->pool, "pooling factor p (required)")->type_name("P");

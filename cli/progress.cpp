@@ -19,7 +19,13 @@ void Progress::clear_line() {
 void Progress::step(const std::string& what) {
   ++done_;
   if (quiet_) return;
-  const std::string line = "[" + std::to_string(done_) + "/" + std::to_string(total_) + "] " + what;
+  // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "literal" + std::string&&.
+  std::string line = "[";
+  line += std::to_string(done_);
+  line += '/';
+  line += std::to_string(total_);
+  line += "] ";
+  line += what;
   if (tty_) {
     clear_line();
     std::fputs((line + " ...").c_str(), stderr);

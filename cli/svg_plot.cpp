@@ -98,9 +98,13 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
   if (y_hi <= y_lo) y_hi = y_lo + 1;
 
   const double plot_w = kWidth - kLeft - kRight, plot_h = kHeight - kTop - kBottom;
-  auto px = [&](double x) { return kLeft + (std::log2(x) - x_lo) / (x_hi - x_lo) * plot_w; };
+  // A small inset keeps points that fall exactly on the outermost ticks off the frame.
+  constexpr double kInset = 12;
+  auto px = [&](double x) {
+    return kLeft + kInset + (std::log2(x) - x_lo) / (x_hi - x_lo) * (plot_w - 2 * kInset);
+  };
   auto py = [&](double y) {
-    return kTop + plot_h - (std::log10(y) - y_lo) / (y_hi - y_lo) * plot_h;
+    return kTop + plot_h - kInset - (std::log10(y) - y_lo) / (y_hi - y_lo) * (plot_h - 2 * kInset);
   };
 
   std::ostringstream svg;
@@ -124,6 +128,16 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
     const double y = py(std::pow(10.0, e));
     svg << "<line x1=\"" << num(kLeft) << "\" y1=\"" << num(y) << "\" x2=\"" << num(kLeft + plot_w)
         << "\" y2=\"" << num(y) << "\"/>\n";
+  }
+  svg << "</g>\n";
+  // Lighter minor grid at 2x and 5x within each decade, to read values between the labels.
+  svg << "<g stroke=\"#f0f0f0\" stroke-width=\"1\">\n";
+  for (int e = y_lo; e < y_hi; ++e) {
+    for (double m : {2.0, 5.0}) {
+      const double y = py(m * std::pow(10.0, e));
+      svg << "<line x1=\"" << num(kLeft) << "\" y1=\"" << num(y) << "\" x2=\""
+          << num(kLeft + plot_w) << "\" y2=\"" << num(y) << "\"/>\n";
+    }
   }
   svg << "</g>\n";
   svg << "<g fill=\"#333333\">\n";
