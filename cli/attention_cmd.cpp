@@ -199,6 +199,8 @@ Command add_attention_command(CLI::App& parent) {
   auto args = std::make_shared<AttentionArgs>();
   CLI::App* app = parent.add_subcommand(
       "attention", "Run Lighthouse attention (and its backward) on .npy files");
+  // A flag given twice takes its last value, as in most command-line tools.
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app->footer(
       "Inputs are [B, N, H, D] float32 .npy files. Writes DIR/out.npy [B, N, H, D] float32 and\n"
       "DIR/indices.npy [B, H, S] int32; with --dout also DIR/dq.npy, dk.npy, dv.npy.\n"

@@ -236,6 +236,8 @@ Command add_bench_command(CLI::App& parent) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* app = parent.add_subcommand(
       "bench", "Time dense attention, Lighthouse and its floor over sequence lengths");
+  // A flag given twice takes its last value, as in most command-line tools.
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app->footer(
       "For each N: forward, backward (from a forward's context) and forward+backward, each the\n"
       "median of --repeats after --warmup, on the same seeded random inputs for every impl.\n"

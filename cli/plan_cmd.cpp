@@ -128,6 +128,8 @@ Command add_plan_command(CLI::App& parent) {
   auto args = std::make_shared<PlanArgs>();
   CLI::App* app = parent.add_subcommand(
       "plan", "Show the pyramid, S, FLOPs and memory of a configuration, and whether it is valid");
+  // A flag given twice takes its last value, as in most command-line tools.
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app->footer(
       "Prints per level the block size, entries and offset; S (the gathered length), tiles and C\n"
       "(coarsest entries per tile); attention FLOPs of Lighthouse vs dense (fwd, bwd, ratio);\n"
