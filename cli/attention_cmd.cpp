@@ -3,6 +3,7 @@
 // Every check -- flags, files, shapes, the config against N, the backend's support -- and the
 // whole computation happen before the first output byte is written; the files are then staged
 // and renamed into place together (StagedOutputs), so a failed run leaves no partial output.
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
@@ -89,13 +90,27 @@ Inputs read_inputs(const AttentionArgs& a) {
 [[noreturn]] void rethrow_for_files(const InvalidArgument& e, const AttentionArgs& a) {
   const std::string& p = e.param();
   if (p == "levels" || p == "pool" || p == "topk" || p == "scale" || p == "dtype" ||
-      p == "device" || p == "threads") {
+      p == "device" || p == "threads" || p == "check_finite") {
     throw e;  // main() turns these into --levels etc.
   }
   if (p == "k") reject("--k", a.k, e.what());
   if (p == "v") reject("--v", a.v, e.what());
   if (p == "dout") reject("--dout", a.dout, e.what());
   reject("--q", a.q, e.what());
+}
+
+void check_finite_host(const std::string& flag, const std::string& path, const NpyArray& array) {
+  const float* data = array.data<float>();
+  for (std::int64_t i = 0; i < array.numel(); ++i) {
+    if (!std::isfinite(data[i])) {
+      const auto& s = array.shape;
+      const std::int64_t d = i % s[3], h = i / s[3] % s[2], n = i / (s[3] * s[2]) % s[1],
+                         b = i / (s[3] * s[2] * s[1]);
+      reject(flag, path,
+             "non-finite value at [" + std::to_string(b) + ", " + std::to_string(n) + ", " +
+                 std::to_string(h) + ", " + std::to_string(d) + "] (--check-finite is on)");
+    }
+  }
 }
 
 void check_out_folder(const std::string& out) {
@@ -133,7 +148,8 @@ int run_attention(const AttentionArgs& a) {
   }
   Options options;
   options.threads = parse_int32("--threads", a.threads, 0);
-  options.check_finite = a.check_finite;
+  // The library checks host tensors only; for a device run the CLI checks the files itself.
+  options.check_finite = a.check_finite && device == Device::kCPU;
   check_out_folder(a.out);
 
   // 2. Files and the plan.
@@ -146,6 +162,13 @@ int run_attention(const AttentionArgs& a) {
     backend.check_supported(plan, dtype);
   } catch (const InvalidArgument& e) {
     rethrow_for_files(e, a);
+  }
+
+  if (a.check_finite && device != Device::kCPU) {
+    check_finite_host("--q", a.q, in.q);
+    check_finite_host("--k", a.k, in.k);
+    check_finite_host("--v", a.v, in.v);
+    if (in.dout) check_finite_host("--dout", a.dout, *in.dout);
   }
 
   // 3. Compute everything in memory.
