@@ -5,8 +5,8 @@
 // time into shared memory with coalesced 16-byte loads (R = 16 KiB of rows per tensor). From
 // the staged rows:
 //   - the token norms, one thread per row: sqrt of a float64 sum of squares in d order,
-//     rounded once to float. The CPU backend uses the same definition, so the selection sees
-//     identical scores on both;
+//     rounded once to float, NaN mapped to -inf. The CPU backend uses the same definition, so
+//     the selection sees identical scores on both;
 //   - the max-pooled scores of levels 2..L (levels whose blocks are longer than R keep a
 //     running max across the span's iterations);
 //   - the coarsest level's means (fp32 sums in token order, rounded once), which the gather
@@ -123,7 +123,8 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
             sum += d * d;  // exact product: a fused multiply-add rounds the same way
           }
         }
-        s_score[x * R + r] = __double2float_rn(sqrt(sum));
+        const float norm = __double2float_rn(sqrt(sum));
+        s_score[x * R + r] = isnan(norm) ? -INFINITY : norm;  // as the CPU backend: NaN ranks last
       }
     }
 

@@ -325,7 +325,8 @@ bool cpu_available() {
 float token_norm(const float* x, std::int64_t d) {
   double sum = 0;
   for (std::int64_t i = 0; i < d; ++i) sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  return static_cast<float>(std::sqrt(sum));
+  const float norm = static_cast<float>(std::sqrt(sum));
+  return std::isnan(norm) ? -INFINITY : norm;
 }
 
 // [B, H, S] indices per the spec: ties broken by candidate position.
