@@ -524,7 +524,8 @@ TEST_P(CudaGolden, MatchesOriginal) {
   EXPECT_LT(rel_l2(gpu.dv, load("dv")), 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, CudaGolden, ::testing::Values("g2", "g5"));
+INSTANTIATE_TEST_SUITE_P(Cases, CudaGolden, ::testing::Values("g2", "g5"),
+                         [](const auto& info) { return info.param; });
 
 struct HalfCase {
   lh::DType dtype;
