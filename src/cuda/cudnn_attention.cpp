@@ -15,7 +15,6 @@
 #include <bit>
 #include <cmath>
 #include <compare>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
