@@ -27,9 +27,9 @@ struct StageTimes {
 };
 
 struct Options {
-  int threads = 0;            // CPU worker threads; 0 = all hardware threads
-  bool check_finite = false;  // reject NaN/Inf inputs with InvalidArgument
-  void* stream = nullptr;     // CUDA stream (cudaStream_t); null = default stream
+  int threads = 0;              // CPU worker threads; 0 = all hardware threads
+  bool check_finite = false;    // reject NaN/Inf inputs with InvalidArgument
+  void* stream = nullptr;       // CUDA stream (cudaStream_t); null = default stream
   StageTimes* times = nullptr;  // if set, filled with per-stage timings (adds syncs on CUDA)
 };
 

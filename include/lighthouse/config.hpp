@@ -11,9 +11,9 @@ namespace lighthouse {
 inline constexpr int kTileSize = 128;
 
 struct Config {
-  int levels = 3;    // L >= 1; L == 1 is plain dense causal attention (topk is then unused)
-  int pool = 4;      // p: a power of two >= 2
-  int topk = 2048;   // K: a positive multiple of kTileSize
+  int levels = 3;   // L >= 1; L == 1 is plain dense causal attention (topk is then unused)
+  int pool = 4;     // p: a power of two >= 2
+  int topk = 2048;  // K: a positive multiple of kTileSize
   std::optional<double> scale;  // softmax scale; default 1/sqrt(head_dim)
 };
 

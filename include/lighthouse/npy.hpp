@@ -15,9 +15,9 @@
 namespace lighthouse {
 
 struct NpyArray {
-  DType dtype = DType::kFloat32;         // kFloat32, kFloat64, kInt32 or kInt64
-  std::vector<std::int64_t> shape;       // empty for a scalar
-  std::vector<unsigned char> bytes;      // C-order little-endian data, numel * dtype_size
+  DType dtype = DType::kFloat32;     // kFloat32, kFloat64, kInt32 or kInt64
+  std::vector<std::int64_t> shape;   // empty for a scalar
+  std::vector<unsigned char> bytes;  // C-order little-endian data, numel * dtype_size
 
   std::int64_t numel() const;
   template <typename T>

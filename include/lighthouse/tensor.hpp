@@ -17,7 +17,7 @@ enum class DType : std::uint8_t { kFloat32, kFloat64, kBFloat16, kFloat16, kInt3
 enum class Device : std::uint8_t { kCPU, kCUDA };
 
 std::size_t dtype_size(DType dtype);
-const char* dtype_name(DType dtype);   // "float32", "bfloat16", ...
+const char* dtype_name(DType dtype);     // "float32", "bfloat16", ...
 const char* device_name(Device device);  // "cpu", "cuda"
 // Parses "float32"/"fp32"/"f32", "bfloat16"/"bf16", ... ; throws InvalidArgument naming `param`.
 DType parse_dtype(const std::string& text, const char* param = "dtype");

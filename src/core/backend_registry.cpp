@@ -34,7 +34,9 @@ Backend* make_or_null(Device device) {
 
 }  // namespace
 
-bool backend_available(Device device) { return make_or_null(device) != nullptr; }
+bool backend_available(Device device) {
+  return make_or_null(device) != nullptr;
+}
 
 Backend& backend_for(Device device) {
   Backend* backend = make_or_null(device);

@@ -1,0 +1,44 @@
+// Timing one implementation at one sequence length for `lighthouse bench`: random inputs, warm-up,
+// then forward alone, backward alone (from a forward's context) and forward+backward, each the
+// median of the repeats, with Backend::synchronize() around every timed region so that device
+// work is inside the measurement.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "device_io.hpp"
+#include "lighthouse/attention.hpp"
+
+namespace lighthouse::cli {
+
+enum class Impl { kDense, kLighthouse, kFloor };
+const char* impl_name(Impl impl);
+
+struct HostInputs {
+  Shape4 shape{};  // [B, N, H, D]
+  std::vector<float> q, k, v, dout;
+};
+
+// Uniform values in [-1, 1), a pure function of (seed, shape): the same on every run and machine.
+HostInputs random_inputs(std::uint64_t seed, const Shape4& shape);
+// The first `length` tokens of every batch row (length <= N).
+HostInputs first_tokens(const HostInputs& inputs, std::int64_t length);
+
+struct MeasureSetup {
+  Device device = Device::kCPU;
+  DType dtype = DType::kFloat32;
+  int repeats = 3, warmup = 1, threads = 0;
+  bool stages = false;  // on CUDA, extra runs with per-stage timing (it adds synchronisations)
+};
+
+struct Timing {
+  double fwd_ms = 0, bwd_ms = 0, fwd_bwd_ms = 0;
+  std::optional<StageTimes> stages_fwd, stages_bwd;  // per-stage medians
+};
+
+Timing measure(const Config& config, const HostInputs& inputs, const MeasureSetup& setup);
+
+}  // namespace lighthouse::cli

@@ -1,0 +1,226 @@
+#include "bench_report.hpp"
+
+#include "format.hpp"
+#include "svg_plot.hpp"
+
+namespace lighthouse::cli {
+
+namespace {
+
+double gflops(double flops, double ms) {
+  return ms > 0 ? flops / (ms * 1e-3) / 1e9 : 0;
+}
+
+const BenchRow* find_row(const BenchReport& r, Impl impl, std::int64_t seq) {
+  for (const BenchRow& row : r.rows) {
+    if (row.impl == impl && row.seq == seq && row.timing) return &row;
+  }
+  return nullptr;
+}
+
+// Lighthouse rows only: how much faster than dense, and how far above the floor (fwd+bwd).
+std::optional<double> speedup_vs_dense(const BenchReport& r, const BenchRow& row) {
+  const BenchRow* dense = find_row(r, Impl::kDense, row.seq);
+  if (row.impl != Impl::kLighthouse || !row.timing || !dense) return std::nullopt;
+  return dense->timing->fwd_bwd_ms / row.timing->fwd_bwd_ms;
+}
+
+std::optional<double> ratio_vs_floor(const BenchReport& r, const BenchRow& row) {
+  const BenchRow* floor = find_row(r, Impl::kFloor, row.seq);
+  if (row.impl != Impl::kLighthouse || !row.timing || !floor) return std::nullopt;
+  return row.timing->fwd_bwd_ms / floor->timing->fwd_bwd_ms;
+}
+
+std::string cell(std::optional<double> value, int decimals, const std::string& suffix = "") {
+  return value ? fixed(*value, decimals) + suffix : "-";
+}
+
+nlohmann::json stages_json(const std::optional<StageTimes>& t) {
+  if (!t) return nullptr;
+  return {{"pyramid", t->pyramid},     {"selection", t->selection}, {"gather", t->gather},
+          {"attention", t->attention}, {"scatter", t->scatter},     {"total", t->total()}};
+}
+
+nlohmann::json optional_json(std::optional<double> value) {
+  return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+}
+
+}  // namespace
+
+void print_table(const BenchReport& r, bool stages, std::ostream& out) {
+  const bool with_sgemm = r.sgemm_gflops.has_value();
+  out << "# lighthouse bench: " << device_name(r.device) << " " << dtype_name(r.dtype)
+      << ", B=" << r.batch << " H=" << r.heads << " D=" << r.head_dim << ", L=" << r.config.levels
+      << " p=" << r.config.pool << " K=" << r.config.topk << ", median of " << r.repeats
+      << " after " << r.warmup << " warm-up, threads "
+      << (r.threads > 0 ? std::to_string(r.threads) : "all") << "\n";
+  out << "# machine: " << (r.machine.hostname.empty() ? "?" : r.machine.hostname) << ", "
+      << (r.machine.cpu_model.empty() ? "unknown cpu" : r.machine.cpu_model) << ", "
+      << r.machine.hardware_threads << " hardware threads\n";
+  if (with_sgemm) {
+    out << "# sgemm " << r.sgemm_size << "^3 (OpenBLAS): " << fixed(*r.sgemm_gflops, 1)
+        << " GFLOP/s\n";
+  }
+
+  const std::vector<std::pair<std::string, std::size_t>> columns = [&] {
+    std::vector<std::pair<std::string, std::size_t>> c = {
+        {"impl", 10},        {"N", 9},           {"S", 9},
+        {"fwd_ms", 11},      {"bwd_ms", 11},     {"fwd+bwd_ms", 12},
+        {"fwd_GFLOP/s", 12}, {"bwd_GFLOP/s", 12}};
+    if (with_sgemm) {
+      c.push_back({"fwd_%sgemm", 11});
+      c.push_back({"bwd_%sgemm", 11});
+    }
+    c.push_back({"dense/lh", 10});
+    c.push_back({"lh/floor", 10});
+    return c;
+  }();
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    out << (i == 0 ? pad_right(columns[i].first, columns[i].second)
+                   : pad_left(columns[i].first, columns[i].second));
+  }
+  out << "\n";
+  for (const BenchRow& row : r.rows) {
+    std::vector<std::string> cells = {impl_name(row.impl), std::to_string(row.seq),
+                                      std::to_string(row.S)};
+    const std::optional<Timing>& t = row.timing;
+    auto ms = [&](double Timing::*m) { return t ? fixed((*t).*m, 3) : std::string("-"); };
+    cells.push_back(ms(&Timing::fwd_ms));
+    cells.push_back(ms(&Timing::bwd_ms));
+    cells.push_back(ms(&Timing::fwd_bwd_ms));
+    const std::optional<double> fg =
+        t ? std::optional<double>(gflops(row.fwd_flops, t->fwd_ms)) : std::nullopt;
+    const std::optional<double> bg =
+        t ? std::optional<double>(gflops(row.bwd_flops, t->bwd_ms)) : std::nullopt;
+    cells.push_back(cell(fg, 1));
+    cells.push_back(cell(bg, 1));
+    if (with_sgemm) {
+      cells.push_back(fg ? fixed(100 * *fg / *r.sgemm_gflops, 1) + "%" : "-");
+      cells.push_back(bg ? fixed(100 * *bg / *r.sgemm_gflops, 1) + "%" : "-");
+    }
+    cells.push_back(cell(speedup_vs_dense(r, row), 2, "x"));
+    cells.push_back(cell(ratio_vs_floor(r, row), 2, "x"));
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      out << (i == 0 ? pad_right(cells[i], columns[i].second)
+                     : pad_left(cells[i], columns[i].second));
+    }
+    out << "\n";
+  }
+  for (const BenchRow& row : r.rows) {
+    if (!row.error.empty()) {
+      out << "# failed: " << impl_name(row.impl) << " N=" << row.seq << ": " << row.error << "\n";
+    }
+  }
+  for (const BenchSkip& s : r.skipped) {
+    out << "# skipped: " << impl_name(s.impl) << " N=" << s.seq << ": " << s.reason << "\n";
+  }
+
+  if (stages) {
+    out << "# per-stage medians (ms), lighthouse\n";
+    out << pad_right("impl", 10) << pad_left("N", 9) << pad_left("pass", 6)
+        << pad_left("pyramid", 10) << pad_left("selection", 11) << pad_left("gather", 10)
+        << pad_left("attention", 11) << pad_left("scatter", 10) << pad_left("total", 10) << "\n";
+    for (const BenchRow& row : r.rows) {
+      if (row.impl != Impl::kLighthouse || !row.timing) continue;
+      for (const auto& [pass, st] :
+           {std::pair{"fwd", row.timing->stages_fwd}, std::pair{"bwd", row.timing->stages_bwd}}) {
+        if (!st) continue;
+        out << pad_right(impl_name(row.impl), 10) << pad_left(std::to_string(row.seq), 9)
+            << pad_left(pass, 6) << pad_left(fixed(st->pyramid, 3), 10)
+            << pad_left(fixed(st->selection, 3), 11) << pad_left(fixed(st->gather, 3), 10)
+            << pad_left(fixed(st->attention, 3), 11) << pad_left(fixed(st->scatter, 3), 10)
+            << pad_left(fixed(st->total(), 3), 10) << "\n";
+      }
+    }
+  }
+  out << "# peak RSS: " << bytes_text(static_cast<double>(r.peak_rss_bytes)) << "\n";
+}
+
+nlohmann::json report_json(const BenchReport& r) {
+  nlohmann::json impls = nlohmann::json::array();
+  for (Impl i : r.impls) impls.push_back(impl_name(i));
+  nlohmann::json config = {{"levels", r.config.levels},
+                           {"pool", r.config.pool},
+                           {"topk", r.config.topk},
+                           {"batch", r.batch},
+                           {"heads", r.heads},
+                           {"head_dim", r.head_dim},
+                           {"dtype", dtype_name(r.dtype)},
+                           {"repeats", r.repeats},
+                           {"warmup", r.warmup},
+                           {"threads", r.threads},
+                           {"seed", r.seed},
+                           {"seq", r.seqs},
+                           {"impl", impls}};
+  nlohmann::json rows = nlohmann::json::array();
+  for (const BenchRow& row : r.rows) {
+    nlohmann::json j = {{"impl", impl_name(row.impl)},
+                        {"seq", row.seq},
+                        {"S", row.S},
+                        {"fwd_flops", row.fwd_flops},
+                        {"bwd_flops", row.bwd_flops}};
+    if (row.timing) {
+      const Timing& t = *row.timing;
+      const double fg = gflops(row.fwd_flops, t.fwd_ms), bg = gflops(row.bwd_flops, t.bwd_ms);
+      j["fwd_ms"] = t.fwd_ms;
+      j["bwd_ms"] = t.bwd_ms;
+      j["fwd_bwd_ms"] = t.fwd_bwd_ms;
+      j["fwd_gflops"] = fg;
+      j["bwd_gflops"] = bg;
+      j["fwd_sgemm_fraction"] =
+          r.sgemm_gflops ? nlohmann::json(fg / *r.sgemm_gflops) : nlohmann::json(nullptr);
+      j["bwd_sgemm_fraction"] =
+          r.sgemm_gflops ? nlohmann::json(bg / *r.sgemm_gflops) : nlohmann::json(nullptr);
+      j["stages_fwd"] = stages_json(t.stages_fwd);
+      j["stages_bwd"] = stages_json(t.stages_bwd);
+    } else {
+      for (const char* key :
+           {"fwd_ms", "bwd_ms", "fwd_bwd_ms", "fwd_gflops", "bwd_gflops", "fwd_sgemm_fraction",
+            "bwd_sgemm_fraction", "stages_fwd", "stages_bwd"}) {
+        j[key] = nullptr;
+      }
+      j["error"] = row.error;
+    }
+    if (row.impl == Impl::kLighthouse) {
+      j["speedup_vs_dense"] = optional_json(speedup_vs_dense(r, row));
+      j["ratio_vs_floor"] = optional_json(ratio_vs_floor(r, row));
+    }
+    rows.push_back(j);
+  }
+  nlohmann::json skipped = nlohmann::json::array();
+  for (const BenchSkip& s : r.skipped) {
+    skipped.push_back({{"impl", impl_name(s.impl)}, {"seq", s.seq}, {"reason", s.reason}});
+  }
+  return {{"device", device_name(r.device)},
+          {"machine",
+           {{"hostname", r.machine.hostname},
+            {"cpu", r.machine.cpu_model},
+            {"hardware_threads", r.machine.hardware_threads}}},
+          {"sgemm_gflops", optional_json(r.sgemm_gflops)},
+          {"sgemm_size", r.sgemm_size},
+          {"config", config},
+          {"rows", rows},
+          {"skipped", skipped},
+          {"peak_rss_bytes", r.peak_rss_bytes}};
+}
+
+std::string report_svg(const BenchReport& r) {
+  std::vector<PlotSeries> series = {
+      {"dense", "#1f77b4", {}}, {"lighthouse", "#ff7f0e", {}}, {"floor", "#2ca02c", {}}};
+  for (const BenchRow& row : r.rows) {
+    if (!row.timing) continue;
+    series[static_cast<std::size_t>(row.impl)].points.emplace_back(static_cast<double>(row.seq),
+                                                                   row.timing->fwd_bwd_ms);
+  }
+  PlotLabels labels;
+  labels.title = std::string("Lighthouse attention fwd+bwd: ") + device_name(r.device) + " " +
+                 dtype_name(r.dtype) + ", B=" + std::to_string(r.batch) +
+                 " H=" + std::to_string(r.heads) + " D=" + std::to_string(r.head_dim) +
+                 ", L=" + std::to_string(r.config.levels) + " p=" + std::to_string(r.config.pool) +
+                 " K=" + std::to_string(r.config.topk);
+  labels.x_label = "sequence length N (tokens)";
+  labels.y_label = "fwd+bwd latency (ms)";
+  return log_log_chart_svg(labels, series);
+}
+
+}  // namespace lighthouse::cli

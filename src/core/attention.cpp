@@ -1,0 +1,154 @@
+// Backend-neutral entry points: validate everything the spec asks for, then hand the call to the
+// backend of the tensors' device. Backends only ever see validated plans and views.
+#include "lighthouse/attention.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lighthouse/backend.hpp"
+#include "lighthouse/error.hpp"
+
+namespace lighthouse {
+
+namespace {
+
+void check_bnhd(const char* name, const TensorView& t) {
+  if (t.rank != 4) {
+    throw InvalidArgument(name, t.shape_string(), "must be a rank-4 [B, N, H, D] tensor");
+  }
+  for (int d = 0; d < 4; ++d) {
+    if (t.shape[d] < 1) {
+      throw InvalidArgument(name, t.shape_string(), "every dimension must be >= 1");
+    }
+  }
+  if (t.strides[3] != 1) {
+    throw InvalidArgument(std::string(name) + ".stride(3)", std::to_string(t.strides[3]),
+                          "the head dimension D must be contiguous (stride 1)");
+  }
+  if (t.data == nullptr) throw InvalidArgument(name, "null", "data pointer must not be null");
+}
+
+void check_like(const char* name, const TensorView& t, const char* ref_name,
+                const TensorView& ref) {
+  check_bnhd(name, t);
+  if (t.shape != ref.shape) {
+    throw InvalidArgument(
+        name, t.shape_string(),
+        std::string("must have the shape of ") + ref_name + " " + ref.shape_string());
+  }
+  if (t.dtype != ref.dtype) {
+    throw InvalidArgument(
+        std::string(name) + ".dtype", dtype_name(t.dtype),
+        std::string("must equal ") + ref_name + ".dtype " + dtype_name(ref.dtype));
+  }
+  if (t.device != ref.device) {
+    throw InvalidArgument(
+        std::string(name) + ".device", device_name(t.device),
+        std::string("must equal ") + ref_name + ".device " + device_name(ref.device));
+  }
+}
+
+template <typename T>
+void check_finite_host(const char* name, const TensorView& t, const T* base) {
+  for (std::int64_t b = 0; b < t.shape[0]; ++b)
+    for (std::int64_t n = 0; n < t.shape[1]; ++n)
+      for (std::int64_t h = 0; h < t.shape[2]; ++h) {
+        const T* row = base + b * t.strides[0] + n * t.strides[1] + h * t.strides[2];
+        for (std::int64_t d = 0; d < t.shape[3]; ++d) {
+          if (!std::isfinite(static_cast<double>(row[d]))) {
+            throw InvalidArgument(name,
+                                  "non-finite value at [" + std::to_string(b) + ", " +
+                                      std::to_string(n) + ", " + std::to_string(h) + ", " +
+                                      std::to_string(d) + "]",
+                                  "inputs must be finite (check_finite is on)");
+          }
+        }
+      }
+}
+
+void check_finite(const char* name, const TensorView& t) {
+  if (t.device != Device::kCPU) {
+    throw InvalidArgument("check_finite", "true",
+                          std::string("is only implemented for cpu tensors; ") + name + " is on " +
+                              device_name(t.device));
+  }
+  switch (t.dtype) {
+    case DType::kFloat32:
+      check_finite_host(name, t, t.data_as<const float>());
+      break;
+    case DType::kFloat64:
+      check_finite_host(name, t, t.data_as<const double>());
+      break;
+    default:
+      break;  // other dtypes are rejected by the backend
+  }
+}
+
+}  // namespace
+
+std::vector<std::int32_t> Context::indices() const {
+  if (!state_) throw InvalidArgument("ctx", "undefined", "forward() must run first");
+  std::vector<std::int32_t> out(static_cast<std::size_t>(plan_.batch * plan_.heads * plan_.S));
+  state_->copy_indices(out.data());
+  return out;
+}
+
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, Context& ctx, const Options& options) {
+  check_bnhd("q", q);
+  check_like("k", k, "q", q);
+  check_like("v", v, "q", q);
+  check_like("out", out, "q", q);
+  if (options.threads < 0) {
+    throw InvalidArgument("threads", std::to_string(options.threads), "must be >= 0 (0 = all)");
+  }
+  Plan plan = make_plan(config, q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+  Backend& backend = backend_for(q.device);
+  backend.check_supported(plan, q.dtype);
+  if (options.check_finite) {
+    check_finite("q", q);
+    check_finite("k", k);
+    check_finite("v", v);
+  }
+  ctx.state_.reset();  // free the previous call's buffers before taking new ones
+  ctx.state_ = backend.forward(plan, q, k, v, out, options);
+  ctx.plan_ = std::move(plan);
+  ctx.device_ = q.device;
+  ctx.dtype_ = q.dtype;
+}
+
+void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
+              const TensorView& dk, const TensorView& dv, const Options& options) {
+  if (!ctx.state_) throw InvalidArgument("ctx", "undefined", "forward() must run first");
+  check_bnhd("dout", dout);
+  const Plan& plan = ctx.plan_;
+  const std::array<std::int64_t, kMaxRank> expected{plan.batch, plan.seq, plan.heads,
+                                                    plan.head_dim};
+  if (dout.shape != expected) {
+    throw InvalidArgument("dout", dout.shape_string(),
+                          "must have the shape of the forward's q [" + std::to_string(plan.batch) +
+                              ", " + std::to_string(plan.seq) + ", " + std::to_string(plan.heads) +
+                              ", " + std::to_string(plan.head_dim) + "]");
+  }
+  if (dout.dtype != ctx.dtype_) {
+    throw InvalidArgument("dout.dtype", dtype_name(dout.dtype),
+                          std::string("must equal the forward's dtype ") + dtype_name(ctx.dtype_));
+  }
+  if (dout.device != ctx.device_) {
+    throw InvalidArgument(
+        "dout.device", device_name(dout.device),
+        std::string("must equal the forward's device ") + device_name(ctx.device_));
+  }
+  check_like("dq", dq, "dout", dout);
+  check_like("dk", dk, "dout", dout);
+  check_like("dv", dv, "dout", dout);
+  if (options.threads < 0) {
+    throw InvalidArgument("threads", std::to_string(options.threads), "must be >= 0 (0 = all)");
+  }
+  if (options.check_finite) check_finite("dout", dout);
+  backend_for(ctx.device_).backward(plan, *ctx.state_, dout, dq, dk, dv, options);
+}
+
+}  // namespace lighthouse

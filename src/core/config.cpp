@@ -1,0 +1,29 @@
+#include "lighthouse/config.hpp"
+
+#include <cmath>
+#include <string>
+
+#include "lighthouse/error.hpp"
+
+namespace lighthouse {
+
+void validate(const Config& config) {
+  if (config.levels < 1) {
+    throw InvalidArgument("levels", std::to_string(config.levels), "must be >= 1");
+  }
+  // With a single level the pyramid is the sequence itself: pool and topk play no role.
+  if (config.levels > 1) {
+    if (config.pool < 2 || (config.pool & (config.pool - 1)) != 0) {
+      throw InvalidArgument("pool", std::to_string(config.pool), "must be a power of two >= 2");
+    }
+    if (config.topk <= 0 || config.topk % kTileSize != 0) {
+      throw InvalidArgument("topk", std::to_string(config.topk),
+                            "must be a positive multiple of the tile size 128");
+    }
+  }
+  if (config.scale && !(std::isfinite(*config.scale) && *config.scale > 0)) {
+    throw InvalidArgument("scale", std::to_string(*config.scale), "must be a finite number > 0");
+  }
+}
+
+}  // namespace lighthouse

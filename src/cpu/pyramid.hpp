@@ -1,0 +1,36 @@
+// Stage 1 of the spec on the CPU: parameter-free scores (token L2 norms, max-pooled per level)
+// and the pyramid rows themselves (block means), gathered straight into the order the dense
+// attention reads; plus the backward of that gather (each pyramid row spreads grad / c_l to its
+// c_l tokens).
+#pragma once
+
+#include <cstdint>
+
+#include "lighthouse/plan.hpp"
+#include "lighthouse/tensor.hpp"
+
+namespace lighthouse::cpu {
+
+// Score of one token row: (float) sqrt(sum_d (double) x_d^2), summed in d order. This exact
+// definition is shared by every backend so that selections agree bit for bit. NaN maps to -inf
+// so that rankings stay a strict order.
+template <typename T>
+float token_score(const T* row, std::int64_t dim);
+
+// Level scores of every (b, h) for q (into sq) and k (into sk): [B*H][pyramid_size] floats,
+// level l at plan.offset[l], entry i = max of its tokens' scores.
+void level_scores(const Plan& plan, const TensorView& q, const TensorView& k, float* sq, float* sk,
+                  int threads);
+
+// Gathers the selected pyramid rows of x into dst [B*H][S][D]: row s of (b, h) is the mean of the
+// tokens of pyramid entry indices[(b*H + h)*S + s].
+void gather_rows(const Plan& plan, const TensorView& x, const std::int32_t* indices, void* dst,
+                 int threads);
+
+// Backward of gather_rows: dx[b, t, h] = sum over levels l (in order) of
+// grad_sel[pos_l(t / c_l)] / c_l, where `position` maps (b, h, pyramid index) -> row s or -1.
+// dx is overwritten.
+void spread_rows(const Plan& plan, const void* grad_sel, const std::int32_t* position,
+                 const TensorView& dx, int threads);
+
+}  // namespace lighthouse::cpu

@@ -1,0 +1,128 @@
+#include "cpu/selection.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "cpu/parallel.hpp"
+#include "lighthouse/config.hpp"
+
+namespace lighthouse::cpu {
+
+namespace {
+
+constexpr std::int64_t kHalf = kTileSize / 2;  // kept by query score, then by key score
+
+struct TileScratch {
+  std::vector<std::int64_t> candidates, parents;
+  std::vector<std::int32_t> order;
+  std::vector<char> kept;
+  std::vector<std::pair<std::int64_t, std::int32_t>> entries;  // (position key, pyramid index)
+};
+
+// Moves the `count` best candidates (score descending, then candidate position ascending) among
+// order[first..] to order[first..first+count), best first. Ties resolve by position, so the
+// result is a deterministic function of the scores.
+void take_best(const float* score, const std::vector<std::int64_t>& candidates,
+               std::vector<std::int32_t>& order, std::size_t first, std::int64_t count) {
+  auto better = [&](std::int32_t a, std::int32_t b) {
+    const float sa = score[candidates[a]], sb = score[candidates[b]];
+    return sa > sb || (sa == sb && a < b);
+  };
+  std::partial_sort(order.begin() + static_cast<std::ptrdiff_t>(first),
+                    order.begin() + static_cast<std::ptrdiff_t>(first + count), order.end(),
+                    better);
+}
+
+void select_tile(const Plan& plan, const float* sq, const float* sk, std::int64_t tile,
+                 std::int32_t* out, std::int32_t* position, std::int64_t out_base, TileScratch& w) {
+  const int L = plan.config.levels;
+  const std::int64_t p = plan.config.pool;
+  const std::int64_t C = plan.tile_entries;
+  // Integer position keys: the spec's keys times 2^(L-1), so the kept-entry offsets
+  // 2^(1-level) become whole numbers.
+  const int shift = L - 1;
+  w.entries.clear();
+  for (int l = L - 1; l >= 0; --l) {
+    const std::int64_t block = plan.block[l];
+    if (l == L - 1) {
+      w.candidates.resize(static_cast<std::size_t>(C));
+      std::iota(w.candidates.begin(), w.candidates.end(), tile * C);
+    } else {
+      w.candidates.resize(static_cast<std::size_t>(p * kTileSize));
+      for (std::int64_t j = 0; j < p * kTileSize; ++j) {
+        w.candidates[j] = w.parents[j / p] * p + j % p;
+      }
+    }
+    const std::size_t n = w.candidates.size();
+    if (l == 0) {  // finest level: every candidate is a token entry
+      for (std::int64_t i : w.candidates) {
+        w.entries.emplace_back(i << shift, static_cast<std::int32_t>(i));
+      }
+      break;
+    }
+    // 64 by query score, then 64 of the rest by key score.
+    w.order.resize(n);
+    std::iota(w.order.begin(), w.order.end(), 0);
+    const float* level_q = sq + plan.offset[l];
+    const float* level_k = sk + plan.offset[l];
+    take_best(level_q, w.candidates, w.order, 0, kHalf);
+    take_best(level_k, w.candidates, w.order, kHalf, kHalf);
+    w.kept.assign(n, 0);
+    w.parents.resize(kTileSize);
+    for (std::int64_t j = 0; j < kTileSize; ++j) {
+      w.kept[w.order[j]] = 1;
+      w.parents[j] = w.candidates[w.order[j]];
+    }
+    for (std::size_t a = 0; a < n; ++a) {
+      const std::int64_t i = w.candidates[a];
+      const std::int64_t key = w.kept[a]
+                                   ? ((block * (i + 1)) << shift) - (std::int64_t{1} << (shift - l))
+                                   : (block * i) << shift;
+      w.entries.emplace_back(key, static_cast<std::int32_t>(plan.offset[l] + i));
+    }
+  }
+  std::sort(w.entries.begin(), w.entries.end());
+  for (std::size_t e = 0; e < w.entries.size(); ++e) {
+    out[e] = w.entries[e].second;
+    position[w.entries[e].second] = static_cast<std::int32_t>(out_base + e);
+  }
+}
+
+}  // namespace
+
+std::int64_t entries_per_tile(const Plan& plan) {
+  return plan.tile_entries +
+         static_cast<std::int64_t>(plan.config.levels - 1) * plan.config.pool * kTileSize;
+}
+
+void select_entries(const Plan& plan, const float* sq, const float* sk, std::int32_t* indices,
+                    std::int32_t* position, int threads) {
+  const std::int64_t BH = plan.batch * plan.heads, S = plan.S, P = plan.pyramid_size;
+  std::fill(position, position + BH * P, -1);
+  if (plan.dense()) {  // one level: every token, in order
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (std::int64_t bh = 0; bh < BH; ++bh) {
+      for (std::int64_t s = 0; s < S; ++s) {
+        indices[bh * S + s] = static_cast<std::int32_t>(s);
+        position[bh * P + s] = static_cast<std::int32_t>(s);
+      }
+    }
+    return;
+  }
+  const std::int64_t E = entries_per_tile(plan);
+  const std::int64_t tiles = plan.tiles;
+#pragma omp parallel num_threads(threads)
+  {
+    TileScratch scratch;
+#pragma omp for schedule(dynamic)
+    for (std::int64_t w = 0; w < BH * tiles; ++w) {
+      const std::int64_t bh = w / tiles, tile = w % tiles;
+      select_tile(plan, sq + bh * P, sk + bh * P, tile, indices + bh * S + tile * E,
+                  position + bh * P, tile * E, scratch);
+    }
+  }
+}
+
+}  // namespace lighthouse::cpu

@@ -1,0 +1,22 @@
+// Stages 2 and 3 of the spec on the CPU: the per-tile hierarchical selection cascade and the
+// causal order of the gathered sub-sequence.
+#pragma once
+
+#include <cstdint>
+
+#include "lighthouse/plan.hpp"
+
+namespace lighthouse::cpu {
+
+// sq, sk: level scores, [B*H][pyramid_size] (pyramid.hpp). Writes
+//   indices  [B*H][S]: pyramid index of every gathered entry, in causal (key) order;
+//   position [B*H][pyramid_size]: the row s of each pyramid entry, or -1 if not gathered.
+// Tiles are independent and each occupies a fixed, contiguous range of S (its entries' keys lie
+// inside the tile's token range), so no global sort is needed.
+void select_entries(const Plan& plan, const float* sq, const float* sk, std::int32_t* indices,
+                    std::int32_t* position, int threads);
+
+// Entries a tile contributes: its C coarsest entries plus p * 128 candidates per finer level.
+std::int64_t entries_per_tile(const Plan& plan);
+
+}  // namespace lighthouse::cpu

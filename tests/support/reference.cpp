@@ -1,0 +1,379 @@
+#include "support/reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+namespace lhtest {
+
+namespace {
+
+constexpr std::int64_t kTile = 128;  // T: entries kept per tile and level
+constexpr std::int64_t kHalf = kTile / 2;
+
+// The pyramid's layout: level l (0-based) has blocks of c = p^l tokens, N / c entries, and
+// starts at `offset` in the pyramid index.
+struct Geometry {
+  std::int64_t L = 1, p = 2, N = 0, total = 0;
+  std::vector<std::int64_t> block, size, offset;
+
+  Geometry(const lighthouse::Config& config, std::int64_t tokens)
+      : L(config.levels), p(config.pool), N(tokens) {
+    if (L < 1 || p < 2) throw std::invalid_argument("reference: levels >= 1 and pool >= 2");
+    std::int64_t c = 1;
+    for (std::int64_t l = 0; l < L; ++l) {
+      if (N % c != 0) throw std::invalid_argument("reference: N not divisible by p^(L-1)");
+      block.push_back(c);
+      size.push_back(N / c);
+      offset.push_back(total);
+      total += N / c;
+      c *= p;
+    }
+  }
+
+  // The (level, local index) of a pyramid index.
+  std::pair<std::int64_t, std::int64_t> locate(std::int64_t index) const {
+    for (std::int64_t l = L - 1; l >= 0; --l) {
+      if (index >= offset[l]) return {l, index - offset[l]};
+    }
+    throw std::logic_error("reference: negative pyramid index");
+  }
+
+  // Tokens [first, last] that receive the output of entry i of level l.
+  std::pair<std::int64_t, std::int64_t> scatter_range(std::int64_t l, std::int64_t i) const {
+    const std::int64_t c = block[l];
+    return {i * c + c - 1, std::min(i * c + 2 * c - 2, N - 1)};
+  }
+};
+
+std::int64_t at(const Shape& s, std::int64_t b, std::int64_t n, std::int64_t h) {
+  return ((b * s.N + n) * s.H + h) * s.D;
+}
+
+// Pyramid rows of one (batch, head) of x: [total, D], level l entry i = mean of its c tokens.
+std::vector<double> pyramid(const Geometry& g, const Shape& s, const std::vector<double>& x,
+                            std::int64_t b, std::int64_t h) {
+  std::vector<double> rows(g.total * s.D, 0.0);
+  for (std::int64_t l = 0; l < g.L; ++l) {
+    const std::int64_t c = g.block[l];
+    for (std::int64_t i = 0; i < g.size[l]; ++i) {
+      double* dst = &rows[(g.offset[l] + i) * s.D];
+      for (std::int64_t t = i * c; t < (i + 1) * c; ++t) {
+        const double* src = &x[at(s, b, t, h)];
+        for (std::int64_t d = 0; d < s.D; ++d) dst[d] += src[d];
+      }
+      for (std::int64_t d = 0; d < s.D; ++d) dst[d] /= static_cast<double>(c);
+    }
+  }
+  return rows;
+}
+
+// Positions 0..n-1 of `candidates`, ordered by descending score; equal scores keep their
+// candidate order (the spec allows any fixed tie rule; the library uses this one).
+std::vector<std::int64_t> rank_by(const std::vector<std::int64_t>& positions,
+                                  const std::vector<std::int64_t>& candidates,
+                                  const std::vector<float>& score) {
+  std::vector<std::int64_t> order = positions;
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+    return score[candidates[a]] > score[candidates[b]];
+  });
+  return order;
+}
+
+// The causal attention of one (batch, head) over S gathered rows: probabilities P (S x S,
+// zero above the diagonal) and outputs O (S x D).
+struct Attention {
+  std::vector<double> P, O;
+};
+
+Attention attention(const std::vector<double>& Q, const std::vector<double>& K,
+                    const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale) {
+  Attention a{std::vector<double>(S * S, 0.0), std::vector<double>(S * D, 0.0)};
+  std::vector<double> logits(S);
+  for (std::int64_t s = 0; s < S; ++s) {
+    double m = -std::numeric_limits<double>::infinity();
+    for (std::int64_t j = 0; j <= s; ++j) {
+      double dot = 0;
+      for (std::int64_t d = 0; d < D; ++d) dot += Q[s * D + d] * K[j * D + d];
+      logits[j] = dot * scale;
+      m = std::max(m, logits[j]);
+    }
+    double sum = 0;
+    for (std::int64_t j = 0; j <= s; ++j) sum += std::exp(logits[j] - m);
+    for (std::int64_t j = 0; j <= s; ++j) {
+      const double p = std::exp(logits[j] - m) / sum;
+      a.P[s * S + j] = p;
+      for (std::int64_t d = 0; d < D; ++d) a.O[s * D + d] += p * V[j * D + d];
+    }
+  }
+  return a;
+}
+
+double softmax_scale(const lighthouse::Config& config, const Shape& s) {
+  return config.scale ? *config.scale : 1.0 / std::sqrt(static_cast<double>(s.D));
+}
+
+// Rows of one (batch, head) of the gathered sub-sequence.
+struct Gathered {
+  std::vector<std::int64_t> index;  // pyramid index of each gathered row
+  std::vector<double> Q, K, V;      // S x D
+};
+
+Gathered gather(const Geometry& g, const Shape& s, const std::vector<double>& q,
+                const std::vector<double>& k, const std::vector<double>& v,
+                const std::vector<std::int32_t>& indices, std::int64_t S, std::int64_t b,
+                std::int64_t h) {
+  const std::vector<double> pq = pyramid(g, s, q, b, h), pk = pyramid(g, s, k, b, h),
+                            pv = pyramid(g, s, v, b, h);
+  Gathered r;
+  r.Q.resize(S * s.D);
+  r.K.resize(S * s.D);
+  r.V.resize(S * s.D);
+  for (std::int64_t e = 0; e < S; ++e) {
+    const std::int64_t a = indices[(b * s.H + h) * S + e];
+    if (a < 0 || a >= g.total) throw std::invalid_argument("reference: index out of range");
+    r.index.push_back(a);
+    std::copy_n(&pq[a * s.D], s.D, &r.Q[e * s.D]);
+    std::copy_n(&pk[a * s.D], s.D, &r.K[e * s.D]);
+    std::copy_n(&pv[a * s.D], s.D, &r.V[e * s.D]);
+  }
+  return r;
+}
+
+std::int64_t heads_length(const Shape& s, const std::vector<std::int32_t>& indices) {
+  const std::int64_t bh = s.B * s.H;
+  if (indices.size() % bh != 0) throw std::invalid_argument("reference: indices not [B, H, S]");
+  return static_cast<std::int64_t>(indices.size()) / bh;
+}
+
+}  // namespace
+
+float token_score(const double* row, std::int64_t D) {
+  double sum = 0;
+  for (std::int64_t d = 0; d < D; ++d) sum += row[d] * row[d];
+  return static_cast<float>(std::sqrt(sum));
+}
+
+std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N) {
+  const Geometry g(config, N);
+  return g.size[g.L - 1] + (g.L - 1) * g.p * config.topk;
+}
+
+std::vector<std::int32_t> select_head(const lighthouse::Config& config,
+                                      const std::vector<float>& sq, const std::vector<float>& sk) {
+  const Geometry g(config, static_cast<std::int64_t>(sq.size()));
+  const std::int64_t top = g.L - 1;
+
+  // Pooled scores: the max of the block's token scores, per level.
+  std::vector<std::vector<float>> pq(g.L), pk(g.L);
+  for (std::int64_t l = 0; l < g.L; ++l) {
+    const std::int64_t c = g.block[l];
+    pq[l].assign(g.size[l], -std::numeric_limits<float>::infinity());
+    pk[l].assign(g.size[l], -std::numeric_limits<float>::infinity());
+    for (std::int64_t t = 0; t < g.N; ++t) {
+      pq[l][t / c] = std::max(pq[l][t / c], sq[t]);
+      pk[l][t / c] = std::max(pk[l][t / c], sk[t]);
+    }
+  }
+
+  struct Entry {
+    double key;
+    std::int64_t index;
+  };
+  std::vector<Entry> entries;
+
+  if (g.L == 1) {  // dense: every token, in order
+    for (std::int64_t t = 0; t < g.N; ++t) entries.push_back({static_cast<double>(t), t});
+  } else {
+    if (config.topk <= 0 || config.topk % kTile != 0) {
+      throw std::invalid_argument("reference: topk must be a positive multiple of 128");
+    }
+    const std::int64_t tiles = config.topk / kTile;
+    if (g.size[top] % tiles != 0 || g.size[top] / tiles < kTile) {
+      throw std::invalid_argument("reference: n_L must split into tiles of >= 128 entries");
+    }
+    const std::int64_t C = g.size[top] / tiles;
+    for (std::int64_t tile = 0; tile < tiles; ++tile) {
+      std::vector<std::int64_t> candidates(C);
+      std::iota(candidates.begin(), candidates.end(), tile * C);
+      for (std::int64_t l = top; l >= 1; --l) {
+        const std::int64_t n = static_cast<std::int64_t>(candidates.size());
+        std::vector<std::int64_t> positions(n);
+        std::iota(positions.begin(), positions.end(), 0);
+        const std::vector<std::int64_t> by_q = rank_by(positions, candidates, pq[l]);
+        std::vector<bool> taken(n, false);
+        for (std::int64_t r = 0; r < kHalf; ++r) taken[by_q[r]] = true;
+        std::vector<std::int64_t> rest;  // untaken positions, in candidate order
+        for (std::int64_t pos = 0; pos < n; ++pos) {
+          if (!taken[pos]) rest.push_back(pos);
+        }
+        const std::vector<std::int64_t> by_k = rank_by(rest, candidates, pk[l]);
+
+        std::vector<std::int64_t> kept;  // 64 by query score, then 64 by key score
+        for (std::int64_t r = 0; r < kHalf; ++r) kept.push_back(candidates[by_q[r]]);
+        for (std::int64_t r = 0; r < kHalf; ++r) kept.push_back(candidates[by_k[r]]);
+        const double c = static_cast<double>(g.block[l]);
+        for (std::int64_t r = kHalf; r < static_cast<std::int64_t>(by_k.size()); ++r) {
+          const std::int64_t i = candidates[by_k[r]];  // dropped: sits at its block's start
+          entries.push_back({c * static_cast<double>(i), g.offset[l] + i});
+        }
+        for (std::int64_t i : kept) {  // refined: just before its block's end
+          entries.push_back({c * static_cast<double>(i + 1) - std::ldexp(1.0, static_cast<int>(-l)),
+                             g.offset[l] + i});
+        }
+        std::vector<std::int64_t> children(g.p * kTile);
+        for (std::int64_t j = 0; j < g.p * kTile; ++j) {
+          children[j] = kept[j / g.p] * g.p + j % g.p;
+        }
+        candidates = std::move(children);
+      }
+      for (std::int64_t t : candidates) entries.push_back({static_cast<double>(t), t});
+    }
+  }
+
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.key < b.key; });
+  std::vector<std::int32_t> order;
+  for (std::size_t e = 0; e < entries.size(); ++e) {
+    if (e > 0 && entries[e].key == entries[e - 1].key) {
+      throw std::logic_error("reference: two gathered entries share a position key");
+    }
+    order.push_back(static_cast<std::int32_t>(entries[e].index));
+  }
+  return order;
+}
+
+std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
+                                 const std::vector<double>& q, const std::vector<double>& k) {
+  std::vector<std::int32_t> all;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      std::vector<float> sq(shape.N), sk(shape.N);
+      for (std::int64_t t = 0; t < shape.N; ++t) {
+        sq[t] = token_score(&q[at(shape, b, t, h)], shape.D);
+        sk[t] = token_score(&k[at(shape, b, t, h)], shape.D);
+      }
+      const std::vector<std::int32_t> one = select_head(config, sq, sk);
+      all.insert(all.end(), one.begin(), one.end());
+    }
+  }
+  return all;
+}
+
+std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
+                           const std::vector<double>& q, const std::vector<double>& k,
+                           const std::vector<double>& v, const std::vector<std::int32_t>& indices) {
+  const Geometry g(config, shape.N);
+  const std::int64_t S = heads_length(shape, indices), D = shape.D;
+  const double scale = softmax_scale(config, shape);
+  std::vector<double> out(shape.numel(), 0.0);
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      const Gathered rows = gather(g, shape, q, k, v, indices, S, b, h);
+      const Attention a = attention(rows.Q, rows.K, rows.V, S, D, scale);
+      for (std::int64_t e = 0; e < S; ++e) {
+        const auto [l, i] = g.locate(rows.index[e]);
+        const auto [first, last] = g.scatter_range(l, i);
+        for (std::int64_t t = first; t <= last; ++t) {
+          for (std::int64_t d = 0; d < D; ++d) out[at(shape, b, t, h) + d] += a.O[e * D + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+Gradients backward(const lighthouse::Config& config, const Shape& shape,
+                   const std::vector<double>& q, const std::vector<double>& k,
+                   const std::vector<double>& v, const std::vector<std::int32_t>& indices,
+                   const std::vector<double>& dout) {
+  const Geometry g(config, shape.N);
+  const std::int64_t S = heads_length(shape, indices), D = shape.D;
+  const double scale = softmax_scale(config, shape);
+  Gradients grads{std::vector<double>(shape.numel(), 0.0), std::vector<double>(shape.numel(), 0.0),
+                  std::vector<double>(shape.numel(), 0.0)};
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      const Gathered rows = gather(g, shape, q, k, v, indices, S, b, h);
+      const Attention a = attention(rows.Q, rows.K, rows.V, S, D, scale);
+
+      // Scatter's adjoint: an entry's output gradient sums dout over the tokens it wrote.
+      std::vector<double> dO(S * D, 0.0);
+      for (std::int64_t e = 0; e < S; ++e) {
+        const auto [l, i] = g.locate(rows.index[e]);
+        const auto [first, last] = g.scatter_range(l, i);
+        for (std::int64_t t = first; t <= last; ++t) {
+          for (std::int64_t d = 0; d < D; ++d) dO[e * D + d] += dout[at(shape, b, t, h) + d];
+        }
+      }
+
+      // Softmax attention backward: dS = P (dP - rowsum(P dP)), dP = dO V^T.
+      std::vector<double> dQ(S * D, 0.0), dK(S * D, 0.0), dV(S * D, 0.0), dP(S);
+      for (std::int64_t s = 0; s < S; ++s) {
+        double delta = 0;
+        for (std::int64_t j = 0; j <= s; ++j) {
+          double dot = 0;
+          for (std::int64_t d = 0; d < D; ++d) dot += dO[s * D + d] * rows.V[j * D + d];
+          dP[j] = dot;
+          delta += a.P[s * S + j] * dot;
+        }
+        for (std::int64_t j = 0; j <= s; ++j) {
+          const double p = a.P[s * S + j];
+          const double ds = p * (dP[j] - delta) * scale;
+          for (std::int64_t d = 0; d < D; ++d) {
+            dV[j * D + d] += p * dO[s * D + d];
+            dQ[s * D + d] += ds * rows.K[j * D + d];
+            dK[j * D + d] += ds * rows.Q[s * D + d];
+          }
+        }
+      }
+
+      // Gathered rows -> pyramid rows -> tokens (each of a block's c tokens gets grad / c).
+      const std::pair<const std::vector<double>*, std::vector<double>*> flows[] = {
+          {&dQ, &grads.dq}, {&dK, &grads.dk}, {&dV, &grads.dv}};
+      for (const auto& [dsel, dst] : flows) {
+        std::vector<double> dpyr(g.total * D, 0.0);
+        for (std::int64_t e = 0; e < S; ++e) {
+          for (std::int64_t d = 0; d < D; ++d) dpyr[rows.index[e] * D + d] += (*dsel)[e * D + d];
+        }
+        for (std::int64_t l = 0; l < g.L; ++l) {
+          const std::int64_t c = g.block[l];
+          for (std::int64_t t = 0; t < shape.N; ++t) {
+            const double* src = &dpyr[(g.offset[l] + t / c) * D];
+            for (std::int64_t d = 0; d < D; ++d) {
+              (*dst)[at(shape, b, t, h) + d] += src[d] / static_cast<double>(c);
+            }
+          }
+        }
+      }
+    }
+  }
+  return grads;
+}
+
+double rel_l2(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  if (std::isnan(diff)) return std::numeric_limits<double>::infinity();
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(a[i] - b[i]);
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    m = std::max(m, d);
+  }
+  return m;
+}
+
+}  // namespace lhtest

@@ -1,0 +1,69 @@
+// An independent, deliberately slow float64 implementation of Lighthouse attention, written
+// from docs/lighthouse-spec.md (pyramid, selection cascade, causal order, dense causal
+// attention over the S gathered rows, scatter, backward). It shares no code with the library,
+// so agreement between the two is evidence that both follow the spec. Small sizes only: it
+// materialises the S x S attention matrix of one (batch, head) at a time.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "lighthouse/config.hpp"
+
+namespace lhtest {
+
+// Sizes of a [B, N, H, D] problem. Element (b, n, h, d) of every tensor lives at
+// ((b * N + n) * H + h) * D + d.
+struct Shape {
+  std::int64_t B = 1, N = 1, H = 1, D = 1;
+  std::int64_t numel() const { return B * N * H * D; }
+};
+
+inline lighthouse::Config make_config(int levels, int pool, int topk,
+                                      std::optional<double> scale = std::nullopt) {
+  lighthouse::Config config;
+  config.levels = levels;
+  config.pool = pool;
+  config.topk = topk;
+  config.scale = scale;
+  return config;
+}
+
+// The selection score of one token row: the float32 value of its L2 norm, summed in order in
+// float64. The library computes it the same way, so both see bit-identical scores and the
+// selected indices can be compared exactly.
+float token_score(const double* row, std::int64_t D);
+
+// Length of the gathered sub-sequence: n_L + (L - 1) p K.
+std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N);
+
+// Stage 1 + 2 + 3 for one (batch, head): ordered pyramid indices from token scores.
+// Throws std::invalid_argument for a configuration the spec rejects.
+std::vector<std::int32_t> select_head(const lighthouse::Config& config,
+                                      const std::vector<float>& sq, const std::vector<float>& sk);
+
+// Selected indices of every (batch, head): [B, H, S].
+std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
+                                 const std::vector<double>& q, const std::vector<double>& k);
+
+// Output for a given selection (stages 1, 3 and 4): [B, N, H, D].
+std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
+                           const std::vector<double>& q, const std::vector<double>& k,
+                           const std::vector<double>& v, const std::vector<std::int32_t>& indices);
+
+struct Gradients {
+  std::vector<double> dq, dk, dv;  // [B, N, H, D]
+};
+
+// Gradients of <out, dout> for a given (constant) selection.
+Gradients backward(const lighthouse::Config& config, const Shape& shape,
+                   const std::vector<double>& q, const std::vector<double>& k,
+                   const std::vector<double>& v, const std::vector<std::int32_t>& indices,
+                   const std::vector<double>& dout);
+
+// ||a - b|| / ||b|| (or ||a - b|| when b is zero).
+double rel_l2(const std::vector<double>& a, const std::vector<double>& b);
+double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b);
+
+}  // namespace lhtest
