@@ -1,0 +1,462 @@
+// The Backend for Device::kCUDA: what the kernels support, where their buffers live, and the
+// order of the stages. Nothing here waits for the GPU in forward() or backward() unless the
+// caller asks for stage times or a finiteness check.
+//
+// Memory. A context owns one allocation (indices, inverse map, gathered q/k/v/o, softmax
+// statistics) from the device's stream-ordered pool (cudaMallocAsync on the forward's stream,
+// cudaFreeAsync on the same stream when the context dies; the pool keeps freed memory for
+// reuse, so a training loop does not call the driver each step). That stream must outlive the
+// context. The per-call scratch (scores and coarsest means in forward; the gathered gradients
+// in backward) lives in a per-stream workspace that grows on demand and is reused by every
+// call on that stream: calls on one stream must not be issued from several host threads at
+// once.
+#include "cuda/backend.hpp"
+
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "cuda/check.hpp"
+#include "cuda/cudnn_attention.hpp"
+#include "cuda/stages.hpp"
+#include "lighthouse/error.hpp"
+
+namespace lighthouse::cuda {
+
+Geometry make_geometry(const Plan& plan) {
+  const int levels = plan.config.levels;
+  if (levels < 1 || levels > kMaxLevels) {
+    throw InvalidArgument("levels", std::to_string(levels),
+                          "must be between 1 and " + std::to_string(kMaxLevels) + " on CUDA");
+  }
+  Geometry g;
+  g.batch = plan.batch;
+  g.seq = plan.seq;
+  g.heads = plan.heads;
+  g.head_dim = plan.head_dim;
+  g.levels = levels;
+  g.pool = plan.config.pool;
+  while ((1 << g.log2_pool) < g.pool) ++g.log2_pool;
+  g.pyramid_size = plan.pyramid_size;
+  for (int l = 0; l < levels; ++l) {
+    g.offset[l] = plan.offset[l];
+    g.size[l] = plan.size[l];
+  }
+  if (levels == 1) {  // dense: one "tile" holding every token, nothing kept
+    g.tiles = 1;
+    g.tile_entries = plan.seq;
+  } else {
+    g.tiles = plan.tiles;
+    g.tile_entries = plan.tile_entries;
+  }
+  g.S = plan.S;
+  const std::int64_t per_tile =
+      g.tile_entries + static_cast<std::int64_t>(levels - 1) * g.pool * kTileSize;
+  if (g.tiles < 1 || g.S != g.tiles * per_tile || g.tiles * g.tile_entries != g.size[levels - 1]) {
+    throw Error("CUDA backend: inconsistent plan (S = " + std::to_string(g.S) + ", tiles = " +
+                std::to_string(g.tiles) + ", C = " + std::to_string(g.tile_entries) + ")");
+  }
+  return g;
+}
+
+namespace {
+
+constexpr std::size_t kAlign = 256;
+
+// Offsets of several buffers carved out of one allocation.
+class Carver {
+ public:
+  std::size_t take(std::size_t bytes) {
+    const std::size_t at = size_;
+    size_ += (bytes + kAlign - 1) / kAlign * kAlign;
+    return at;
+  }
+  std::size_t size() const { return size_ > 0 ? size_ : kAlign; }
+
+ private:
+  std::size_t size_ = 0;
+};
+
+TokenTensor token(const TensorView& t) {
+  return {t.data, t.strides[0], t.strides[1], t.strides[2]};
+}
+
+SdpaDesc sdpa_desc(const Geometry& g, DType dtype, double scale) {
+  SdpaDesc d;
+  d.b = g.batch;
+  d.h = g.heads;
+  d.s = g.S;
+  d.d = g.head_dim;
+  d.dtype = dtype;
+  d.scale = scale;
+  const std::array<std::int64_t, 4> contiguous{g.heads * g.S * g.head_dim, g.S * g.head_dim,
+                                               g.head_dim, 1};
+  d.q_stride = d.k_stride = d.v_stride = d.o_stride = contiguous;
+  return d;
+}
+
+// The stage kernels access rows as 16-byte vectors.
+void check_layout(const char* name, const TensorView& t) {
+  const std::int64_t vec = 16 / static_cast<std::int64_t>(dtype_size(t.dtype));
+  if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) {
+    char address[32];
+    std::snprintf(address, sizeof address, "%p", t.data);
+    throw InvalidArgument(std::string(name) + ".data", address,
+                          "must be 16-byte aligned on CUDA (rows are read as 16-byte vectors)");
+  }
+  if (t.strides[3] != 1) {
+    throw InvalidArgument(std::string(name) + ".stride[3]", std::to_string(t.strides[3]),
+                          "the head dimension must be contiguous");
+  }
+  for (int d = 0; d < 3; ++d) {
+    if (t.shape[d] > 1 && t.strides[d] % vec != 0) {
+      throw InvalidArgument(
+          std::string(name) + ".stride[" + std::to_string(d) + "]", std::to_string(t.strides[d]),
+          "must be a multiple of " + std::to_string(vec) + " elements (16 bytes) on CUDA");
+    }
+  }
+}
+
+void check_finite(const char* name, const TensorView& t, cudaStream_t stream) {
+  unsigned* count = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&count, sizeof(unsigned), stream));
+  unsigned host = 0;
+  try {
+    CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(unsigned), stream));
+    launch_count_nonfinite(t.dtype, token(t), t.shape[0], t.shape[1], t.shape[2], t.shape[3], count,
+                           stream);
+    CUDA_CHECK(cudaMemcpyAsync(&host, count, sizeof(unsigned), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+  } catch (...) {
+    cudaFreeAsync(count, stream);
+    throw;
+  }
+  CUDA_CHECK(cudaFreeAsync(count, stream));
+  if (host > 0) {
+    throw InvalidArgument(name, std::to_string(host) + " NaN/Inf values",
+                          "must be finite (check_finite is on)");
+  }
+}
+
+// `waiter` does not run past this point before `producer`'s work queued so far is done.
+void stream_wait(cudaStream_t waiter, cudaStream_t producer) {
+  cudaEvent_t event = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  const cudaError_t recorded = cudaEventRecord(event, producer);
+  const cudaError_t waited =
+      recorded == cudaSuccess ? cudaStreamWaitEvent(waiter, event, 0) : recorded;
+  cudaEventDestroy(event);  // released once the recorded work completes
+  CUDA_CHECK(waited);
+}
+
+// CUDA events around the stages when the caller asked for times (then finish() waits).
+class StageTimer {
+ public:
+  StageTimer(StageTimes* times, cudaStream_t stream) : times_(times), stream_(stream) {
+    if (!times_) return;
+    *times_ = StageTimes{};
+    for (auto& e : events_) CUDA_CHECK(cudaEventCreate(&e));
+    CUDA_CHECK(cudaEventRecord(events_[0], stream_));
+  }
+  StageTimer(const StageTimer&) = delete;
+  StageTimer& operator=(const StageTimer&) = delete;
+  ~StageTimer() {
+    for (auto e : events_) {
+      if (e) cudaEventDestroy(e);
+    }
+  }
+  // The work queued since the previous mark is the stage `field`.
+  void mark(double StageTimes::*field) {
+    if (!times_) return;
+    fields_[marks_++] = field;
+    CUDA_CHECK(cudaEventRecord(events_[marks_], stream_));
+  }
+  void finish() {
+    if (!times_) return;
+    CUDA_CHECK(cudaEventSynchronize(events_[marks_]));
+    for (int i = 0; i < marks_; ++i) {
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
+      times_->*fields_[i] += ms;
+    }
+  }
+
+ private:
+  StageTimes* times_;
+  cudaStream_t stream_;
+  std::array<cudaEvent_t, 6> events_{};
+  std::array<double StageTimes::*, 5> fields_{};
+  int marks_ = 0;
+};
+
+// What backward needs of a forward: one stream-ordered allocation.
+class CudaState final : public ContextState {
+ public:
+  CudaState(const Geometry& g, DType dtype, cudaStream_t stream) : dtype_(dtype), stream_(stream) {
+    const std::size_t rows = static_cast<std::size_t>(g.batch * g.heads * g.S);
+    const std::size_t row_bytes = static_cast<std::size_t>(g.head_dim) * dtype_size(dtype);
+    index_count_ = rows;
+    Carver carve;
+    const std::size_t at_indices = carve.take(rows * sizeof(std::int32_t));
+    inverse_bytes_ =
+        static_cast<std::size_t>(g.batch * g.heads * g.pyramid_size) * sizeof(std::int32_t);
+    const std::size_t at_inverse = carve.take(inverse_bytes_);
+    const std::size_t at_stats = carve.take(rows * sizeof(float));
+    std::array<std::size_t, 4> at_sel{};
+    for (auto& at : at_sel) at = carve.take(rows * row_bytes);
+    CUDA_CHECK(cudaMallocAsync(&base_, carve.size(), stream));
+    char* base = static_cast<char*>(base_);
+    indices = reinterpret_cast<std::int32_t*>(base + at_indices);
+    inverse = reinterpret_cast<std::int32_t*>(base + at_inverse);
+    stats = reinterpret_cast<float*>(base + at_stats);
+    for (int x = 0; x < 4; ++x) sel[x] = base + at_sel[x];
+  }
+  CudaState(const CudaState&) = delete;
+  CudaState& operator=(const CudaState&) = delete;
+  ~CudaState() override {
+    if (base_) cudaFreeAsync(base_, stream_);  // nothing to report from a destructor
+  }
+
+  void copy_indices(std::int32_t* host_dst) const override {
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, indices, index_count_ * sizeof(std::int32_t),
+                               cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  DType dtype() const { return dtype_; }
+  cudaStream_t stream() const { return stream_; }
+  std::size_t inverse_bytes() const { return inverse_bytes_; }
+
+  std::int32_t* indices = nullptr;  // [BH, S]
+  std::int32_t* inverse = nullptr;  // [BH, P]
+  float* stats = nullptr;           // [BH, S]
+  std::array<void*, 4> sel{};       // gathered q, k, v and the attention output, [BH, S, D]
+
+ private:
+  DType dtype_;
+  cudaStream_t stream_;
+  void* base_ = nullptr;
+  std::size_t index_count_ = 0;
+  std::size_t inverse_bytes_ = 0;
+};
+
+// Per-(device, stream) scratch, grown on demand, reused by every call on that stream.
+class Workspace {
+ public:
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() {
+    for (auto& entry : buffers_) cudaFree(entry.second.ptr);  // streams may be gone by now
+  }
+  void* get(cudaStream_t stream, std::size_t bytes) {
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    std::lock_guard<std::mutex> lock(mutex_);
+    Buffer& buf = buffers_[{device, stream}];
+    if (buf.bytes < bytes) {
+      if (buf.ptr) CUDA_CHECK(cudaFreeAsync(buf.ptr, stream));
+      buf = Buffer{};
+      CUDA_CHECK(cudaMallocAsync(&buf.ptr, bytes, stream));
+      buf.bytes = bytes;
+    }
+    return buf.ptr;
+  }
+
+ private:
+  struct Buffer {
+    void* ptr = nullptr;
+    std::size_t bytes = 0;
+  };
+  std::mutex mutex_;
+  std::map<std::pair<int, cudaStream_t>, Buffer> buffers_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    // Freed context buffers stay in the pool for the next step instead of going back to the
+    // driver at every synchronisation.
+    int device = 0;
+    cudaMemPool_t pool = nullptr;
+    if (cudaGetDevice(&device) == cudaSuccess &&
+        cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+      std::uint64_t keep = UINT64_MAX;
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    (void)cudaGetLastError();
+  }
+
+  Device device() const override { return Device::kCUDA; }
+
+  void check_supported(const Plan& plan, DType dtype) const override {
+    const std::int64_t d = plan.head_dim;
+    switch (dtype) {
+      case DType::kBFloat16:
+      case DType::kFloat16:
+        if (d % 8 != 0 || d < 8 || d > 128) {
+          throw InvalidArgument("head_dim", std::to_string(d),
+                                std::string("must be a multiple of 8 between 8 and 128 for ") +
+                                    dtype_name(dtype) + " on CUDA (cuDNN fused attention)");
+        }
+        break;
+      case DType::kFloat32:
+        if (d % 4 != 0 || d < 4 || d > 256) {
+          throw InvalidArgument("head_dim", std::to_string(d),
+                                "must be a multiple of 4 between 4 and 256 for float32 on CUDA");
+        }
+        break;
+      default:
+        throw InvalidArgument("dtype", dtype_name(dtype),
+                              "the CUDA backend supports bfloat16, float16 and float32");
+    }
+    if (plan.config.levels > kMaxLevels) {
+      throw InvalidArgument("levels", std::to_string(plan.config.levels),
+                            "must be at most " + std::to_string(kMaxLevels) + " on CUDA");
+    }
+    if (plan.config.levels > 1 && plan.config.pool > 64) {
+      throw InvalidArgument("pool", std::to_string(plan.config.pool),
+                            "must be at most 64 on CUDA (a tile's pool * 128 candidates are "
+                            "tracked in shared memory)");
+    }
+    if (plan.pyramid_size > INT32_MAX) {
+      throw InvalidArgument("seq", std::to_string(plan.seq),
+                            "too long for CUDA: the pyramid's " +
+                                std::to_string(plan.pyramid_size) +
+                                " entries per (batch, head) exceed int32 indices");
+    }
+  }
+
+  std::shared_ptr<ContextState> forward(const Plan& plan, const TensorView& q, const TensorView& k,
+                                        const TensorView& v, const TensorView& out,
+                                        const Options& options) override {
+    const DType dtype = q.dtype;
+    check_supported(plan, dtype);
+    check_layout("q", q);
+    check_layout("k", k);
+    check_layout("v", v);
+    check_layout("out", out);
+    const Geometry g = make_geometry(plan);
+    const auto stream = static_cast<cudaStream_t>(options.stream);
+    if (options.check_finite) {
+      check_finite("q", q, stream);
+      check_finite("k", k, stream);
+      check_finite("v", v, stream);
+    }
+    StageTimer timer(options.times, stream);
+    auto state = std::make_shared<CudaState>(g, dtype, stream);
+
+    const std::size_t bh = static_cast<std::size_t>(g.batch * g.heads);
+    const std::size_t score_bytes =
+        bh * static_cast<std::size_t>(g.pyramid_size - g.seq) * sizeof(float);
+    const std::size_t coarse_bytes =
+        g.levels >= 2
+            ? bh * static_cast<std::size_t>(g.size[g.levels - 1] * g.head_dim) * dtype_size(dtype)
+            : 0;
+    Carver carve;
+    const std::size_t at_sq = carve.take(score_bytes), at_sk = carve.take(score_bytes);
+    std::array<std::size_t, 3> at_coarse{};
+    for (auto& at : at_coarse) at = carve.take(coarse_bytes);
+    char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
+    auto* score_q = reinterpret_cast<float*>(ws + at_sq);
+    auto* score_k = reinterpret_cast<float*>(ws + at_sk);
+
+    launch_pyramid(g, dtype, token(q), token(k), token(v), score_q, score_k, ws + at_coarse[0],
+                   ws + at_coarse[1], ws + at_coarse[2], stream);
+    timer.mark(&StageTimes::pyramid);
+    CUDA_CHECK(cudaMemsetAsync(state->inverse, 0xff, state->inverse_bytes(), stream));
+    launch_selection(g, score_q, score_k, state->indices, state->inverse, stream);
+    timer.mark(&StageTimes::selection);
+    launch_gather(g, dtype, token(q), token(k), token(v), ws + at_coarse[0], ws + at_coarse[1],
+                  ws + at_coarse[2], state->indices, state->sel[0], state->sel[1], state->sel[2],
+                  stream);
+    timer.mark(&StageTimes::gather);
+    sdpa_forward(sdpa_desc(g, dtype, plan.scale), state->sel[0], state->sel[1], state->sel[2],
+                 state->sel[3], state->stats, stream);
+    timer.mark(&StageTimes::attention);
+    launch_scatter(g, dtype, state->inverse, state->sel[3], token(out), stream);
+    timer.mark(&StageTimes::scatter);
+    timer.finish();
+    return state;
+  }
+
+  void backward(const Plan& plan, const ContextState& base, const TensorView& dout,
+                const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                const Options& options) override {
+    const auto* state = dynamic_cast<const CudaState*>(&base);
+    if (!state) throw Error("CUDA backward: the context was not produced by the CUDA backend");
+    const DType dtype = state->dtype();
+    check_layout("dout", dout);
+    check_layout("dq", dq);
+    check_layout("dk", dk);
+    check_layout("dv", dv);
+    const Geometry g = make_geometry(plan);
+    const auto stream = static_cast<cudaStream_t>(options.stream);
+    if (options.check_finite) check_finite("dout", dout, stream);
+    StageTimer timer(options.times, stream);
+    const bool other_stream = stream != state->stream();
+    if (other_stream) stream_wait(stream, state->stream());
+
+    const std::size_t sel_bytes =
+        static_cast<std::size_t>(g.batch * g.heads * g.S * g.head_dim) * dtype_size(dtype);
+    Carver carve;
+    std::array<std::size_t, 4> at{};  // dout, dq, dk, dv of the gathered rows
+    for (auto& a : at) a = carve.take(sel_bytes);
+    char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
+
+    launch_scatter_backward(g, dtype, state->indices, token(dout), ws + at[0], stream);
+    timer.mark(&StageTimes::scatter);
+    sdpa_backward(sdpa_desc(g, dtype, plan.scale), state->sel[0], state->sel[1], state->sel[2],
+                  state->sel[3], ws + at[0], state->stats, ws + at[1], ws + at[2], ws + at[3],
+                  stream);
+    timer.mark(&StageTimes::attention);
+    launch_pool_backward(g, dtype, state->inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
+                         token(dk), token(dv), stream);
+    timer.mark(&StageTimes::gather);
+    // The context's buffers are freed on its own stream: that must wait for these reads.
+    if (other_stream) stream_wait(state->stream(), stream);
+    timer.finish();
+  }
+
+  void* allocate(std::size_t bytes) override {
+    void* ptr = nullptr;
+    CUDA_CHECK(cudaMalloc(&ptr, bytes));
+    return ptr;
+  }
+  void deallocate(void* ptr) noexcept override { cudaFree(ptr); }
+  void memset_zero(void* ptr, std::size_t bytes) override {
+    CUDA_CHECK(cudaMemset(ptr, 0, bytes));
+    CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+  void copy_to_host(void* host_dst, const void* src, std::size_t bytes) override {
+    CUDA_CHECK(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost));
+  }
+  void copy_from_host(void* dst, const void* host_src, std::size_t bytes) override {
+    CUDA_CHECK(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice));
+    // From pageable memory the copy may still be in flight; work on other streams must see it.
+    CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
+  void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+ private:
+  Workspace workspace_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count <= 0) {
+    (void)cudaGetLastError();  // clear the sticky "no device" status
+    return nullptr;
+  }
+  return std::make_unique<CudaBackend>();
+}
+
+}  // namespace lighthouse::cuda

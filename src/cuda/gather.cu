@@ -1,0 +1,181 @@
+// The gather on the GPU: the selected pyramid rows of q, k and v, in causal order, written
+// contiguously as [B, H, S, D] (the layout the dense attention reads); and its backward, which
+// spreads the gathered rows' gradients back to the tokens.
+//
+// Forward: one thread per (gathered row, 16-byte vector), handling q, k and v together (three
+// independent loads in flight). A coarsest-level entry copies the row the pyramid kernel
+// already averaged; a finer entry averages its c_l tokens (fp32, token order, rounded once), so
+// only selected blocks are read. Level-1 entries are plain copies.
+//
+// Backward: one thread per (token, head, 16-byte vector) of dq, dk and dv together: for each
+// level in order, the gradient of the entry holding the token, divided by c_l, looked up
+// through the inverse map; fp32 sums, one rounding, no atomics.
+#include "cuda/check.hpp"
+#include "cuda/stages.hpp"
+#include "cuda/vec.cuh"
+
+namespace lighthouse::cuda {
+
+namespace {
+
+struct GatherArgs {
+  Geometry g;
+  TokenTensor x[3];       // q, k, v
+  const void* coarse[3];  // [BH, n_L, D] (L >= 2)
+  const std::int32_t* indices;
+  void* sel[3];  // [BH, S, D]
+};
+
+// Grid (S blocks, H, B); block (D / V, rows per block).
+template <typename T>
+__global__ void __launch_bounds__(256) gather_kernel(const GatherArgs a) {
+  constexpr int V = kVec<T>;
+  const Geometry& g = a.g;
+  const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (s >= g.S) return;
+  const std::int64_t D = g.head_dim;
+  const std::int64_t h = blockIdx.y, b = blockIdx.z;
+  const std::int64_t bh = b * g.heads + h;
+  const std::int64_t row = bh * g.S + s;
+  const int d = threadIdx.x * V;
+  const int top = g.levels - 1;
+  const std::int64_t entry = a.indices[row];
+  const int l = level_of(g, entry);
+  const std::int64_t i = entry - g.offset[l];
+  uint4 out[3];
+  if (l == top && top > 0) {
+#pragma unroll
+    for (int x = 0; x < 3; ++x) {
+      out[x] = load16(static_cast<const T*>(a.coarse[x]) + (bh * g.size[top] + i) * D + d);
+    }
+  } else if (l == 0) {
+#pragma unroll
+    for (int x = 0; x < 3; ++x) out[x] = load16(token_ptr<T>(a.x[x], b, i, h, d));
+  } else {
+    const int shift = l * g.log2_pool;
+    const std::int64_t t0 = i << shift;
+    const std::int64_t t1 = t0 + (std::int64_t{1} << shift);
+    float sum[3][V];
+#pragma unroll
+    for (int x = 0; x < 3; ++x) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) sum[x][e] = 0.f;
+    }
+    for (std::int64_t t = t0; t < t1; ++t) {
+      uint4 raw[3];
+#pragma unroll
+      for (int x = 0; x < 3; ++x) raw[x] = load16(token_ptr<T>(a.x[x], b, t, h, d));
+#pragma unroll
+      for (int x = 0; x < 3; ++x) {
+        float f[V];
+        unpack<T>(raw[x], f);
+#pragma unroll
+        for (int e = 0; e < V; ++e) sum[x][e] += f[e];
+      }
+    }
+    const float inv_c = ldexpf(1.0f, -shift);
+#pragma unroll
+    for (int x = 0; x < 3; ++x) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) sum[x][e] *= inv_c;
+      out[x] = pack<T>(sum[x]);
+    }
+  }
+#pragma unroll
+  for (int x = 0; x < 3; ++x) store16(static_cast<T*>(a.sel[x]) + row * D + d, out[x]);
+}
+
+struct PoolBackwardArgs {
+  Geometry g;
+  const std::int32_t* inverse;  // [BH, P]
+  const void* dsel[3];          // [BH, S, D]
+  TokenTensor dx[3];            // dq, dk, dv
+};
+
+// Grid (N blocks, H, B); block (D / V, tokens per block).
+template <typename T>
+__global__ void __launch_bounds__(256) pool_backward_kernel(const PoolBackwardArgs a) {
+  constexpr int V = kVec<T>;
+  const Geometry& g = a.g;
+  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (t >= g.seq) return;
+  const std::int64_t D = g.head_dim;
+  const std::int64_t h = blockIdx.y, b = blockIdx.z;
+  const std::int64_t bh = b * g.heads + h;
+  const int d = threadIdx.x * V;
+  const std::int32_t* inv = a.inverse + bh * g.pyramid_size;
+  float acc[3][V];
+#pragma unroll
+  for (int x = 0; x < 3; ++x) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[x][e] = 0.f;
+  }
+  for (int l = 0; l < g.levels; ++l) {
+    const int shift = l * g.log2_pool;
+    const std::int32_t s = inv[g.offset[l] + (t >> shift)];
+    if (s < 0) continue;
+    const float inv_c = ldexpf(1.0f, -shift);  // exact: c_l is a power of two
+    const std::int64_t at = (bh * g.S + s) * D + d;
+    uint4 raw[3];
+#pragma unroll
+    for (int x = 0; x < 3; ++x) raw[x] = load16(static_cast<const T*>(a.dsel[x]) + at);
+#pragma unroll
+    for (int x = 0; x < 3; ++x) {
+      float f[V];
+      unpack<T>(raw[x], f);
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[x][e] += f[e] * inv_c;
+    }
+  }
+#pragma unroll
+  for (int x = 0; x < 3; ++x) store16(token_ptr_mut<T>(a.dx[x], b, t, h, d), pack<T>(acc[x]));
+}
+
+}  // namespace
+
+void launch_gather(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
+                   const TokenTensor& v, const void* coarse_q, const void* coarse_k,
+                   const void* coarse_v, const std::int32_t* indices, void* q_sel, void* k_sel,
+                   void* v_sel, cudaStream_t stream) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    GatherArgs a{};
+    a.g = g;
+    a.x[0] = q;
+    a.x[1] = k;
+    a.x[2] = v;
+    a.coarse[0] = coarse_q;
+    a.coarse[1] = coarse_k;
+    a.coarse[2] = coarse_v;
+    a.indices = indices;
+    a.sel[0] = q_sel;
+    a.sel[1] = k_sel;
+    a.sel[2] = v_sel;
+    const RowGrid rg = row_grid(g.S, g.heads, g.batch, static_cast<int>(g.head_dim / kVec<T>));
+    gather_kernel<T><<<rg.grid, rg.block, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH("gather_kernel");
+  });
+}
+
+void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
+                          const void* dq_sel, const void* dk_sel, const void* dv_sel,
+                          const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
+                          cudaStream_t stream) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    PoolBackwardArgs a{};
+    a.g = g;
+    a.inverse = inverse;
+    a.dsel[0] = dq_sel;
+    a.dsel[1] = dk_sel;
+    a.dsel[2] = dv_sel;
+    a.dx[0] = dq;
+    a.dx[1] = dk;
+    a.dx[2] = dv;
+    const RowGrid rg = row_grid(g.seq, g.heads, g.batch, static_cast<int>(g.head_dim / kVec<T>));
+    pool_backward_kernel<T><<<rg.grid, rg.block, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH("pool_backward_kernel");
+  });
+}
+
+}  // namespace lighthouse::cuda

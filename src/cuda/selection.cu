@@ -1,0 +1,373 @@
+// Stage 2 (hierarchical top-k selection) and the causal order of Stage 3 on the GPU: one block
+// per (batch, head, tile), everything in shared memory except the scores it reads and the
+// indices it writes.
+//
+// Selection. At each level >= 2 the tile keeps the 64 candidates ranked highest by query score,
+// then the 64 ranked highest by key score among the rest. Ranking: higher score first, ties to
+// the lower candidate position (the CPU backend's rule, so both pick identical indices). A
+// candidate's rank key is the order-preserving unsigned image of its float score; the 64 best
+// are found by an MSB-first radix select over those keys (4 histogram passes of 8 bits over the
+// candidates, read from L2), the ties at the threshold resolved by candidate position with an
+// ordered block scan, and the 64 winners sorted by (key desc, position asc) by rank counting.
+// The coarsest level's candidate list can be long (C entries, any size): it is never staged;
+// the lower levels' lists are implicit (child j of parent slot j / p).
+//
+// Causal order without a sort. Entries of a tile occupy the tile's own token range, so tiles
+// are independent and each fills S / tiles consecutive slots. Within a tile the key order is a
+// post-order walk of the selection tree: the coarsest entries in index order, a kept entry
+// preceded by its p children (each with its own subtree) in index order. So each entry's slot is
+// its subtree's start plus its subtree size - 1, with subtree sizes computed bottom-up over the
+// 128 kept entries per level and starts top-down.
+#include <climits>
+
+#include "cuda/check.hpp"
+#include "cuda/stages.hpp"
+#include "cuda/vec.cuh"
+
+namespace lighthouse::cuda {
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kKeep = 128;  // entries kept per tile and level (== kTileSize)
+constexpr int kHalf = kKeep / 2;
+
+struct SelectionArgs {
+  Geometry g;
+  const float* score[2];  // q, k: [BH, P - N]
+  std::int32_t* indices;  // [BH, S]
+  std::int32_t* inverse;  // [BH, P], preset to -1
+};
+
+struct Scratch {
+  unsigned hist[256];
+  int warp_count[kWarps];
+  int sel_j[kHalf];
+  unsigned sel_key[kHalf];
+  int count;
+  unsigned digit;
+  int above, ties, jcut;
+  int sorted_cand[kKeep];  // the coarsest level's kept candidates in index order
+  int rank_slot[kKeep];    // kept slot of the r-th of them
+  int extra[kKeep + 1];    // exclusive prefix of (subtree size - 1) in that order
+};
+
+// Unsigned integers that order like the floats (NaN aside).
+__device__ __forceinline__ unsigned order_key(float f) {
+  const unsigned u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The candidates of one level of one tile: position j -> level-local entry index.
+struct Level {
+  const float* score[2];  // this level's scores (q, k), indexed by entry
+  const int* parent;      // kept entries of the level above (slot order), or null at the top
+  std::int64_t first;     // top level: the tile's first entry
+  int log2_pool;
+
+  __device__ std::int64_t entry(int j) const {
+    if (!parent) return first + j;
+    return (static_cast<std::int64_t>(parent[j >> log2_pool]) << log2_pool) |
+           (j & ((1 << log2_pool) - 1));
+  }
+  __device__ unsigned key(int x, int j) const { return order_key(__ldg(score[x] + entry(j))); }
+};
+
+// The selected set of a top-64: key above `key`, or equal to it at a position <= jcut.
+struct Cut {
+  unsigned key;
+  int jcut;
+  __device__ bool holds(unsigned u, int j) const { return u > key || (u == key && j <= jcut); }
+};
+
+struct NoExclusion {
+  __device__ bool operator()(int) const { return false; }
+};
+struct ExcludeQuerySelected {
+  Level level;
+  Cut cut;
+  __device__ bool operator()(int j) const { return cut.holds(level.key(0, j), j); }
+};
+
+// The 64 best of the n candidates of `level` by score x, skipping excluded ones; writes their
+// positions to out[0..63] best first and returns the cut that defines the set. At least 64
+// candidates must be eligible. All threads of the block call it.
+template <class Excluded>
+__device__ Cut top64(const Level& level, int x, int n, Excluded excluded, Scratch& sh, int* out) {
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  unsigned prefix = 0, mask = 0;
+  int need = kHalf;  // how many are still to be taken among keys matching the prefix
+  int ties = 0;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = 24 - 8 * pass;
+    for (int i = tid; i < 256; i += kThreads) sh.hist[i] = 0;
+    __syncthreads();
+    // Uniform trip count (whole warps reach the match below); four independent key loads in
+    // flight per thread, since a long coarsest level makes this loop latency-bound.
+    for (int base = 0; base < n; base += 4 * kThreads) {
+      unsigned digit[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int j = base + u * kThreads + tid;
+        digit[u] = 256;  // none
+        if (j < n && !excluded(j)) {
+          const unsigned key = level.key(x, j);
+          if ((key & mask) == prefix) digit[u] = (key >> shift) & 255u;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const unsigned peers = __match_any_sync(0xffffffffu, digit[u]);
+        if (digit[u] != 256 && lane == __ffs(peers) - 1) {
+          atomicAdd(&sh.hist[digit[u]], static_cast<unsigned>(__popc(peers)));
+        }
+      }
+    }
+    __syncthreads();
+    if (warp == 0) {
+      // Lane l holds bins 255 - 8l down to 248 - 8l; find the bin where the count from the top
+      // reaches `need`.
+      int local[8];
+      int sum = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        local[i] = static_cast<int>(sh.hist[255 - 8 * lane - i]);
+        sum += local[i];
+      }
+      int incl = sum;
+#pragma unroll
+      for (int off = 1; off < 32; off <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, incl, off);
+        if (lane >= off) incl += y;
+      }
+      const int excl = incl - sum;
+      if (excl < need && need <= incl) {
+        int cum = excl;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          if (cum < need && need <= cum + local[i]) {
+            sh.digit = static_cast<unsigned>(255 - 8 * lane - i);
+            sh.above = cum;
+            sh.ties = local[i];
+          }
+          cum += local[i];
+        }
+      }
+    }
+    __syncthreads();
+    prefix |= sh.digit << shift;
+    mask |= 255u << shift;
+    need -= sh.above;
+    ties = sh.ties;
+  }
+  // prefix is now the 64th best key; `need` of the `ties` candidates with that key are taken,
+  // the lowest positions first.
+  int jcut = INT_MAX;
+  if (need < ties) {
+    int seen = 0;
+    for (int base = 0; base < n; base += kThreads) {
+      const int j = base + tid;
+      const bool tie = j < n && !excluded(j) && level.key(x, j) == prefix;
+      const unsigned ballot = __ballot_sync(0xffffffffu, tie);
+      if (lane == 0) sh.warp_count[warp] = __popc(ballot);
+      __syncthreads();
+      int before = 0, total = 0;
+      for (int w = 0; w < kWarps; ++w) {
+        const int c = sh.warp_count[w];
+        before += w < warp ? c : 0;
+        total += c;
+      }
+      const int rank = seen + before + __popc(ballot & ((1u << lane) - 1u));
+      if (tie && rank == need - 1) sh.jcut = j;
+      seen += total;
+      __syncthreads();
+      if (seen >= need) break;  // uniform: every thread has the same `seen`
+    }
+    jcut = sh.jcut;
+  }
+  const Cut cut{prefix, jcut};
+
+  if (tid == 0) sh.count = 0;
+  __syncthreads();
+  for (int j = tid; j < n; j += kThreads) {
+    if (excluded(j)) continue;
+    const unsigned u = level.key(x, j);
+    if (cut.holds(u, j)) {
+      const int slot = atomicAdd(&sh.count, 1);
+      if (slot < kHalf) {
+        sh.sel_j[slot] = j;
+        sh.sel_key[slot] = u;
+      }
+    }
+  }
+  __syncthreads();
+  if (tid < kHalf) {
+    const unsigned u = sh.sel_key[tid];
+    const int j = sh.sel_j[tid];
+    int rank = 0;
+    for (int o = 0; o < kHalf; ++o) {
+      const unsigned uo = sh.sel_key[o];
+      rank += (uo > u || (uo == u && sh.sel_j[o] < j)) ? 1 : 0;
+    }
+    out[rank] = j;
+  }
+  __syncthreads();
+  return cut;
+}
+
+__global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionArgs a) {
+  extern __shared__ int dyn[];
+  __shared__ Scratch sh;
+
+  const Geometry& g = a.g;
+  const int L = g.levels;
+  const int top = L - 1;
+  const int p = g.pool;
+  const int lp = g.log2_pool;
+  const int C = static_cast<int>(g.tile_entries);
+  const std::int64_t N = g.seq, P = g.pyramid_size, S = g.S;
+  const std::int64_t tile = blockIdx.x % g.tiles;
+  const std::int64_t bh = blockIdx.x / g.tiles;
+  const std::int64_t tile_base = tile * (C + static_cast<std::int64_t>(top) * p * kKeep);
+  const int tid = threadIdx.x;
+
+  // Per level l >= 1: kept entry index, kept candidate position, subtree size, subtree start,
+  // each [kKeep], by kept slot (0..63 by query score, 64..127 by key score, best first).
+  auto kept_idx = [&](int l) { return dyn + l * 4 * kKeep; };
+  auto kept_cand = [&](int l) { return dyn + l * 4 * kKeep + kKeep; };
+  auto sub_size = [&](int l) { return dyn + l * 4 * kKeep + 2 * kKeep; };
+  auto sub_start = [&](int l) { return dyn + l * 4 * kKeep + 3 * kKeep; };
+  int* cslot = dyn + L * 4 * kKeep;  // [p * kKeep]: candidate -> kept slot of the current level
+
+  auto emit = [&](int l, std::int64_t i, std::int64_t pos) {
+    const std::int64_t s = tile_base + pos;
+    const std::int64_t index = g.offset[l] + i;
+    a.indices[bh * S + s] = static_cast<std::int32_t>(index);
+    a.inverse[bh * P + index] = static_cast<std::int32_t>(s);
+  };
+
+  // 1. Selection, coarse to fine.
+  for (int l = top; l >= 1; --l) {
+    Level level;
+    for (int x = 0; x < 2; ++x) level.score[x] = a.score[x] + bh * (P - N) + (g.offset[l] - N);
+    level.parent = l == top ? nullptr : kept_idx(l + 1);
+    level.first = tile * C;
+    level.log2_pool = lp;
+    const int n = l == top ? C : p * kKeep;
+    const Cut by_q = top64(level, 0, n, NoExclusion{}, sh, kept_cand(l));
+    top64(level, 1, n, ExcludeQuerySelected{level, by_q}, sh, kept_cand(l) + kHalf);
+    if (tid < kKeep) kept_idx(l)[tid] = static_cast<int>(level.entry(kept_cand(l)[tid]));
+    __syncthreads();
+  }
+
+  // 2. Subtree sizes, fine to coarse: a kept entry holds itself, its p children and their
+  // subtrees.
+  for (int l = 1; l <= top; ++l) {
+    if (tid < kKeep) {
+      int size = 1 + p;
+      if (l >= 2) {
+        for (int s = 0; s < kKeep; ++s) {
+          if ((kept_cand(l - 1)[s] >> lp) == tid) size += sub_size(l - 1)[s] - 1;
+        }
+      }
+      sub_size(l)[tid] = size;
+    }
+    __syncthreads();
+  }
+
+  // 3. The coarsest level: entry j's subtree starts after j entries and the extra entries of
+  // the kept subtrees before it.
+  const int nk = top >= 1 ? kKeep : 0;
+  if (tid < nk) {
+    const int c = kept_cand(top)[tid];
+    int r = 0;
+    for (int s = 0; s < kKeep; ++s) r += kept_cand(top)[s] < c ? 1 : 0;
+    sh.sorted_cand[r] = c;
+    sh.rank_slot[r] = tid;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    sh.extra[0] = 0;
+    for (int r = 0; r < nk; ++r) sh.extra[r + 1] = sh.extra[r] + sub_size(top)[sh.rank_slot[r]] - 1;
+  }
+  __syncthreads();
+  if (tid < nk) {
+    const int slot = sh.rank_slot[tid];
+    const int start = sh.sorted_cand[tid] + sh.extra[tid];
+    sub_start(top)[slot] = start;
+    emit(top, tile * C + sh.sorted_cand[tid], start + sub_size(top)[slot] - 1);
+  }
+  for (int j = tid; j < C; j += kThreads) {
+    int lo = 0, hi = nk;  // r = number of kept candidates below j
+    while (lo < hi) {
+      const int mid = (lo + hi) >> 1;
+      if (sh.sorted_cand[mid] < j)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo < nk && sh.sorted_cand[lo] == j) continue;  // kept: emitted above
+    emit(top, tile * C + j, j + sh.extra[lo]);
+  }
+  __syncthreads();
+
+  // 4. Finer levels: a child's subtree starts at its parent's start plus its elder siblings'
+  // subtrees.
+  for (int l = top - 1; l >= 0; --l) {
+    const int n = p * kKeep;
+    if (l >= 1) {
+      for (int j = tid; j < n; j += kThreads) cslot[j] = -1;
+      __syncthreads();
+      if (tid < kKeep) cslot[kept_cand(l)[tid]] = tid;
+      __syncthreads();
+    }
+    const int* parent_idx = kept_idx(l + 1);
+    const int* parent_start = sub_start(l + 1);
+    for (int j = tid; j < n; j += kThreads) {
+      const int s = j >> lp;
+      const int r = j & (p - 1);
+      int start = parent_start[s] + r;
+      int slot = -1;
+      if (l >= 1) {
+        for (int r2 = 0; r2 < r; ++r2) {
+          const int sib = cslot[(s << lp) + r2];
+          if (sib >= 0) start += sub_size(l)[sib] - 1;
+        }
+        slot = cslot[j];
+      }
+      int pos = start;
+      if (slot >= 0) {
+        sub_start(l)[slot] = start;
+        pos = start + sub_size(l)[slot] - 1;
+      }
+      emit(l, (static_cast<std::int64_t>(parent_idx[s]) << lp) + r, pos);
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace
+
+void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
+                      std::int32_t* indices, std::int32_t* inverse, cudaStream_t stream) {
+  SelectionArgs a{};
+  a.g = g;
+  a.score[0] = score_q;
+  a.score[1] = score_k;
+  a.indices = indices;
+  a.inverse = inverse;
+  const std::int64_t blocks = g.batch * g.heads * g.tiles;
+  if (blocks > 0x7fffffff) throw Error("launch_selection: too many blocks");
+  const std::size_t smem =
+      (static_cast<std::size_t>(g.levels) * 4 * kKeep + static_cast<std::size_t>(g.pool) * kKeep) *
+      sizeof(int);
+  CUDA_CHECK(cudaFuncSetAttribute(selection_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(smem)));
+  selection_kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+  CUDA_CHECK_LAUNCH("selection_kernel");
+}
+
+}  // namespace lighthouse::cuda

@@ -1,0 +1,763 @@
+// The CUDA backend end to end, through the public API: selected indices identical to the CPU
+// backend's, outputs and gradients against the CPU backend (fp32) and the golden cases, half
+// precision accuracy, causality, determinism, strided views, a sequence with S >= 65536, and the
+// rejection of unsupported configurations. Every test skips when no GPU is present.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "lighthouse/backend.hpp"
+#include "lighthouse/lighthouse.hpp"
+
+namespace lh = lighthouse;
+
+namespace {
+
+#define SKIP_WITHOUT_GPU()                                                   \
+  do {                                                                       \
+    if (!lh::backend_available(lh::Device::kCUDA)) GTEST_SKIP() << "no GPU"; \
+  } while (0)
+
+struct Shape {
+  std::int64_t B, N, H, D;
+  std::size_t numel() const { return static_cast<std::size_t>(B * N * H * D); }
+};
+
+// ---- host-side dtype conversion (round to nearest even)
+// ------------------------------------------
+
+std::uint32_t bits_of(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float float_of(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::uint16_t to_bf16(float f) {
+  const std::uint32_t u = bits_of(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);
+  return static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float from_bf16(std::uint16_t h) {
+  return float_of(static_cast<std::uint32_t>(h) << 16);
+}
+
+std::uint16_t to_fp16(float f) {
+  const std::uint32_t x = bits_of(f);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const int biased = static_cast<int>((x >> 23) & 0xffu);
+  std::uint32_t mant = x & 0x7fffffu;
+  if (biased == 0xff) return static_cast<std::uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0u));
+  const int exp = biased - 127 + 15;
+  if (exp >= 31) return static_cast<std::uint16_t>(sign | 0x7c00u);
+  if (exp <= 0) {  // subnormal half (or zero)
+    if (exp < -10) return static_cast<std::uint16_t>(sign);
+    mant |= 0x800000u;
+    const int shift = 14 - exp;
+    std::uint32_t h = mant >> shift;
+    const std::uint32_t rem = mant & ((1u << shift) - 1u);
+    const std::uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u))) ++h;
+    return static_cast<std::uint16_t>(sign | h);
+  }
+  std::uint32_t h = (static_cast<std::uint32_t>(exp) << 10) | (mant >> 13);
+  const std::uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry rounds up the exponent
+  return static_cast<std::uint16_t>(sign | h);
+}
+float from_fp16(std::uint16_t h) {
+  const int exp = (h >> 10) & 0x1f;
+  const int mant = h & 0x3ff;
+  float v;
+  if (exp == 0) {
+    v = std::ldexp(static_cast<float>(mant), -24);
+  } else if (exp == 31) {
+    v = mant ? NAN : INFINITY;
+  } else {
+    v = std::ldexp(static_cast<float>(mant | 0x400), exp - 25);
+  }
+  return (h & 0x8000) ? -v : v;
+}
+
+// Rounds every value to `dtype`, so that all backends see the same numbers.
+void round_to(std::vector<float>& x, lh::DType dtype) {
+  for (float& f : x) {
+    if (dtype == lh::DType::kBFloat16) f = from_bf16(to_bf16(f));
+    if (dtype == lh::DType::kFloat16) f = from_fp16(to_fp16(f));
+  }
+}
+
+std::vector<unsigned char> encode(const std::vector<float>& x, lh::DType dtype) {
+  std::vector<unsigned char> bytes(x.size() * lh::dtype_size(dtype));
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    unsigned char* p = bytes.data() + i * lh::dtype_size(dtype);
+    switch (dtype) {
+      case lh::DType::kFloat32:
+        std::memcpy(p, &x[i], 4);
+        break;
+      case lh::DType::kFloat64: {
+        const double d = x[i];
+        std::memcpy(p, &d, 8);
+        break;
+      }
+      case lh::DType::kBFloat16: {
+        const std::uint16_t h = to_bf16(x[i]);
+        std::memcpy(p, &h, 2);
+        break;
+      }
+      case lh::DType::kFloat16: {
+        const std::uint16_t h = to_fp16(x[i]);
+        std::memcpy(p, &h, 2);
+        break;
+      }
+      default:
+        ADD_FAILURE() << "encode: unexpected dtype";
+    }
+  }
+  return bytes;
+}
+
+std::vector<float> decode(const std::vector<unsigned char>& bytes, lh::DType dtype) {
+  const std::size_t n = bytes.size() / lh::dtype_size(dtype);
+  std::vector<float> x(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const unsigned char* p = bytes.data() + i * lh::dtype_size(dtype);
+    switch (dtype) {
+      case lh::DType::kFloat32:
+        std::memcpy(&x[i], p, 4);
+        break;
+      case lh::DType::kFloat64: {
+        double d;
+        std::memcpy(&d, p, 8);
+        x[i] = static_cast<float>(d);
+        break;
+      }
+      case lh::DType::kBFloat16: {
+        std::uint16_t h;
+        std::memcpy(&h, p, 2);
+        x[i] = from_bf16(h);
+        break;
+      }
+      case lh::DType::kFloat16: {
+        std::uint16_t h;
+        std::memcpy(&h, p, 2);
+        x[i] = from_fp16(h);
+        break;
+      }
+      default:
+        ADD_FAILURE() << "decode: unexpected dtype";
+    }
+  }
+  return x;
+}
+
+// ---- running the library ------------------------------------------------------------------------
+
+struct Inputs {
+  Shape shape;
+  std::vector<float> q, k, v, dout;
+};
+
+Inputs random_inputs(Shape s, std::uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Inputs in{s, {}, {}, {}, {}};
+  for (auto* x : {&in.q, &in.k, &in.v, &in.dout}) {
+    x->resize(s.numel());
+    for (float& f : *x) f = normal(gen);
+  }
+  return in;
+}
+
+void round_inputs(Inputs& in, lh::DType dtype) {
+  for (auto* x : {&in.q, &in.k, &in.v, &in.dout}) round_to(*x, dtype);
+}
+
+// A [B, N, H, D] tensor on `device`; with `strided`, a view of a [B, H, N, D] buffer.
+struct Buffer {
+  lh::Tensor storage;
+  lh::TensorView view;
+};
+
+std::size_t bnhd_to_bhnd(const Shape& s, std::size_t i) {
+  const std::int64_t d = static_cast<std::int64_t>(i) % s.D;
+  std::int64_t r = static_cast<std::int64_t>(i) / s.D;
+  const std::int64_t h = r % s.H;
+  r /= s.H;
+  const std::int64_t n = r % s.N;
+  const std::int64_t b = r / s.N;
+  return static_cast<std::size_t>(((b * s.H + h) * s.N + n) * s.D + d);
+}
+
+Buffer make_buffer(const Shape& s, lh::DType dtype, lh::Device device, bool strided) {
+  Buffer buf;
+  if (strided) {
+    buf.storage = lh::Tensor::empty(dtype, device, {s.B, s.H, s.N, s.D});
+    buf.view = buf.storage.view().transposed(1, 2);
+  } else {
+    buf.storage = lh::Tensor::empty(dtype, device, {s.B, s.N, s.H, s.D});
+    buf.view = buf.storage.view();
+  }
+  return buf;
+}
+
+void upload(const Buffer& buf, const Shape& s, const std::vector<float>& x, bool strided) {
+  std::vector<float> ordered = x;
+  if (strided) {
+    for (std::size_t i = 0; i < x.size(); ++i) ordered[bnhd_to_bhnd(s, i)] = x[i];
+  }
+  const std::vector<unsigned char> bytes = encode(ordered, buf.view.dtype);
+  if (buf.view.device == lh::Device::kCPU) {
+    std::memcpy(buf.storage.data<void>(), bytes.data(), bytes.size());
+  } else {
+    lh::backend_for(lh::Device::kCUDA)
+        .copy_from_host(buf.storage.data<void>(), bytes.data(), bytes.size());
+  }
+}
+
+std::vector<float> download(const Buffer& buf, const Shape& s, bool strided) {
+  std::vector<unsigned char> bytes(buf.storage.view().nbytes());
+  if (buf.view.device == lh::Device::kCPU) {
+    std::memcpy(bytes.data(), buf.storage.data<void>(), bytes.size());
+  } else {
+    lh::backend_for(lh::Device::kCUDA)
+        .copy_to_host(bytes.data(), buf.storage.data<void>(), bytes.size());
+  }
+  const std::vector<float> ordered = decode(bytes, buf.view.dtype);
+  if (!strided) return ordered;
+  std::vector<float> x(ordered.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = ordered[bnhd_to_bhnd(s, i)];
+  return x;
+}
+
+struct Outputs {
+  std::vector<std::int32_t> indices;
+  std::vector<float> out, dq, dk, dv;
+  lh::StageTimes forward_times, backward_times;
+};
+
+Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Config& cfg,
+            bool with_backward = true, bool strided = false, bool timed = false) {
+  const Shape& s = in.shape;
+  Buffer q = make_buffer(s, dtype, device, strided), k = make_buffer(s, dtype, device, strided),
+         v = make_buffer(s, dtype, device, strided), out = make_buffer(s, dtype, device, strided);
+  upload(q, s, in.q, strided);
+  upload(k, s, in.k, strided);
+  upload(v, s, in.v, strided);
+  Outputs result;
+  lh::Options options;
+  if (timed) options.times = &result.forward_times;
+  lh::Context ctx;
+  lh::forward(cfg, q.view, k.view, v.view, out.view, ctx, options);
+  result.indices = ctx.indices();
+  result.out = download(out, s, strided);
+  if (with_backward) {
+    Buffer dout = make_buffer(s, dtype, device, strided),
+           dq = make_buffer(s, dtype, device, strided), dk = make_buffer(s, dtype, device, strided),
+           dv = make_buffer(s, dtype, device, strided);
+    upload(dout, s, in.dout, strided);
+    if (timed) options.times = &result.backward_times;
+    lh::backward(ctx, dout.view, dq.view, dk.view, dv.view, options);
+    result.dq = download(dq, s, strided);
+    result.dk = download(dk, s, strided);
+    result.dv = download(dv, s, strided);
+  }
+  return result;
+}
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - ref[i];
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+void expect_close(const Outputs& got, const Outputs& ref, double tol, const std::string& what) {
+  EXPECT_LT(rel_l2(got.out, ref.out), tol) << what << ": out";
+  EXPECT_LT(rel_l2(got.dq, ref.dq), tol) << what << ": dq";
+  EXPECT_LT(rel_l2(got.dk, ref.dk), tol) << what << ": dk";
+  EXPECT_LT(rel_l2(got.dv, ref.dv), tol) << what << ": dv";
+}
+
+// Where two index lists first differ, for failure messages.
+std::string first_difference(const std::vector<std::int32_t>& a,
+                             const std::vector<std::int32_t>& b) {
+  if (a.size() != b.size())
+    return "sizes " + std::to_string(a.size()) + " vs " + std::to_string(b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] != b[i]) {
+      return "at " + std::to_string(i) + ": " + std::to_string(a[i]) + " vs " +
+             std::to_string(b[i]);
+    }
+  }
+  return "none";
+}
+
+bool cpu_available() {
+  return lh::backend_available(lh::Device::kCPU);
+}
+
+// ---- the spec's selection on the host, for sizes where CPU attention would be too slow --------
+
+// ||x||, summed in float64 in d order and rounded once (the definition both backends share).
+float token_norm(const float* x, std::int64_t d) {
+  double sum = 0;
+  for (std::int64_t i = 0; i < d; ++i) sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return static_cast<float>(std::sqrt(sum));
+}
+
+// [B, H, S] indices per the spec: ties broken by candidate position.
+std::vector<std::int32_t> host_indices(const Inputs& in, const lh::Plan& plan) {
+  const Shape& s = in.shape;
+  const int L = plan.config.levels, p = plan.config.pool;
+  std::vector<std::int32_t> result;
+  for (std::int64_t b = 0; b < s.B; ++b) {
+    for (std::int64_t h = 0; h < s.H; ++h) {
+      std::vector<std::vector<float>> sq(L), sk(L);
+      sq[0].resize(s.N);
+      sk[0].resize(s.N);
+      for (std::int64_t t = 0; t < s.N; ++t) {
+        const std::size_t at = static_cast<std::size_t>(((b * s.N + t) * s.H + h) * s.D);
+        sq[0][t] = token_norm(&in.q[at], s.D);
+        sk[0][t] = token_norm(&in.k[at], s.D);
+      }
+      for (int l = 1; l < L; ++l) {
+        sq[l].resize(plan.size[l]);
+        sk[l].resize(plan.size[l]);
+        for (std::int64_t i = 0; i < plan.size[l]; ++i) {
+          sq[l][i] = sq[l - 1][i * p];
+          sk[l][i] = sk[l - 1][i * p];
+          for (int c = 1; c < p; ++c) {
+            sq[l][i] = std::max(sq[l][i], sq[l - 1][i * p + c]);
+            sk[l][i] = std::max(sk[l][i], sk[l - 1][i * p + c]);
+          }
+        }
+      }
+      std::vector<std::pair<std::int64_t, std::int32_t>> keyed;  // (key * 2^(L-1), index)
+      auto add = [&](int l, std::int64_t i, bool kept) {
+        const std::int64_t c = plan.block[l];
+        const std::int64_t key = kept
+                                     ? ((c * (i + 1)) << (L - 1)) - (std::int64_t{1} << (L - 1 - l))
+                                     : (c * i) << (L - 1);
+        keyed.emplace_back(key, static_cast<std::int32_t>(plan.offset[l] + i));
+      };
+      const std::int64_t C = L == 1 ? s.N : plan.tile_entries;
+      const std::int64_t tiles = L == 1 ? 1 : plan.tiles;
+      for (std::int64_t tile = 0; tile < tiles; ++tile) {
+        std::vector<std::int64_t> cand(C);
+        std::iota(cand.begin(), cand.end(), tile * C);
+        for (int l = L - 1; l >= 1; --l) {
+          auto best = [&](const std::vector<float>& score, std::vector<std::int64_t> pos) {
+            // pos: candidate positions; highest score first, ties to the lower position
+            std::stable_sort(pos.begin(), pos.end(), [&](std::int64_t x, std::int64_t y) {
+              return score[cand[x]] > score[cand[y]];
+            });
+            return pos;
+          };
+          std::vector<std::int64_t> all(cand.size());
+          std::iota(all.begin(), all.end(), 0);
+          const std::vector<std::int64_t> by_q = best(sq[l], all);
+          std::vector<std::int64_t> rest(by_q.begin() + 64, by_q.end());
+          std::sort(rest.begin(), rest.end());
+          const std::vector<std::int64_t> by_k = best(sk[l], rest);
+          std::vector<std::int64_t> parents;
+          std::vector<char> kept(cand.size(), 0);
+          for (int j = 0; j < 64; ++j) parents.push_back(cand[by_q[j]]), kept[by_q[j]] = 1;
+          for (int j = 0; j < 64; ++j) parents.push_back(cand[by_k[j]]), kept[by_k[j]] = 1;
+          for (std::size_t j = 0; j < cand.size(); ++j) add(l, cand[j], kept[j] != 0);
+          cand.clear();
+          for (std::size_t j = 0; j < parents.size() * p; ++j)
+            cand.push_back(parents[j / p] * p + j % p);
+        }
+        for (std::int64_t i : cand) add(0, i, false);
+      }
+      std::sort(keyed.begin(), keyed.end());
+      for (const auto& e : keyed) result.push_back(e.second);
+    }
+  }
+  return result;
+}
+
+// ---- tests --------------------------------------------------------------------------------------
+
+struct Case {
+  Shape shape;
+  int levels, pool, topk;
+};
+
+lh::Config config_of(const Case& c) {
+  lh::Config cfg;
+  cfg.levels = c.levels;
+  cfg.pool = c.pool;
+  cfg.topk = c.topk;
+  return cfg;
+}
+
+std::string name_of(const Case& c) {
+  std::ostringstream os;
+  os << "B" << c.shape.B << "_N" << c.shape.N << "_H" << c.shape.H << "_D" << c.shape.D << "_L"
+     << c.levels << "_p" << c.pool << "_K" << c.topk;
+  return os.str();
+}
+
+const std::vector<Case>& fp32_cases() {
+  static const std::vector<Case> cases = {
+      {{2, 256, 2, 64}, 1, 2, 128},   // dense
+      {{2, 1024, 3, 64}, 2, 2, 256},  // two tiles
+      {{2, 4096, 2, 128}, 3, 4, 128}, {{1, 4096, 2, 64}, 4, 2, 256}, {{2, 2048, 2, 128}, 2, 8, 128},
+      {{1, 8192, 2, 64}, 3, 8, 128},  // C == 128: every coarsest entry is kept
+  };
+  return cases;
+}
+
+class CudaMatchesCpu : public ::testing::TestWithParam<Case> {};
+
+// fp32 on both: identical indices, outputs and gradients to float32 rounding.
+TEST_P(CudaMatchesCpu, IndicesOutputsAndGradients) {
+  SKIP_WITHOUT_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend in this build";
+  const Case& c = GetParam();
+  const Inputs in = random_inputs(c.shape, 1234);
+  const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c));
+  const Outputs cpu = run(in, lh::Device::kCPU, lh::DType::kFloat32, config_of(c));
+  ASSERT_EQ(gpu.indices, cpu.indices)
+      << "first difference " << first_difference(gpu.indices, cpu.indices);
+  expect_close(gpu, cpu, 1e-5, name_of(c));
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, CudaMatchesCpu, ::testing::ValuesIn(fp32_cases()),
+                         [](const auto& info) { return name_of(info.param); });
+
+// Many equal scores: ranks are decided by the tie rule, which both backends must share.
+TEST(CudaBackend, TiedScoresSelectLikeCpu) {
+  SKIP_WITHOUT_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend in this build";
+  const Case c{{2, 4096, 2, 64}, 3, 4, 128};
+  for (int mode = 0; mode < 2; ++mode) {
+    Inputs in = random_inputs(c.shape, 99);
+    std::mt19937 gen(7 + mode);
+    std::uniform_int_distribution<int> pick(-1, 1);
+    for (auto* x : {&in.q, &in.k}) {
+      // mode 0: entries in {-1, 0, 1} (few distinct norms); mode 1: +-1 (all norms equal)
+      for (float& f : *x) f = mode == 0 ? static_cast<float>(pick(gen)) : (f < 0 ? -1.f : 1.f);
+    }
+    const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c), false);
+    const Outputs cpu = run(in, lh::Device::kCPU, lh::DType::kFloat32, config_of(c), false);
+    EXPECT_EQ(gpu.indices, cpu.indices)
+        << "mode " << mode << ", first difference " << first_difference(gpu.indices, cpu.indices);
+    // The host restatement of the rule agrees as well.
+    EXPECT_EQ(gpu.indices, host_indices(in, lh::make_plan(config_of(c), 2, 4096, 2, 64)))
+        << "mode " << mode;
+  }
+}
+
+#ifdef LIGHTHOUSE_GOLDEN_DIR
+const char* const kGoldenDir = LIGHTHOUSE_GOLDEN_DIR;
+#else
+const char* const kGoldenDir = "";
+#endif
+
+std::int64_t json_int(const std::string& text, const std::string& key) {
+  const std::size_t at = text.find("\"" + key + "\"");
+  if (at == std::string::npos) throw std::runtime_error("config.json: no " + key);
+  const std::size_t colon = text.find(':', at);
+  return std::stoll(text.substr(colon + 1));
+}
+
+class CudaGolden : public ::testing::TestWithParam<std::string> {};
+
+// The original implementation's outputs (fp32 on an H200): indices exact, values to 1e-5.
+TEST_P(CudaGolden, MatchesOriginal) {
+  SKIP_WITHOUT_GPU();
+  const std::string dir = std::string(kGoldenDir) + "/" + GetParam();
+  std::ifstream cfg_file(dir + "/config.json");
+  if (!cfg_file) GTEST_SKIP() << "GOLDEN CASES MISSING: " << dir << "/config.json not found";
+  std::stringstream text;
+  text << cfg_file.rdbuf();
+  const std::string json = text.str();
+  const Shape s{json_int(json, "batch"), json_int(json, "seq_len"), json_int(json, "heads"),
+                json_int(json, "head_dim")};
+  lh::Config cfg;
+  cfg.levels = static_cast<int>(json_int(json, "levels"));
+  cfg.pool = static_cast<int>(json_int(json, "pool"));
+  cfg.topk = static_cast<int>(json_int(json, "topk"));
+
+  auto load = [&](const std::string& name) {
+    const lh::NpyArray a = lh::read_npy(dir + "/" + name + ".npy");
+    EXPECT_EQ(a.dtype, lh::DType::kFloat32) << name;
+    return std::vector<float>(a.data<float>(), a.data<float>() + a.numel());
+  };
+  Inputs in{s, load("q"), load("k"), load("v"), load("dout")};
+  const lh::NpyArray idx = lh::read_npy(dir + "/indices.npy");
+  ASSERT_EQ(idx.dtype, lh::DType::kInt32);
+  const std::vector<std::int32_t> want(idx.data<std::int32_t>(),
+                                       idx.data<std::int32_t>() + idx.numel());
+
+  const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kFloat32, cfg);
+  ASSERT_EQ(gpu.indices, want) << "first difference " << first_difference(gpu.indices, want);
+  EXPECT_LT(rel_l2(gpu.out, load("out")), 1e-5);
+  EXPECT_LT(rel_l2(gpu.dq, load("dq")), 1e-5);
+  EXPECT_LT(rel_l2(gpu.dk, load("dk")), 1e-5);
+  EXPECT_LT(rel_l2(gpu.dv, load("dv")), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaGolden, ::testing::Values("g2", "g5"));
+
+struct HalfCase {
+  lh::DType dtype;
+  std::int64_t head_dim;
+};
+
+class CudaHalfPrecision : public ::testing::TestWithParam<HalfCase> {};
+
+// bf16/fp16 through cuDNN: within 1e-2 (relative L2) of a high-precision reference on the same
+// rounded inputs. The float64 CPU path ranks from float64 norms, so on a near-tie it may select
+// differently from the float32-scored GPU; then the float32 CPU path (same scores, same
+// selection, error ~1e-6) is the reference.
+TEST_P(CudaHalfPrecision, CloseToReference) {
+  SKIP_WITHOUT_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend in this build";
+  const HalfCase hc = GetParam();
+  const Case c{{1, 4096, 2, hc.head_dim}, 3, 4, 128};
+  Inputs in = random_inputs(c.shape, 4321);
+  round_inputs(in, hc.dtype);
+  const Outputs gpu = run(in, lh::Device::kCUDA, hc.dtype, config_of(c));
+  const Outputs cpu32 = run(in, lh::Device::kCPU, lh::DType::kFloat32, config_of(c));
+  ASSERT_EQ(gpu.indices, cpu32.indices)
+      << "first difference " << first_difference(gpu.indices, cpu32.indices);
+  const Outputs cpu64 = run(in, lh::Device::kCPU, lh::DType::kFloat64, config_of(c));
+  const bool same_selection = cpu64.indices == gpu.indices;
+  if (!same_selection) std::printf("float64 CPU selected differently (near-tie); using float32\n");
+  expect_close(gpu, same_selection ? cpu64 : cpu32, 1e-2, lh::dtype_name(hc.dtype));
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaHalfPrecision,
+                         ::testing::Values(HalfCase{lh::DType::kBFloat16, 64},
+                                           HalfCase{lh::DType::kBFloat16, 128},
+                                           HalfCase{lh::DType::kFloat16, 64},
+                                           HalfCase{lh::DType::kFloat16, 128}),
+                         [](const auto& info) {
+                           return std::string(lh::dtype_name(info.param.dtype)) + "_D" +
+                                  std::to_string(info.param.head_dim);
+                         });
+
+class CudaCausality : public ::testing::TestWithParam<lh::DType> {};
+
+// Changing v_t, or q_t/k_t without changing their norms, leaves every output before t
+// bitwise unchanged.
+TEST_P(CudaCausality, EarlierOutputsUnchanged) {
+  SKIP_WITHOUT_GPU();
+  const lh::DType dtype = GetParam();
+  const Case c{{1, 4096, 2, 64}, 3, 4, 128};
+  const Shape& s = c.shape;
+  Inputs in = random_inputs(s, 555);
+  round_inputs(in, dtype);
+  const Outputs base = run(in, lh::Device::kCUDA, dtype, config_of(c), false);
+  const std::int64_t t0 = 2500;
+  const std::size_t prefix = static_cast<std::size_t>(t0 * s.H * s.D);  // tokens < t0, B == 1
+
+  Inputs changed_v = in;
+  for (std::int64_t i = 0; i < s.H * s.D; ++i) changed_v.v[prefix + i] += 1.0f;
+  round_inputs(changed_v, dtype);
+  const Outputs after_v = run(changed_v, lh::Device::kCUDA, dtype, config_of(c), false);
+  EXPECT_EQ(after_v.indices, base.indices);
+  EXPECT_EQ(0, std::memcmp(after_v.out.data(), base.out.data(), prefix * sizeof(float)))
+      << "changing v at token " << t0 << " changed an earlier output";
+  EXPECT_FALSE(bits_equal(after_v.out, base.out)) << "the change reached no output at all";
+
+  Inputs flipped = in;
+  for (std::int64_t h = 0; h < s.H; ++h) {
+    flipped.q[prefix + h * s.D + 3] = -flipped.q[prefix + h * s.D + 3];
+    flipped.k[prefix + h * s.D + 5] = -flipped.k[prefix + h * s.D + 5];
+  }
+  const Outputs after_qk = run(flipped, lh::Device::kCUDA, dtype, config_of(c), false);
+  EXPECT_EQ(after_qk.indices, base.indices) << "norms are unchanged, so is the selection";
+  EXPECT_EQ(0, std::memcmp(after_qk.out.data(), base.out.data(), prefix * sizeof(float)))
+      << "flipping a sign in q/k at token " << t0 << " changed an earlier output";
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaCausality,
+                         ::testing::Values(lh::DType::kBFloat16, lh::DType::kFloat32),
+                         [](const auto& info) { return std::string(lh::dtype_name(info.param)); });
+
+// Two runs give the same bits; stage times are filled when asked for.
+TEST(CudaBackend, DeterministicAndTimed) {
+  SKIP_WITHOUT_GPU();
+  const Case c{{2, 8192, 2, 128}, 3, 4, 256};
+  const Inputs in = random_inputs(c.shape, 77);
+  const Outputs a =
+      run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), true, false, true);
+  const Outputs b = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c));
+  EXPECT_EQ(a.indices, b.indices);
+  EXPECT_TRUE(bits_equal(a.out, b.out));
+  EXPECT_TRUE(bits_equal(a.dq, b.dq));
+  EXPECT_TRUE(bits_equal(a.dk, b.dk));
+  EXPECT_TRUE(bits_equal(a.dv, b.dv));
+  for (double t : {a.forward_times.pyramid, a.forward_times.selection, a.forward_times.gather,
+                   a.forward_times.attention, a.forward_times.scatter, a.backward_times.scatter,
+                   a.backward_times.attention, a.backward_times.gather}) {
+    EXPECT_GT(t, 0.0);
+  }
+  EXPECT_EQ(a.backward_times.pyramid, 0.0);
+  EXPECT_EQ(a.backward_times.selection, 0.0);
+}
+
+// [B, N, H, D] views of [B, H, N, D] buffers give the same bits as contiguous tensors.
+TEST(CudaBackend, StridedViewsMatchContiguous) {
+  SKIP_WITHOUT_GPU();
+  const Case c{{2, 4096, 3, 64}, 3, 4, 128};
+  const Inputs in = random_inputs(c.shape, 31);
+  const Outputs plain = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c));
+  const Outputs strided =
+      run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), true, true);
+  EXPECT_EQ(plain.indices, strided.indices);
+  EXPECT_TRUE(bits_equal(plain.out, strided.out));
+  EXPECT_TRUE(bits_equal(plain.dq, strided.dq));
+  EXPECT_TRUE(bits_equal(plain.dk, strided.dk));
+  EXPECT_TRUE(bits_equal(plain.dv, strided.dv));
+}
+
+// S >= 65536 (grid dimensions, 64-bit offsets, a 65536-entry tile): indices against the host
+// restatement of the rule, sampled outputs against a float64 host computation, finite
+// gradients.
+TEST(CudaBackend, LongSequence) {
+  SKIP_WITHOUT_GPU();
+  const Case c{{1, 131072, 2, 64}, 2, 2, 128};
+  const Shape& s = c.shape;
+  const lh::Plan plan = lh::make_plan(config_of(c), s.B, s.N, s.H, s.D);
+  ASSERT_GE(plan.S, 65536);
+  Inputs in = random_inputs(s, 2024);
+  round_inputs(in, lh::DType::kBFloat16);
+  const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c));
+  const std::vector<std::int32_t> want = host_indices(in, plan);
+  ASSERT_EQ(gpu.indices, want) << "first difference " << first_difference(gpu.indices, want);
+
+  const std::int64_t S = plan.S, D = s.D;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> sampled_got, sampled_want;
+  for (std::int64_t h = 0; h < s.H; ++h) {
+    const std::int32_t* idx = want.data() + h * S;
+    std::vector<std::int32_t> inverse(plan.pyramid_size, -1);
+    for (std::int64_t i = 0; i < S; ++i) inverse[idx[i]] = static_cast<std::int32_t>(i);
+    // Gathered rows in float64: means of each entry's tokens.
+    auto row = [&](const std::vector<float>& x, std::int32_t index, std::vector<double>& dst) {
+      int l = plan.config.levels - 1;
+      while (index < plan.offset[l]) --l;
+      const std::int64_t i = index - plan.offset[l], c_l = plan.block[l];
+      dst.assign(D, 0.0);
+      for (std::int64_t t = i * c_l; t < (i + 1) * c_l; ++t) {
+        for (std::int64_t d = 0; d < D; ++d) dst[d] += x[(t * s.H + h) * D + d];
+      }
+      for (double& v : dst) v /= static_cast<double>(c_l);
+    };
+    std::vector<double> keys(S * D), values(S * D), r;  // gathered k and v of this head
+    for (std::int64_t j = 0; j < S; ++j) {
+      row(in.k, idx[j], r);
+      std::copy(r.begin(), r.end(), keys.begin() + j * D);
+      row(in.v, idx[j], r);
+      std::copy(r.begin(), r.end(), values.begin() + j * D);
+    }
+    auto attend = [&](std::int64_t srow) {  // output of gathered row srow
+      std::vector<double> qr, o(D, 0.0), logits(srow + 1);
+      row(in.q, idx[srow], qr);
+      double m = -1e300;
+      for (std::int64_t j = 0; j <= srow; ++j) {
+        double dot = 0;
+        for (std::int64_t d = 0; d < D; ++d) dot += qr[d] * keys[j * D + d];
+        logits[j] = dot * scale;
+        m = std::max(m, logits[j]);
+      }
+      double z = 0;
+      for (std::int64_t j = 0; j <= srow; ++j) {
+        const double w = std::exp(logits[j] - m);
+        z += w;
+        for (std::int64_t d = 0; d < D; ++d) o[d] += w * values[j * D + d];
+      }
+      for (double& v : o) v /= z;
+      return o;
+    };
+    for (std::int64_t t :
+         {std::int64_t{0}, std::int64_t{1}, std::int64_t{777}, s.N / 2 + 1, s.N - 2, s.N - 1}) {
+      std::vector<double> expect(D, 0.0);
+      for (int l = 0; l < plan.config.levels; ++l) {
+        const std::int64_t i = (t + 1) / plan.block[l] - 1;
+        if (i < 0 || inverse[plan.offset[l] + i] < 0) continue;
+        const std::vector<double> o = attend(inverse[plan.offset[l] + i]);
+        for (std::int64_t d = 0; d < D; ++d) expect[d] += o[d];
+      }
+      for (std::int64_t d = 0; d < D; ++d) {
+        sampled_want.push_back(expect[d]);
+        sampled_got.push_back(gpu.out[(t * s.H + h) * D + d]);
+      }
+    }
+  }
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < sampled_got.size(); ++i) {
+    num += (sampled_got[i] - sampled_want[i]) * (sampled_got[i] - sampled_want[i]);
+    den += sampled_want[i] * sampled_want[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 2e-2);
+  for (const auto* g : {&gpu.dq, &gpu.dk, &gpu.dv}) {
+    EXPECT_TRUE(std::all_of(g->begin(), g->end(), [](float f) { return std::isfinite(f); }));
+  }
+}
+
+// What the kernels cannot run is refused up front, naming the parameter.
+TEST(CudaBackend, RejectsUnsupported) {
+  SKIP_WITHOUT_GPU();
+  lh::Backend& gpu = lh::backend_for(lh::Device::kCUDA);
+  lh::Config cfg;
+  cfg.levels = 3;
+  cfg.pool = 4;
+  cfg.topk = 128;
+  const lh::Plan plan = lh::make_plan(cfg, 1, 8192, 2, 136);
+  try {
+    gpu.check_supported(plan, lh::DType::kBFloat16);
+    ADD_FAILURE() << "head_dim 136 in bf16 accepted";
+  } catch (const lh::InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "head_dim");
+  }
+  const lh::Plan plan64 = lh::make_plan(cfg, 1, 8192, 2, 64);
+  EXPECT_NO_THROW(gpu.check_supported(plan64, lh::DType::kBFloat16));
+  EXPECT_NO_THROW(gpu.check_supported(plan64, lh::DType::kFloat32));
+  try {
+    gpu.check_supported(plan64, lh::DType::kFloat64);
+    ADD_FAILURE() << "float64 accepted";
+  } catch (const lh::InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "dtype");
+  }
+  lh::Config wide;
+  wide.levels = 2;
+  wide.pool = 128;
+  wide.topk = 128;
+  try {
+    gpu.check_supported(lh::make_plan(wide, 1, 16384, 1, 64), lh::DType::kBFloat16);
+    ADD_FAILURE() << "pool 128 accepted";
+  } catch (const lh::InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "pool");
+  }
+}
+
+}  // namespace
