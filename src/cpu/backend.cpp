@@ -5,6 +5,8 @@
 namespace lighthouse::cpu {
 
 // Temporary: replaced by the real backend.
-std::unique_ptr<Backend> make_backend() { return nullptr; }
+std::unique_ptr<Backend> make_backend() {
+  return nullptr;
+}
 
 }  // namespace lighthouse::cpu

@@ -9,6 +9,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "cpu/fast_exp.hpp"
 #include "cpu/gemm.hpp"
@@ -23,11 +24,17 @@ using i64 = std::int64_t;
 constexpr double kLog2e = 1.44269504088896340736;
 constexpr double kLn2 = 0.69314718055994530942;
 
-// Default block sizes, measured with bench/dense_attention_bench.cpp on the 2-core AMD EPYC
-// (Zen 4, OpenBLAS 0.3.21 Cooperlake kernels), S = 16384, D = 64, 4 heads; see the report in
-// docs/PERF.md. Larger blocks amortise OpenBLAS's packing and call overhead; past 128 the
-// per-thread scratch stops fitting the 1 MiB L2 with D = 128 and the diagonal waste grows.
-constexpr AttentionTiles kDefaultTiles{.forward_q = 128, .forward_k = 128, .backward = 128};
+// Default block sizes, measured with bench/dense_attention_bench.cpp --sweep (and a round-robin
+// sweep driver) on the 2-core AMD EPYC (Zen 4; OpenBLAS 0.3.21 picks its Cooperlake kernels),
+// S = 8192, 4 heads, GFLOP per CPU-second (the machine was shared):
+//   forward  D=64: 128x128 66, 256x256 72, 384x384 72, 512x512 72, 256x512 70, 256x128 71
+//            D=128: 128x128 71, 256x256 80, 384x384 79;  D=32: 55, 57, 56
+//   backward D=64: 64 48, 128 63-66, 192 67, 256 71-72, 384 73-74
+//            D=128: 128 72, 256 80, 384 81;  D=32: 50, 59, 57
+// (single-core OpenBLAS SGEMM: ~101-105). OpenBLAS packs both operands of every block product;
+// bigger blocks amortise that, and 256 keeps the backward's two 256x256 scratch matrices inside
+// the 1 MiB L2 while wasting only half a block per row on the diagonal.
+constexpr AttentionTiles kDefaultTiles{.forward_q = 256, .forward_k = 256, .backward = 256};
 
 // Row-wise reductions use a fixed number of independent partial results, combined in a fixed
 // order: the compiler vectorises the lanes without reassociating anything, so the result does
@@ -68,12 +75,6 @@ T exp2_shift_sum(T* x, i64 n, T shift) {
     part[l] += e;
   }
   return combine_lanes(part);
-}
-
-// x[j] <- 2^(x[j] - shift) for j < n, without the sum.
-template <typename T>
-void exp2_shift(T* x, i64 n, T shift) {
-  for (i64 j = 0; j < n; ++j) x[j] = fast_exp2(x[j] - shift);
 }
 
 template <typename T>
@@ -222,22 +223,25 @@ void backward_tile(const AttentionGradHead<T>& h, i64 D, i64 ld, T scale, T scal
   const T* v = h.v + k0 * ld;
   const T* dout = h.dout + q0 * ld;
   gemm<T>(Op::kNone, Op::kTranspose, rows, cols, D, scale_log2, q, ld, k, ld, T(0), w.p, ldS);
+  gemm<T>(Op::kNone, Op::kTranspose, rows, cols, D, T(1), dout, ld, v, ld, T(0), w.dp, ldS);
+  // One pass: P = 2^(logit - lse) (0 where masked), dS = P * (dP - delta).
   for (i64 r = 0; r < rows; ++r) {
     T* pr = w.p + r * ldS;
+    T* dr = w.dp + r * ldS;
     const i64 valid = visible_keys(q0 + r, k0, cols);
-    exp2_shift(pr, valid, w.lse2[r]);
+    const T shift = w.lse2[r];
+    const T delta = w.delta[r];
+    for (i64 j = 0; j < valid; ++j) {
+      const T p = fast_exp2(pr[j] - shift);
+      pr[j] = p;
+      dr[j] = p * (dr[j] - delta);
+    }
     std::fill(pr + valid, pr + cols, T(0));
+    std::fill(dr + valid, dr + cols, T(0));
   }
   const T beta = first ? T(0) : T(1);
   gemm<T>(Op::kTranspose, Op::kNone, cols, D, rows, T(1), w.p, ldS, dout, ld, beta, h.dv + k0 * ld,
           ld);
-  gemm<T>(Op::kNone, Op::kTranspose, rows, cols, D, T(1), dout, ld, v, ld, T(0), w.dp, ldS);
-  for (i64 r = 0; r < rows; ++r) {
-    const T* pr = w.p + r * ldS;
-    T* dr = w.dp + r * ldS;
-    const T delta = w.delta[r];
-    for (i64 j = 0; j < cols; ++j) dr[j] = pr[j] * (dr[j] - delta);
-  }
   gemm<T>(Op::kNone, Op::kNone, rows, D, cols, scale, w.dp, ldS, k, ld, beta, h.dq + q0 * ld, ld);
   gemm<T>(Op::kTranspose, Op::kNone, cols, D, rows, scale, w.dp, ldS, q, ld, beta, h.dk + k0 * ld,
           ld);
@@ -313,25 +317,32 @@ void causal_attention_backward(std::span<const AttentionGradHead<T>> heads, i64 
   const T scale_log2 = scale * static_cast<T>(kLog2e);
   SingleThreadedBlas blas_guard;
 
-  // Tile (qi, kj) adds to dQ of block qi and to dK, dV of block kj. Sweeping the diagonals
-  // d = qi - kj in order, with a barrier between them, gives each output block one fixed order of
-  // additions (dQ_i: kj = i, i-1, ..., 0; dK_j, dV_j: qi = j, j+1, ...) while the tiles of one
-  // diagonal, which share no output block, run in parallel: deterministic without atomics or
-  // a second pass, at the cost of n_blocks barriers.
+  // Tile (qi, kj) adds to dQ of block qi and to dK, dV of block kj. Each output block gets one
+  // fixed order of additions - the order the tiles are created in, diagonal by diagonal:
+  // dQ_i over kj = i, i-1, ..., 0 and dK_j, dV_j over qi = j, j+1, ... - because the tasks
+  // declare the blocks they update as dependencies. So the result is the same for any thread
+  // count, without atomics or a second pass, and no thread ever waits at a global barrier (a
+  // thread that loses its core to another process holds up only the tiles that need its output).
+  std::vector<char> q_dep(static_cast<std::size_t>(n_heads * n_blocks));
+  std::vector<char> k_dep(static_cast<std::size_t>(n_heads * n_blocks));
+  char* const qd = q_dep.data();
+  char* const kd = k_dep.data();
 #pragma omp parallel num_threads(nt)
-  {
-    T* base = scratch.slice(omp_get_thread_num());
-    const BackwardScratch<T> w{base, base + mat_size, base + 2 * mat_size,
-                               base + 2 * mat_size + vec_size};
-    for (i64 d = 0; d < n_blocks; ++d) {
-      const i64 per_head = n_blocks - d;
-#pragma omp for schedule(dynamic, 1)
-      for (i64 t = 0; t < n_heads * per_head; ++t) {
-        const i64 kj = t / n_heads;
+#pragma omp single
+  for (i64 d = 0; d < n_blocks; ++d) {
+    for (i64 kj = 0; kj + d < n_blocks; ++kj) {
+      for (i64 hi = 0; hi < n_heads; ++hi) {
         const i64 qi = kj + d;
-        const i64 q0 = qi * b, k0 = kj * b;
-        backward_tile(heads[t % n_heads], D, ld, scale, scale_log2, q0, std::min(b, S - q0), k0,
-                      std::min(b, S - k0), ldS, d == 0, w);
+#pragma omp task depend(inout : qd[hi * n_blocks + qi]) depend(inout : kd[hi * n_blocks + kj])
+        {
+          // Tasks are tied and a tile has no scheduling point, so the thread's scratch is free.
+          T* base = scratch.slice(omp_get_thread_num());
+          const BackwardScratch<T> w{base, base + mat_size, base + 2 * mat_size,
+                                     base + 2 * mat_size + vec_size};
+          const i64 q0 = qi * b, k0 = kj * b;
+          backward_tile(heads[static_cast<std::size_t>(hi)], D, ld, scale, scale_log2, q0,
+                        std::min(b, S - q0), k0, std::min(b, S - k0), ldS, d == 0, w);
+        }
       }
     }
   }

@@ -210,9 +210,10 @@ using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(DenseAttention, Types);
 
 TYPED_TEST(DenseAttention, MatchesReferenceOverSizes) {
-  // Below one block, exactly one block, one row past it, and a few blocks with a ragged end.
+  // With the default blocks of 256 rows: below one block, exactly one block, one row past it,
+  // and a few blocks with a ragged end.
   for (i64 D : {16, 32, 64, 128}) {
-    for (i64 S : {2, 7, 100, 128, 129, 300}) check_against_reference<TypeParam>(S, D);
+    for (i64 S : {2, 7, 100, 256, 257, 600}) check_against_reference<TypeParam>(S, D);
   }
 }
 
@@ -221,7 +222,8 @@ TYPED_TEST(DenseAttention, MatchesReferenceWithOtherTiles) {
   check_against_reference<TypeParam>(173, 32, AttentionTiles{48, 16, 32});
   check_against_reference<TypeParam>(173, 32, AttentionTiles{16, 48, 16});
   check_against_reference<TypeParam>(64, 16, AttentionTiles{1, 1, 1});
-  check_against_reference<TypeParam>(97, 64, AttentionTiles{256, 256, 256});
+  check_against_reference<TypeParam>(300, 64, AttentionTiles{512, 64, 128});
+  check_against_reference<TypeParam>(300, 64, AttentionTiles{64, 512, 96});
 }
 
 TYPED_TEST(DenseAttention, SingleRow) {
@@ -240,19 +242,23 @@ TYPED_TEST(DenseAttention, SingleRow) {
 }
 
 TYPED_TEST(DenseAttention, BitwiseIdenticalForAnyThreadCount) {
-  // More threads than cores is fine; what matters is that the work splits differently.
-  Problem<TypeParam> base(333, 32, 3, 4, 1.0, 11);
-  base.forward(1);
-  base.backward(1);
-  for (int threads : {2, 3, 5, 0}) {
-    Problem<TypeParam> p(333, 32, 3, 4, 1.0, 11);
-    p.forward(threads);
-    EXPECT_TRUE(bitwise_equal(p.o, base.o)) << "threads=" << threads;
-    EXPECT_TRUE(bitwise_equal(p.lse, base.lse)) << "threads=" << threads;
-    p.backward(threads);
-    EXPECT_TRUE(bitwise_equal(p.dq, base.dq)) << "threads=" << threads;
-    EXPECT_TRUE(bitwise_equal(p.dk, base.dk)) << "threads=" << threads;
-    EXPECT_TRUE(bitwise_equal(p.dv, base.dv)) << "threads=" << threads;
+  // More threads than cores is fine; what matters is that the work splits differently. Small
+  // tiles give the backward's dependency graph many tiles per head (11 blocks, 66 tiles).
+  for (AttentionTiles tiles : {AttentionTiles{}, AttentionTiles{32, 48, 32}}) {
+    SCOPED_TRACE("tiles " + std::to_string(tiles.forward_q));
+    Problem<TypeParam> base(333, 32, 3, 4, 1.0, 11);
+    base.forward(1, tiles);
+    base.backward(1, tiles);
+    for (int threads : {2, 3, 5, 0}) {
+      Problem<TypeParam> p(333, 32, 3, 4, 1.0, 11);
+      p.forward(threads, tiles);
+      EXPECT_TRUE(bitwise_equal(p.o, base.o)) << "threads=" << threads;
+      EXPECT_TRUE(bitwise_equal(p.lse, base.lse)) << "threads=" << threads;
+      p.backward(threads, tiles);
+      EXPECT_TRUE(bitwise_equal(p.dq, base.dq)) << "threads=" << threads;
+      EXPECT_TRUE(bitwise_equal(p.dk, base.dk)) << "threads=" << threads;
+      EXPECT_TRUE(bitwise_equal(p.dv, base.dv)) << "threads=" << threads;
+    }
   }
 }
 
