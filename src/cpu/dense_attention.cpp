@@ -38,7 +38,8 @@ constexpr AttentionTiles kDefaultTiles{.forward_q = 256, .forward_k = 256, .back
 
 // Row-wise reductions use a fixed number of independent partial results, combined in a fixed
 // order: the compiler vectorises the lanes without reassociating anything, so the result does
-// not depend on the data's alignment (which differs between threads' scratch buffers).
+// not depend on the data's alignment (the compiler may peel a different number of leading
+// elements for differently aligned rows).
 constexpr i64 kLanes = 16;
 
 template <typename T>

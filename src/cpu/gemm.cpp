@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <mutex>
 
 #if defined(LIGHTHOUSE_HAVE_OPENBLAS)
 #include <cblas.h>
@@ -81,12 +82,25 @@ bool gemm_uses_blas() {
   return true;
 }
 
-SingleThreadedBlas::SingleThreadedBlas() : previous_(openblas_get_num_threads()) {
-  if (previous_ != 1) openblas_set_num_threads(1);
+namespace {
+// The BLAS thread count is process-wide: guards alive at the same time (kernels called from
+// several threads at once) share one save/restore, so none restores while another still runs.
+std::mutex blas_threads_mutex;
+int blas_guards = 0;
+int blas_threads_saved = 1;
+}  // namespace
+
+SingleThreadedBlas::SingleThreadedBlas() {
+  const std::lock_guard<std::mutex> lock(blas_threads_mutex);
+  if (blas_guards++ == 0) {
+    blas_threads_saved = openblas_get_num_threads();
+    if (blas_threads_saved != 1) openblas_set_num_threads(1);
+  }
 }
 
 SingleThreadedBlas::~SingleThreadedBlas() {
-  if (previous_ != 1) openblas_set_num_threads(previous_);
+  const std::lock_guard<std::mutex> lock(blas_threads_mutex);
+  if (--blas_guards == 0 && blas_threads_saved != 1) openblas_set_num_threads(blas_threads_saved);
 }
 
 #else

@@ -28,17 +28,16 @@ void gemm_portable(Op op_a, Op op_b, std::int64_t m, std::int64_t n, std::int64_
 // True when gemm() runs on OpenBLAS.
 bool gemm_uses_blas();
 
-// Sets the BLAS library to one thread for its lifetime and restores the previous count after.
-// Construct it on the calling thread, outside the parallel region: the setting is process-wide.
+// Sets the BLAS library to one thread while any guard is alive and restores the previous count
+// when the last one ends. Construct it on the calling thread, outside the parallel region: the
+// setting is process-wide (a multithreaded BLAS call elsewhere in the process meanwhile runs on
+// one thread).
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas();
   ~SingleThreadedBlas();
   SingleThreadedBlas(const SingleThreadedBlas&) = delete;
   SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int previous_ = 1;
 };
 
 }  // namespace lighthouse::cpu
