@@ -2,7 +2,8 @@
 // are mutated (bit flips, byte overwrites, truncation, insertions, deletions, and header-aware
 // edits such as huge numbers, other dtypes and bad length fields). Every outcome must be a
 // parsed array that survives a round trip, or a lighthouse::Error that names the file -- never
-// another exception or a crash. Run under the debug preset (ASan + UBSan) for memory errors.
+// another exception or a crash. Run under the debug preset (ASan + UBSan) for memory errors,
+// with UBSAN_OPTIONS=halt_on_error=1 (the preset's UBSan only prints, and the test would pass).
 //
 // The seed is fixed, so a failure reproduces; LIGHTHOUSE_FUZZ_ITERATIONS sets the count.
 #include <gtest/gtest.h>

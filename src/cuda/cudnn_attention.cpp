@@ -1,0 +1,440 @@
+// cuDNN fused flash attention through the cuDNN frontend's graph API. A .cpp rather than a .cu:
+// the frontend headers are large and slow to compile, and nothing here is device code.
+//
+// Per thread and device this file keeps one cudnnHandle, the graphs it has built (one per
+// distinct SdpaDesc and direction: building takes milliseconds to seconds, executing
+// microseconds) and one workspace that only grows. The caches are thread-local rather than
+// shared behind a mutex because cuDNN does not promise that an execution plan may be used
+// through several handles at once (PyTorch keeps its cuDNN plan caches thread-local for the
+// same reason); a thread therefore never waits for another.
+#include "cuda/cudnn_attention.hpp"
+
+#include <cudnn_frontend.h>
+
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <compare>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "cuda/check.hpp"
+#include "cuda/reference_attention.hpp"
+#include "lighthouse/error.hpp"
+
+namespace lighthouse::cuda {
+namespace {
+
+namespace fe = cudnn_frontend;
+using fe::graph::Graph;
+using fe::graph::Tensor_attributes;
+
+// Frontend calls return an error object rather than a status code.
+void check_frontend(fe::error_t status, const char* expr, const char* file, int line,
+                    const std::string& context) {
+  if (status.is_good()) return;
+  detail::throw_failure(detail::call_name(expr), file, line, context + ": " + status.err_msg);
+}
+#define FE_CHECK(call, context) check_frontend((call), #call, __FILE__, __LINE__, context)
+
+// Tensor ids in the variant pack; any distinct values will do.
+enum Uid : std::int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV };
+
+// ---- validation ---------------------------------------------------------------------------------
+
+std::string strides_string(const std::array<std::int64_t, 4>& st) {
+  return "(" + std::to_string(st[0]) + ", " + std::to_string(st[1]) + ", " + std::to_string(st[2]) +
+         ", " + std::to_string(st[3]) + ")";
+}
+
+void check_dims(const SdpaDesc& desc) {
+  const std::pair<const char*, std::int64_t> dims[] = {
+      {"desc.b", desc.b}, {"desc.h", desc.h}, {"desc.s", desc.s}, {"desc.d", desc.d}};
+  for (const auto& [name, value] : dims) {
+    if (value < 1) throw InvalidArgument(name, std::to_string(value), "must be >= 1");
+  }
+  if (!std::isfinite(desc.scale) || desc.scale <= 0) {
+    throw InvalidArgument("desc.scale", std::to_string(desc.scale), "must be finite and > 0");
+  }
+  if (desc.dtype != DType::kBFloat16 && desc.dtype != DType::kFloat16 &&
+      desc.dtype != DType::kFloat32) {
+    throw InvalidArgument("desc.dtype", dtype_name(desc.dtype),
+                          "dense attention supports bfloat16, float16 and float32");
+  }
+}
+
+void check_pointer(const char* name, const void* ptr, bool cudnn) {
+  if (ptr == nullptr) throw InvalidArgument(name, "null", "must point to device memory");
+  // cuDNN's kernels move Q/K/V/O (and their gradients) with 16-byte vector loads.
+  if (cudnn && reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0) {
+    throw InvalidArgument(name, std::to_string(reinterpret_cast<std::uintptr_t>(ptr)),
+                          "cuDNN attention needs 16-byte aligned pointers");
+  }
+}
+
+// Strides of dimensions of size 1 are never used to address anything, so they are not held to
+// the rules (a [1, h, s, d] view may carry any batch stride).
+void check_cudnn_layout(const char* name, const std::array<std::int64_t, 4>& st,
+                        const SdpaDesc& desc) {
+  const std::array<std::int64_t, 4> dims = {desc.b, desc.h, desc.s, desc.d};
+  if (dims[3] > 1 && st[3] != 1) {
+    throw InvalidArgument(name, strides_string(st),
+                          "cuDNN attention needs a unit stride on d (the last dimension)");
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (dims[i] > 1 && st[i] % 8 != 0) {
+      throw InvalidArgument(name, strides_string(st),
+                            "cuDNN attention needs the b, h and s strides to be multiples of 8 "
+                            "elements (16 bytes)");
+    }
+  }
+}
+
+void check_cudnn_desc(const SdpaDesc& desc) {
+  if (desc.d % 8 != 0 || desc.d > 256) {
+    throw InvalidArgument("desc.d", std::to_string(desc.d),
+                          "cuDNN attention needs a head dim that is a multiple of 8 and at most "
+                          "256 (at most 128 before Hopper)");
+  }
+  check_cudnn_layout("desc.q_stride", desc.q_stride, desc);
+  check_cudnn_layout("desc.k_stride", desc.k_stride, desc);
+  check_cudnn_layout("desc.v_stride", desc.v_stride, desc);
+  check_cudnn_layout("desc.o_stride", desc.o_stride, desc);
+}
+
+std::string describe(const SdpaDesc& desc, const char* direction) {
+  return std::string("causal SDPA ") + direction + " [b=" + std::to_string(desc.b) +
+         ", h=" + std::to_string(desc.h) + ", s=" + std::to_string(desc.s) +
+         ", d=" + std::to_string(desc.d) + ", " + dtype_name(desc.dtype) + "]";
+}
+
+// ---- graph cache --------------------------------------------------------------------------------
+
+std::atomic<bool> g_deterministic_backward{true};
+
+struct GraphKey {
+  bool backward;
+  bool deterministic;  // backward only
+  DType dtype;
+  std::int64_t b, h, s, d;
+  std::uint32_t scale_bits;  // cuDNN takes the scale as a float
+  std::array<std::int64_t, 4> q_stride, k_stride, v_stride, o_stride;
+  auto operator<=>(const GraphKey&) const = default;
+};
+
+GraphKey make_key(const SdpaDesc& desc, bool backward) {
+  GraphKey key{};
+  key.backward = backward;
+  key.deterministic = backward && g_deterministic_backward.load();
+  key.dtype = desc.dtype;
+  key.b = desc.b;
+  key.h = desc.h;
+  key.s = desc.s;
+  key.d = desc.d;
+  key.scale_bits = std::bit_cast<std::uint32_t>(static_cast<float>(desc.scale));
+  key.q_stride = desc.q_stride;
+  key.k_stride = desc.k_stride;
+  key.v_stride = desc.v_stride;
+  key.o_stride = desc.o_stride;
+  return key;
+}
+
+struct CachedGraph {
+  std::shared_ptr<Graph> graph;
+  std::int64_t workspace_bytes = 0;
+};
+
+// One device's state for one thread. Destroyed when the thread exits (for the main thread,
+// before the CUDA runtime's own exit handlers run), so the calls here still have a runtime.
+class DeviceState {
+ public:
+  explicit DeviceState(int device) : device_(device) { CUDNN_CHECK(cudnnCreate(&handle_)); }
+  DeviceState(const DeviceState&) = delete;
+  DeviceState& operator=(const DeviceState&) = delete;
+
+  ~DeviceState() {
+    // Errors cannot be reported from here; the process or thread is going away.
+    int previous = -1;
+    const bool switched = cudaGetDevice(&previous) == cudaSuccess && previous != device_ &&
+                          cudaSetDevice(device_) == cudaSuccess;
+    graphs_.clear();  // plans before the handle they were built with
+    if (handle_ != nullptr) (void)cudnnDestroy(handle_);
+    if (workspace_ != nullptr) (void)cudaFree(workspace_);
+    if (done_ != nullptr) (void)cudaEventDestroy(done_);
+    if (switched) (void)cudaSetDevice(previous);
+  }
+
+  cudnnHandle_t handle() const { return handle_; }
+  std::map<GraphKey, CachedGraph>& graphs() { return graphs_; }
+  std::size_t workspace_bytes() const { return workspace_bytes_; }
+
+  // A workspace of at least `bytes` that `stream` may use now. The single workspace is shared
+  // by every stream this thread uses: work on a new stream first waits for the previous
+  // stream's last use of it.
+  void* acquire_workspace(std::size_t bytes, cudaStream_t stream) {
+    if (bytes > workspace_bytes_) {
+      if (done_ != nullptr && used_) CUDA_CHECK(cudaEventSynchronize(done_));
+      if (workspace_ != nullptr) CUDA_CHECK(cudaFree(workspace_));
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+      CUDA_CHECK(cudaMalloc(&workspace_, bytes));
+      workspace_bytes_ = bytes;
+    } else if (used_ && stream != last_stream_) {
+      CUDA_CHECK(cudaStreamWaitEvent(stream, done_, 0));
+    }
+    return workspace_;
+  }
+
+  // Marks the end of this call's use of the workspace on `stream`.
+  void release_workspace(cudaStream_t stream) {
+    if (done_ == nullptr) CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventRecord(done_, stream));
+    last_stream_ = stream;
+    used_ = true;
+  }
+
+ private:
+  int device_;
+  cudnnHandle_t handle_ = nullptr;
+  std::map<GraphKey, CachedGraph> graphs_;
+  void* workspace_ = nullptr;
+  std::size_t workspace_bytes_ = 0;
+  cudaEvent_t done_ = nullptr;
+  cudaStream_t last_stream_ = nullptr;
+  bool used_ = false;
+};
+
+DeviceState& device_state() {
+  thread_local std::unordered_map<int, std::unique_ptr<DeviceState>> states;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  auto& state = states[device];
+  if (!state) state = std::make_unique<DeviceState>(device);
+  return *state;
+}
+
+// ---- graph construction -------------------------------------------------------------------------
+
+fe::DataType_t io_type(DType dtype) {
+  return dtype == DType::kBFloat16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF;
+}
+
+std::shared_ptr<Graph> new_graph(const SdpaDesc& desc) {
+  auto graph = std::make_shared<Graph>();
+  // Storage in bf16/fp16; softmax and both matmuls accumulate in fp32.
+  graph->set_io_data_type(io_type(desc.dtype))
+      .set_intermediate_data_type(fe::DataType_t::FLOAT)
+      .set_compute_data_type(fe::DataType_t::FLOAT);
+  return graph;
+}
+
+std::shared_ptr<Tensor_attributes> bhsd_tensor(Graph& graph, const SdpaDesc& desc, const char* name,
+                                               Uid uid, const std::array<std::int64_t, 4>& stride) {
+  return graph.tensor(Tensor_attributes()
+                          .set_name(name)
+                          .set_uid(uid)
+                          .set_dim({desc.b, desc.h, desc.s, desc.d})
+                          .set_stride({stride[0], stride[1], stride[2], stride[3]}));
+}
+
+// float32 [b, h, s, 1], packed: the layout every cuDNN 9 version reads and writes correctly.
+void set_stats_layout(Tensor_attributes& stats, const SdpaDesc& desc) {
+  stats.set_data_type(fe::DataType_t::FLOAT)
+      .set_dim({desc.b, desc.h, desc.s, 1})
+      .set_stride({desc.h * desc.s, desc.s, 1, 1});
+}
+
+void build(Graph& graph, cudnnHandle_t handle, const std::string& what) {
+  FE_CHECK(graph.validate(), what);
+  FE_CHECK(graph.build_operation_graph(handle), what);
+  FE_CHECK(graph.create_execution_plans({fe::HeurMode_t::A}), what);
+  FE_CHECK(graph.check_support(handle), what);
+  FE_CHECK(graph.build_plans(handle), what);
+}
+
+CachedGraph build_forward(const SdpaDesc& desc, cudnnHandle_t handle) {
+  const std::string what = describe(desc, "forward");
+  auto graph = new_graph(desc);
+  auto q = bhsd_tensor(*graph, desc, "Q", kQ, desc.q_stride);
+  auto k = bhsd_tensor(*graph, desc, "K", kK, desc.k_stride);
+  auto v = bhsd_tensor(*graph, desc, "V", kV, desc.v_stride);
+  // Causal: the diagonal band that ends on the main diagonal (right bound 0), anchored at the
+  // top left. With s_q == s_kv the bottom-right anchoring would give the same mask.
+  auto options = fe::graph::SDPA_attributes()
+                     .set_name("sdpa_forward")
+                     .set_generate_stats(true)
+                     .set_attn_scale(static_cast<float>(desc.scale))
+                     .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
+                     .set_diagonal_band_right_bound(0);
+  auto [o, stats] = graph->sdpa(q, k, v, options);
+  o->set_output(true)
+      .set_uid(kO)
+      .set_dim({desc.b, desc.h, desc.s, desc.d})
+      .set_stride({desc.o_stride[0], desc.o_stride[1], desc.o_stride[2], desc.o_stride[3]});
+  stats->set_output(true).set_uid(kStats);
+  set_stats_layout(*stats, desc);
+
+  build(*graph, handle, what);
+  CachedGraph cached{graph, 0};
+  FE_CHECK(graph->get_workspace_size(cached.workspace_bytes), what);
+  return cached;
+}
+
+CachedGraph build_backward(const SdpaDesc& desc, bool deterministic, cudnnHandle_t handle) {
+  const std::string what = describe(desc, "backward");
+  auto graph = new_graph(desc);
+  auto q = bhsd_tensor(*graph, desc, "Q", kQ, desc.q_stride);
+  auto k = bhsd_tensor(*graph, desc, "K", kK, desc.k_stride);
+  auto v = bhsd_tensor(*graph, desc, "V", kV, desc.v_stride);
+  auto o = bhsd_tensor(*graph, desc, "O", kO, desc.o_stride);
+  auto dout = bhsd_tensor(*graph, desc, "dO", kDO, desc.o_stride);
+  auto stats = graph->tensor(Tensor_attributes().set_name("Stats").set_uid(kStats));
+  set_stats_layout(*stats, desc);
+  // The deterministic algorithm has no floating-point atomics in the dQ reduction, so repeated
+  // runs agree bit for bit (on Hopper it keeps dP in a b*h*s*s 16-bit workspace to do so).
+  auto options = fe::graph::SDPA_backward_attributes()
+                     .set_name("sdpa_backward")
+                     .set_attn_scale(static_cast<float>(desc.scale))
+                     .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
+                     .set_diagonal_band_right_bound(0)
+                     .set_deterministic_algorithm(deterministic);
+  auto [dq, dk, dv] = graph->sdpa_backward(q, k, v, o, dout, stats, options);
+  const auto set_grad = [&](Tensor_attributes& t, Uid uid, const std::array<std::int64_t, 4>& st) {
+    t.set_output(true)
+        .set_uid(uid)
+        .set_dim({desc.b, desc.h, desc.s, desc.d})
+        .set_stride({st[0], st[1], st[2], st[3]});
+  };
+  set_grad(*dq, kDQ, desc.q_stride);
+  set_grad(*dk, kDK, desc.k_stride);
+  set_grad(*dv, kDV, desc.v_stride);
+
+  build(*graph, handle, what);
+  CachedGraph cached{graph, 0};
+  FE_CHECK(graph->get_workspace_size(cached.workspace_bytes), what);
+  return cached;
+}
+
+// Most frontend failures come back as error objects, but a few paths throw (cudnnException, a
+// std::runtime_error); callers of this file only ever see lighthouse::Error.
+template <typename Body>
+auto rethrow_as_error(const std::string& what, Body&& body) {
+  try {
+    return body();
+  } catch (const Error&) {
+    throw;
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(what + ": the cuDNN frontend threw: " + e.what());
+  }
+}
+
+const CachedGraph& cached_graph(DeviceState& state, const SdpaDesc& desc, bool backward) {
+  const GraphKey key = make_key(desc, backward);
+  auto it = state.graphs().find(key);
+  if (it == state.graphs().end()) {
+    // A failed build throws before anything is cached, so the next call tries again.
+    CachedGraph built = rethrow_as_error(describe(desc, backward ? "backward" : "forward"), [&] {
+      return backward ? build_backward(desc, key.deterministic, state.handle())
+                      : build_forward(desc, state.handle());
+    });
+    it = state.graphs().emplace(key, std::move(built)).first;
+  }
+  return it->second;
+}
+
+void execute(DeviceState& state, const CachedGraph& cached,
+             std::unordered_map<std::int64_t, void*>& pack, cudaStream_t stream,
+             const std::string& what) {
+  CUDNN_CHECK(cudnnSetStream(state.handle(), stream));
+  void* workspace =
+      state.acquire_workspace(static_cast<std::size_t>(cached.workspace_bytes), stream);
+  rethrow_as_error(what,
+                   [&] { FE_CHECK(cached.graph->execute(state.handle(), pack, workspace), what); });
+  state.release_workspace(stream);
+}
+
+}  // namespace
+
+void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void* v, void* o,
+                  float* stats, cudaStream_t stream) {
+  check_dims(desc);
+  const bool use_cudnn = desc.dtype != DType::kFloat32;
+  check_pointer("q", q, use_cudnn);
+  check_pointer("k", k, use_cudnn);
+  check_pointer("v", v, use_cudnn);
+  check_pointer("o", o, use_cudnn);
+  check_pointer("stats", stats, false);
+  if (!use_cudnn) {
+    reference_attention_forward(desc, static_cast<const float*>(q), static_cast<const float*>(k),
+                                static_cast<const float*>(v), static_cast<float*>(o), stats,
+                                stream);
+    return;
+  }
+  check_cudnn_desc(desc);
+
+  DeviceState& state = device_state();
+  const CachedGraph& cached = cached_graph(state, desc, /*backward=*/false);
+  std::unordered_map<std::int64_t, void*> pack = {{kQ, const_cast<void*>(q)},
+                                                  {kK, const_cast<void*>(k)},
+                                                  {kV, const_cast<void*>(v)},
+                                                  {kO, o},
+                                                  {kStats, stats}};
+  execute(state, cached, pack, stream, describe(desc, "forward"));
+}
+
+void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v, const void* o,
+                   const void* dout, const float* stats, void* dq, void* dk, void* dv,
+                   cudaStream_t stream) {
+  check_dims(desc);
+  const bool use_cudnn = desc.dtype != DType::kFloat32;
+  check_pointer("q", q, use_cudnn);
+  check_pointer("k", k, use_cudnn);
+  check_pointer("v", v, use_cudnn);
+  check_pointer("o", o, use_cudnn);
+  check_pointer("dout", dout, use_cudnn);
+  check_pointer("stats", stats, false);
+  check_pointer("dq", dq, use_cudnn);
+  check_pointer("dk", dk, use_cudnn);
+  check_pointer("dv", dv, use_cudnn);
+  if (!use_cudnn) {
+    reference_attention_backward(desc, static_cast<const float*>(q), static_cast<const float*>(k),
+                                 static_cast<const float*>(v), static_cast<const float*>(o),
+                                 static_cast<const float*>(dout), stats, static_cast<float*>(dq),
+                                 static_cast<float*>(dk), static_cast<float*>(dv), stream);
+    return;
+  }
+  check_cudnn_desc(desc);
+
+  DeviceState& state = device_state();
+  const CachedGraph& cached = cached_graph(state, desc, /*backward=*/true);
+  std::unordered_map<std::int64_t, void*> pack = {{kQ, const_cast<void*>(q)},
+                                                  {kK, const_cast<void*>(k)},
+                                                  {kV, const_cast<void*>(v)},
+                                                  {kO, const_cast<void*>(o)},
+                                                  {kDO, const_cast<void*>(dout)},
+                                                  {kStats, const_cast<float*>(stats)},
+                                                  {kDQ, dq},
+                                                  {kDK, dk},
+                                                  {kDV, dv}};
+  execute(state, cached, pack, stream, describe(desc, "backward"));
+}
+
+void sdpa_set_deterministic_backward(bool deterministic) {
+  g_deterministic_backward.store(deterministic);
+}
+bool sdpa_deterministic_backward() {
+  return g_deterministic_backward.load();
+}
+
+std::size_t sdpa_cached_graph_count() {
+  return device_state().graphs().size();
+}
+std::size_t sdpa_workspace_bytes() {
+  return device_state().workspace_bytes();
+}
+
+}  // namespace lighthouse::cuda

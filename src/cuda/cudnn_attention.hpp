@@ -1,0 +1,61 @@
+// Dense causal attention on the GPU: the third stage of Lighthouse, run over the selected rows.
+// bf16/fp16 go to cuDNN's fused flash attention (fp32 accumulation and softmax); fp32 goes to
+// the straightforward reference kernels of reference_attention.cu.
+//
+// Layout: q, k, v, o and their gradients are [b, h, s, d] tensors with arbitrary element
+// strides, so [b, s, h, d] buffers are passed without a copy. The mask is causal (row i sees
+// keys 0..i). stats is float32 [b, h, s] contiguous: the natural-log log-sum-exp of the scaled,
+// masked logits of each row, written by the forward and read by the backward.
+//
+// cuDNN needs, for bf16/fp16: d a multiple of 8 (at most 128, or 256 on Hopper), a unit stride
+// on d, the other strides multiples of 8 elements and 16-byte aligned pointers. Violations
+// throw lighthouse::InvalidArgument naming the field.
+//
+// Runs on the calling thread's current device (cudaSetDevice); all work is queued on `stream`;
+// nothing here synchronises with the host except the first call for a new shape (graph build) and
+// workspace growth.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "lighthouse/tensor.hpp"
+
+namespace lighthouse::cuda {
+
+// Dense causal attention over [b, h, s, d] tensors with arbitrary element strides.
+struct SdpaDesc {
+  std::int64_t b = 0, h = 0, s = 0, d = 0;
+  DType dtype = DType::kBFloat16;  // kBFloat16/kFloat16 -> cuDNN; kFloat32 -> reference kernel
+  double scale = 0;
+  std::array<std::int64_t, 4> q_stride{}, k_stride{}, v_stride{}, o_stride{};  // (b,h,s,d) element
+  // strides; dq/dk/dv use the strides of q/k/v, dout uses o_stride.
+};
+
+// stats: float32 [b, h, s] contiguous: natural-log log-sum-exp of the scaled masked logits per row.
+void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void* v, void* o,
+                  float* stats, cudaStream_t stream);
+// Writes (does not accumulate into) dq, dk and dv. By default the cuDNN backward is the
+// deterministic algorithm: two calls on the same inputs give bitwise equal gradients. With
+// cuDNN < 9.25 on Hopper that algorithm keeps dP in a workspace of about b * h * s^2 * 2 bytes
+// (s rounded up to 64/128); see sdpa_set_deterministic_backward.
+void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v, const void* o,
+                   const void* dout, const float* stats, void* dq, void* dk, void* dv,
+                   cudaStream_t stream);
+
+// Chooses the cuDNN backward algorithm for later calls from every thread: deterministic (the
+// default) or cuDNN's faster atomic-accumulation one, whose workspace is linear in s but whose
+// dq may differ in the last bits from run to run. The float32 reference path is always
+// deterministic.
+void sdpa_set_deterministic_backward(bool deterministic);
+bool sdpa_deterministic_backward();
+
+// Introspection for tests and benchmarks: the cuDNN graphs this thread has built on the current
+// device (forward and backward count separately) and the bytes of its cached workspace there.
+std::size_t sdpa_cached_graph_count();
+std::size_t sdpa_workspace_bytes();
+
+}  // namespace lighthouse::cuda

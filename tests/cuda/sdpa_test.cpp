@@ -1,0 +1,224 @@
+// cuDNN fused attention (bf16/fp16) against the fp32 reference kernel and a float64 CPU
+// reference, plus determinism, graph caching and stream/thread use.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <ostream>
+#include <string>
+#include <thread>
+
+#include "cuda/cudnn_attention.hpp"
+#include "support/attention_case.hpp"
+#include "support/require_gpu.hpp"
+#include "support/sdpa_runs.hpp"
+
+namespace lighthouse::testing {
+namespace {
+
+struct Tolerance {
+  double out, stats, grad;  // normalised deviations (Deviation::normalized)
+};
+
+// bf16 keeps 8 significant bits and fp16 11; cuDNN also rounds P and dS to the storage type
+// before its second matmuls, so a few units of the last place are expected.
+Tolerance cudnn_tolerance(DType dtype) {
+  return dtype == DType::kBFloat16 ? Tolerance{2e-2, 2e-3, 4e-2} : Tolerance{4e-3, 2e-3, 8e-3};
+}
+// The fp32 kernels against float64: rounding only.
+constexpr Tolerance kReferenceTolerance{2e-5, 2e-5, 5e-5};
+
+struct SdpaParam {
+  DType dtype;
+  std::int64_t d;
+  Layout layout;
+};
+
+std::string to_string(const SdpaParam& param) {
+  const char* layout = param.layout == Layout::kBHSD   ? "BHSD"
+                       : param.layout == Layout::kBSHD ? "BSHD"
+                                                       : "BSHDPadded";
+  return std::string(dtype_name(param.dtype)) + "_d" + std::to_string(param.d) + "_" + layout;
+}
+std::string param_name(const ::testing::TestParamInfo<SdpaParam>& info) {
+  return to_string(info.param);
+}
+// gtest prints parameters in test listings; the default prints raw bytes, padding included.
+void PrintTo(const SdpaParam& param, std::ostream* out) {
+  *out << to_string(param);
+}
+
+void expect_close(const char* what, const Deviation& dev, double tol) {
+  EXPECT_LT(dev.normalized(), tol)
+      << what << ": max |err| " << dev.max_abs_err << ", max |ref| " << dev.max_abs_ref;
+  // Printed on success too, so that tolerances can be tightened from real numbers.
+  std::printf("  %-28s max|err| %.3e  max|ref| %.3e  normalised %.3e (tol %.1e)\n", what,
+              dev.max_abs_err, dev.max_abs_ref, dev.normalized(), tol);
+}
+
+class CudnnSdpaTest : public GpuTest, public ::testing::WithParamInterface<SdpaParam> {};
+
+TEST_P(CudnnSdpaTest, MatchesFp32KernelAndFloat64Cpu) {
+  const SdpaParam param = GetParam();
+  // b, h > 1 and s = 300, not a multiple of cuDNN's 64/128-row tiles.
+  const AttentionCase problem =
+      make_case(2, 3, 300, param.d, param.dtype,
+                {param.layout, param.layout, param.layout, param.layout}, 1234);
+  const cuda::SdpaDesc& desc = problem.desc;
+  const CpuAttention cpu = cpu_attention(problem);
+  Stream stream;
+  const GpuAttention gpu = run_sdpa(problem, stream.get(), stream.get());
+  const GpuAttention ref = run_sdpa(as_float32(problem), stream.get(), stream.get());
+
+  const Tolerance tol = cudnn_tolerance(param.dtype);
+  expect_close("fp32 kernel o vs cpu", deviation(desc, ref.o, desc.o_stride, cpu.o),
+               kReferenceTolerance.out);
+  expect_close("fp32 kernel stats vs cpu", deviation(ref.stats, cpu.stats),
+               kReferenceTolerance.stats);
+  expect_close("fp32 kernel dq vs cpu", deviation(desc, ref.dq, desc.q_stride, cpu.dq),
+               kReferenceTolerance.grad);
+  expect_close("fp32 kernel dk vs cpu", deviation(desc, ref.dk, desc.k_stride, cpu.dk),
+               kReferenceTolerance.grad);
+  expect_close("fp32 kernel dv vs cpu", deviation(desc, ref.dv, desc.v_stride, cpu.dv),
+               kReferenceTolerance.grad);
+
+  expect_close("cudnn o vs cpu", deviation(desc, gpu.o, desc.o_stride, cpu.o), tol.out);
+  expect_close("cudnn stats vs cpu", deviation(gpu.stats, cpu.stats), tol.stats);
+  expect_close("cudnn dq vs cpu", deviation(desc, gpu.dq, desc.q_stride, cpu.dq), tol.grad);
+  expect_close("cudnn dk vs cpu", deviation(desc, gpu.dk, desc.k_stride, cpu.dk), tol.grad);
+  expect_close("cudnn dv vs cpu", deviation(desc, gpu.dv, desc.v_stride, cpu.dv), tol.grad);
+
+  expect_close("cudnn o vs fp32 kernel", deviation(desc, gpu.o, ref.o, desc.o_stride), tol.out);
+  expect_close("cudnn dq vs fp32 kernel", deviation(desc, gpu.dq, ref.dq, desc.q_stride), tol.grad);
+  expect_close("cudnn dk vs fp32 kernel", deviation(desc, gpu.dk, ref.dk, desc.k_stride), tol.grad);
+  expect_close("cudnn dv vs fp32 kernel", deviation(desc, gpu.dv, ref.dv, desc.v_stride), tol.grad);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cudnn, CudnnSdpaTest,
+                         ::testing::Values(SdpaParam{DType::kBFloat16, 64, Layout::kBSHD},
+                                           SdpaParam{DType::kBFloat16, 128, Layout::kBSHD},
+                                           SdpaParam{DType::kFloat16, 64, Layout::kBSHD},
+                                           SdpaParam{DType::kFloat16, 128, Layout::kBSHD},
+                                           SdpaParam{DType::kBFloat16, 64, Layout::kBHSD},
+                                           SdpaParam{DType::kFloat16, 128, Layout::kBSHDPadded}),
+                         param_name);
+
+class CudnnSdpa : public GpuTest {};
+
+// A longer sequence, several tiles past the first: checked against the fp32 kernel only (the
+// float64 CPU reference would dominate the test time).
+TEST_F(CudnnSdpa, LongSequenceMatchesFp32Kernel) {
+  const AttentionCase problem = make_case(1, 2, 1537, 128, DType::kBFloat16, {}, 99);
+  const cuda::SdpaDesc& desc = problem.desc;
+  const GpuAttention gpu = run_sdpa(problem);
+  const GpuAttention ref = run_sdpa(as_float32(problem));
+  const Tolerance tol = cudnn_tolerance(desc.dtype);
+  expect_close("o", deviation(desc, gpu.o, ref.o, desc.o_stride), tol.out);
+  std::vector<double> ref_stats(ref.stats.begin(), ref.stats.end());
+  expect_close("stats", deviation(gpu.stats, ref_stats), tol.stats);
+  expect_close("dq", deviation(desc, gpu.dq, ref.dq, desc.q_stride), tol.grad);
+  expect_close("dk", deviation(desc, gpu.dk, ref.dk, desc.k_stride), tol.grad);
+  expect_close("dv", deviation(desc, gpu.dv, ref.dv, desc.v_stride), tol.grad);
+}
+
+void expect_bitwise_equal(const GpuAttention& a, const GpuAttention& b, const char* what) {
+  EXPECT_TRUE(a.raw_o == b.raw_o) << what << ": o differs";
+  EXPECT_TRUE(a.raw_stats == b.raw_stats) << what << ": stats differ";
+  EXPECT_TRUE(a.raw_dq == b.raw_dq) << what << ": dq differs";
+  EXPECT_TRUE(a.raw_dk == b.raw_dk) << what << ": dk differs";
+  EXPECT_TRUE(a.raw_dv == b.raw_dv) << what << ": dv differs";
+}
+
+TEST_F(CudnnSdpa, RepeatedRunsAreBitwiseEqual) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16, DType::kFloat32}) {
+    const AttentionCase problem = make_case(2, 4, 777, 128, dtype, {}, 7);
+    const GpuAttention first = run_sdpa(problem);
+    const GpuAttention second = run_sdpa(problem);
+    expect_bitwise_equal(first, second, dtype_name(dtype));
+  }
+}
+
+TEST_F(CudnnSdpa, GraphsAreBuiltOncePerShape) {
+  const AttentionCase problem = make_case(1, 2, 200, 64, DType::kBFloat16, {}, 3);
+  const GpuAttention first = run_sdpa(problem);
+  const std::size_t graphs = cuda::sdpa_cached_graph_count();
+  const std::size_t workspace = cuda::sdpa_workspace_bytes();
+  EXPECT_GE(graphs, 2u);  // this shape's forward and backward, at least
+  run_sdpa(problem);
+  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs) << "same shape, no new graph";
+  EXPECT_EQ(cuda::sdpa_workspace_bytes(), workspace) << "same shape, no new workspace";
+
+  run_sdpa(make_case(1, 2, 201, 64, DType::kBFloat16, {}, 3));
+  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs + 2) << "new s: one forward, one backward";
+  run_sdpa(make_case(1, 2, 200, 64, DType::kFloat32, {}, 3));
+  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs + 2) << "float32 does not use cuDNN";
+}
+
+// cuDNN's non-deterministic (atomic dQ) backward, for when the deterministic one's quadratic
+// workspace does not fit: same accuracy.
+TEST_F(CudnnSdpa, NonDeterministicBackwardMatchesFp32Kernel) {
+  const AttentionCase problem = make_case(2, 3, 300, 128, DType::kBFloat16, {}, 31);
+  const cuda::SdpaDesc& desc = problem.desc;
+  const GpuAttention ref = run_sdpa(as_float32(problem));
+  ASSERT_TRUE(cuda::sdpa_deterministic_backward()) << "the default";
+  cuda::sdpa_set_deterministic_backward(false);
+  GpuAttention gpu;
+  try {
+    gpu = run_sdpa(problem);
+  } catch (...) {
+    cuda::sdpa_set_deterministic_backward(true);
+    throw;
+  }
+  cuda::sdpa_set_deterministic_backward(true);
+  const Tolerance tol = cudnn_tolerance(desc.dtype);
+  expect_close("dq", deviation(desc, gpu.dq, ref.dq, desc.q_stride), tol.grad);
+  expect_close("dk", deviation(desc, gpu.dk, ref.dk, desc.k_stride), tol.grad);
+  expect_close("dv", deviation(desc, gpu.dv, ref.dv, desc.v_stride), tol.grad);
+}
+
+// A dimension of size 1 is never stepped over, so its stride may be anything (here: odd).
+TEST_F(CudnnSdpa, SizeOneDimensionsMayHaveAnyStride) {
+  const AttentionCase problem = make_case(1, 2, 100, 64, DType::kBFloat16, {}, 17);
+  AttentionCase odd = problem;
+  odd.desc.q_stride[0] = odd.desc.k_stride[0] = odd.desc.v_stride[0] = odd.desc.o_stride[0] = 12345;
+  expect_bitwise_equal(run_sdpa(problem), run_sdpa(odd), "odd batch stride");
+}
+
+// The workspace is shared by the streams of a thread: alternating streams must not change
+// results (a missing ordering would let the backward overwrite a live forward workspace).
+TEST_F(CudnnSdpa, TwoStreamsGiveTheSameResults) {
+  const AttentionCase problem = make_case(2, 2, 333, 64, DType::kBFloat16, {}, 11);
+  const GpuAttention one_stream = run_sdpa(problem);
+  Stream a, b;
+  for (int round = 0; round < 3; ++round) {
+    const GpuAttention two_streams = run_sdpa(problem, a.get(), b.get());
+    expect_bitwise_equal(one_stream, two_streams, "streams a/b");
+  }
+}
+
+// Each thread has its own handle, graphs and workspace.
+TEST_F(CudnnSdpa, ConcurrentThreadsGiveTheSameResults) {
+  const AttentionCase p1 = make_case(1, 3, 250, 64, DType::kBFloat16, {}, 21);
+  const AttentionCase p2 = make_case(2, 2, 190, 128, DType::kFloat16, {}, 22);
+  const GpuAttention r1 = run_sdpa(p1), r2 = run_sdpa(p2);
+  GpuAttention t1, t2;
+  std::string error1, error2;
+  const auto worker = [](const AttentionCase& p, GpuAttention& out, std::string& error) {
+    try {
+      Stream stream;
+      for (int n = 0; n < 3; ++n) out = run_sdpa(p, stream.get(), stream.get());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  };
+  std::thread a(worker, std::cref(p1), std::ref(t1), std::ref(error1));
+  std::thread b(worker, std::cref(p2), std::ref(t2), std::ref(error2));
+  a.join();
+  b.join();
+  ASSERT_EQ(error1, "");
+  ASSERT_EQ(error2, "");
+  expect_bitwise_equal(r1, t1, "thread 1");
+  expect_bitwise_equal(r2, t2, "thread 2");
+}
+
+}  // namespace
+}  // namespace lighthouse::testing
