@@ -31,6 +31,12 @@ struct Options {
   bool check_finite = false;    // reject NaN/Inf inputs with InvalidArgument
   void* stream = nullptr;       // CUDA stream (cudaStream_t); null = default stream
   StageTimes* times = nullptr;  // if set, filled with per-stage timings (adds syncs on CUDA)
+  // Bitwise-reproducible backward. Every Lighthouse stage is deterministic on every backend;
+  // this only concerns the dense attention's backward on CUDA: cuDNN's deterministic algorithm
+  // needs a workspace that grows as S^2 (about 2 * B * H * S^2 bytes), its fast algorithm adds
+  // dQ contributions with atomics (bits may differ between runs in the last place). The CPU
+  // backend is always deterministic.
+  bool deterministic = true;
 };
 
 class ContextState;  // backend-specific, see backend.hpp
