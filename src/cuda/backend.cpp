@@ -210,9 +210,8 @@ class CudaState final : public ContextState {
     index_count_ = rows;
     Carver carve;
     const std::size_t at_indices = carve.take(rows * sizeof(std::int32_t));
-    inverse_bytes_ =
-        static_cast<std::size_t>(g.batch * g.heads * g.pyramid_size) * sizeof(std::int32_t);
-    const std::size_t at_inverse = carve.take(inverse_bytes_);
+    const std::size_t at_inverse = carve.take(
+        static_cast<std::size_t>(g.batch * g.heads * g.pyramid_size) * sizeof(std::int32_t));
     const std::size_t at_stats = carve.take(rows * sizeof(float));
     std::array<std::size_t, 4> at_sel{};
     for (auto& at : at_sel) at = carve.take(rows * row_bytes);
@@ -237,7 +236,6 @@ class CudaState final : public ContextState {
 
   DType dtype() const { return dtype_; }
   cudaStream_t stream() const { return stream_; }
-  std::size_t inverse_bytes() const { return inverse_bytes_; }
 
   std::int32_t* indices = nullptr;  // [BH, S]
   std::int32_t* inverse = nullptr;  // [BH, P]
@@ -249,7 +247,6 @@ class CudaState final : public ContextState {
   cudaStream_t stream_;
   void* base_ = nullptr;
   std::size_t index_count_ = 0;
-  std::size_t inverse_bytes_ = 0;
 };
 
 // The dense context: the caller's q, k, v and out (views, not copies: they must stay alive and
@@ -442,7 +439,6 @@ class CudaBackend final : public Backend {
     launch_pyramid(g, dtype, token(q), token(k), token(v), score_q, score_k, ws + at_coarse[0],
                    ws + at_coarse[1], ws + at_coarse[2], stream);
     timer.mark(&StageTimes::pyramid);
-    CUDA_CHECK(cudaMemsetAsync(state->inverse, 0xff, state->inverse_bytes(), stream));
     launch_selection(g, score_q, score_k, state->indices, state->inverse, stream);
     timer.mark(&StageTimes::selection);
     launch_gather(g, dtype, token(q), token(k), token(v), ws + at_coarse[0], ws + at_coarse[1],

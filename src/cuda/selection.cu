@@ -37,7 +37,7 @@ struct SelectionArgs {
   Geometry g;
   const float* score[2];  // q, k: [BH, P - N]
   std::int32_t* indices;  // [BH, S]
-  std::int32_t* inverse;  // [BH, P], preset to -1
+  std::int32_t* inverse;  // [BH, P]: every entry written here (-1 when not selected)
 };
 
 struct Scratch {
@@ -249,6 +249,16 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
     a.inverse[bh * P + index] = static_cast<std::int32_t>(s);
   };
 
+  // 0. The tile's share of the inverse map starts as -1 ("not selected"): at level l it owns
+  // entries [tile C p^(L-1-l), (tile + 1) C p^(L-1-l)). Ordered before the emits below by the
+  // barriers in between; the stores overlap the selection's latency-bound passes.
+  for (int l = 0; l <= top; ++l) {
+    const std::int64_t count = static_cast<std::int64_t>(C) << ((top - l) * lp);
+    std::int32_t* dst = a.inverse + bh * P + g.offset[l] + tile * count;
+    for (std::int64_t i = tid; i < count; i += kThreads) dst[i] = -1;
+  }
+  __syncthreads();
+
   // 1. Selection, coarse to fine.
   for (int l = top; l >= 1; --l) {
     Level level;
@@ -364,8 +374,10 @@ void launch_selection(const Geometry& g, const float* score_q, const float* scor
   const std::size_t smem =
       (static_cast<std::size_t>(g.levels) * 4 * kKeep + static_cast<std::size_t>(g.pool) * kKeep) *
       sizeof(int);
-  CUDA_CHECK(cudaFuncSetAttribute(selection_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(smem)));
+  if (smem + sizeof(Scratch) > 48 * 1024) {  // beyond the default limit (many levels, large pool)
+    CUDA_CHECK(cudaFuncSetAttribute(selection_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+  }
   selection_kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
   CUDA_CHECK_LAUNCH("selection_kernel");
 }
