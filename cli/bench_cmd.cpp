@@ -27,7 +27,7 @@ struct BenchArgs {
   std::string device = "cpu";
   // Empty = the device's default (see defaults_for).
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
-  std::string threads = "0", seed = "0", sgemm_size = "2048";
+  std::string threads = "0", seed = "0", sgemm_size = "2048", deterministic = "on";
   std::string json, plot;
   bool stages = false, quiet = false;
 };
@@ -110,6 +110,10 @@ int run_bench(const BenchArgs& a) {
     reject("--dtype", dtype_text, "must be a floating-point dtype");
   }
   report.threads = parse_int32("--threads", a.threads, 0);
+  if (a.deterministic != "on" && a.deterministic != "off") {
+    reject("--deterministic", a.deterministic, "must be on or off");
+  }
+  report.deterministic = a.deterministic == "on";
   report.seed = static_cast<std::uint64_t>(parse_int("--seed", a.seed, 0));
   report.sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 65536);
   for (const std::string& item : split_list("--seq", seq_text)) {
@@ -178,6 +182,7 @@ int run_bench(const BenchArgs& a) {
   setup.warmup = report.warmup;
   setup.threads = report.threads;
   setup.stages = a.stages;
+  setup.deterministic = report.deterministic;
   bool any_failed = false;
   HostInputs inputs;
   for (const Job& job : jobs) {
@@ -281,6 +286,11 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--json", args->json, "also write the results as JSON")->type_name("FILE");
   app->add_option("--plot", args->plot, "also write an SVG chart of fwd+bwd latency vs N")
       ->type_name("FILE.svg");
+  app->add_option("--deterministic", args->deterministic,
+                  "on: bitwise-reproducible backward (cuDNN's deterministic algorithm, workspace "
+                  "~2*B*H*S^2 bytes); off: cuDNN's fast atomic backward (CUDA only)")
+      ->capture_default_str()
+      ->type_name("on|off");
   app->add_flag("--stages", args->stages, "print the per-stage breakdown of Lighthouse");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   return {app, [args] { return run_bench(*args); }};

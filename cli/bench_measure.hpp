@@ -32,6 +32,7 @@ struct MeasureSetup {
   DType dtype = DType::kFloat32;
   int repeats = 3, warmup = 1, threads = 0;
   bool stages = false;  // on CUDA, extra runs with per-stage timing (it adds synchronisations)
+  bool deterministic = true;  // Options::deterministic
 };
 
 struct Timing {
