@@ -31,6 +31,7 @@ struct MeasureSetup {
   Device device = Device::kCPU;
   DType dtype = DType::kFloat32;
   int repeats = 3, warmup = 1, threads = 0;
+  bool deterministic = true;  // Options::deterministic (CUDA attention backward)
   bool stages = false;  // on CUDA, extra runs with per-stage timing (it adds synchronisations)
 };
 

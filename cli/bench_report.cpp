@@ -53,7 +53,11 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
       << ", B=" << r.batch << " H=" << r.heads << " D=" << r.head_dim << ", L=" << r.config.levels
       << " p=" << r.config.pool << " K=" << r.config.topk << ", median of " << r.repeats
       << " after " << r.warmup << " warm-up, threads "
-      << (r.threads > 0 ? std::to_string(r.threads) : "all") << "\n";
+      << (r.threads > 0 ? std::to_string(r.threads) : "all")
+      << (r.device == Device::kCUDA
+              ? (r.deterministic ? ", deterministic backward" : ", cuDNN's fast (atomic) backward")
+              : "")
+      << "\n";
   out << "# machine: " << (r.machine.hostname.empty() ? "?" : r.machine.hostname) << ", "
       << (r.machine.cpu_model.empty() ? "unknown cpu" : r.machine.cpu_model) << ", "
       << r.machine.hardware_threads << " hardware threads\n";
@@ -149,6 +153,7 @@ nlohmann::json report_json(const BenchReport& r) {
                            {"repeats", r.repeats},
                            {"warmup", r.warmup},
                            {"threads", r.threads},
+                           {"deterministic", r.deterministic},
                            {"seed", r.seed},
                            {"seq", r.seqs},
                            {"impl", impls}};
