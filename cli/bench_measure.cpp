@@ -106,6 +106,9 @@ HostInputs first_tokens(const HostInputs& in, std::int64_t length) {
 
 Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& setup) {
   Backend& backend = backend_for(setup.device);
+  backend.synchronize();
+  backend.release_cached_memory();
+  const std::int64_t memory_before = backend.memory_in_use();
   const Tensor q = upload(in.q.data(), in.shape, setup.dtype, setup.device);
   const Tensor k = upload(in.k.data(), in.shape, setup.dtype, setup.device);
   const Tensor v = upload(in.v.data(), in.shape, setup.dtype, setup.device);
@@ -177,6 +180,8 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
   timing.fwd_bwd_ms = median(both);
   if (!stages_fwd.empty()) timing.stages_fwd = median_stages(stages_fwd);
   if (!stages_bwd.empty()) timing.stages_bwd = median_stages(stages_bwd);
+  backend.synchronize();
+  if (memory_before >= 0) timing.peak_device_bytes = backend.memory_in_use() - memory_before;
   return timing;
 }
 

@@ -31,13 +31,16 @@ struct MeasureSetup {
   Device device = Device::kCPU;
   DType dtype = DType::kFloat32;
   int repeats = 3, warmup = 1, threads = 0;
+  bool deterministic = true;  // Options::deterministic (CUDA attention backward)
   bool stages = false;  // on CUDA, extra runs with per-stage timing (it adds synchronisations)
-  bool deterministic = true;  // Options::deterministic
 };
 
 struct Timing {
   double fwd_ms = 0, bwd_ms = 0, fwd_bwd_ms = 0;
   std::optional<StageTimes> stages_fwd, stages_bwd;  // per-stage medians
+  // Device memory held at the end of the runs, caches included, minus before them (CUDA only):
+  // with caching pools and workspaces that only grow, this is the peak of the runs.
+  std::optional<std::int64_t> peak_device_bytes;
 };
 
 Timing measure(const Config& config, const HostInputs& inputs, const MeasureSetup& setup);

@@ -31,6 +31,12 @@ std::optional<double> ratio_vs_floor(const BenchReport& r, const BenchRow& row) 
   return row.timing->fwd_bwd_ms / floor->timing->fwd_bwd_ms;
 }
 
+std::optional<double> fwd_ratio_vs_floor(const BenchReport& r, const BenchRow& row) {
+  const BenchRow* floor = find_row(r, Impl::kFloor, row.seq);
+  if (row.impl != Impl::kLighthouse || !row.timing || !floor) return std::nullopt;
+  return row.timing->fwd_ms / floor->timing->fwd_ms;
+}
+
 std::string cell(std::optional<double> value, int decimals, const std::string& suffix = "") {
   return value ? fixed(*value, decimals) + suffix : "-";
 }
@@ -54,7 +60,10 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
       << " p=" << r.config.pool << " K=" << r.config.topk << ", median of " << r.repeats
       << " after " << r.warmup << " warm-up, threads "
       << (r.threads > 0 ? std::to_string(r.threads) : "all")
-      << (r.deterministic || r.device != Device::kCUDA ? "" : ", non-deterministic backward") << "\n";
+      << (r.device == Device::kCUDA
+              ? (r.deterministic ? ", deterministic backward" : ", cuDNN's fast (atomic) backward")
+              : "")
+      << "\n";
   out << "# machine: " << (r.machine.hostname.empty() ? "?" : r.machine.hostname) << ", "
       << (r.machine.cpu_model.empty() ? "unknown cpu" : r.machine.cpu_model) << ", "
       << r.machine.hardware_threads << " hardware threads\n";
@@ -74,6 +83,8 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
     }
     c.push_back({"dense/lh", 10});
     c.push_back({"lh/floor", 10});
+    c.push_back({"fwd lh/floor", 13});
+    if (r.device == Device::kCUDA) c.push_back({"peak_GiB", 10});
     return c;
   }();
   for (std::size_t i = 0; i < columns.size(); ++i) {
@@ -101,6 +112,12 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
     }
     cells.push_back(cell(speedup_vs_dense(r, row), 2, "x"));
     cells.push_back(cell(ratio_vs_floor(r, row), 2, "x"));
+    cells.push_back(cell(fwd_ratio_vs_floor(r, row), 2, "x"));
+    if (r.device == Device::kCUDA) {
+      cells.push_back(t && t->peak_device_bytes
+                          ? fixed(static_cast<double>(*t->peak_device_bytes) / (1 << 30), 2)
+                          : std::string("-"));
+    }
     for (std::size_t i = 0; i < cells.size(); ++i) {
       out << (i == 0 ? pad_right(cells[i], columns[i].second)
                      : pad_left(cells[i], columns[i].second));
@@ -173,6 +190,8 @@ nlohmann::json report_json(const BenchReport& r) {
           r.sgemm_gflops ? nlohmann::json(fg / *r.sgemm_gflops) : nlohmann::json(nullptr);
       j["bwd_sgemm_fraction"] =
           r.sgemm_gflops ? nlohmann::json(bg / *r.sgemm_gflops) : nlohmann::json(nullptr);
+      j["peak_device_bytes"] =
+          t.peak_device_bytes ? nlohmann::json(*t.peak_device_bytes) : nlohmann::json(nullptr);
       j["stages_fwd"] = stages_json(t.stages_fwd);
       j["stages_bwd"] = stages_json(t.stages_bwd);
     } else {
@@ -186,6 +205,7 @@ nlohmann::json report_json(const BenchReport& r) {
     if (row.impl == Impl::kLighthouse) {
       j["speedup_vs_dense"] = optional_json(speedup_vs_dense(r, row));
       j["ratio_vs_floor"] = optional_json(ratio_vs_floor(r, row));
+      j["fwd_ratio_vs_floor"] = optional_json(fwd_ratio_vs_floor(r, row));
     }
     rows.push_back(j);
   }

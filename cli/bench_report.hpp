@@ -35,7 +35,7 @@ struct BenchReport {
   Config config;
   std::int64_t batch = 1, heads = 1, head_dim = 64;
   int repeats = 1, warmup = 0, threads = 0;
-  bool deterministic = true;  // Options::deterministic (cuDNN's backward algorithm)
+  bool deterministic = true;
   std::uint64_t seed = 0;
   std::vector<std::int64_t> seqs;
   std::vector<Impl> impls;

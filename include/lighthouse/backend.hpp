@@ -41,6 +41,13 @@ class Backend {
   virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes) = 0;
   // Waits for all queued work (a no-op on the CPU); benchmarks call it around timed regions.
   virtual void synchronize() {}
+
+  // Device memory this process holds on the device (CUDA: total - free, so it includes caching
+  // pools and workspaces), or -1 where that is not meaningful (the CPU).
+  virtual std::int64_t memory_in_use() { return -1; }
+  // Returns cached scratch memory (pools, workspaces) to the device, so that memory_in_use()
+  // differences measure one workload's peak.
+  virtual void release_cached_memory() {}
 };
 
 // The backend for a device; throws lighthouse::Error if it was not compiled in or no device

@@ -316,6 +316,13 @@ class Workspace {
   ~Workspace() {
     for (auto& entry : buffers_) cudaFree(entry.second.ptr);  // streams may be gone by now
   }
+  // Frees every cached buffer (after the device is idle).
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    for (auto& entry : buffers_) CUDA_CHECK(cudaFree(entry.second.ptr));
+    buffers_.clear();
+  }
   void* get(cudaStream_t stream, std::size_t bytes) {
     int device = 0;
     CUDA_CHECK(cudaGetDevice(&device));
@@ -536,6 +543,23 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaStreamSynchronize(nullptr));
   }
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+  std::int64_t memory_in_use() override {
+    std::size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return static_cast<std::int64_t>(total - free);
+  }
+
+  void release_cached_memory() override {
+    workspace_.release();
+    sdpa_release_workspace();
+    int device = 0;
+    cudaMemPool_t pool = nullptr;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+  }
 
  private:
   Workspace workspace_;

@@ -199,6 +199,15 @@ class DeviceState {
     return workspace_;
   }
 
+  // Frees the workspace once its last user is done (the next call allocates again).
+  void free_workspace() {
+    if (done_ != nullptr && used_) CUDA_CHECK(cudaEventSynchronize(done_));
+    if (workspace_ != nullptr) CUDA_CHECK(cudaFree(workspace_));
+    workspace_ = nullptr;
+    workspace_bytes_ = 0;
+    used_ = false;
+  }
+
   // Marks the end of this call's use of the workspace on `stream`.
   void release_workspace(cudaStream_t stream) {
     if (done_ == nullptr) CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
@@ -489,6 +498,10 @@ void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const voi
 std::size_t sdpa_cached_graph_count() {
   return device_state().graphs().size();
 }
+void sdpa_release_workspace() {
+  device_state().free_workspace();
+}
+
 std::size_t sdpa_workspace_bytes() {
   return device_state().workspace_bytes();
 }

@@ -64,5 +64,7 @@ void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const voi
 // device (forward and backward count separately) and the bytes of its cached workspace there.
 std::size_t sdpa_cached_graph_count();
 std::size_t sdpa_workspace_bytes();
+// Frees this thread's cached cuDNN workspace on the current device (waits for its last use).
+void sdpa_release_workspace();
 
 }  // namespace lighthouse::cuda
