@@ -21,6 +21,7 @@
 #include "lighthouse/error.hpp"
 #include "machine.hpp"
 #include "progress.hpp"
+#include "train/checkpoint.hpp"
 #include "train/data.hpp"
 #include "train/matmul.hpp"
 #include "train/trainer.hpp"
@@ -41,6 +42,7 @@ struct TrainArgs {
   std::vector<std::string> data;
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
   std::string metrics, threads = "0", sgemm_size = "1024";
+  std::string save, save_every = "0", resume;
   bool quiet = false;
 };
 
@@ -145,6 +147,10 @@ int run_train(const TrainArgs& a) {
   const double heldout_fraction = parse_double("--heldout", a.heldout, 1e-6, 0.5);
   const int sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 8192);
   if (!a.metrics.empty()) check_writable_path("--metrics", a.metrics);
+  const std::int64_t save_every = parse_int("--save-every", a.save_every, 0, 1 << 30);
+  if (save_every > 0 && a.save.empty()) {
+    reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
+  }
 
   // Data: text files as bytes, or the built-in long-range corpus with documents about one
   // sequence long (so facts and their queries share a context window).
@@ -162,6 +168,16 @@ int run_train(const TrainArgs& a) {
 
   std::shared_ptr<train::AttentionBackend> backend = train::make_cpu_attention(config.threads);
   train::Trainer trainer(config, &train_tokens, &heldout_tokens, backend);
+  std::int64_t resumed_from = 0;
+  if (!a.resume.empty()) {
+    const std::string folder = train::resolve_checkpoint(a.resume);
+    resumed_from = train::load_checkpoint(trainer, folder);
+    std::cout << "resumed from " << folder << " at step " << resumed_from << "\n";
+  }
+  auto save = [&] {
+    const std::string folder = train::save_checkpoint(trainer, a.save);
+    return folder;
+  };
 
   std::ofstream metrics;
   if (!a.metrics.empty()) {
@@ -171,7 +187,9 @@ int run_train(const TrainArgs& a) {
   auto log = [&](const nlohmann::json& j) {
     if (metrics.is_open()) metrics << j.dump() << "\n" << std::flush;
   };
-  log(config_json(config, a, trainer.model().parameter_count()));
+  nlohmann::json config_line = config_json(config, a, trainer.model().parameter_count());
+  if (!a.resume.empty()) config_line["resumed_from"] = resumed_from;
+  log(config_line);
 
   std::cout << "lighthouse train: " << trainer.model().parameter_count() << " parameters, "
             << config.model.layers << " layers x " << config.model.dim << ", seq " << config.seq
@@ -196,7 +214,7 @@ int run_train(const TrainArgs& a) {
     return e;
   };
 
-  Progress progress(static_cast<int>(trainer.total_steps()), a.quiet);
+  Progress progress(static_cast<int>(trainer.total_steps() - resumed_from), a.quiet);
   const auto run_start = std::chrono::steady_clock::now();
   double recent = 0;  // exponential average of the step time, for the ETA
   while (!trainer.done()) {
@@ -237,6 +255,9 @@ int run_train(const TrainArgs& a) {
                     (e.train_attention_loss
                          ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
                          : std::string()));
+    }
+    if (!a.save.empty() && ((save_every > 0 && r.step % save_every == 0) || trainer.done())) {
+      progress.note("step " + std::to_string(r.step) + ": checkpoint " + save());
     }
   }
   progress.finish();
@@ -344,6 +365,14 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
   opt("--threads", args->threads, "attention threads, 0 = all", "T");
   opt("--sgemm-size", args->sgemm_size, "n of the reference SGEMM at the end (0 = skip)", "n");
+  app->add_option("--save", args->save, "write checkpoints under DIR (step-NNNNNNNN folders)")
+      ->type_name("DIR");
+  opt("--save-every", args->save_every, "checkpoint every M steps (and at the end), 0 = end only",
+      "M");
+  app->add_option("--resume", args->resume,
+                  "continue bit-exactly from a checkpoint folder, or the latest under DIR; the "
+                  "model, data and --seq/--batch/--accum/--stage1-steps must match")
+      ->type_name("DIR");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   return {app, [args] { return run_train(*args); }};
 }

@@ -123,4 +123,66 @@ TEST_F(TrainCli, TrainsOnATextFileShorterThanASequence) {
   EXPECT_NE(r.out.find("16 training tokens, 4 held-out"), std::string::npos) << r.out;
 }
 
+std::vector<nlohmann::json> read_jsonl(const std::string& file) {
+  std::ifstream in(file);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+// step -> loss, and the final dense evaluation, from a metrics file.
+std::vector<std::pair<int, double>> step_losses(const std::vector<nlohmann::json>& lines) {
+  std::vector<std::pair<int, double>> out;
+  for (const auto& j : lines) {
+    if (j["type"] == "step") out.emplace_back(j["step"].get<int>(), j["loss"].get<double>());
+  }
+  return out;
+}
+
+TEST_F(TrainCli, ResumeContinuesBitExactlyAndRejectsDamagedCheckpoints) {
+  const std::string base = std::string(kTiny) + " --stage2-steps 3 --eval-every 0 --sgemm-size 0";
+  const Result whole = run(base + " --save '" + path("ck") + "' --save-every 1 --metrics '" +
+                           path("whole.jsonl") + "'");
+  ASSERT_EQ(whole.status, 0) << whole.err;
+  const auto all = read_jsonl(path("whole.jsonl"));
+  const auto expected = step_losses(all);
+  ASSERT_EQ(expected.size(), 5u);
+  for (int from : {1, 3}) {  // stage 1 ends after step 2: resume before and after the switch
+    const std::string metrics = path("resumed" + std::to_string(from) + ".jsonl");
+    const Result r = run(base + " --resume '" + path("ck/step-0000000" + std::to_string(from)) +
+                         "' --metrics '" + metrics + "'");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+    const auto lines = read_jsonl(metrics);
+    const auto losses = step_losses(lines);
+    const std::vector<std::pair<int, double>> rest(expected.begin() + from, expected.end());
+    EXPECT_EQ(losses, rest);
+    EXPECT_EQ(lines.back()["final_dense_eval_loss"], all.back()["final_dense_eval_loss"]);
+  }
+
+  // Damaged or mismatched checkpoints: exit 2, the file and the problem named, no crash.
+  fs::copy(path("ck/step-00000002"), path("bad"));
+  std::string bytes = slurp(path("bad/model.safetensors"));
+  bytes[bytes.size() - 100] ^= 1;
+  std::ofstream(path("bad/model.safetensors"), std::ios::binary | std::ios::trunc) << bytes;
+  Result r = run(base + " --resume '" + path("bad") + "'");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("model.safetensors: checksum mismatch"), std::string::npos) << r.err;
+
+  fs::resize_file(path("ck/step-00000002/optimizer.safetensors"), 100);
+  r = run(base + " --resume '" + path("ck/step-00000002") + "'");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("optimizer.safetensors: truncated"), std::string::npos) << r.err;
+
+  r = run(base + " --dim 32 --resume '" + path("ck") + "'");  // the latest: step 5
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("step-00000005/model.safetensors: model config differs: dim = 16"),
+            std::string::npos)
+      << r.err;
+
+  r = run(base + " --resume '" + path("nothing") + "'");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("nothing: is not a checkpoint folder"), std::string::npos) << r.err;
+}
+
 }  // namespace
