@@ -18,6 +18,7 @@
 #include "atomic_text.hpp"
 #include "commands.hpp"
 #include "format.hpp"
+#include "json_config.hpp"
 #include "lighthouse/error.hpp"
 #include "machine.hpp"
 #include "progress.hpp"
@@ -42,7 +43,7 @@ struct TrainArgs {
   std::vector<std::string> data;
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
   std::string metrics, threads = "0", sgemm_size = "1024";
-  std::string save, save_every = "0", resume;
+  std::string save, save_every = "0", resume, config;
   bool quiet = false;
 };
 
@@ -374,7 +375,14 @@ Command add_train_command(CLI::App& parent) {
                   "model, data and --seq/--batch/--accum/--stage1-steps must match")
       ->type_name("DIR");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
-  return {app, [args] { return run_train(*args); }};
+  app->add_option("--config", args->config,
+                  "JSON object of flag: value (keys are the flag names without dashes); flags on "
+                  "the command line override it, unknown keys are errors")
+      ->type_name("FILE");
+  return {app, [args, app] {
+            if (!args->config.empty()) apply_json_config(*app, args->config);
+            return run_train(*args);
+          }};
 }
 
 }  // namespace lighthouse::cli

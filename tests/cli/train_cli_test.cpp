@@ -185,4 +185,47 @@ TEST_F(TrainCli, ResumeContinuesBitExactlyAndRejectsDamagedCheckpoints) {
   EXPECT_NE(r.err.find("nothing: is not a checkpoint folder"), std::string::npos) << r.err;
 }
 
+TEST_F(TrainCli, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
+  std::ofstream(path("run.json")) << R"({"stage1-steps": 1, "stage2-steps": 1, "seq": 256,
+    "levels": 2, "pool": 2, "topk": 128, "dim": 16, "layers": 2, "heads": 2, "lr": 0.002,
+    "dense-layers": [1], "untied": true, "corpus-tokens": "20k", "--threads": 1,
+    "sgemm-size": 0, "eval-every": 0, "quiet": true})";
+  const Result r =
+      run("--config '" + path("run.json") + "' --lr 0.001 --metrics '" + path("m.jsonl") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");  // "quiet": true
+  const auto config = read_jsonl(path("m.jsonl")).front();
+  EXPECT_EQ(config["stage1_steps"], 1);
+  EXPECT_EQ(config["seq"], 256);
+  EXPECT_EQ(config["lighthouse"]["topk"], 128);
+  EXPECT_EQ(config["dense_layers"], nlohmann::json({1}));
+  EXPECT_EQ(config["model"]["tied"], false);
+  EXPECT_EQ(config["lr"], 0.001);  // the flag wins over the file's 0.002
+
+  struct Case {
+    std::string json, expect;
+  };
+  const std::vector<Case> cases = {
+      {R"({"stage1-stepz": 3})", "unknown key \"stage1-stepz\""},
+      {R"({"config": "x.json"})", "unknown key \"config\""},
+      {R"({"untied": 1})", "wants true or false"},
+      {R"({"seq": [1, {}]})", "expected a number or a string"},
+      {R"({"seq": null})", "expected a number or a string"},
+      {R"({"seq": "zero"})", "--seq = zero"},
+      {R"([1, 2])", "must hold one JSON object"},
+      {R"({"seq": 4)", "not valid JSON"},
+  };
+  for (const Case& c : cases) {
+    std::ofstream(path("bad.json"), std::ios::trunc) << c.json;
+    const Result bad = run("--config '" + path("bad.json") + "'");
+    EXPECT_EQ(bad.status, 2) << c.json << "\n" << bad.err;
+    EXPECT_NE(bad.err.find(c.expect), std::string::npos) << c.json << "\n" << bad.err;
+  }
+  const Result missing = run("--config '" + path("missing.json") + "'");
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_NE(missing.err.find("--config = " + path("missing.json") + ": cannot open"),
+            std::string::npos)
+      << missing.err;
+}
+
 }  // namespace
