@@ -25,6 +25,7 @@
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
 #include "train/matmul.hpp"
+#include "train/probes.hpp"
 #include "train/trainer.hpp"
 
 namespace lighthouse::cli {
@@ -44,6 +45,8 @@ struct TrainArgs {
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
   std::string metrics, threads = "0", sgemm_size = "1024";
   std::string save, save_every = "0", resume, config;
+  bool leak_probe = false;
+  std::string leak_samples = "16", passkey_trials = "2", passkey_lengths = "auto";
   bool quiet = false;
 };
 
@@ -142,6 +145,39 @@ nlohmann::json config_json(const train::TrainConfig& c, const TrainArgs& a,
       {"data", a.data.empty() ? nlohmann::json("built-in") : nlohmann::json(a.data)}};
 }
 
+std::vector<std::int64_t> parse_passkey_lengths(const std::string& text, std::int64_t seq) {
+  if (text == "auto") {
+    std::vector<std::int64_t> out;
+    for (std::int64_t n : {seq / 4, seq / 2, seq}) {
+      if (n >= 64 && (out.empty() || out.back() != n)) out.push_back(n);
+    }
+    return out;
+  }
+  std::vector<std::int64_t> out;
+  for (const std::string& item : split_list("--passkey-lengths", text)) {
+    out.push_back(parse_int("--passkey-lengths", item, 64, 1 << 24));
+  }
+  return out;
+}
+
+// Runs the leak probe under the stage-1 attention, prints it and returns its JSONL record.
+nlohmann::json run_leak_probe(train::Trainer& trainer, int samples) {
+  const train::LeakProbeResult r =
+      train::leak_probe(trainer.model(), trainer.stage1_attention(), trainer.heldout(),
+                        trainer.config().seq, samples, trainer.rng());
+  std::cout << "leak probe at step " << trainer.step_count() << " (" << r.samples.size()
+            << " positions, stage-1 attention): loss with the real future " << fixed(r.mean_real, 4)
+            << ", with random bytes after t " << fixed(r.mean_corrupt, 4) << ", difference "
+            << fixed(r.mean_diff, 4) << " +- " << fixed(r.ci95, 4) << " (95% CI)\n";
+  return {{"type", "leak_probe"},
+          {"step", trainer.step_count()},
+          {"samples", r.samples.size()},
+          {"mean_real", r.mean_real},
+          {"mean_corrupt", r.mean_corrupt},
+          {"mean_diff", r.mean_diff},
+          {"ci95", r.ci95}};
+}
+
 int run_train(const TrainArgs& a) {
   train::TrainConfig config = build_config(a);
   const std::int64_t eval_every = parse_int("--eval-every", a.eval_every, 0, 1 << 30);
@@ -149,6 +185,10 @@ int run_train(const TrainArgs& a) {
   const int sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 8192);
   if (!a.metrics.empty()) check_writable_path("--metrics", a.metrics);
   const std::int64_t save_every = parse_int("--save-every", a.save_every, 0, 1 << 30);
+  const int leak_samples = parse_int32("--leak-samples", a.leak_samples, 2, 1 << 20);
+  const int passkey_trials = parse_int32("--passkey-trials", a.passkey_trials, 0, 1 << 20);
+  const std::vector<std::int64_t> passkey_lengths =
+      parse_passkey_lengths(a.passkey_lengths, config.seq);
   if (save_every > 0 && a.save.empty()) {
     reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
   }
@@ -215,6 +255,11 @@ int run_train(const TrainArgs& a) {
     return e;
   };
 
+  nlohmann::json leak;
+  if (a.leak_probe && !a.resume.empty()) {  // the probe of a checkpoint
+    leak = run_leak_probe(trainer, leak_samples);
+    log(leak);
+  }
   Progress progress(static_cast<int>(trainer.total_steps() - resumed_from), a.quiet);
   const auto run_start = std::chrono::steady_clock::now();
   double recent = 0;  // exponential average of the step time, for the ETA
@@ -256,6 +301,11 @@ int run_train(const TrainArgs& a) {
                     (e.train_attention_loss
                          ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
                          : std::string()));
+    }
+    if (a.leak_probe && r.step == config.stage1_steps) {
+      progress.finish();
+      leak = run_leak_probe(trainer, leak_samples);
+      log(leak);
     }
     if (!a.save.empty() && ((save_every > 0 && r.step % save_every == 0) || trainer.done())) {
       progress.note("step " + std::to_string(r.step) + ": checkpoint " + save());
@@ -308,6 +358,27 @@ int run_train(const TrainArgs& a) {
               << "\n";
     summary["final_dense_eval_loss"] = evals.back().second.dense_loss;
   }
+  if (passkey_trials > 0 && !passkey_lengths.empty()) {
+    const train::PasskeyReport pk = train::passkey_eval(
+        trainer.model(), passkey_lengths, {0.0, 0.25, 0.5, 0.75, 1.0}, passkey_trials, config.seed);
+    std::cout << "passkey accuracy (dense attention): " << fixed(100 * pk.accuracy(), 1) << "% of "
+              << pk.trials << " (chance 10%)";
+    nlohmann::json cells = nlohmann::json::array();
+    for (const auto& c : pk.cells) {
+      cells.push_back(
+          {{"length", c.length}, {"depth", c.depth}, {"correct", c.correct}, {"trials", c.trials}});
+    }
+    for (std::int64_t n : passkey_lengths) {
+      int correct = 0, trials = 0;
+      for (const auto& c : pk.cells) {
+        if (c.length == n) correct += c.correct, trials += c.trials;
+      }
+      std::cout << "; " << n << ": " << correct << "/" << trials;
+    }
+    std::cout << "\n";
+    summary["passkey"] = {{"accuracy", pk.accuracy()}, {"cells", cells}};
+  }
+  if (!leak.is_null()) summary["leak_probe"] = leak;
   std::cout << "wall-clock: " << duration_text(wall) << "\n";
   log(summary);
   if (!a.metrics.empty()) std::cout << "metrics: " << a.metrics << "\n";
@@ -374,6 +445,14 @@ Command add_train_command(CLI::App& parent) {
                   "continue bit-exactly from a checkpoint folder, or the latest under DIR; the "
                   "model, data and --seq/--batch/--accum/--stage1-steps must match")
       ->type_name("DIR");
+  app->add_flag("--leak-probe", args->leak_probe,
+                "at the end of stage 1 (or on the --resume checkpoint), compare the loss at t with "
+                "the real input vs random bytes after t, under the stage-1 attention");
+  opt("--leak-samples", args->leak_samples, "positions sampled by the leak probe", "S");
+  opt("--passkey-trials", args->passkey_trials,
+      "passkey instances per (length, depth) at the end, 0 = skip", "T");
+  opt("--passkey-lengths", args->passkey_lengths,
+      "passkey context lengths, auto = seq/4,seq/2,seq (each >= 64)", "LIST");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   app->add_option("--config", args->config,
                   "JSON object of flag: value (keys are the flag names without dashes); flags on "

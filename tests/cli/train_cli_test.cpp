@@ -228,4 +228,22 @@ TEST_F(TrainCli, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
       << missing.err;
 }
 
+TEST_F(TrainCli, LeakProbeAtTheStageSwitchAndPasskeyAtTheEnd) {
+  const Result r = run(std::string(kTiny) + " --leak-probe --leak-samples 4 --passkey-trials 1 " +
+                       "--passkey-lengths 64,128 --metrics '" + path("m.jsonl") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("leak probe at step 2 (4 positions"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("passkey accuracy (dense attention): "), std::string::npos) << r.out;
+  const auto lines = read_jsonl(path("m.jsonl"));
+  int probes = 0;
+  for (const auto& j : lines) probes += j["type"] == "leak_probe";
+  EXPECT_EQ(probes, 1);
+  const auto& summary = lines.back();
+  EXPECT_EQ(summary["leak_probe"]["samples"], 4);
+  EXPECT_EQ(summary["passkey"]["cells"].size(), 10u);  // 2 lengths x 5 depths
+  const Result bad = run(std::string(kTiny) + " --passkey-lengths 32");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--passkey-lengths = 32"), std::string::npos) << bad.err;
+}
+
 }  // namespace
