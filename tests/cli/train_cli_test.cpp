@@ -246,4 +246,28 @@ TEST_F(TrainCli, LeakProbeAtTheStageSwitchAndPasskeyAtTheEnd) {
   EXPECT_NE(bad.err.find("--passkey-lengths = 32"), std::string::npos) << bad.err;
 }
 
+TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
+  ASSERT_EQ(
+      run(std::string(kTiny) + " --passkey-trials 0 --metrics '" + path("a.jsonl") + "'").status,
+      0);
+  const std::string cli = std::string("'") + LIGHTHOUSE_CLI_PATH + "' plot ";
+  ASSERT_EQ(std::system((cli + "'" + path("a.jsonl") + "' '" + path("a.jsonl") + "' --out '" +
+                         path("p.svg") + "' > /dev/null")
+                            .c_str()),
+            0);
+  const std::string svg = slurp(path("p.svg"));
+  EXPECT_NE(svg.find("a train"), std::string::npos);
+  EXPECT_NE(svg.find("a dense eval"), std::string::npos);
+  EXPECT_NE(svg.find("a: switch to dense"), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  std::ofstream(path("bad.jsonl")) << "{\"type\": \"step\"}\n";
+  const int raw = std::system(
+      (cli + "'" + path("bad.jsonl") + "' --out '" + path("q.svg") + "' 2> '" + path("err") + "'")
+          .c_str());
+  EXPECT_EQ(WEXITSTATUS(raw), 2);
+  EXPECT_NE(slurp(path("err")).find("bad.jsonl: line 1 is not a metrics record"), std::string::npos)
+      << slurp(path("err"));
+  EXPECT_FALSE(fs::exists(path("q.svg")));
+}
+
 }  // namespace
