@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "lighthouse/error.hpp"
 #include "machine.hpp"
 #include "progress.hpp"
+#include "run_plot.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
 #include "train/matmul.hpp"
@@ -45,7 +47,8 @@ struct TrainArgs {
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
   std::string metrics, threads = "0", sgemm_size = "1024";
   std::string save, save_every = "0", resume, config;
-  bool leak_probe = false;
+  bool leak_probe = false, compare = false;
+  std::string compare_dir = "compare";
   std::string leak_samples = "16", passkey_trials = "2", passkey_lengths = "auto";
   bool quiet = false;
 };
@@ -178,7 +181,13 @@ nlohmann::json run_leak_probe(train::Trainer& trainer, int samples) {
           {"ci95", r.ci95}};
 }
 
-int run_train(const TrainArgs& a) {
+// What --compare needs from one run: the summary record and the per-step training losses.
+struct RunReport {
+  nlohmann::json summary;
+  std::vector<std::pair<std::int64_t, double>> losses;  // (step, training loss)
+};
+
+int run_train(const TrainArgs& a, RunReport* report = nullptr) {
   train::TrainConfig config = build_config(a);
   const std::int64_t eval_every = parse_int("--eval-every", a.eval_every, 0, 1 << 30);
   const double heldout_fraction = parse_double("--heldout", a.heldout, 1e-6, 0.5);
@@ -277,6 +286,7 @@ int run_train(const TrainArgs& a) {
     t.dense_attention += backend->seconds().dense;
     t.lighthouse_attention += backend->seconds().lighthouse;
     t.last_loss = r.loss;
+    if (report) report->losses.emplace_back(r.step, r.loss);
     recent = recent == 0 ? r.seconds : 0.8 * recent + 0.2 * r.seconds;
     const double tok_s = static_cast<double>(r.tokens) / r.seconds;
     log({{"type", "step"},
@@ -382,6 +392,95 @@ int run_train(const TrainArgs& a) {
   std::cout << "wall-clock: " << duration_text(wall) << "\n";
   log(summary);
   if (!a.metrics.empty()) std::cout << "metrics: " << a.metrics << "\n";
+  if (report) report->summary = summary;
+  return kExitOk;
+}
+
+std::string cell(const nlohmann::json& j, const char* key, int digits, double scale = 1) {
+  return j.contains(key) && j[key].is_number() ? fixed(scale * j[key].get<double>(), digits) : "-";
+}
+
+// Dense from scratch vs Lighthouse -> dense with the same seed, data and token budget.
+int run_compare(const TrainArgs& a) {
+  const train::TrainConfig c = build_config(a);
+  if (c.stage1_steps < 1) reject("--stage1-steps", a.stage1_steps, "--compare needs >= 1");
+  if (!a.resume.empty()) reject("--resume", a.resume, "cannot be combined with --compare");
+  std::error_code ec;
+  std::filesystem::create_directories(a.compare_dir, ec);
+  if (ec) reject("--compare-dir", a.compare_dir, "cannot create the folder: " + ec.message());
+  const std::string dir = a.compare_dir + "/";
+  TrainArgs dense = a, lh = a;
+  dense.stage1_steps = "0";
+  dense.stage2_steps = std::to_string(c.stage1_steps + c.stage2_steps);
+  dense.leak_probe = false;
+  dense.metrics = dir + "dense.jsonl";
+  lh.leak_probe = true;
+  lh.metrics = dir + "lighthouse.jsonl";
+  if (!a.save.empty()) dense.save = a.save + "/dense", lh.save = a.save + "/lighthouse";
+  RunReport rd, rl;
+  std::cout << "== run 1/2: dense attention from scratch ==\n";
+  run_train(dense, &rd);
+  std::cout << "\n== run 2/2: Lighthouse (stage 1) -> dense (stage 2) ==\n";
+  run_train(lh, &rl);
+
+  // The switch: the last stage-1 training loss against the stage-2 losses that follow it.
+  double before = 0, jump = 0;
+  std::string recover = "not within the run";
+  for (std::size_t i = 0; i < rl.losses.size(); ++i) {
+    if (rl.losses[i].first != c.stage1_steps) continue;
+    before = rl.losses[i].second;
+    if (i + 1 < rl.losses.size()) jump = rl.losses[i + 1].second - before;
+    for (std::size_t k = i + 1; k < rl.losses.size(); ++k) {
+      if (rl.losses[k].second <= before) {
+        recover = std::to_string(rl.losses[k].first - c.stage1_steps) + " steps";
+        break;
+      }
+    }
+  }
+  const nlohmann::json& sd = rd.summary;
+  const nlohmann::json& sl = rl.summary;
+  auto tok = [](const nlohmann::json& s, const char* stage) {
+    return s.contains(stage) ? rate_text(s[stage]["tok_per_s"].get<double>()) : std::string("-");
+  };
+  auto passkey = [](const nlohmann::json& s) {
+    return s.contains("passkey") ? fixed(100 * s["passkey"]["accuracy"].get<double>(), 1) + "%"
+                                 : std::string("-");
+  };
+  const double loss_d = sd.value("final_dense_eval_loss", 0.0);
+  const double loss_l = sl.value("final_dense_eval_loss", 0.0);
+  const double wall_d = sd["wall_seconds"].get<double>(), wall_l = sl["wall_seconds"].get<double>();
+  std::cout << "\n== comparison at "
+            << (c.stage1_steps + c.stage2_steps) * c.seq * c.batch * c.accum
+            << " training tokens each ==\n"
+            << pad_right("", 34) << pad_left("dense", 14) << pad_left("lighthouse->dense", 20)
+            << "\n"
+            << pad_right("wall-clock (training + evals)", 34) << pad_left(duration_text(wall_d), 14)
+            << pad_left(duration_text(wall_l), 20) << "\n"
+            << pad_right("tok/s stage 1 (lighthouse)", 34) << pad_left("-", 14)
+            << pad_left(tok(sl, "stage1"), 20) << "\n"
+            << pad_right("tok/s dense steps", 34) << pad_left(tok(sd, "stage2"), 14)
+            << pad_left(tok(sl, "stage2"), 20) << "\n"
+            << pad_right("final held-out loss (dense)", 34) << pad_left(fixed(loss_d, 4), 14)
+            << pad_left(fixed(loss_l, 4) + " (" + (loss_l >= loss_d ? "+" : "") +
+                            fixed(100 * (loss_l - loss_d) / loss_d, 1) + "%)",
+                        20)
+            << "\n"
+            << pad_right("passkey accuracy", 34) << pad_left(passkey(sd), 14)
+            << pad_left(passkey(sl), 20) << "\n"
+            << pad_right("loss jump at the switch", 34) << pad_left("-", 14)
+            << pad_left(fixed(jump, 4), 20) << "\n"
+            << pad_right("steps to recover the stage-1 loss", 34) << pad_left("-", 14)
+            << pad_left(recover, 20) << "\n";
+  if (sl.contains("leak_probe")) {
+    std::cout << pad_right("leak probe (loss diff, 95% CI)", 34) << pad_left("-", 14)
+              << pad_left(cell(sl["leak_probe"], "mean_diff", 4) + " +- " +
+                              cell(sl["leak_probe"], "ci95", 4),
+                          20)
+              << "\n";
+  }
+  const std::string svg = dir + "compare.svg";
+  write_text_atomically(svg, plot_runs_svg({{"dense", dense.metrics}, {"lighthouse", lh.metrics}}));
+  std::cout << "metrics: " << dense.metrics << ", " << lh.metrics << "\nplot: " << svg << "\n";
   return kExitOk;
 }
 
@@ -453,6 +552,14 @@ Command add_train_command(CLI::App& parent) {
       "passkey instances per (length, depth) at the end, 0 = skip", "T");
   opt("--passkey-lengths", args->passkey_lengths,
       "passkey context lengths, auto = seq/4,seq/2,seq (each >= 64)", "LIST");
+  app->add_flag(
+      "--compare", args->compare,
+      "train dense from scratch for S1 + S2 steps, then Lighthouse -> dense (S1, S2) with "
+      "the same seed and data; print both side by side and plot them");
+  app->add_option("--compare-dir", args->compare_dir,
+                  "where --compare writes dense.jsonl, lighthouse.jsonl and compare.svg")
+      ->capture_default_str()
+      ->type_name("DIR");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   app->add_option("--config", args->config,
                   "JSON object of flag: value (keys are the flag names without dashes); flags on "
@@ -460,7 +567,7 @@ Command add_train_command(CLI::App& parent) {
       ->type_name("FILE");
   return {app, [args, app] {
             if (!args->config.empty()) apply_json_config(*app, args->config);
-            return run_train(*args);
+            return args->compare ? run_compare(*args) : run_train(*args);
           }};
 }
 

@@ -270,4 +270,21 @@ TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
   EXPECT_FALSE(fs::exists(path("q.svg")));
 }
 
+TEST_F(TrainCli, CompareRunsDenseAndLighthouseSideBySide) {
+  const Result r = run(std::string(kTiny) + " --passkey-trials 1 --passkey-lengths 64 " +
+                       "--leak-samples 4 --compare --compare-dir '" + path("cmp") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* row :
+       {"final held-out loss (dense)", "tok/s stage 1 (lighthouse)", "loss jump at the switch",
+        "leak probe (loss diff, 95% CI)", "passkey accuracy", "plot: "}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  }
+  const auto dense = read_jsonl(path("cmp/dense.jsonl"));
+  EXPECT_EQ(dense.front()["stage1_steps"], 0);
+  EXPECT_EQ(dense.front()["stage2_steps"], 4);  // the same token budget: 2 + 2 steps
+  EXPECT_EQ(read_jsonl(path("cmp/lighthouse.jsonl")).front()["stage1_steps"], 2);
+  EXPECT_NE(slurp(path("cmp/compare.svg")).find("lighthouse: switch to dense"), std::string::npos);
+  EXPECT_EQ(run(std::string(kTiny) + " --stage1-steps 0 --compare").status, 2);
+}
+
 }  // namespace
