@@ -459,6 +459,8 @@ const std::vector<Case>& fp32_cases() {
       {{1, 32768, 2, 64}, 3, 16, 128},
       {{2, 2048, 3, 20}, 2, 4, 128},
       {{1, 1024, 3, 4}, 2, 2, 128},
+      // Scatter: more levels than its direct kernel holds (the staged run kernel runs).
+      {{1, 4096, 2, 64}, 5, 2, 128},
   };
   return cases;
 }
