@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "convert.hpp"
+#include "lighthouse/backend.hpp"
 
 namespace lighthouse::torch_op {
 
@@ -24,7 +25,8 @@ void validate_op(std::int64_t levels, std::int64_t pool, std::int64_t topk,
   translate_errors([&] { make_config(levels, pool, topk, scale); });
 }
 
-// [S, pyramid_size, tiles, context_bytes]: what a configuration costs at these sizes.
+// [S, pyramid_size, tiles, context_bytes, indices_offset]: what a configuration costs at these
+// sizes, and where the selected indices lie in its context (ContextLayout::indices).
 std::vector<std::int64_t> plan_op(std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                   std::int64_t head_dim, std::int64_t levels, std::int64_t pool,
                                   std::int64_t topk, std::optional<double> scale,
@@ -32,9 +34,10 @@ std::vector<std::int64_t> plan_op(std::int64_t batch, std::int64_t seq, std::int
   return translate_errors([&] {
     const Plan plan =
         make_plan(make_config(levels, pool, topk, scale), batch, seq, heads, head_dim);
-    return std::vector<std::int64_t>{
-        plan.S, plan.pyramid_size, plan.tiles,
-        static_cast<std::int64_t>(context_bytes(plan, dtype_from("dtype", dtype)))};
+    const ContextLayout layout = context_layout(plan, dtype_from("dtype", dtype));
+    return std::vector<std::int64_t>{plan.S, plan.pyramid_size, plan.tiles,
+                                     static_cast<std::int64_t>(layout.bytes),
+                                     static_cast<std::int64_t>(layout.indices)};
   });
 }
 
