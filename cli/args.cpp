@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 
 namespace lighthouse::cli {
 
@@ -45,6 +46,18 @@ double parse_positive_double(const std::string& flag, const std::string& text) {
   const double value = text.empty() ? 0.0 : std::strtod(text.c_str(), &end);
   if (text.empty() || end != text.c_str() + text.size()) reject(flag, text, "must be a number");
   if (!std::isfinite(value) || value <= 0) reject(flag, text, "must be a finite number > 0");
+  return value;
+}
+
+double parse_double(const std::string& flag, const std::string& text, double min, double max) {
+  char* end = nullptr;
+  const double value = text.empty() ? 0.0 : std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size()) reject(flag, text, "must be a number");
+  if (!std::isfinite(value) || value < min || value > max) {
+    std::ostringstream rule;
+    rule << "must be a finite number in [" << min << ", " << max << "]";
+    reject(flag, text, rule.str());
+  }
   return value;
 }
 

@@ -39,6 +39,9 @@ int parse_int32(const std::string& flag, const std::string& text,
 // A finite number > 0.
 double parse_positive_double(const std::string& flag, const std::string& text);
 
+// A finite number in [min, max].
+double parse_double(const std::string& flag, const std::string& text, double min, double max);
+
 // "a,b,c" -> {"a", "b", "c"}; empty entries are rejected.
 std::vector<std::string> split_list(const std::string& flag, const std::string& text);
 

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_attention_command(app));
   commands.push_back(add_plan_command(app));
   commands.push_back(add_bench_command(app));
+  commands.push_back(add_train_command(app));
   for (Command& c : commands) c.app->allow_extras();
 
   const Command* named = named_command(argc, argv, commands);
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
       const std::string word = app.remaining().front();
       std::cerr << "lighthouse: error: " << one_line(word)
                 << (word.rfind("-", 0) == 0 ? ": unknown option" : ": unknown command")
-                << " (commands: attention, plan, bench; see lighthouse --help)\n";
+                << " (commands: attention, plan, bench, train; see lighthouse --help)\n";
     } else {
       std::cerr << app.help() << "lighthouse: error: a command is required\n";
     }

@@ -12,7 +12,8 @@
 //
 // The caller owns every tensor; the context owns what the backward pass needs (the selected
 // indices and the gathered rows with their softmax statistics), so q, k, v may be freed or
-// overwritten after forward(). All tensors of one call share dtype and device.
+// overwritten after forward() (one exception: dense attention on CUDA, see forward()). All
+// tensors of one call share dtype and device.
 #pragma once
 
 #include <cstddef>
@@ -69,6 +70,8 @@ class Context {
 
 // out = Lighthouse(q, k, v). Validates shapes, dtypes, devices and the config; throws
 // InvalidArgument on a violation. `ctx` is overwritten.
+// On CUDA with levels == 1 the context refers to q, k, v and out instead of copying them: keep
+// them alive and unchanged until backward().
 void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
              const TensorView& out, Context& ctx, const Options& options = {});
 

@@ -10,6 +10,10 @@
 // in backward) lives in a per-stream workspace that grows on demand and is reused by every
 // call on that stream: calls on one stream must not be issued from several host threads at
 // once.
+//
+// Dense (levels == 1). Lighthouse is then plain causal attention over the tokens: cuDNN runs
+// directly on the caller's [B, N, H, D] views (no scores, selection, gather or scatter), and the
+// context keeps those views and the softmax statistics instead of copies.
 #include "cuda/backend.hpp"
 
 #include <cuda_runtime.h>
@@ -87,8 +91,10 @@ TokenTensor token(const TensorView& t) {
   return {t.data, t.strides[0], t.strides[1], t.strides[2]};
 }
 
-SdpaDesc sdpa_desc(const Geometry& g, DType dtype, double scale) {
+// `deterministic` only matters to the backward (Options::deterministic).
+SdpaDesc sdpa_desc(const Geometry& g, DType dtype, double scale, bool deterministic) {
   SdpaDesc d;
+  d.deterministic = deterministic;
   d.b = g.batch;
   d.h = g.heads;
   d.s = g.S;
@@ -246,6 +252,64 @@ class CudaState final : public ContextState {
   std::size_t inverse_bytes_ = 0;
 };
 
+// The dense context: the caller's q, k, v and out (views, not copies: they must stay alive and
+// unchanged until backward) and the softmax statistics, [B, H, N] float.
+class DenseState final : public ContextState {
+ public:
+  DenseState(const Plan& plan, DType dtype, const TensorView& q, const TensorView& k,
+             const TensorView& v, const TensorView& out, cudaStream_t stream)
+      : q(q), k(k), v(v), out(out), dtype_(dtype), stream_(stream), plan_(plan) {
+    const std::size_t rows = static_cast<std::size_t>(plan.batch * plan.heads * plan.seq);
+    CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&stats), rows * sizeof(float), stream));
+  }
+  DenseState(const DenseState&) = delete;
+  DenseState& operator=(const DenseState&) = delete;
+  ~DenseState() override {
+    if (stats) cudaFreeAsync(stats, stream_);
+  }
+
+  // Every token is its own entry, in order: 0..N-1 for each (batch, head).
+  void copy_indices(std::int32_t* host_dst) const override {
+    for (std::int64_t bh = 0; bh < plan_.batch * plan_.heads; ++bh) {
+      for (std::int64_t t = 0; t < plan_.seq; ++t) {
+        *host_dst++ = static_cast<std::int32_t>(t);
+      }
+    }
+  }
+
+  DType dtype() const { return dtype_; }
+  cudaStream_t stream() const { return stream_; }
+
+  TensorView q, k, v, out;
+  float* stats = nullptr;  // [B, H, N]
+
+ private:
+  DType dtype_;
+  cudaStream_t stream_;
+  Plan plan_;
+};
+
+// (b, h, s, d) element strides of a [B, N, H, D] view, as the dense attention takes them.
+std::array<std::int64_t, 4> bhsd_strides(const TensorView& t) {
+  return {t.strides[0], t.strides[2], t.strides[1], 1};
+}
+
+SdpaDesc dense_desc(const Plan& plan, DType dtype, const DenseState& state, bool deterministic) {
+  SdpaDesc d;
+  d.b = plan.batch;
+  d.h = plan.heads;
+  d.s = plan.seq;
+  d.d = plan.head_dim;
+  d.dtype = dtype;
+  d.scale = plan.scale;
+  d.deterministic = deterministic;
+  d.q_stride = bhsd_strides(state.q);
+  d.k_stride = bhsd_strides(state.k);
+  d.v_stride = bhsd_strides(state.v);
+  d.o_stride = bhsd_strides(state.out);
+  return d;
+}
+
 // Per-(device, stream) scratch, grown on demand, reused by every call on that stream.
 class Workspace {
  public:
@@ -254,6 +318,13 @@ class Workspace {
   Workspace& operator=(const Workspace&) = delete;
   ~Workspace() {
     for (auto& entry : buffers_) cudaFree(entry.second.ptr);  // streams may be gone by now
+  }
+  // Frees every cached buffer (after the device is idle).
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    for (auto& entry : buffers_) CUDA_CHECK(cudaFree(entry.second.ptr));
+    buffers_.clear();
   }
   void* get(cudaStream_t stream, std::size_t bytes) {
     int device = 0;
@@ -350,6 +421,14 @@ class CudaBackend final : public Backend {
       check_finite("v", v, stream);
     }
     StageTimer timer(options.times, stream);
+    if (plan.dense()) {
+      auto dense = std::make_shared<DenseState>(plan, dtype, q, k, v, out, stream);
+      sdpa_forward(dense_desc(plan, dtype, *dense, options.deterministic), q.data, k.data, v.data,
+                   out.data, dense->stats, stream);
+      timer.mark(&StageTimes::attention);
+      timer.finish();
+      return dense;
+    }
     auto state = std::make_shared<CudaState>(g, dtype, stream);
 
     const std::size_t bh = static_cast<std::size_t>(g.batch * g.heads);
@@ -377,8 +456,8 @@ class CudaBackend final : public Backend {
                   ws + at_coarse[2], state->indices, state->sel[0], state->sel[1], state->sel[2],
                   stream);
     timer.mark(&StageTimes::gather);
-    sdpa_forward(sdpa_desc(g, dtype, plan.scale), state->sel[0], state->sel[1], state->sel[2],
-                 state->sel[3], state->stats, stream);
+    sdpa_forward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state->sel[0],
+                 state->sel[1], state->sel[2], state->sel[3], state->stats, stream);
     timer.mark(&StageTimes::attention);
     launch_scatter(g, dtype, state->inverse, state->sel[3], token(out), stream);
     timer.mark(&StageTimes::scatter);
@@ -389,13 +468,17 @@ class CudaBackend final : public Backend {
   void backward(const Plan& plan, const ContextState& base, const TensorView& dout,
                 const TensorView& dq, const TensorView& dk, const TensorView& dv,
                 const Options& options) override {
-    const auto* state = dynamic_cast<const CudaState*>(&base);
-    if (!state) throw Error("CUDA backward: the context was not produced by the CUDA backend");
-    const DType dtype = state->dtype();
     check_layout("dout", dout);
     check_layout("dq", dq);
     check_layout("dk", dk);
     check_layout("dv", dv);
+    if (const auto* dense = dynamic_cast<const DenseState*>(&base)) {
+      dense_backward(plan, *dense, dout, dq, dk, dv, options);
+      return;
+    }
+    const auto* state = dynamic_cast<const CudaState*>(&base);
+    if (!state) throw Error("CUDA backward: the context was not produced by the CUDA backend");
+    const DType dtype = state->dtype();
     const Geometry g = make_geometry(plan);
     const auto stream = static_cast<cudaStream_t>(options.stream);
     if (options.check_finite) check_finite("dout", dout, stream);
@@ -412,15 +495,36 @@ class CudaBackend final : public Backend {
 
     launch_scatter_backward(g, dtype, state->indices, token(dout), ws + at[0], stream);
     timer.mark(&StageTimes::scatter);
-    sdpa_backward(sdpa_desc(g, dtype, plan.scale), state->sel[0], state->sel[1], state->sel[2],
-                  state->sel[3], ws + at[0], state->stats, ws + at[1], ws + at[2], ws + at[3],
-                  stream);
+    sdpa_backward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state->sel[0],
+                  state->sel[1], state->sel[2], state->sel[3], ws + at[0], state->stats, ws + at[1],
+                  ws + at[2], ws + at[3], stream);
     timer.mark(&StageTimes::attention);
     launch_pool_backward(g, dtype, state->inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
                          token(dk), token(dv), stream);
     timer.mark(&StageTimes::gather);
     // The context's buffers are freed on its own stream: that must wait for these reads.
     if (other_stream) stream_wait(state->stream(), stream);
+    timer.finish();
+  }
+
+  // The whole backward of dense attention: cuDNN on the saved views and the caller's gradients.
+  void dense_backward(const Plan& plan, const DenseState& state, const TensorView& dout,
+                      const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                      const Options& options) {
+    const auto stream = static_cast<cudaStream_t>(options.stream);
+    if (options.check_finite) check_finite("dout", dout, stream);
+    StageTimer timer(options.times, stream);
+    const bool other_stream = stream != state.stream();
+    if (other_stream) stream_wait(stream, state.stream());
+    SdpaDesc d = dense_desc(plan, state.dtype(), state, options.deterministic);
+    d.do_stride = bhsd_strides(dout);
+    d.dq_stride = bhsd_strides(dq);
+    d.dk_stride = bhsd_strides(dk);
+    d.dv_stride = bhsd_strides(dv);
+    sdpa_backward(d, state.q.data, state.k.data, state.v.data, state.out.data, dout.data,
+                  state.stats, dq.data, dk.data, dv.data, stream);
+    timer.mark(&StageTimes::attention);
+    if (other_stream) stream_wait(state.stream(), stream);  // the stats are freed there
     timer.finish();
   }
 
@@ -443,6 +547,23 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaStreamSynchronize(nullptr));
   }
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+  std::int64_t memory_in_use() override {
+    std::size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return static_cast<std::int64_t>(total - free);
+  }
+
+  void release_cached_memory() override {
+    workspace_.release();
+    sdpa_release_workspace();
+    int device = 0;
+    cudaMemPool_t pool = nullptr;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+  }
 
  private:
   Workspace workspace_;

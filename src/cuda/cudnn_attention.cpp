@@ -11,10 +11,10 @@
 
 #include <cudnn_frontend.h>
 
-#include <atomic>
 #include <bit>
 #include <cmath>
 #include <compare>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
@@ -104,6 +104,13 @@ void check_cudnn_desc(const SdpaDesc& desc) {
   check_cudnn_layout("desc.o_stride", desc.o_stride, desc);
 }
 
+void check_cudnn_grad_layout(const SdpaDesc& desc) {
+  check_cudnn_layout("desc.do_stride", stride_or(desc.do_stride, desc.o_stride), desc);
+  check_cudnn_layout("desc.dq_stride", stride_or(desc.dq_stride, desc.q_stride), desc);
+  check_cudnn_layout("desc.dk_stride", stride_or(desc.dk_stride, desc.k_stride), desc);
+  check_cudnn_layout("desc.dv_stride", stride_or(desc.dv_stride, desc.v_stride), desc);
+}
+
 std::string describe(const SdpaDesc& desc, const char* direction) {
   return std::string("causal SDPA ") + direction + " [b=" + std::to_string(desc.b) +
          ", h=" + std::to_string(desc.h) + ", s=" + std::to_string(desc.s) +
@@ -112,8 +119,6 @@ std::string describe(const SdpaDesc& desc, const char* direction) {
 
 // ---- graph cache --------------------------------------------------------------------------------
 
-std::atomic<bool> g_deterministic_backward{true};
-
 struct GraphKey {
   bool backward;
   bool deterministic;  // backward only
@@ -121,13 +126,14 @@ struct GraphKey {
   std::int64_t b, h, s, d;
   std::uint32_t scale_bits;  // cuDNN takes the scale as a float
   std::array<std::int64_t, 4> q_stride, k_stride, v_stride, o_stride;
+  std::array<std::int64_t, 4> do_stride, dq_stride, dk_stride, dv_stride;  // backward only
   auto operator<=>(const GraphKey&) const = default;
 };
 
 GraphKey make_key(const SdpaDesc& desc, bool backward) {
   GraphKey key{};
   key.backward = backward;
-  key.deterministic = backward && g_deterministic_backward.load();
+  key.deterministic = backward && desc.deterministic;  // the forward graph is shared
   key.dtype = desc.dtype;
   key.b = desc.b;
   key.h = desc.h;
@@ -138,6 +144,12 @@ GraphKey make_key(const SdpaDesc& desc, bool backward) {
   key.k_stride = desc.k_stride;
   key.v_stride = desc.v_stride;
   key.o_stride = desc.o_stride;
+  if (backward) {
+    key.do_stride = stride_or(desc.do_stride, desc.o_stride);
+    key.dq_stride = stride_or(desc.dq_stride, desc.q_stride);
+    key.dk_stride = stride_or(desc.dk_stride, desc.k_stride);
+    key.dv_stride = stride_or(desc.dv_stride, desc.v_stride);
+  }
   return key;
 }
 
@@ -185,6 +197,15 @@ class DeviceState {
       CUDA_CHECK(cudaStreamWaitEvent(stream, done_, 0));
     }
     return workspace_;
+  }
+
+  // Frees the workspace once its last user is done (the next call allocates again).
+  void free_workspace() {
+    if (done_ != nullptr && used_) CUDA_CHECK(cudaEventSynchronize(done_));
+    if (workspace_ != nullptr) CUDA_CHECK(cudaFree(workspace_));
+    workspace_ = nullptr;
+    workspace_bytes_ = 0;
+    used_ = false;
   }
 
   // Marks the end of this call's use of the workspace on `stream`.
@@ -289,7 +310,7 @@ CachedGraph build_backward(const SdpaDesc& desc, bool deterministic, cudnnHandle
   auto k = bhsd_tensor(*graph, desc, "K", kK, desc.k_stride);
   auto v = bhsd_tensor(*graph, desc, "V", kV, desc.v_stride);
   auto o = bhsd_tensor(*graph, desc, "O", kO, desc.o_stride);
-  auto dout = bhsd_tensor(*graph, desc, "dO", kDO, desc.o_stride);
+  auto dout = bhsd_tensor(*graph, desc, "dO", kDO, stride_or(desc.do_stride, desc.o_stride));
   auto stats = graph->tensor(Tensor_attributes().set_name("Stats").set_uid(kStats));
   set_stats_layout(*stats, desc);
   // The deterministic algorithm has no floating-point atomics in the dQ reduction, so repeated
@@ -307,9 +328,9 @@ CachedGraph build_backward(const SdpaDesc& desc, bool deterministic, cudnnHandle
         .set_dim({desc.b, desc.h, desc.s, desc.d})
         .set_stride({st[0], st[1], st[2], st[3]});
   };
-  set_grad(*dq, kDQ, desc.q_stride);
-  set_grad(*dk, kDK, desc.k_stride);
-  set_grad(*dv, kDV, desc.v_stride);
+  set_grad(*dq, kDQ, stride_or(desc.dq_stride, desc.q_stride));
+  set_grad(*dk, kDK, stride_or(desc.dk_stride, desc.k_stride));
+  set_grad(*dv, kDV, stride_or(desc.dv_stride, desc.v_stride));
 
   build(*graph, handle, what);
   CachedGraph cached{graph, 0};
@@ -346,12 +367,62 @@ const CachedGraph& cached_graph(DeviceState& state, const SdpaDesc& desc, bool b
   return it->second;
 }
 
-void execute(DeviceState& state, const CachedGraph& cached,
+std::string gib(std::size_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / (1u << 30));
+  return text;
+}
+
+// Device memory a new workspace of `bytes` could take: what the driver reports free, plus the
+// workspace it replaces (freed first).
+std::size_t available_for_workspace(const DeviceState& state) {
+  std::size_t free = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return free + state.workspace_bytes();
+}
+
+// Called before a workspace larger than the current one is allocated, so that a workspace that
+// cannot exist is reported with its cause and remedy rather than as a bare allocation failure.
+// The deterministic backward's workspace grows as s^2 and is the one that runs out.
+void check_workspace_fits(const DeviceState& state, std::size_t bytes, const SdpaDesc& desc,
+                          bool backward) {
+  // Slack for the allocator's granularity and the driver's own small allocations.
+  constexpr std::size_t kSlack = std::size_t{64} << 20;
+  if (bytes + kSlack <= available_for_workspace(state)) return;
+  // Memory that stream-ordered pools keep for reuse (Lighthouse's contexts and scratch) does not
+  // count as free; once everything queued is done, the default pool's unused part is handed back
+  // and the question asked again. Only on this rare path does the call wait for the device.
+  int device = 0;
+  cudaMemPool_t pool = nullptr;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+    CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+  }
+  const std::size_t available = available_for_workspace(state);
+  if (bytes + kSlack <= available) return;
+  std::string message = describe(desc, backward ? "backward" : "forward") +
+                        " at S = " + std::to_string(desc.s) + ": cuDNN needs a workspace of " +
+                        std::to_string(bytes) + " bytes (" + gib(bytes) + "), but only " +
+                        std::to_string(available) + " bytes (" + gib(available) +
+                        ") of device memory are free";
+  if (backward && desc.deterministic) {
+    message +=
+        ". The deterministic backward's workspace grows as B * H * S^2 * 2 bytes; set "
+        "Options::deterministic = false (--deterministic off) to use cuDNN's fast backward, "
+        "whose workspace is linear in S (gradients then may differ in the last bits between "
+        "runs)";
+  }
+  throw Error(message);
+}
+
+void execute(DeviceState& state, const CachedGraph& cached, const SdpaDesc& desc, bool backward,
              std::unordered_map<std::int64_t, void*>& pack, cudaStream_t stream,
              const std::string& what) {
   CUDNN_CHECK(cudnnSetStream(state.handle(), stream));
-  void* workspace =
-      state.acquire_workspace(static_cast<std::size_t>(cached.workspace_bytes), stream);
+  const auto bytes = static_cast<std::size_t>(cached.workspace_bytes);
+  if (bytes > state.workspace_bytes()) check_workspace_fits(state, bytes, desc, backward);
+  void* workspace = state.acquire_workspace(bytes, stream);
   rethrow_as_error(what,
                    [&] { FE_CHECK(cached.graph->execute(state.handle(), pack, workspace), what); });
   state.release_workspace(stream);
@@ -383,7 +454,7 @@ void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void
                                                   {kV, const_cast<void*>(v)},
                                                   {kO, o},
                                                   {kStats, stats}};
-  execute(state, cached, pack, stream, describe(desc, "forward"));
+  execute(state, cached, desc, /*backward=*/false, pack, stream, describe(desc, "forward"));
 }
 
 void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v, const void* o,
@@ -408,6 +479,7 @@ void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const voi
     return;
   }
   check_cudnn_desc(desc);
+  check_cudnn_grad_layout(desc);
 
   DeviceState& state = device_state();
   const CachedGraph& cached = cached_graph(state, desc, /*backward=*/true);
@@ -420,19 +492,16 @@ void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const voi
                                                   {kDQ, dq},
                                                   {kDK, dk},
                                                   {kDV, dv}};
-  execute(state, cached, pack, stream, describe(desc, "backward"));
-}
-
-void sdpa_set_deterministic_backward(bool deterministic) {
-  g_deterministic_backward.store(deterministic);
-}
-bool sdpa_deterministic_backward() {
-  return g_deterministic_backward.load();
+  execute(state, cached, desc, /*backward=*/true, pack, stream, describe(desc, "backward"));
 }
 
 std::size_t sdpa_cached_graph_count() {
   return device_state().graphs().size();
 }
+void sdpa_release_workspace() {
+  device_state().free_workspace();
+}
+
 std::size_t sdpa_workspace_bytes() {
   return device_state().workspace_bytes();
 }

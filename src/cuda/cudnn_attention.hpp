@@ -32,30 +32,39 @@ struct SdpaDesc {
   DType dtype = DType::kBFloat16;  // kBFloat16/kFloat16 -> cuDNN; kFloat32 -> reference kernel
   double scale = 0;
   std::array<std::int64_t, 4> q_stride{}, k_stride{}, v_stride{}, o_stride{};  // (b,h,s,d) element
-  // strides; dq/dk/dv use the strides of q/k/v, dout uses o_stride.
+  // strides. Backward: dout, dq, dk and dv have strides of their own; left all zero (the
+  // default) they are those of o, q, k and v.
+  std::array<std::int64_t, 4> do_stride{}, dq_stride{}, dk_stride{}, dv_stride{};
+  // Backward only (the forward ignores it): cuDNN's deterministic algorithm (bitwise
+  // reproducible; on Hopper with cuDNN < 9.25 its workspace is about b * h * s^2 * 2 bytes) or
+  // its fast one (dq accumulated with atomics, workspace linear in s). Part of the graph key.
+  bool deterministic = true;
 };
+
+// A gradient's strides: `own` when set, else `like` (the strides of the tensor it belongs to).
+inline std::array<std::int64_t, 4> stride_or(const std::array<std::int64_t, 4>& own,
+                                             const std::array<std::int64_t, 4>& like) {
+  return own == std::array<std::int64_t, 4>{} ? like : own;
+}
 
 // stats: float32 [b, h, s] contiguous: natural-log log-sum-exp of the scaled masked logits per row.
 void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void* v, void* o,
                   float* stats, cudaStream_t stream);
-// Writes (does not accumulate into) dq, dk and dv. By default the cuDNN backward is the
-// deterministic algorithm: two calls on the same inputs give bitwise equal gradients. With
-// cuDNN < 9.25 on Hopper that algorithm keeps dP in a workspace of about b * h * s^2 * 2 bytes
-// (s rounded up to 64/128); see sdpa_set_deterministic_backward.
+// Writes (does not accumulate into) dq, dk and dv. With desc.deterministic (the default) the
+// cuDNN backward is the deterministic algorithm: two calls on the same inputs give bitwise equal
+// gradients. Its workspace (see SdpaDesc::deterministic) is checked against the device's free
+// memory before it is allocated: lighthouse::Error names s, the bytes and the remedy
+// (deterministic = false) when it cannot fit. The float32 reference path is always
+// deterministic.
 void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v, const void* o,
                    const void* dout, const float* stats, void* dq, void* dk, void* dv,
                    cudaStream_t stream);
-
-// Chooses the cuDNN backward algorithm for later calls from every thread: deterministic (the
-// default) or cuDNN's faster atomic-accumulation one, whose workspace is linear in s but whose
-// dq may differ in the last bits from run to run. The float32 reference path is always
-// deterministic.
-void sdpa_set_deterministic_backward(bool deterministic);
-bool sdpa_deterministic_backward();
 
 // Introspection for tests and benchmarks: the cuDNN graphs this thread has built on the current
 // device (forward and backward count separately) and the bytes of its cached workspace there.
 std::size_t sdpa_cached_graph_count();
 std::size_t sdpa_workspace_bytes();
+// Frees this thread's cached cuDNN workspace on the current device (waits for its last use).
+void sdpa_release_workspace();
 
 }  // namespace lighthouse::cuda

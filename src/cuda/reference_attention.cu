@@ -100,6 +100,7 @@ struct Params {
   int b, h, s, d;
   float scale;
   Strides q, k, v, o;
+  Strides dout, dq, dk, dv;  // backward only
 };
 
 __global__ void __launch_bounds__(kThreads)
@@ -166,12 +167,12 @@ __global__ void __launch_bounds__(kThreads)
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
 
   const float* qi = row_ptr(q, p.q, b, h, i);
-  const float* doi = row_ptr(dout, p.o, b, h, i);
+  const float* doi = row_ptr(dout, p.dout, b, h, i);
   const float* oi = row_ptr(o, p.o, b, h, i);
   float partial = 0.f;
   for (int c = t; c < p.d; c += kThreads) {
     q_row[c] = qi[c * p.q.d] * p.scale;
-    do_row[c] = doi[c * p.o.d];
+    do_row[c] = doi[c * p.dout.d];
     partial += do_row[c] * oi[c * p.o.d];
   }
   const float D = block_sum(partial, scratch);  // also orders the shared writes above
@@ -199,11 +200,11 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
 
-  float* dqi = row_ptr(dq, p.q, b, h, i);
+  float* dqi = row_ptr(dq, p.dq, b, h, i);
   for (int n = 0; n < kMaxChannelsPerThread; ++n) {
     const int c = t + n * kThreads;
     if (c >= p.d) break;
-    dqi[c * p.q.d] = acc[n] * p.scale;
+    dqi[c * p.dq.d] = acc[n] * p.scale;
   }
 }
 
@@ -230,10 +231,10 @@ __global__ void __launch_bounds__(kThreads)
     const int i = i0 + t;
     float prob = 0.f, value = 0.f;
     if (i < p.s) {
-      const float* doi = row_ptr(dout, p.o, b, h, i);
+      const float* doi = row_ptr(dout, p.dout, b, h, i);
       prob = expf(dot_shared(k_row, row_ptr(q, p.q, b, h, i), p.q.d, p.d) - lse_row[i]);
-      const float dp = dot_shared(v_row, doi, p.o.d, p.d);
-      const float D = dot_global(doi, p.o.d, row_ptr(o, p.o, b, h, i), p.o.d, p.d);
+      const float dp = dot_shared(v_row, doi, p.dout.d, p.d);
+      const float D = dot_global(doi, p.dout.d, row_ptr(o, p.o, b, h, i), p.o.d, p.d);
       value = prob * (dp - D);
     }
     probs[t] = prob;
@@ -245,7 +246,7 @@ __global__ void __launch_bounds__(kThreads)
       if (c >= p.d) break;
       float sum_k = 0.f, sum_v = 0.f;
       for (int ii = 0; ii < tile; ++ii) {
-        sum_v += probs[ii] * row_ptr(dout, p.o, b, h, i0 + ii)[c * p.o.d];
+        sum_v += probs[ii] * row_ptr(dout, p.dout, b, h, i0 + ii)[c * p.dout.d];
         sum_k += ds[ii] * row_ptr(q, p.q, b, h, i0 + ii)[c * p.q.d];
       }
       acc_k[n] += sum_k;
@@ -254,13 +255,13 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
 
-  float* dkj = row_ptr(dk, p.k, b, h, j);
-  float* dvj = row_ptr(dv, p.v, b, h, j);
+  float* dkj = row_ptr(dk, p.dk, b, h, j);
+  float* dvj = row_ptr(dv, p.dv, b, h, j);
   for (int n = 0; n < kMaxChannelsPerThread; ++n) {
     const int c = t + n * kThreads;
     if (c >= p.d) break;
-    dkj[c * p.k.d] = acc_k[n] * p.scale;
-    dvj[c * p.v.d] = acc_v[n];
+    dkj[c * p.dk.d] = acc_k[n] * p.scale;
+    dvj[c * p.dv.d] = acc_v[n];
   }
 }
 
@@ -280,10 +281,19 @@ Params make_params(const SdpaDesc& desc) {
   if (!std::isfinite(desc.scale)) {
     throw InvalidArgument("desc.scale", std::to_string(desc.scale), "must be finite");
   }
-  return Params{
-      static_cast<int>(desc.b),  static_cast<int>(desc.h),       static_cast<int>(desc.s),
-      static_cast<int>(desc.d),  static_cast<float>(desc.scale), to_strides(desc.q_stride),
-      to_strides(desc.k_stride), to_strides(desc.v_stride),      to_strides(desc.o_stride)};
+  return Params{static_cast<int>(desc.b),
+                static_cast<int>(desc.h),
+                static_cast<int>(desc.s),
+                static_cast<int>(desc.d),
+                static_cast<float>(desc.scale),
+                to_strides(desc.q_stride),
+                to_strides(desc.k_stride),
+                to_strides(desc.v_stride),
+                to_strides(desc.o_stride),
+                to_strides(stride_or(desc.do_stride, desc.o_stride)),
+                to_strides(stride_or(desc.dq_stride, desc.q_stride)),
+                to_strides(stride_or(desc.dk_stride, desc.k_stride)),
+                to_strides(stride_or(desc.dv_stride, desc.v_stride))};
 }
 
 }  // namespace

@@ -251,31 +251,40 @@ struct Outputs {
   lh::StageTimes forward_times, backward_times;
 };
 
+struct RunFlags {
+  bool backward = true;
+  bool strided = false;        // q, k, v and out as [B, N, H, D] views of [B, H, N, D] buffers
+  bool strided_grads = false;  // the same for dout, dq, dk and dv
+  bool timed = false;          // fill the stage times
+  bool deterministic = true;   // Options::deterministic
+};
+
 Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Config& cfg,
-            bool with_backward = true, bool strided = false, bool timed = false) {
+            const RunFlags& flags = {}) {
   const Shape& s = in.shape;
-  Buffer q = make_buffer(s, dtype, device, strided), k = make_buffer(s, dtype, device, strided),
-         v = make_buffer(s, dtype, device, strided), out = make_buffer(s, dtype, device, strided);
-  upload(q, s, in.q, strided);
-  upload(k, s, in.k, strided);
-  upload(v, s, in.v, strided);
+  const bool st = flags.strided, sg = flags.strided_grads;
+  Buffer q = make_buffer(s, dtype, device, st), k = make_buffer(s, dtype, device, st),
+         v = make_buffer(s, dtype, device, st), out = make_buffer(s, dtype, device, st);
+  upload(q, s, in.q, st);
+  upload(k, s, in.k, st);
+  upload(v, s, in.v, st);
   Outputs result;
   lh::Options options;
-  if (timed) options.times = &result.forward_times;
+  options.deterministic = flags.deterministic;
+  if (flags.timed) options.times = &result.forward_times;
   lh::Context ctx;
   lh::forward(cfg, q.view, k.view, v.view, out.view, ctx, options);
   result.indices = ctx.indices();
-  result.out = download(out, s, strided);
-  if (with_backward) {
-    Buffer dout = make_buffer(s, dtype, device, strided),
-           dq = make_buffer(s, dtype, device, strided), dk = make_buffer(s, dtype, device, strided),
-           dv = make_buffer(s, dtype, device, strided);
-    upload(dout, s, in.dout, strided);
-    if (timed) options.times = &result.backward_times;
+  result.out = download(out, s, st);
+  if (flags.backward) {
+    Buffer dout = make_buffer(s, dtype, device, sg), dq = make_buffer(s, dtype, device, sg),
+           dk = make_buffer(s, dtype, device, sg), dv = make_buffer(s, dtype, device, sg);
+    upload(dout, s, in.dout, sg);
+    if (flags.timed) options.times = &result.backward_times;
     lh::backward(ctx, dout.view, dq.view, dk.view, dv.view, options);
-    result.dq = download(dq, s, strided);
-    result.dk = download(dk, s, strided);
-    result.dv = download(dv, s, strided);
+    result.dq = download(dq, s, sg);
+    result.dk = download(dk, s, sg);
+    result.dv = download(dv, s, sg);
   }
   return result;
 }
@@ -464,8 +473,10 @@ TEST(CudaBackend, TiedScoresSelectLikeCpu) {
       // mode 0: entries in {-1, 0, 1} (few distinct norms); mode 1: +-1 (all norms equal)
       for (float& f : *x) f = mode == 0 ? static_cast<float>(pick(gen)) : (f < 0 ? -1.f : 1.f);
     }
-    const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c), false);
-    const Outputs cpu = run(in, lh::Device::kCPU, lh::DType::kFloat32, config_of(c), false);
+    const Outputs gpu =
+        run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c), {.backward = false});
+    const Outputs cpu =
+        run(in, lh::Device::kCPU, lh::DType::kFloat32, config_of(c), {.backward = false});
     EXPECT_EQ(gpu.indices, cpu.indices)
         << "mode " << mode << ", first difference " << first_difference(gpu.indices, cpu.indices);
     // The host restatement of the rule agrees as well.
@@ -576,14 +587,15 @@ TEST_P(CudaCausality, EarlierOutputsUnchanged) {
   const Shape& s = c.shape;
   Inputs in = random_inputs(s, 555);
   round_inputs(in, dtype);
-  const Outputs base = run(in, lh::Device::kCUDA, dtype, config_of(c), false);
+  const Outputs base = run(in, lh::Device::kCUDA, dtype, config_of(c), {.backward = false});
   const std::int64_t t0 = 2500;
   const std::size_t prefix = static_cast<std::size_t>(t0 * s.H * s.D);  // tokens < t0, B == 1
 
   Inputs changed_v = in;
   for (std::int64_t i = 0; i < s.H * s.D; ++i) changed_v.v[prefix + i] += 1.0f;
   round_inputs(changed_v, dtype);
-  const Outputs after_v = run(changed_v, lh::Device::kCUDA, dtype, config_of(c), false);
+  const Outputs after_v =
+      run(changed_v, lh::Device::kCUDA, dtype, config_of(c), {.backward = false});
   EXPECT_EQ(after_v.indices, base.indices);
   EXPECT_EQ(0, std::memcmp(after_v.out.data(), base.out.data(), prefix * sizeof(float)))
       << "changing v at token " << t0 << " changed an earlier output";
@@ -594,7 +606,8 @@ TEST_P(CudaCausality, EarlierOutputsUnchanged) {
     flipped.q[prefix + h * s.D + 3] = -flipped.q[prefix + h * s.D + 3];
     flipped.k[prefix + h * s.D + 5] = -flipped.k[prefix + h * s.D + 5];
   }
-  const Outputs after_qk = run(flipped, lh::Device::kCUDA, dtype, config_of(c), false);
+  const Outputs after_qk =
+      run(flipped, lh::Device::kCUDA, dtype, config_of(c), {.backward = false});
   EXPECT_EQ(after_qk.indices, base.indices) << "norms are unchanged, so is the selection";
   EXPECT_EQ(0, std::memcmp(after_qk.out.data(), base.out.data(), prefix * sizeof(float)))
       << "flipping a sign in q/k at token " << t0 << " changed an earlier output";
@@ -609,8 +622,7 @@ TEST(CudaBackend, DeterministicAndTimed) {
   SKIP_WITHOUT_GPU();
   const Case c{{2, 8192, 2, 128}, 3, 4, 256};
   const Inputs in = random_inputs(c.shape, 77);
-  const Outputs a =
-      run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), true, false, true);
+  const Outputs a = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), {.timed = true});
   const Outputs b = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c));
   EXPECT_EQ(a.indices, b.indices);
   EXPECT_TRUE(bits_equal(a.out, b.out));
@@ -626,19 +638,74 @@ TEST(CudaBackend, DeterministicAndTimed) {
   EXPECT_EQ(a.backward_times.selection, 0.0);
 }
 
+// Options::deterministic = false: cuDNN's fast backward. The forward is the same bits; the
+// gradients are the same sums in another order (bf16 storage: within a few units of the last
+// place), for Lighthouse and for dense attention.
+TEST(CudaBackend, FastBackwardCloseToDeterministic) {
+  SKIP_WITHOUT_GPU();
+  for (const Case& c : {Case{{2, 8192, 2, 128}, 3, 4, 256}, Case{{1, 4096, 2, 128}, 1, 4, 128}}) {
+    const Inputs in = random_inputs(c.shape, 78);
+    const Outputs exact = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c));
+    const Outputs fast =
+        run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), {.deterministic = false});
+    EXPECT_EQ(fast.indices, exact.indices) << name_of(c);
+    EXPECT_TRUE(bits_equal(fast.out, exact.out)) << name_of(c);
+    EXPECT_LT(rel_l2(fast.dq, exact.dq), 1e-2) << name_of(c);
+    EXPECT_LT(rel_l2(fast.dk, exact.dk), 1e-2) << name_of(c);
+    EXPECT_LT(rel_l2(fast.dv, exact.dv), 1e-2) << name_of(c);
+  }
+}
+
 // [B, N, H, D] views of [B, H, N, D] buffers give the same bits as contiguous tensors.
 TEST(CudaBackend, StridedViewsMatchContiguous) {
   SKIP_WITHOUT_GPU();
   const Case c{{2, 4096, 3, 64}, 3, 4, 128};
   const Inputs in = random_inputs(c.shape, 31);
   const Outputs plain = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c));
-  const Outputs strided =
-      run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), true, true);
+  const Outputs strided = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c),
+                              {.strided = true, .strided_grads = true});
   EXPECT_EQ(plain.indices, strided.indices);
   EXPECT_TRUE(bits_equal(plain.out, strided.out));
   EXPECT_TRUE(bits_equal(plain.dq, strided.dq));
   EXPECT_TRUE(bits_equal(plain.dk, strided.dk));
   EXPECT_TRUE(bits_equal(plain.dv, strided.dv));
+}
+
+// Dense attention (levels == 1) runs on the caller's views, whatever their strides: q, k, v,
+// out and the gradients in either layout give the results of contiguous tensors (the same bits
+// in fp32, whose kernels sum in a fixed order whatever the strides), the indices are the tokens
+// in order, and a second run gives the same bits.
+TEST(CudaBackend, DenseRunsOnCallerViews) {
+  SKIP_WITHOUT_GPU();
+  const Case c{{2, 1024, 3, 64}, 1, 2, 128};
+  const Inputs in = random_inputs(c.shape, 41);
+  std::vector<std::int32_t> tokens;
+  for (std::int64_t bh = 0; bh < c.shape.B * c.shape.H; ++bh) {
+    for (std::int64_t t = 0; t < c.shape.N; ++t) tokens.push_back(static_cast<std::int32_t>(t));
+  }
+  for (lh::DType dtype : {lh::DType::kFloat32, lh::DType::kBFloat16}) {
+    const std::string name = lh::dtype_name(dtype);
+    const Outputs plain = run(in, lh::Device::kCUDA, dtype, config_of(c));
+    EXPECT_EQ(plain.indices, tokens) << name;
+    const Outputs again = run(in, lh::Device::kCUDA, dtype, config_of(c));
+    EXPECT_TRUE(bits_equal(plain.out, again.out) && bits_equal(plain.dq, again.dq) &&
+                bits_equal(plain.dk, again.dk) && bits_equal(plain.dv, again.dv))
+        << name << ": two runs differ";
+    for (const RunFlags& flags : {RunFlags{.strided = true}, RunFlags{.strided_grads = true},
+                                  RunFlags{.strided = true, .strided_grads = true}}) {
+      const std::string what = name + (flags.strided ? " strided inputs" : "") +
+                               (flags.strided_grads ? " strided gradients" : "");
+      const Outputs other = run(in, lh::Device::kCUDA, dtype, config_of(c), flags);
+      if (dtype == lh::DType::kFloat32) {
+        EXPECT_TRUE(bits_equal(other.out, plain.out)) << what;
+        EXPECT_TRUE(bits_equal(other.dq, plain.dq)) << what;
+        EXPECT_TRUE(bits_equal(other.dk, plain.dk)) << what;
+        EXPECT_TRUE(bits_equal(other.dv, plain.dv)) << what;
+      } else {
+        expect_close(other, plain, 1e-2, what);
+      }
+    }
+  }
 }
 
 // S >= 65536 (grid dimensions, 64-bit offsets, a 65536-entry tile): indices against the host

@@ -8,7 +8,9 @@
 #include <thread>
 
 #include "cuda/cudnn_attention.hpp"
+#include "lighthouse/error.hpp"
 #include "support/attention_case.hpp"
+#include "support/device_buffer.hpp"
 #include "support/require_gpu.hpp"
 #include "support/sdpa_runs.hpp"
 
@@ -153,26 +155,68 @@ TEST_F(CudnnSdpa, GraphsAreBuiltOncePerShape) {
   EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs + 2) << "float32 does not use cuDNN";
 }
 
-// cuDNN's non-deterministic (atomic dQ) backward, for when the deterministic one's quadratic
-// workspace does not fit: same accuracy.
-TEST_F(CudnnSdpa, NonDeterministicBackwardMatchesFp32Kernel) {
-  const AttentionCase problem = make_case(2, 3, 300, 128, DType::kBFloat16, {}, 31);
+// cuDNN's fast (atomic dQ) backward, for when the deterministic one's quadratic workspace does
+// not fit: same accuracy, and its own graph (the flag is part of the cache key).
+TEST_F(CudnnSdpa, FastBackwardMatchesFp32Kernel) {
+  AttentionCase problem = make_case(2, 3, 300, 128, DType::kBFloat16, {}, 31);
   const cuda::SdpaDesc& desc = problem.desc;
   const GpuAttention ref = run_sdpa(as_float32(problem));
-  ASSERT_TRUE(cuda::sdpa_deterministic_backward()) << "the default";
-  cuda::sdpa_set_deterministic_backward(false);
-  GpuAttention gpu;
-  try {
-    gpu = run_sdpa(problem);
-  } catch (...) {
-    cuda::sdpa_set_deterministic_backward(true);
-    throw;
-  }
-  cuda::sdpa_set_deterministic_backward(true);
+  const GpuAttention deterministic = run_sdpa(problem);
+  const std::size_t graphs = cuda::sdpa_cached_graph_count();
+  problem.desc.deterministic = false;
+  const GpuAttention fast = run_sdpa(problem);
+  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs + 1) << "a backward graph of its own only";
+  EXPECT_TRUE(fast.raw_o == deterministic.raw_o) << "the forward does not depend on the flag";
   const Tolerance tol = cudnn_tolerance(desc.dtype);
-  expect_close("dq", deviation(desc, gpu.dq, ref.dq, desc.q_stride), tol.grad);
-  expect_close("dk", deviation(desc, gpu.dk, ref.dk, desc.k_stride), tol.grad);
-  expect_close("dv", deviation(desc, gpu.dv, ref.dv, desc.v_stride), tol.grad);
+  expect_close("dq", deviation(desc, fast.dq, ref.dq, desc.q_stride), tol.grad);
+  expect_close("dk", deviation(desc, fast.dk, ref.dk, desc.k_stride), tol.grad);
+  expect_close("dv", deviation(desc, fast.dv, ref.dv, desc.v_stride), tol.grad);
+  // Against the deterministic algorithm: the same sums in another order (bf16 storage).
+  expect_close("dq vs deterministic", deviation(desc, fast.dq, deterministic.dq, desc.q_stride),
+               2e-2);
+  expect_close("dk vs deterministic", deviation(desc, fast.dk, deterministic.dk, desc.k_stride),
+               2e-2);
+  expect_close("dv vs deterministic", deviation(desc, fast.dv, deterministic.dv, desc.v_stride),
+               2e-2);
+}
+
+// A deterministic backward whose S^2 workspace exceeds the device is refused before anything is
+// allocated, with S, the bytes and the remedy in the message (not a bare allocation failure).
+TEST_F(CudnnSdpa, OversizedDeterministicWorkspaceIsExplained) {
+  std::size_t free = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  // About 2 * h * s^2 bytes: enough heads for twice the device's memory.
+  const std::int64_t s = 131072, d = 64;
+  const auto per_head = static_cast<std::size_t>(2 * s * s);
+  const auto h = static_cast<std::int64_t>(2 * total / per_head + 1);
+  cuda::SdpaDesc desc;
+  desc.b = 1;
+  desc.h = h;
+  desc.s = s;
+  desc.d = d;
+  desc.dtype = DType::kBFloat16;
+  desc.scale = 0.125;
+  desc.q_stride = desc.k_stride = desc.v_stride = desc.o_stride = {h * s * d, s * d, d, 1};
+  const std::size_t bytes = static_cast<std::size_t>(h * s * d) * 2;  // zeros: uniform softmax
+  DeviceBuffer q(bytes), k(bytes), v(bytes), o(bytes), dout(bytes), dq(bytes), dk(bytes), dv(bytes),
+      stats(static_cast<std::size_t>(h * s) * sizeof(float));
+  cuda::sdpa_forward(desc, q.get(), k.get(), v.get(), o.get(), stats.as<float>(), nullptr);
+  try {
+    cuda::sdpa_backward(desc, q.get(), k.get(), v.get(), o.get(), dout.get(), stats.as<float>(),
+                        dq.get(), dk.get(), dv.get(), nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    GTEST_SKIP() << "this cuDNN's deterministic backward needs no S^2 workspace";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("S = 131072"), std::string::npos) << message;
+    EXPECT_NE(message.find("Options::deterministic = false"), std::string::npos) << message;
+    EXPECT_NE(message.find("bytes"), std::string::npos) << message;
+  }
+  // The fast algorithm runs the same problem.
+  desc.deterministic = false;
+  cuda::sdpa_backward(desc, q.get(), k.get(), v.get(), o.get(), dout.get(), stats.as<float>(),
+                      dq.get(), dk.get(), dv.get(), nullptr);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
 // A dimension of size 1 is never stepped over, so its stride may be anything (here: odd).

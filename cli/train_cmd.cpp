@@ -1,0 +1,351 @@
+// `lighthouse train`: trains the byte-level LM of src/train with the two-stage recipe --
+// stage 1 with Lighthouse attention in every layer but the dense ones, stage 2 dense, on the same
+// weights, optimizer state and schedule -- evaluating on held-out data with dense attention.
+// Progress on stderr, one JSON object per line in --metrics, a summary table on stdout.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
+#include "atomic_text.hpp"
+#include "commands.hpp"
+#include "format.hpp"
+#include "lighthouse/error.hpp"
+#include "machine.hpp"
+#include "progress.hpp"
+#include "train/data.hpp"
+#include "train/matmul.hpp"
+#include "train/trainer.hpp"
+
+namespace lighthouse::cli {
+
+namespace {
+
+struct TrainArgs {
+  std::string stage1_steps = "80", stage2_steps = "20";
+  std::string levels = "3", pool = "4", topk = "128", dense_layers = "default";
+  std::string dim = "128", layers = "4", heads = "4", hidden = "0";
+  bool untied = false;
+  std::string seq = "4096", batch = "1", accum = "1";
+  std::string lr = "3e-3", min_lr_ratio = "0.1", warmup = "10", decay = "cosine";
+  std::string weight_decay = "0.1", beta1 = "0.9", beta2 = "0.95", grad_clip = "1.0";
+  std::string seed = "1", eval_every = "25", eval_batches = "2";
+  std::vector<std::string> data;
+  std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
+  std::string metrics, threads = "0", sgemm_size = "1024";
+  bool quiet = false;
+};
+
+std::vector<int> parse_dense_layers(const std::string& text, int layers) {
+  if (text == "default") return train::default_dense_layers(layers);
+  if (text == "none") return {};
+  std::vector<int> out;
+  for (const std::string& item : split_list("--dense-layers", text)) {
+    out.push_back(parse_int32("--dense-layers", item, 0, layers - 1));
+  }
+  return out;
+}
+
+train::TrainConfig build_config(const TrainArgs& a) {
+  train::TrainConfig c;
+  c.model.dim = parse_int32("--dim", a.dim, 2, 1 << 16);
+  c.model.layers = parse_int32("--layers", a.layers, 1, 1024);
+  c.model.heads = parse_int32("--heads", a.heads, 1, 1024);
+  c.model.hidden = parse_int32("--hidden", a.hidden, 0, 1 << 20);
+  c.model.tied = !a.untied;
+  c.seq = parse_int("--seq", a.seq, 2, 1 << 24);
+  c.batch = parse_int("--batch", a.batch, 1, 1 << 16);
+  c.accum = parse_int("--accum", a.accum, 1, 1 << 16);
+  c.stage1_steps = parse_int("--stage1-steps", a.stage1_steps, 0, 1 << 30);
+  c.stage2_steps = parse_int("--stage2-steps", a.stage2_steps, 0, 1 << 30);
+  c.lighthouse.levels = parse_int32("--levels", a.levels, 1, 16);
+  c.lighthouse.pool = parse_int32("--pool", a.pool, 2, 1 << 16);
+  c.lighthouse.topk = parse_int32("--topk", a.topk, 1, 1 << 30);
+  c.dense_layers = parse_dense_layers(a.dense_layers, c.model.layers);
+  c.schedule.lr = parse_positive_double("--lr", a.lr);
+  c.schedule.min_ratio = parse_double("--min-lr-ratio", a.min_lr_ratio, 0.0, 1.0);
+  c.schedule.warmup = parse_int("--warmup", a.warmup, 0, 1 << 30);
+  c.schedule.decay = train::parse_decay(a.decay, "--decay");
+  c.adamw.weight_decay = parse_double("--weight-decay", a.weight_decay, 0.0, 1e6);
+  c.adamw.beta1 = parse_double("--beta1", a.beta1, 0.0, 0.999999);
+  c.adamw.beta2 = parse_double("--beta2", a.beta2, 0.0, 0.999999);
+  c.grad_clip = parse_double("--grad-clip", a.grad_clip, 0.0, 1e12);
+  c.seed = static_cast<std::uint64_t>(parse_int("--seed", a.seed, 0));
+  c.eval_batches = parse_int("--eval-batches", a.eval_batches, 1, 1 << 20);
+  c.threads = parse_int32("--threads", a.threads, 0, 4096);
+  if (c.stage1_steps + c.stage2_steps < 1) {
+    reject("--stage2-steps", a.stage2_steps, "--stage1-steps + --stage2-steps must be >= 1");
+  }
+  c.validate();
+  return c;
+}
+
+std::string duration_text(double seconds) {
+  const auto s = static_cast<long long>(seconds + 0.5);
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  return std::to_string(s / 3600) + "h" + std::to_string(s / 60 % 60) + "m";
+}
+
+std::string rate_text(double tokens_per_s) {
+  return tokens_per_s >= 1000 ? fixed(tokens_per_s / 1000, 1) + "k" : fixed(tokens_per_s, 0);
+}
+
+// Totals of one stage, measured around the training steps only (not evaluation).
+struct StageTotals {
+  std::int64_t steps = 0, tokens = 0;
+  double seconds = 0, matmul_seconds = 0, matmul_flops = 0;
+  double dense_attention = 0, lighthouse_attention = 0;
+  double last_loss = 0;
+};
+
+nlohmann::json config_json(const train::TrainConfig& c, const TrainArgs& a,
+                           std::int64_t parameters) {
+  nlohmann::json dense = c.dense_layers ? nlohmann::json(*c.dense_layers) : nlohmann::json();
+  return {
+      {"type", "config"},
+      {"model",
+       {{"dim", c.model.dim},
+        {"layers", c.model.layers},
+        {"heads", c.model.heads},
+        {"hidden", c.model.ffn()},
+        {"tied", c.model.tied},
+        {"vocab", c.model.vocab},
+        {"parameters", parameters}}},
+      {"seq", c.seq},
+      {"batch", c.batch},
+      {"accum", c.accum},
+      {"stage1_steps", c.stage1_steps},
+      {"stage2_steps", c.stage2_steps},
+      {"lighthouse",
+       {{"levels", c.lighthouse.levels}, {"pool", c.lighthouse.pool}, {"topk", c.lighthouse.topk}}},
+      {"dense_layers", dense},
+      {"lr", c.schedule.lr},
+      {"min_lr_ratio", c.schedule.min_ratio},
+      {"warmup", c.schedule.warmup},
+      {"decay", a.decay},
+      {"weight_decay", c.adamw.weight_decay},
+      {"betas", {c.adamw.beta1, c.adamw.beta2}},
+      {"grad_clip", c.grad_clip},
+      {"seed", c.seed},
+      {"data", a.data.empty() ? nlohmann::json("built-in") : nlohmann::json(a.data)}};
+}
+
+int run_train(const TrainArgs& a) {
+  train::TrainConfig config = build_config(a);
+  const std::int64_t eval_every = parse_int("--eval-every", a.eval_every, 0, 1 << 30);
+  const double heldout_fraction = parse_double("--heldout", a.heldout, 1e-6, 0.5);
+  const int sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 8192);
+  if (!a.metrics.empty()) check_writable_path("--metrics", a.metrics);
+
+  // Data: text files as bytes, or the built-in long-range corpus with documents about one
+  // sequence long (so facts and their queries share a context window).
+  train::TokenStream train_tokens, heldout_tokens;
+  if (!a.data.empty()) {
+    train::split_heldout(train::read_text_files(a.data), heldout_fraction, &train_tokens,
+                         &heldout_tokens);
+  } else {
+    const std::int64_t tokens = parse_int("--corpus-tokens", a.corpus_tokens, 2, 1ll << 32);
+    std::int64_t doc_bytes = parse_int("--doc-bytes", a.doc_bytes, 0, 1ll << 30);
+    if (doc_bytes == 0) doc_bytes = config.seq;
+    train::split_heldout(train::generate_corpus(tokens, config.seed, doc_bytes), heldout_fraction,
+                         &train_tokens, &heldout_tokens);
+  }
+
+  std::shared_ptr<train::AttentionBackend> backend = train::make_cpu_attention(config.threads);
+  train::Trainer trainer(config, &train_tokens, &heldout_tokens, backend);
+
+  std::ofstream metrics;
+  if (!a.metrics.empty()) {
+    metrics.open(a.metrics, std::ios::trunc);
+    if (!metrics) throw Error(a.metrics + ": cannot open for writing");
+  }
+  auto log = [&](const nlohmann::json& j) {
+    if (metrics.is_open()) metrics << j.dump() << "\n" << std::flush;
+  };
+  log(config_json(config, a, trainer.model().parameter_count()));
+
+  std::cout << "lighthouse train: " << trainer.model().parameter_count() << " parameters, "
+            << config.model.layers << " layers x " << config.model.dim << ", seq " << config.seq
+            << ", " << config.batch * config.accum << " sequences/step; stage 1 "
+            << config.stage1_steps << " steps (levels " << config.lighthouse.levels << ", pool "
+            << config.lighthouse.pool << ", topk " << config.lighthouse.topk << "), stage 2 "
+            << config.stage2_steps << " steps dense; " << train_tokens.size()
+            << " training tokens, " << heldout_tokens.size() << " held-out\n"
+            << std::flush;
+
+  StageTotals stages[2];
+  std::vector<std::pair<std::int64_t, train::EvalResult>> evals;
+  auto evaluate = [&] {
+    const train::EvalResult e = trainer.evaluate();
+    evals.emplace_back(trainer.step_count(), e);
+    nlohmann::json j = {{"type", "eval"},
+                        {"step", trainer.step_count()},
+                        {"stage", trainer.step_count() <= config.stage1_steps ? 1 : 2},
+                        {"dense_loss", e.dense_loss}};
+    if (e.train_attention_loss) j["train_attention_loss"] = *e.train_attention_loss;
+    log(j);
+    return e;
+  };
+
+  Progress progress(static_cast<int>(trainer.total_steps()), a.quiet);
+  const auto run_start = std::chrono::steady_clock::now();
+  double recent = 0;  // exponential average of the step time, for the ETA
+  while (!trainer.done()) {
+    train::reset_matmul_stats();
+    backend->reset_seconds();
+    const train::StepResult r = trainer.step();
+    const train::MatmulStats mm = train::matmul_stats();
+    StageTotals& t = stages[r.stage - 1];
+    ++t.steps;
+    t.tokens += r.tokens;
+    t.seconds += r.seconds;
+    t.matmul_seconds += mm.seconds;
+    t.matmul_flops += mm.flops;
+    t.dense_attention += backend->seconds().dense;
+    t.lighthouse_attention += backend->seconds().lighthouse;
+    t.last_loss = r.loss;
+    recent = recent == 0 ? r.seconds : 0.8 * recent + 0.2 * r.seconds;
+    const double tok_s = static_cast<double>(r.tokens) / r.seconds;
+    log({{"type", "step"},
+         {"step", r.step},
+         {"stage", r.stage},
+         {"loss", r.loss},
+         {"lr", r.lr},
+         {"grad_norm", r.grad_norm},
+         {"tokens", r.tokens},
+         {"seconds", r.seconds},
+         {"tok_per_s", tok_s},
+         {"elapsed",
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()}});
+    progress.step("stage " + std::to_string(r.stage) + " loss " + fixed(r.loss, 4) + " " +
+                  rate_text(tok_s) + " tok/s ETA " +
+                  duration_text(recent * static_cast<double>(trainer.total_steps() - r.step)));
+    const bool stage_end = r.step == config.stage1_steps || trainer.done();
+    if ((eval_every > 0 && r.step % eval_every == 0) || stage_end) {
+      const train::EvalResult e = evaluate();
+      progress.note("step " + std::to_string(r.step) + ": held-out loss " + fixed(e.dense_loss, 4) +
+                    " (dense)" +
+                    (e.train_attention_loss
+                         ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
+                         : std::string()));
+    }
+  }
+  progress.finish();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+
+  std::optional<double> sgemm;
+  if (sgemm_size > 0) sgemm = measure_sgemm_gflops(sgemm_size, config.threads, 3);
+
+  // Summary table.
+  std::cout << "\nstage  attention    steps     tokens   seconds    tok/s  matmul%  attn%  "
+               "matmul GFLOP/s  last loss\n";
+  nlohmann::json summary = {{"type", "summary"}, {"wall_seconds", wall}};
+  for (int s = 0; s < 2; ++s) {
+    const StageTotals& t = stages[s];
+    if (t.steps == 0) continue;
+    const double attn = t.dense_attention + t.lighthouse_attention;
+    const double gflops = t.matmul_seconds > 0 ? t.matmul_flops / t.matmul_seconds / 1e9 : 0;
+    std::cout << pad_left(std::to_string(s + 1), 5) << "  "
+              << pad_right(s == 0 ? "lighthouse" : "dense", 10)
+              << pad_left(std::to_string(t.steps), 8) << pad_left(std::to_string(t.tokens), 11)
+              << pad_left(fixed(t.seconds, 1), 10)
+              << pad_left(rate_text(static_cast<double>(t.tokens) / t.seconds), 9)
+              << pad_left(fixed(100 * t.matmul_seconds / t.seconds, 1), 9)
+              << pad_left(fixed(100 * attn / t.seconds, 1), 7) << pad_left(fixed(gflops, 1), 16)
+              << pad_left(fixed(t.last_loss, 4), 11) << "\n";
+    summary["stage" + std::to_string(s + 1)] = {
+        {"steps", t.steps},
+        {"tokens", t.tokens},
+        {"seconds", t.seconds},
+        {"tok_per_s", static_cast<double>(t.tokens) / t.seconds},
+        {"matmul_fraction", t.matmul_seconds / t.seconds},
+        {"matmul_gflops", gflops},
+        {"attention_fraction",
+         {{"dense", t.dense_attention / t.seconds},
+          {"lighthouse", t.lighthouse_attention / t.seconds}}},
+        {"last_train_loss", t.last_loss}};
+  }
+  if (sgemm) {
+    std::cout << "SGEMM reference (" << sgemm_size << "^3, this run): " << fixed(*sgemm, 1)
+              << " GFLOP/s\n";
+    summary["sgemm_gflops"] = *sgemm;
+  }
+  if (!evals.empty()) {
+    std::cout << "final held-out loss (dense attention): "
+              << fixed(evals.back().second.dense_loss, 4) << " at step " << evals.back().first
+              << "\n";
+    summary["final_dense_eval_loss"] = evals.back().second.dense_loss;
+  }
+  std::cout << "wall-clock: " << duration_text(wall) << "\n";
+  log(summary);
+  if (!a.metrics.empty()) std::cout << "metrics: " << a.metrics << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& parent) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* app = parent.add_subcommand(
+      "train", "Train a byte-level LM: Lighthouse attention (stage 1), then dense (stage 2)");
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app->footer(
+      "Stage 1 uses Lighthouse attention in every layer except --dense-layers (default: the first\n"
+      "two and last two when there are >= 6 layers); stage 2 continues dense from the same\n"
+      "weights, AdamW state and learning-rate schedule. Held-out evaluation is always dense.\n"
+      "Without --data the built-in corpus is generated: documents about --seq bytes long whose\n"
+      "facts, set near the top, are queried in the second half.");
+  auto opt = [&](const char* name, std::string& value, const char* help, const char* type) {
+    app->add_option(name, value, help)->capture_default_str()->type_name(type);
+  };
+  opt("--stage1-steps", args->stage1_steps, "optimizer steps with Lighthouse attention", "S1");
+  opt("--stage2-steps", args->stage2_steps, "optimizer steps with dense attention", "S2");
+  opt("--levels", args->levels, "Lighthouse pyramid levels L (stage 1)", "L");
+  opt("--pool", args->pool, "Lighthouse pooling factor p (stage 1)", "P");
+  opt("--topk", args->topk, "Lighthouse top-k budget K (stage 1)", "K");
+  opt("--dense-layers", args->dense_layers,
+      "layers kept dense in stage 1: default, none or a list like 0,1,4,5", "LIST");
+  opt("--dim", args->dim, "model width", "C");
+  opt("--layers", args->layers, "decoder layers", "L");
+  opt("--heads", args->heads, "attention heads (dim / heads must be even)", "H");
+  opt("--hidden", args->hidden, "SwiGLU width, 0 = about 8/3 * dim", "F");
+  app->add_flag("--untied", args->untied, "separate LM head instead of the embedding's transpose");
+  opt("--seq", args->seq, "sequence length (64k = 65536)", "N");
+  opt("--batch", args->batch, "sequences per micro-batch", "B");
+  opt("--accum", args->accum, "micro-batches per optimizer step (gradient accumulation)", "A");
+  opt("--lr", args->lr, "peak learning rate", "LR");
+  opt("--min-lr-ratio", args->min_lr_ratio, "final learning rate as a fraction of --lr", "R");
+  opt("--warmup", args->warmup, "linear warmup steps", "W");
+  opt("--decay", args->decay, "cosine, linear or constant after the warmup", "KIND");
+  opt("--weight-decay", args->weight_decay, "AdamW decay of the weight matrices", "WD");
+  opt("--beta1", args->beta1, "AdamW beta1", "B1");
+  opt("--beta2", args->beta2, "AdamW beta2", "B2");
+  opt("--grad-clip", args->grad_clip, "global gradient-norm limit, 0 = none", "G");
+  opt("--seed", args->seed, "seed of the weights and the built-in corpus", "S");
+  opt("--eval-every", args->eval_every,
+      "held-out evaluation every M steps (and at the end of each stage), 0 = stage ends only", "M");
+  opt("--eval-batches", args->eval_batches, "held-out micro-batches per evaluation", "E");
+  app->add_option("--data", args->data, "text file(s) to train on, as bytes (default: built-in)")
+      ->type_name("FILE")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  opt("--corpus-tokens", args->corpus_tokens, "size of the built-in corpus", "T");
+  opt("--doc-bytes", args->doc_bytes, "built-in document length, 0 = --seq", "D");
+  opt("--heldout", args->heldout, "fraction of the data held out for evaluation", "F");
+  app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
+  opt("--threads", args->threads, "attention threads, 0 = all", "T");
+  opt("--sgemm-size", args->sgemm_size, "n of the reference SGEMM at the end (0 = skip)", "n");
+  app->add_flag("--quiet", args->quiet, "no progress on stderr");
+  return {app, [args] { return run_train(*args); }};
+}
+
+}  // namespace lighthouse::cli

@@ -1,0 +1,53 @@
+// Training data as one stream of byte tokens (0..255, plus kSeparator between documents), and
+// the packer that cuts it into [batch, seq] input/target pairs.
+//
+// Sources: (a) a built-in generated corpus whose documents define named facts early
+// ("set kqv = 5832.") and query them much later ("ask kqv: 5832."), between locally predictable
+// filler (counting runs, sentences from a tiny grammar): the queried digits can only be
+// predicted by attending thousands of bytes back, so long-range attention shows in the loss;
+// (b) text files read as bytes, one document per file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "train/rng.hpp"
+
+namespace lighthouse::train {
+
+using TokenStream = std::vector<std::int32_t>;
+
+// One generated document of about `bytes` bytes (at least 256), without the separator.
+std::string generate_document(Rng& rng, std::int64_t bytes);
+// Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens.
+TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes);
+
+// Every file's bytes followed by kSeparator, in the order given. Throws lighthouse::Error naming
+// a file that cannot be opened or read completely, InvalidArgument("--data", ...) when the
+// files hold no bytes at all.
+TokenStream read_text_files(const std::vector<std::string>& paths);
+
+// Splits off the last `fraction` of the stream as held-out data. Each part must keep >= 2 tokens
+// (one input and one target); otherwise InvalidArgument naming "heldout".
+void split_heldout(const TokenStream& all, double fraction, TokenStream* train,
+                   TokenStream* heldout);
+
+// Packs a stream into consecutive sequences: sequence i covers stream positions
+// [p, p + seq] (seq inputs, targets shifted by one) and the next starts at p + seq. Positions
+// wrap around modulo the stream length, so a stream shorter than one sequence is repeated and
+// nothing past its end is ever read. The position is the whole state (for checkpoints).
+class Packer {
+ public:
+  Packer(const TokenStream* stream, std::int64_t seq, std::uint64_t position = 0);
+  // Fills inputs and targets, each [batch, seq].
+  void next(std::int64_t batch, std::int32_t* inputs, std::int32_t* targets);
+  std::uint64_t position() const { return position_; }
+
+ private:
+  const TokenStream* stream_;
+  std::int64_t seq_;
+  std::uint64_t position_;
+};
+
+}  // namespace lighthouse::train

@@ -1,0 +1,304 @@
+#include "train/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "lighthouse/error.hpp"
+#include "train/layers.hpp"
+#include "train/matmul.hpp"
+#include "train/rng.hpp"
+
+namespace lighthouse::train {
+
+namespace {
+
+std::string s(std::int64_t v) {
+  return std::to_string(v);
+}
+
+template <typename T>
+constexpr DType dtype_of() {
+  return std::is_same_v<T, float> ? DType::kFloat32 : DType::kFloat64;
+}
+
+}  // namespace
+
+void ModelConfig::validate() const {
+  if (vocab < 2) throw InvalidArgument("vocab", s(vocab), "must be >= 2");
+  if (layers < 1) throw InvalidArgument("layers", s(layers), "must be >= 1");
+  if (heads < 1) throw InvalidArgument("heads", s(heads), "must be >= 1");
+  if (dim < 2 || dim % heads != 0) {
+    throw InvalidArgument("dim", s(dim), "must be a positive multiple of heads = " + s(heads));
+  }
+  if (head_dim() % 2 != 0) {
+    throw InvalidArgument(
+        "dim", s(dim),
+        "dim / heads = " + s(head_dim()) + " must be even (rotary embeddings rotate pairs)");
+  }
+  if (hidden < 0) throw InvalidArgument("hidden", s(hidden), "must be >= 0 (0 = 8/3 * dim)");
+  if (!(rope_base > 1.0))
+    throw InvalidArgument("rope_base", std::to_string(rope_base), "must be > 1");
+  if (!(norm_eps > 0.0)) throw InvalidArgument("norm_eps", std::to_string(norm_eps), "must be > 0");
+  if (!(init_std > 0.0)) throw InvalidArgument("init_std", std::to_string(init_std), "must be > 0");
+}
+
+std::vector<int> default_dense_layers(int layers) {
+  if (layers < 6) return {};
+  return {0, 1, layers - 2, layers - 1};
+}
+
+std::vector<Config> layer_attention(int layers, const Config& sparse,
+                                    const std::vector<int>& dense_layers) {
+  std::vector<Config> out(static_cast<std::size_t>(layers), sparse);
+  Config dense = sparse;
+  dense.levels = 1;
+  for (int l : dense_layers) {
+    if (l < 0 || l >= layers) {
+      throw InvalidArgument("dense_layers", s(l),
+                            "a layer index must be in [0, " + s(layers) + ")");
+    }
+    out[static_cast<std::size_t>(l)] = dense;
+  }
+  return out;
+}
+
+std::vector<Config> all_dense(int layers) {
+  Config dense;
+  dense.levels = 1;
+  return std::vector<Config>(static_cast<std::size_t>(layers), dense);
+}
+
+template <typename T>
+Model<T>::Model(const ModelConfig& config, std::uint64_t seed,
+                std::shared_ptr<AttentionBackend> backend)
+    : config_(config), backend_(std::move(backend)) {
+  config_.validate();
+  const std::int64_t C = config_.dim, V = config_.vocab, F = config_.ffn();
+  embedding_ = add_param("embedding", {V, C}, false);
+  for (int l = 0; l < config_.layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    LayerParams lp{};
+    lp.attn_norm = add_param(p + "attn_norm", {C}, false);
+    lp.wqkv = add_param(p + "wqkv", {C, 3 * C}, true);
+    lp.wo = add_param(p + "wo", {C, C}, true);
+    lp.mlp_norm = add_param(p + "mlp_norm", {C}, false);
+    lp.w13 = add_param(p + "w13", {C, 2 * F}, true);
+    lp.w2 = add_param(p + "w2", {F, C}, true);
+    layer_params_.push_back(lp);
+  }
+  final_norm_ = add_param("final_norm", {C}, false);
+  if (!config_.tied) head_ = add_param("lm_head", {C, V}, true);
+
+  // Initial values, in parameter order from one generator.
+  Rng rng(seed);
+  const double out_std = config_.init_std / std::sqrt(2.0 * config_.layers);
+  for (Param<T>& p : params_) {
+    const bool is_norm = p.shape.size() == 1;
+    const bool is_output = p.name.ends_with(".wo") || p.name.ends_with(".w2");
+    const double std = is_output ? out_std : config_.init_std;
+    for (T& v : p.value) v = is_norm ? T(1) : static_cast<T>(std * rng.normal());
+  }
+  attention_ = all_dense(config_.layers);
+  acts_.resize(static_cast<std::size_t>(config_.layers));
+}
+
+template <typename T>
+int Model<T>::add_param(const std::string& name, std::vector<std::int64_t> shape, bool decay) {
+  std::int64_t n = 1;
+  for (std::int64_t d : shape) n *= d;
+  Param<T> p;
+  p.name = name;
+  p.shape = std::move(shape);
+  p.value.assign(static_cast<std::size_t>(n), T(0));
+  p.grad.assign(static_cast<std::size_t>(n), T(0));
+  p.decay = decay;
+  params_.push_back(std::move(p));
+  return static_cast<int>(params_.size() - 1);
+}
+
+template <typename T>
+std::int64_t Model<T>::parameter_count() const {
+  std::int64_t n = 0;
+  for (const Param<T>& p : params_) n += static_cast<std::int64_t>(p.value.size());
+  return n;
+}
+
+template <typename T>
+void Model<T>::set_attention(std::vector<Config> per_layer) {
+  if (per_layer.size() != static_cast<std::size_t>(config_.layers)) {
+    throw InvalidArgument("attention", s(static_cast<std::int64_t>(per_layer.size())) + " configs",
+                          "need one per layer (" + s(config_.layers) + ")");
+  }
+  for (const Config& c : per_layer) validate(c);
+  attention_ = std::move(per_layer);
+}
+
+template <typename T>
+void Model<T>::zero_grad() {
+  for (Param<T>& p : params_) std::fill(p.grad.begin(), p.grad.end(), T(0));
+}
+
+template <typename T>
+void Model<T>::resize(std::int64_t batch, std::int64_t seq) {
+  if (batch == batch_ && seq == seq_) return;
+  batch_ = batch;
+  seq_ = seq;
+  const auto R = static_cast<std::size_t>(batch * seq);
+  const auto C = static_cast<std::size_t>(config_.dim), V = static_cast<std::size_t>(config_.vocab),
+             F = static_cast<std::size_t>(config_.ffn());
+  for (LayerActs& a : acts_) {
+    a.x.resize(R * C);
+    a.n1.resize(R * C);
+    a.inv1.resize(R);
+    a.att.resize(R * C);
+    a.xmid.resize(R * C);
+    a.n2.resize(R * C);
+    a.inv2.resize(R);
+    a.hg.resize(R * 2 * F);
+    a.a.resize(R * F);
+  }
+  const auto half = static_cast<std::size_t>(config_.head_dim() / 2);
+  rope_cos_.resize(static_cast<std::size_t>(seq) * half);
+  rope_sin_.resize(static_cast<std::size_t>(seq) * half);
+  rotary_tables<T>(seq, config_.head_dim(), config_.rope_base, rope_cos_.data(), rope_sin_.data());
+  x_final_.resize(R * C);
+  n_final_.resize(R * C);
+  inv_final_.resize(R);
+  logits_.resize(R * V);
+  qkv_.resize(R * 3 * C);
+  dlogits_.resize(R * V);
+  dx_.resize(R * C);
+  dn_.resize(R * C);
+  datt_.resize(R * C);
+  da_.resize(R * F);
+  dhg_.resize(R * 2 * F);
+}
+
+// Head h's q (offset 0), k (offset C) or v (offset 2C) inside a [B, N, 3C] buffer, as the
+// [B, N, H, D] view the library takes.
+template <typename T>
+TensorView Model<T>::head_view(T* base, std::int64_t offset) const {
+  const std::int64_t C = config_.dim, H = config_.heads, D = config_.head_dim();
+  TensorView v;
+  v.data = base + offset;
+  v.dtype = dtype_of<T>();
+  v.device = Device::kCPU;
+  v.rank = 4;
+  v.shape = {batch_, seq_, H, D};
+  v.strides = {seq_ * 3 * C, 3 * C, D, 1};
+  return v;
+}
+
+template <typename T>
+double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets,
+                         std::int64_t batch, std::int64_t seq) {
+  resize(batch, seq);
+  const std::int64_t R = batch * seq, C = config_.dim, V = config_.vocab, F = config_.ffn();
+  const std::int64_t H = config_.heads, D = config_.head_dim();
+  inputs_.assign(inputs, inputs + R);
+  targets_.assign(targets, targets + R);
+  for (std::int64_t r = 0; r < R; ++r) {
+    if (inputs[r] < 0 || inputs[r] >= V) {
+      throw InvalidArgument("inputs[" + s(r) + "]", s(inputs[r]),
+                            "token ids must be in [0, vocab = " + s(V) + ")");
+    }
+    if (targets[r] >= V) {
+      throw InvalidArgument("targets[" + s(r) + "]", s(targets[r]),
+                            "token ids must be < vocab = " + s(V));
+    }
+  }
+  const T eps = static_cast<T>(config_.norm_eps);
+
+  embedding_forward<T>(inputs, w(embedding_), acts_[0].x.data(), R, C);
+  for (int l = 0; l < config_.layers; ++l) {
+    LayerActs& a = acts_[static_cast<std::size_t>(l)];
+    const LayerParams& p = layer_params_[static_cast<std::size_t>(l)];
+    T* x_next =
+        l + 1 < config_.layers ? acts_[static_cast<std::size_t>(l + 1)].x.data() : x_final_.data();
+    // Attention branch.
+    rmsnorm_forward<T>(a.x.data(), w(p.attn_norm), a.n1.data(), a.inv1.data(), R, C, eps);
+    matmul<T>(Trans::kNo, Trans::kNo, R, 3 * C, C, a.n1.data(), w(p.wqkv), T(0), qkv_.data());
+    rotary_apply<T>(qkv_.data(), batch, seq, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(),
+                    false);
+    rotary_apply<T>(qkv_.data() + C, batch, seq, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(),
+                    false);
+    const TensorView out =
+        TensorView::contiguous(a.att.data(), dtype_of<T>(), Device::kCPU, {batch, seq, H, D});
+    backend_->forward(attention_[static_cast<std::size_t>(l)], head_view(qkv_.data(), 0),
+                      head_view(qkv_.data(), C), head_view(qkv_.data(), 2 * C), out, a.ctx);
+    std::copy(a.x.begin(), a.x.end(), a.xmid.begin());
+    matmul<T>(Trans::kNo, Trans::kNo, R, C, C, a.att.data(), w(p.wo), T(1), a.xmid.data());
+    // Feed-forward branch.
+    rmsnorm_forward<T>(a.xmid.data(), w(p.mlp_norm), a.n2.data(), a.inv2.data(), R, C, eps);
+    matmul<T>(Trans::kNo, Trans::kNo, R, 2 * F, C, a.n2.data(), w(p.w13), T(0), a.hg.data());
+    swiglu_forward<T>(a.hg.data(), a.a.data(), R, F);
+    std::copy(a.xmid.begin(), a.xmid.end(), x_next);
+    matmul<T>(Trans::kNo, Trans::kNo, R, C, F, a.a.data(), w(p.w2), T(1), x_next);
+  }
+  rmsnorm_forward<T>(x_final_.data(), w(final_norm_), n_final_.data(), inv_final_.data(), R, C,
+                     eps);
+  if (head_ < 0) {
+    matmul<T>(Trans::kNo, Trans::kYes, R, V, C, n_final_.data(), w(embedding_), T(0),
+              logits_.data());
+  } else {
+    matmul<T>(Trans::kNo, Trans::kNo, R, V, C, n_final_.data(), w(head_), T(0), logits_.data());
+  }
+  return cross_entropy<T>(logits_.data(), targets, R, V, nullptr, 1.0);
+}
+
+template <typename T>
+void Model<T>::backward(double scale) {
+  if (batch_ == 0) throw Error("Model::backward called before forward");
+  const std::int64_t R = batch_ * seq_, C = config_.dim, V = config_.vocab, F = config_.ffn();
+  const std::int64_t H = config_.heads, D = config_.head_dim();
+
+  cross_entropy<T>(logits_.data(), targets_.data(), R, V, dlogits_.data(), scale);
+  // LM head: logits = n_final * W (W = embedding^T when tied).
+  if (head_ < 0) {
+    matmul<T>(Trans::kNo, Trans::kNo, R, C, V, dlogits_.data(), w(embedding_), T(0), dn_.data());
+    matmul<T>(Trans::kYes, Trans::kNo, V, C, R, dlogits_.data(), n_final_.data(), T(1),
+              g(embedding_));
+  } else {
+    matmul<T>(Trans::kNo, Trans::kYes, R, C, V, dlogits_.data(), w(head_), T(0), dn_.data());
+    matmul<T>(Trans::kYes, Trans::kNo, C, V, R, n_final_.data(), dlogits_.data(), T(1), g(head_));
+  }
+  std::fill(dx_.begin(), dx_.end(), T(0));
+  rmsnorm_backward<T>(x_final_.data(), w(final_norm_), inv_final_.data(), dn_.data(), dx_.data(),
+                      g(final_norm_), R, C);
+
+  // dx_ holds the gradient of the residual stream; each branch adds its input gradient into it.
+  T* dqkv = qkv_.data();  // the forward's qkv scratch is free now
+  for (int l = config_.layers - 1; l >= 0; --l) {
+    LayerActs& a = acts_[static_cast<std::size_t>(l)];
+    const LayerParams& p = layer_params_[static_cast<std::size_t>(l)];
+    // Feed-forward branch: x_next = xmid + swiglu(n2 W13) W2.
+    matmul<T>(Trans::kNo, Trans::kYes, R, F, C, dx_.data(), w(p.w2), T(0), da_.data());
+    matmul<T>(Trans::kYes, Trans::kNo, F, C, R, a.a.data(), dx_.data(), T(1), g(p.w2));
+    swiglu_backward<T>(a.hg.data(), da_.data(), dhg_.data(), R, F);
+    matmul<T>(Trans::kNo, Trans::kYes, R, C, 2 * F, dhg_.data(), w(p.w13), T(0), dn_.data());
+    matmul<T>(Trans::kYes, Trans::kNo, C, 2 * F, R, a.n2.data(), dhg_.data(), T(1), g(p.w13));
+    rmsnorm_backward<T>(a.xmid.data(), w(p.mlp_norm), a.inv2.data(), dn_.data(), dx_.data(),
+                        g(p.mlp_norm), R, C);
+    // Attention branch: xmid = x + attention(rope(n1 Wqkv)) Wo.
+    matmul<T>(Trans::kNo, Trans::kYes, R, C, C, dx_.data(), w(p.wo), T(0), datt_.data());
+    matmul<T>(Trans::kYes, Trans::kNo, C, C, R, a.att.data(), dx_.data(), T(1), g(p.wo));
+    const TensorView dout =
+        TensorView::contiguous(datt_.data(), dtype_of<T>(), Device::kCPU, {batch_, seq_, H, D});
+    backend_->backward(a.ctx, dout, head_view(dqkv, 0), head_view(dqkv, C), head_view(dqkv, 2 * C));
+    rotary_apply<T>(dqkv, batch_, seq_, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(), true);
+    rotary_apply<T>(dqkv + C, batch_, seq_, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(), true);
+    matmul<T>(Trans::kNo, Trans::kYes, R, C, 3 * C, dqkv, w(p.wqkv), T(0), dn_.data());
+    matmul<T>(Trans::kYes, Trans::kNo, C, 3 * C, R, a.n1.data(), dqkv, T(1), g(p.wqkv));
+    rmsnorm_backward<T>(a.x.data(), w(p.attn_norm), a.inv1.data(), dn_.data(), dx_.data(),
+                        g(p.attn_norm), R, C);
+  }
+  embedding_backward<T>(inputs_.data(), dx_.data(), g(embedding_), R, C);
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace lighthouse::train

@@ -1,0 +1,118 @@
+// A Llama-style byte-level decoder with hand-written forward and backward passes:
+//   token embedding -> L x [ x += Attn(RMSNorm(x)); x += SwiGLU(RMSNorm(x)) ] -> RMSNorm -> LM head
+// Attention uses rotary position embeddings on q and k and runs through an AttentionBackend;
+// each layer has its own lighthouse::Config (levels == 1: dense causal attention), so the same
+// weights train with Lighthouse in stage 1 and dense attention in stage 2.
+//
+// Weights are row-major [in, out] (y = x W), except the embedding table [vocab, dim], which the
+// tied LM head uses transposed. Activations are [batch * seq, features]; the attention views the
+// fused qkv buffer as q, k, v in [B, N, H, D] without copying.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lighthouse/attention.hpp"
+#include "lighthouse/config.hpp"
+#include "train/attention_backend.hpp"
+
+namespace lighthouse::train {
+
+inline constexpr int kByteVocab = 257;  // 256 bytes + the document separator
+inline constexpr std::int32_t kSeparator = 256;
+
+struct ModelConfig {
+  int vocab = kByteVocab;
+  int dim = 128;
+  int layers = 4;
+  int heads = 4;
+  int hidden = 0;  // SwiGLU width; 0 = about 8/3 * dim, rounded up to a multiple of 16
+  bool tied = true;
+  double rope_base = 10000.0;
+  double norm_eps = 1e-5;
+  double init_std = 0.02;
+
+  int head_dim() const { return dim / heads; }
+  int ffn() const { return hidden > 0 ? hidden : (8 * dim / 3 + 15) / 16 * 16; }
+  // Throws InvalidArgument naming the field ("dim", "heads", ...) and the rule.
+  void validate() const;
+};
+
+// One trainable tensor: its values, its gradient accumulator, and whether AdamW decays it.
+template <typename T>
+struct Param {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  std::vector<T> value, grad;
+  bool decay = true;
+};
+
+// The layers kept dense in stage 1 by default: the first two and last two when there are at
+// least 6 layers (as the original recipe), none otherwise.
+std::vector<int> default_dense_layers(int layers);
+// Per-layer attention configs: `sparse` for every layer except those listed in `dense_layers`,
+// which get levels == 1. Throws InvalidArgument for a layer index out of range.
+std::vector<Config> layer_attention(int layers, const Config& sparse,
+                                    const std::vector<int>& dense_layers);
+// Every layer dense.
+std::vector<Config> all_dense(int layers);
+
+template <typename T>
+class Model {
+ public:
+  // Weights drawn from `seed`: normal(0, init_std), output projections scaled by 1/sqrt(2L),
+  // norm gains 1. Every layer starts dense.
+  Model(const ModelConfig& config, std::uint64_t seed, std::shared_ptr<AttentionBackend> backend);
+
+  const ModelConfig& config() const { return config_; }
+  std::vector<Param<T>>& params() { return params_; }
+  const std::vector<Param<T>>& params() const { return params_; }
+  std::int64_t parameter_count() const;
+
+  void set_attention(std::vector<Config> per_layer);  // one per layer
+  const std::vector<Config>& attention() const { return attention_; }
+  AttentionBackend& backend() { return *backend_; }
+
+  // Mean cross-entropy of predicting targets from inputs (both [batch, seq], token ids in
+  // [0, vocab); a negative target is ignored). Keeps what backward() needs.
+  double forward(const std::int32_t* inputs, const std::int32_t* targets, std::int64_t batch,
+                 std::int64_t seq);
+  // Adds the gradient of scale * (last forward's loss) to every Param::grad.
+  void backward(double scale = 1.0);
+  void zero_grad();
+  // Logits of the last forward, [batch * seq, vocab]; valid until the next forward.
+  const T* logits() const { return logits_.data(); }
+
+ private:
+  struct LayerParams {
+    int attn_norm, wqkv, wo, mlp_norm, w13, w2;  // indices into params_
+  };
+  struct LayerActs {
+    std::vector<T> x, n1, inv1, att, xmid, n2, inv2, hg, a;
+    Context ctx;
+  };
+  int add_param(const std::string& name, std::vector<std::int64_t> shape, bool decay);
+  T* w(int index) { return params_[static_cast<std::size_t>(index)].value.data(); }
+  T* g(int index) { return params_[static_cast<std::size_t>(index)].grad.data(); }
+  void resize(std::int64_t batch, std::int64_t seq);
+  TensorView head_view(T* base, std::int64_t offset) const;
+
+  ModelConfig config_;
+  std::shared_ptr<AttentionBackend> backend_;
+  std::vector<Param<T>> params_;
+  int embedding_ = 0, final_norm_ = 0, head_ = -1;  // head_ < 0: tied to the embedding
+  std::vector<LayerParams> layer_params_;
+  std::vector<Config> attention_;
+
+  // Activations and scratch of the last forward.
+  std::int64_t batch_ = 0, seq_ = 0;
+  std::vector<LayerActs> acts_;
+  std::vector<std::int32_t> inputs_, targets_;
+  std::vector<T> rope_cos_, rope_sin_;
+  std::vector<T> x_final_, n_final_, inv_final_, logits_;
+  std::vector<T> qkv_, dlogits_, dx_, dn_, datt_, da_, dhg_;
+};
+
+}  // namespace lighthouse::train

@@ -1,0 +1,111 @@
+#include "train/trainer.hpp"
+
+#include <chrono>
+#include <string>
+
+#include "lighthouse/error.hpp"
+#include "lighthouse/plan.hpp"
+
+namespace lighthouse::train {
+
+namespace {
+std::string s(std::int64_t v) {
+  return std::to_string(v);
+}
+}  // namespace
+
+void TrainConfig::validate() const {
+  model.validate();
+  if (seq < 2) throw InvalidArgument("seq", s(seq), "must be >= 2");
+  if (batch < 1) throw InvalidArgument("batch", s(batch), "must be >= 1");
+  if (accum < 1) throw InvalidArgument("accum", s(accum), "must be >= 1");
+  if (stage1_steps < 0) throw InvalidArgument("stage1_steps", s(stage1_steps), "must be >= 0");
+  if (stage2_steps < 0) throw InvalidArgument("stage2_steps", s(stage2_steps), "must be >= 0");
+  if (stage1_steps + stage2_steps < 1) {
+    throw InvalidArgument("stage2_steps", s(stage2_steps),
+                          "stage1_steps + stage2_steps must be >= 1");
+  }
+  if (eval_batches < 1) throw InvalidArgument("eval_batches", s(eval_batches), "must be >= 1");
+  schedule.validate();
+  adamw.validate();
+  if (stage1_steps > 0) {
+    const std::vector<Config> layers =
+        layer_attention(model.layers, lighthouse,
+                        dense_layers ? *dense_layers : default_dense_layers(model.layers));
+    // make_plan applies every rule that ties levels/pool/topk to the sequence length.
+    for (const Config& c : layers) make_plan(c, batch, seq, model.heads, model.head_dim());
+  }
+}
+
+Trainer::Trainer(const TrainConfig& config, const TokenStream* train, const TokenStream* heldout,
+                 std::shared_ptr<AttentionBackend> backend)
+    : config_(config),
+      model_((config.validate(), config.model), config.seed, std::move(backend)),
+      optimizer_(config.adamw, model_.params()),
+      heldout_(heldout),
+      packer_(train, config.seq) {
+  config_.schedule.total = total_steps();
+  // The held-out set must be usable before the first evaluation fails mid-run.
+  Packer probe(heldout_, config_.seq);
+  stage1_attention_ = layer_attention(
+      config_.model.layers, config_.lighthouse,
+      config_.dense_layers ? *config_.dense_layers : default_dense_layers(config_.model.layers));
+  const auto n = static_cast<std::size_t>(config_.batch * config_.seq);
+  inputs_.resize(n);
+  targets_.resize(n);
+  set_stage_attention();
+}
+
+void Trainer::set_stage_attention() {
+  model_.set_attention(stage() == 1 ? stage1_attention_ : all_dense(config_.model.layers));
+}
+
+StepResult Trainer::step() {
+  if (done()) throw Error("Trainer::step: all " + s(total_steps()) + " steps are done");
+  const auto start = std::chrono::steady_clock::now();
+  set_stage_attention();
+  StepResult r;
+  r.stage = stage();
+  model_.zero_grad();
+  double loss = 0;
+  for (std::int64_t m = 0; m < config_.accum; ++m) {
+    packer_.next(config_.batch, inputs_.data(), targets_.data());
+    loss += model_.forward(inputs_.data(), targets_.data(), config_.batch, config_.seq);
+    // Each micro-batch contributes 1/accum of the mean.
+    model_.backward(1.0 / static_cast<double>(config_.accum));
+  }
+  r.loss = loss / static_cast<double>(config_.accum);
+  r.grad_norm = clip_grad_norm(model_.params(), config_.grad_clip);
+  r.lr = config_.schedule.at(step_);
+  optimizer_.step(model_.params(), r.lr);
+  ++step_;
+  r.step = step_;
+  r.tokens = config_.batch * config_.seq * config_.accum;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+double Trainer::heldout_loss() {
+  Packer packer(heldout_, config_.seq);  // the same held-out sequences at every evaluation
+  double total = 0;
+  for (std::int64_t i = 0; i < config_.eval_batches; ++i) {
+    packer.next(config_.batch, inputs_.data(), targets_.data());
+    total += model_.forward(inputs_.data(), targets_.data(), config_.batch, config_.seq);
+  }
+  return total / static_cast<double>(config_.eval_batches);
+}
+
+EvalResult Trainer::evaluate() {
+  EvalResult r;
+  model_.set_attention(all_dense(config_.model.layers));
+  r.dense_loss = heldout_loss();
+  // Until stage 2 has taken a step, the model was last trained with the stage-1 attention.
+  if (config_.stage1_steps > 0 && step_ <= config_.stage1_steps) {
+    model_.set_attention(stage1_attention_);
+    r.train_attention_loss = heldout_loss();
+  }
+  set_stage_attention();
+  return r;
+}
+
+}  // namespace lighthouse::train

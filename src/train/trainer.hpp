@@ -1,0 +1,79 @@
+// The two-stage training loop: stage 1 (stage1_steps) with Lighthouse attention in every layer
+// except the dense ones, stage 2 (stage2_steps) with dense attention everywhere, on the same
+// weights, AdamW state and learning-rate schedule (the schedule spans both stages). Evaluation
+// on held-out data always uses dense attention (the model that ships is dense); in stage 1 the
+// held-out loss under the training attention is reported too.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "lighthouse/config.hpp"
+#include "train/data.hpp"
+#include "train/model.hpp"
+#include "train/optimizer.hpp"
+
+namespace lighthouse::train {
+
+struct TrainConfig {
+  ModelConfig model;
+  std::int64_t seq = 1024, batch = 1, accum = 1;  // tokens per step = seq * batch * accum
+  std::int64_t stage1_steps = 0, stage2_steps = 100;
+  Config lighthouse;                             // stage-1 attention of the non-dense layers
+  std::optional<std::vector<int>> dense_layers;  // empty optional: default_dense_layers()
+  Schedule schedule;                             // total is set from the stages
+  AdamWConfig adamw;
+  double grad_clip = 1.0;  // <= 0: no clipping
+  std::uint64_t seed = 1;
+  std::int64_t eval_batches = 2;
+  int threads = 0;  // attention worker threads, 0 = all
+
+  // Throws InvalidArgument naming the field; also checks that the stage-1 attention fits seq.
+  void validate() const;
+};
+
+struct StepResult {
+  std::int64_t step = 0;  // 1-based count of optimizer steps done
+  int stage = 1;
+  double loss = 0;  // mean training loss over the step's micro-batches
+  double grad_norm = 0, lr = 0;
+  double seconds = 0;  // wall-clock of the step
+  std::int64_t tokens = 0;
+};
+
+struct EvalResult {
+  double dense_loss = 0;
+  std::optional<double> train_attention_loss;  // stage 1 only
+};
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, const TokenStream* train, const TokenStream* heldout,
+          std::shared_ptr<AttentionBackend> backend);
+
+  bool done() const { return step_ >= total_steps(); }
+  std::int64_t total_steps() const { return config_.stage1_steps + config_.stage2_steps; }
+  int stage() const { return step_ < config_.stage1_steps ? 1 : 2; }
+  std::int64_t step_count() const { return step_; }
+  StepResult step();
+  EvalResult evaluate();
+  Model<float>& model() { return model_; }
+  const TrainConfig& config() const { return config_; }
+
+ private:
+  double heldout_loss();
+  void set_stage_attention();
+
+  TrainConfig config_;
+  Model<float> model_;
+  AdamW<float> optimizer_;
+  const TokenStream* heldout_;
+  Packer packer_;
+  std::int64_t step_ = 0;
+  std::vector<Config> stage1_attention_;
+  std::vector<std::int32_t> inputs_, targets_;
+};
+
+}  // namespace lighthouse::train

@@ -1,0 +1,133 @@
+// The generated corpus, text files as bytes, the held-out split and the packer.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+
+#include "lighthouse/error.hpp"
+#include "train/data.hpp"
+#include "train/model.hpp"
+
+namespace {
+
+using lighthouse::train::kSeparator;
+using lighthouse::train::Packer;
+using lighthouse::train::TokenStream;
+
+TEST(TrainData, GeneratedCorpusIsSeededAndAnswersItsQueries) {
+  const TokenStream a = lighthouse::train::generate_corpus(20000, 3, 4000);
+  EXPECT_EQ(a, lighthouse::train::generate_corpus(20000, 3, 4000));
+  EXPECT_NE(a, lighthouse::train::generate_corpus(20000, 4, 4000));
+  EXPECT_GE(a.size(), 20000u);
+  EXPECT_EQ(a.back(), kSeparator);
+  // Every query in a document repeats the value its key was set to, far back.
+  std::string doc;
+  int queries = 0, far = 0;
+  for (std::int32_t t : a) {
+    if (t != kSeparator) {
+      ASSERT_GE(t, 0);
+      ASSERT_LT(t, 256);
+      doc.push_back(static_cast<char>(t));
+      continue;
+    }
+    std::map<std::string, std::pair<std::string, std::size_t>> facts;
+    const std::regex set_re("set ([a-z]{3}) = ([0-9]{4})\\.\n"),
+        ask_re("ask ([a-z]{3}): ([0-9]{4})\\.\n");
+    for (auto it = std::sregex_iterator(doc.begin(), doc.end(), set_re);
+         it != std::sregex_iterator(); ++it) {
+      facts[(*it)[1]] = {(*it)[2], static_cast<std::size_t>(it->position())};
+    }
+    for (auto it = std::sregex_iterator(doc.begin(), doc.end(), ask_re);
+         it != std::sregex_iterator(); ++it) {
+      ASSERT_TRUE(facts.count((*it)[1]));
+      EXPECT_EQ(facts[(*it)[1]].first, (*it)[2]);
+      ++queries;
+      far += static_cast<std::size_t>(it->position()) - facts[(*it)[1]].second > 1000;
+    }
+    EXPECT_GE(facts.size(), 2u);
+    doc.clear();
+  }
+  EXPECT_GT(queries, 10);
+  EXPECT_EQ(far, queries);  // queries sit in the second half of a 4000-byte document
+}
+
+class TempDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("lighthouse_train_data_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string write(const std::string& name, const std::string& bytes) {
+    const auto path = (dir_ / name).string();
+    std::ofstream(path, std::ios::binary) << bytes;
+    return path;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(TempDir, TextFilesAreReadAsExactlyTheirBytes) {
+  const std::string binary("a\0\xff\n", 4);
+  const auto f1 = write("one.txt", binary), f2 = write("empty.txt", ""), f3 = write("two", "xy");
+  const TokenStream t = lighthouse::train::read_text_files({f1, f2, f3});
+  EXPECT_EQ(t, (TokenStream{'a', 0, 255, '\n', kSeparator, kSeparator, 'x', 'y', kSeparator}));
+  EXPECT_THROW(lighthouse::train::read_text_files({f2}), lighthouse::InvalidArgument);
+  try {
+    lighthouse::train::read_text_files({f1, (dir_ / "missing").string()});
+    FAIL();
+  } catch (const lighthouse::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos);
+  }
+}
+
+TEST_F(TempDir, AFileShorterThanOneSequenceIsRepeatedNeverOverrun) {
+  const TokenStream t = lighthouse::train::read_text_files({write("short", "abc")});
+  ASSERT_EQ(t.size(), 4u);
+  Packer p(&t, 10);
+  std::vector<std::int32_t> in(20), tg(20);
+  p.next(2, in.data(), tg.data());
+  const std::vector<std::int32_t> cycle = {'a', 'b', 'c', kSeparator};
+  for (std::size_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(in[i], cycle[(i % 10 + (i / 10) * 10) % 4]);
+    EXPECT_EQ(tg[i], cycle[(i % 10 + (i / 10) * 10 + 1) % 4]);
+  }
+  EXPECT_EQ(p.position(), 20u % 4u);
+}
+
+TEST(TrainData, PackerCutsConsecutiveShiftedSequences) {
+  TokenStream t(100);
+  for (int i = 0; i < 100; ++i) t[i] = i;
+  Packer p(&t, 8, 95);
+  std::vector<std::int32_t> in(16), tg(16);
+  p.next(2, in.data(), tg.data());
+  EXPECT_EQ(in[0], 95);
+  EXPECT_EQ(in[4], 99);
+  EXPECT_EQ(tg[4], 0);  // wraps, never reads t[100]
+  EXPECT_EQ(in[8], 3);  // next sequence starts seq later
+  EXPECT_EQ(tg[15], 11);
+  EXPECT_EQ(p.position(), 11u);
+  const TokenStream one = {5};
+  EXPECT_THROW(Packer(&one, 8), lighthouse::InvalidArgument);
+}
+
+TEST(TrainData, HeldOutSplit) {
+  TokenStream all(100), train, held;
+  for (int i = 0; i < 100; ++i) all[i] = i;
+  lighthouse::train::split_heldout(all, 0.1, &train, &held);
+  EXPECT_EQ(train.size(), 90u);
+  EXPECT_EQ(held.front(), 90);
+  const TokenStream tiny = {1, 2, 3};
+  EXPECT_THROW(lighthouse::train::split_heldout(tiny, 0.5, &train, &held),
+               lighthouse::InvalidArgument);
+  EXPECT_THROW(lighthouse::train::split_heldout(all, 1.0, &train, &held),
+               lighthouse::InvalidArgument);
+}
+
+}  // namespace
