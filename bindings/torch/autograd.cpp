@@ -27,12 +27,11 @@ const auto& forward_op() {
 }
 
 const auto& backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("lighthouse::attention_backward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t, std::int64_t,
-              std::optional<double>)>();
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lighthouse::attention_backward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                                 const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t,
+                                 std::int64_t, std::optional<double>)>();
   return op;
 }
 
@@ -54,11 +53,12 @@ class Attention : public torch::autograd::Function<Attention> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor context = ctx->get_saved_variables()[0];
     const auto& saved = ctx->saved_data;
-    const std::optional<double> scale =
-        saved.at("scale").isNone() ? std::nullopt : std::optional<double>(saved.at("scale").toDouble());
-    auto [dq, dk, dv] = backward_op().call(grads[0], context, saved.at("levels").toInt(),
-                                           saved.at("pool").toInt(), saved.at("topk").toInt(),
-                                           scale);
+    const std::optional<double> scale = saved.at("scale").isNone()
+                                            ? std::nullopt
+                                            : std::optional<double>(saved.at("scale").toDouble());
+    auto [dq, dk, dv] =
+        backward_op().call(grads[0], context, saved.at("levels").toInt(), saved.at("pool").toInt(),
+                           saved.at("topk").toInt(), scale);
     // No gradient for levels, pool, topk and scale.
     return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

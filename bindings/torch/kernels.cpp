@@ -39,9 +39,11 @@ std::tuple<at::Tensor, at::Tensor> forward_kernel(const at::Tensor& q_in, const 
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
-    const at::Tensor& dout_in, const at::Tensor& ctx_in, std::int64_t levels, std::int64_t pool,
-    std::int64_t topk, std::optional<double> scale) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(const at::Tensor& dout_in,
+                                                               const at::Tensor& ctx_in,
+                                                               std::int64_t levels,
+                                                               std::int64_t pool, std::int64_t topk,
+                                                               std::optional<double> scale) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(dout_in.device());
     const Config config = make_config(levels, pool, topk, scale);

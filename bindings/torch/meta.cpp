@@ -56,8 +56,8 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& q, const at::T
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_meta(const at::Tensor& dout,
                                                              const at::Tensor& /*ctx*/,
-                                                             std::int64_t levels,
-                                                             std::int64_t pool, std::int64_t topk,
+                                                             std::int64_t levels, std::int64_t pool,
+                                                             std::int64_t topk,
                                                              std::optional<double> scale) {
   return translate_errors([&] {
     const auto sizes = concrete_bnhd("dout", dout);
