@@ -80,8 +80,8 @@ def test_one_graph_with_the_op_and_eager_results():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
     # The stage-2 switch: one recompilation, then dense attention, still one graph per frame.
-    la.set_dense(model)
-    la.set_dense(compiled_model)
+    assert la.set_dense(model) == 2
+    assert la.set_dense(compiled) == 2  # through the compiled wrapper, as a training loop would
     torch.testing.assert_close(compiled(x), model(x), rtol=1e-6, atol=1e-7)
     assert counter.frame_count == 2
     assert "scaled_dot_product_attention" in counter.graphs[1].code
