@@ -253,10 +253,10 @@ struct Outputs {
 
 struct RunFlags {
   bool backward = true;
-  bool strided = false;        // q, k, v and out as [B, N, H, D] views of [B, H, N, D] buffers
-  bool strided_grads = false;  // the same for dout, dq, dk and dv
-  bool timed = false;          // fill the stage times
-  bool deterministic = true;   // Options::deterministic
+  bool strided = false;         // q, k, v and out as [B, N, H, D] views of [B, H, N, D] buffers
+  bool strided_grads = false;   // the same for dout, dq, dk and dv
+  bool timed = false;           // fill the stage times
+  bool deterministic = true;    // Options::deterministic
   bool context_buffer = false;  // the context in caller memory (ContextBuffer), not a Context
 };
 
@@ -277,10 +277,10 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   // The ContextBuffer variant: device memory of context_bytes(), indices read at their offset.
   const lh::Plan plan = lh::make_plan(cfg, s.B, s.N, s.H, s.D);
   const lh::Tensor memory =
-      flags.context_buffer ? lh::Tensor::empty(lh::DType::kInt32, device,
-                                               {static_cast<std::int64_t>(
-                                                   (lh::context_bytes(plan, dtype) + 3) / 4)})
-                           : lh::Tensor();
+      flags.context_buffer
+          ? lh::Tensor::empty(lh::DType::kInt32, device,
+                              {static_cast<std::int64_t>((lh::context_bytes(plan, dtype) + 3) / 4)})
+          : lh::Tensor();
   const lh::ContextBuffer buffer{memory.data<void>(), memory.view().nbytes()};
   if (flags.context_buffer) {
     lh::forward(cfg, q.view, k.view, v.view, out.view, buffer, options);
