@@ -1,6 +1,7 @@
 // `lighthouse`: the command-line front end of the library. main() only parses, dispatches and
 // turns exceptions into the documented exit statuses:
-//   0 success, 1 runtime failure (lighthouse::Error), 2 bad usage or input (InvalidArgument).
+//   0 success, 1 runtime failure (lighthouse::Error), 2 bad usage or input (InvalidArgument, or
+//   train::CheckpointError: a truncated, corrupted or mismatched checkpoint).
 // Every error is one line on stderr: "lighthouse <cmd>: error: --<flag> = <value>: <rule>".
 #include <exception>
 #include <iostream>
@@ -14,6 +15,7 @@
 #include "commands.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/version.hpp"
+#include "train/safetensors.hpp"
 
 namespace {
 
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_plan_command(app));
   commands.push_back(add_bench_command(app));
   commands.push_back(add_train_command(app));
+  commands.push_back(add_plot_command(app));
   for (Command& c : commands) c.app->allow_extras();
 
   const Command* named = named_command(argc, argv, commands);
@@ -94,7 +97,7 @@ int main(int argc, char** argv) {
       const std::string word = app.remaining().front();
       std::cerr << "lighthouse: error: " << one_line(word)
                 << (word.rfind("-", 0) == 0 ? ": unknown option" : ": unknown command")
-                << " (commands: attention, plan, bench, train; see lighthouse --help)\n";
+                << " (commands: attention, plan, bench, train, plot; see lighthouse --help)\n";
     } else {
       std::cerr << app.help() << "lighthouse: error: a command is required\n";
     }
@@ -113,6 +116,9 @@ int main(int argc, char** argv) {
     return selected->run();
   } catch (const lighthouse::InvalidArgument& e) {
     std::cerr << prefix << one_line(usage_message(e, *selected->app)) << "\n";
+    return kExitUsage;
+  } catch (const lighthouse::train::CheckpointError& e) {  // a bad input file, not a failure
+    std::cerr << prefix << one_line(e.what()) << "\n";
     return kExitUsage;
   } catch (const lighthouse::Error& e) {
     std::cerr << prefix << one_line(e.what()) << "\n";

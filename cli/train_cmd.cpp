@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -18,11 +19,15 @@
 #include "atomic_text.hpp"
 #include "commands.hpp"
 #include "format.hpp"
+#include "json_config.hpp"
 #include "lighthouse/error.hpp"
 #include "machine.hpp"
 #include "progress.hpp"
+#include "run_plot.hpp"
+#include "train/checkpoint.hpp"
 #include "train/data.hpp"
 #include "train/matmul.hpp"
+#include "train/probes.hpp"
 #include "train/trainer.hpp"
 
 namespace lighthouse::cli {
@@ -41,6 +46,10 @@ struct TrainArgs {
   std::vector<std::string> data;
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
   std::string metrics, threads = "0", sgemm_size = "1024";
+  std::string save, save_every = "0", resume, config;
+  bool leak_probe = false, compare = false;
+  std::string compare_dir = "compare";
+  std::string leak_samples = "16", passkey_trials = "2", passkey_lengths = "auto";
   bool quiet = false;
 };
 
@@ -139,12 +148,59 @@ nlohmann::json config_json(const train::TrainConfig& c, const TrainArgs& a,
       {"data", a.data.empty() ? nlohmann::json("built-in") : nlohmann::json(a.data)}};
 }
 
-int run_train(const TrainArgs& a) {
+std::vector<std::int64_t> parse_passkey_lengths(const std::string& text, std::int64_t seq) {
+  if (text == "auto") {
+    std::vector<std::int64_t> out;
+    for (std::int64_t n : {seq / 4, seq / 2, seq}) {
+      if (n >= 64 && (out.empty() || out.back() != n)) out.push_back(n);
+    }
+    return out;
+  }
+  std::vector<std::int64_t> out;
+  for (const std::string& item : split_list("--passkey-lengths", text)) {
+    out.push_back(parse_int("--passkey-lengths", item, 64, 1 << 24));
+  }
+  return out;
+}
+
+// Runs the leak probe under the stage-1 attention, prints it and returns its JSONL record.
+nlohmann::json run_leak_probe(train::Trainer& trainer, int samples) {
+  const train::LeakProbeResult r =
+      train::leak_probe(trainer.model(), trainer.stage1_attention(), trainer.heldout(),
+                        trainer.config().seq, samples, trainer.rng());
+  std::cout << "leak probe at step " << trainer.step_count() << " (" << r.samples.size()
+            << " positions, stage-1 attention): loss with the real future " << fixed(r.mean_real, 4)
+            << ", with random bytes after t " << fixed(r.mean_corrupt, 4) << ", difference "
+            << fixed(r.mean_diff, 4) << " +- " << fixed(r.ci95, 4) << " (95% CI)\n";
+  return {{"type", "leak_probe"},
+          {"step", trainer.step_count()},
+          {"samples", r.samples.size()},
+          {"mean_real", r.mean_real},
+          {"mean_corrupt", r.mean_corrupt},
+          {"mean_diff", r.mean_diff},
+          {"ci95", r.ci95}};
+}
+
+// What --compare needs from one run: the summary record and the per-step training losses.
+struct RunReport {
+  nlohmann::json summary;
+  std::vector<std::pair<std::int64_t, double>> losses;  // (step, training loss)
+};
+
+int run_train(const TrainArgs& a, RunReport* report = nullptr) {
   train::TrainConfig config = build_config(a);
   const std::int64_t eval_every = parse_int("--eval-every", a.eval_every, 0, 1 << 30);
   const double heldout_fraction = parse_double("--heldout", a.heldout, 1e-6, 0.5);
   const int sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 8192);
   if (!a.metrics.empty()) check_writable_path("--metrics", a.metrics);
+  const std::int64_t save_every = parse_int("--save-every", a.save_every, 0, 1 << 30);
+  const int leak_samples = parse_int32("--leak-samples", a.leak_samples, 2, 1 << 20);
+  const int passkey_trials = parse_int32("--passkey-trials", a.passkey_trials, 0, 1 << 20);
+  const std::vector<std::int64_t> passkey_lengths =
+      parse_passkey_lengths(a.passkey_lengths, config.seq);
+  if (save_every > 0 && a.save.empty()) {
+    reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
+  }
 
   // Data: text files as bytes, or the built-in long-range corpus with documents about one
   // sequence long (so facts and their queries share a context window).
@@ -162,6 +218,16 @@ int run_train(const TrainArgs& a) {
 
   std::shared_ptr<train::AttentionBackend> backend = train::make_cpu_attention(config.threads);
   train::Trainer trainer(config, &train_tokens, &heldout_tokens, backend);
+  std::int64_t resumed_from = 0;
+  if (!a.resume.empty()) {
+    const std::string folder = train::resolve_checkpoint(a.resume);
+    resumed_from = train::load_checkpoint(trainer, folder);
+    std::cout << "resumed from " << folder << " at step " << resumed_from << "\n";
+  }
+  auto save = [&] {
+    const std::string folder = train::save_checkpoint(trainer, a.save);
+    return folder;
+  };
 
   std::ofstream metrics;
   if (!a.metrics.empty()) {
@@ -171,7 +237,9 @@ int run_train(const TrainArgs& a) {
   auto log = [&](const nlohmann::json& j) {
     if (metrics.is_open()) metrics << j.dump() << "\n" << std::flush;
   };
-  log(config_json(config, a, trainer.model().parameter_count()));
+  nlohmann::json config_line = config_json(config, a, trainer.model().parameter_count());
+  if (!a.resume.empty()) config_line["resumed_from"] = resumed_from;
+  log(config_line);
 
   std::cout << "lighthouse train: " << trainer.model().parameter_count() << " parameters, "
             << config.model.layers << " layers x " << config.model.dim << ", seq " << config.seq
@@ -196,7 +264,12 @@ int run_train(const TrainArgs& a) {
     return e;
   };
 
-  Progress progress(static_cast<int>(trainer.total_steps()), a.quiet);
+  nlohmann::json leak;
+  if (a.leak_probe && !a.resume.empty()) {  // the probe of a checkpoint
+    leak = run_leak_probe(trainer, leak_samples);
+    log(leak);
+  }
+  Progress progress(static_cast<int>(trainer.total_steps() - resumed_from), a.quiet);
   const auto run_start = std::chrono::steady_clock::now();
   double recent = 0;  // exponential average of the step time, for the ETA
   while (!trainer.done()) {
@@ -213,6 +286,7 @@ int run_train(const TrainArgs& a) {
     t.dense_attention += backend->seconds().dense;
     t.lighthouse_attention += backend->seconds().lighthouse;
     t.last_loss = r.loss;
+    if (report) report->losses.emplace_back(r.step, r.loss);
     recent = recent == 0 ? r.seconds : 0.8 * recent + 0.2 * r.seconds;
     const double tok_s = static_cast<double>(r.tokens) / r.seconds;
     log({{"type", "step"},
@@ -237,6 +311,14 @@ int run_train(const TrainArgs& a) {
                     (e.train_attention_loss
                          ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
                          : std::string()));
+    }
+    if (a.leak_probe && r.step == config.stage1_steps) {
+      progress.finish();
+      leak = run_leak_probe(trainer, leak_samples);
+      log(leak);
+    }
+    if (!a.save.empty() && ((save_every > 0 && r.step % save_every == 0) || trainer.done())) {
+      progress.note("step " + std::to_string(r.step) + ": checkpoint " + save());
     }
   }
   progress.finish();
@@ -286,9 +368,119 @@ int run_train(const TrainArgs& a) {
               << "\n";
     summary["final_dense_eval_loss"] = evals.back().second.dense_loss;
   }
+  if (passkey_trials > 0 && !passkey_lengths.empty()) {
+    const train::PasskeyReport pk = train::passkey_eval(
+        trainer.model(), passkey_lengths, {0.0, 0.25, 0.5, 0.75, 1.0}, passkey_trials, config.seed);
+    std::cout << "passkey accuracy (dense attention): " << fixed(100 * pk.accuracy(), 1) << "% of "
+              << pk.trials << " (chance 10%)";
+    nlohmann::json cells = nlohmann::json::array();
+    for (const auto& c : pk.cells) {
+      cells.push_back(
+          {{"length", c.length}, {"depth", c.depth}, {"correct", c.correct}, {"trials", c.trials}});
+    }
+    for (std::int64_t n : passkey_lengths) {
+      int correct = 0, trials = 0;
+      for (const auto& c : pk.cells) {
+        if (c.length == n) correct += c.correct, trials += c.trials;
+      }
+      std::cout << "; " << n << ": " << correct << "/" << trials;
+    }
+    std::cout << "\n";
+    summary["passkey"] = {{"accuracy", pk.accuracy()}, {"cells", cells}};
+  }
+  if (!leak.is_null()) summary["leak_probe"] = leak;
   std::cout << "wall-clock: " << duration_text(wall) << "\n";
   log(summary);
   if (!a.metrics.empty()) std::cout << "metrics: " << a.metrics << "\n";
+  if (report) report->summary = summary;
+  return kExitOk;
+}
+
+std::string cell(const nlohmann::json& j, const char* key, int digits, double scale = 1) {
+  return j.contains(key) && j[key].is_number() ? fixed(scale * j[key].get<double>(), digits) : "-";
+}
+
+// Dense from scratch vs Lighthouse -> dense with the same seed, data and token budget.
+int run_compare(const TrainArgs& a) {
+  const train::TrainConfig c = build_config(a);
+  if (c.stage1_steps < 1) reject("--stage1-steps", a.stage1_steps, "--compare needs >= 1");
+  if (!a.resume.empty()) reject("--resume", a.resume, "cannot be combined with --compare");
+  std::error_code ec;
+  std::filesystem::create_directories(a.compare_dir, ec);
+  if (ec) reject("--compare-dir", a.compare_dir, "cannot create the folder: " + ec.message());
+  const std::string dir = a.compare_dir + "/";
+  TrainArgs dense = a, lh = a;
+  dense.stage1_steps = "0";
+  dense.stage2_steps = std::to_string(c.stage1_steps + c.stage2_steps);
+  dense.leak_probe = false;
+  dense.metrics = dir + "dense.jsonl";
+  lh.leak_probe = true;
+  lh.metrics = dir + "lighthouse.jsonl";
+  if (!a.save.empty()) dense.save = a.save + "/dense", lh.save = a.save + "/lighthouse";
+  RunReport rd, rl;
+  std::cout << "== run 1/2: dense attention from scratch ==\n";
+  run_train(dense, &rd);
+  std::cout << "\n== run 2/2: Lighthouse (stage 1) -> dense (stage 2) ==\n";
+  run_train(lh, &rl);
+
+  // The switch: the last stage-1 training loss against the stage-2 losses that follow it.
+  double before = 0, jump = 0;
+  std::string recover = "not within the run";
+  for (std::size_t i = 0; i < rl.losses.size(); ++i) {
+    if (rl.losses[i].first != c.stage1_steps) continue;
+    before = rl.losses[i].second;
+    if (i + 1 < rl.losses.size()) jump = rl.losses[i + 1].second - before;
+    for (std::size_t k = i + 1; k < rl.losses.size(); ++k) {
+      if (rl.losses[k].second <= before) {
+        recover = std::to_string(rl.losses[k].first - c.stage1_steps) + " steps";
+        break;
+      }
+    }
+  }
+  const nlohmann::json& sd = rd.summary;
+  const nlohmann::json& sl = rl.summary;
+  auto tok = [](const nlohmann::json& s, const char* stage) {
+    return s.contains(stage) ? rate_text(s[stage]["tok_per_s"].get<double>()) : std::string("-");
+  };
+  auto passkey = [](const nlohmann::json& s) {
+    return s.contains("passkey") ? fixed(100 * s["passkey"]["accuracy"].get<double>(), 1) + "%"
+                                 : std::string("-");
+  };
+  const double loss_d = sd.value("final_dense_eval_loss", 0.0);
+  const double loss_l = sl.value("final_dense_eval_loss", 0.0);
+  const double wall_d = sd["wall_seconds"].get<double>(), wall_l = sl["wall_seconds"].get<double>();
+  std::cout << "\n== comparison at "
+            << (c.stage1_steps + c.stage2_steps) * c.seq * c.batch * c.accum
+            << " training tokens each ==\n"
+            << pad_right("", 34) << pad_left("dense", 14) << pad_left("lighthouse->dense", 20)
+            << "\n"
+            << pad_right("wall-clock (training + evals)", 34) << pad_left(duration_text(wall_d), 14)
+            << pad_left(duration_text(wall_l), 20) << "\n"
+            << pad_right("tok/s stage 1 (lighthouse)", 34) << pad_left("-", 14)
+            << pad_left(tok(sl, "stage1"), 20) << "\n"
+            << pad_right("tok/s dense steps", 34) << pad_left(tok(sd, "stage2"), 14)
+            << pad_left(tok(sl, "stage2"), 20) << "\n"
+            << pad_right("final held-out loss (dense)", 34) << pad_left(fixed(loss_d, 4), 14)
+            << pad_left(fixed(loss_l, 4) + " (" + (loss_l >= loss_d ? "+" : "") +
+                            fixed(100 * (loss_l - loss_d) / loss_d, 1) + "%)",
+                        20)
+            << "\n"
+            << pad_right("passkey accuracy", 34) << pad_left(passkey(sd), 14)
+            << pad_left(passkey(sl), 20) << "\n"
+            << pad_right("loss jump at the switch", 34) << pad_left("-", 14)
+            << pad_left(fixed(jump, 4), 20) << "\n"
+            << pad_right("steps to recover the stage-1 loss", 34) << pad_left("-", 14)
+            << pad_left(recover, 20) << "\n";
+  if (sl.contains("leak_probe")) {
+    std::cout << pad_right("leak probe (loss diff, 95% CI)", 34) << pad_left("-", 14)
+              << pad_left(cell(sl["leak_probe"], "mean_diff", 4) + " +- " +
+                              cell(sl["leak_probe"], "ci95", 4),
+                          20)
+              << "\n";
+  }
+  const std::string svg = dir + "compare.svg";
+  write_text_atomically(svg, plot_runs_svg({{"dense", dense.metrics}, {"lighthouse", lh.metrics}}));
+  std::cout << "metrics: " << dense.metrics << ", " << lh.metrics << "\nplot: " << svg << "\n";
   return kExitOk;
 }
 
@@ -344,8 +536,39 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
   opt("--threads", args->threads, "attention threads, 0 = all", "T");
   opt("--sgemm-size", args->sgemm_size, "n of the reference SGEMM at the end (0 = skip)", "n");
+  app->add_option("--save", args->save, "write checkpoints under DIR (step-NNNNNNNN folders)")
+      ->type_name("DIR");
+  opt("--save-every", args->save_every, "checkpoint every M steps (and at the end), 0 = end only",
+      "M");
+  app->add_option("--resume", args->resume,
+                  "continue bit-exactly from a checkpoint folder, or the latest under DIR; the "
+                  "model, data and --seq/--batch/--accum/--stage1-steps must match")
+      ->type_name("DIR");
+  app->add_flag("--leak-probe", args->leak_probe,
+                "at the end of stage 1 (or on the --resume checkpoint), compare the loss at t with "
+                "the real input vs random bytes after t, under the stage-1 attention");
+  opt("--leak-samples", args->leak_samples, "positions sampled by the leak probe", "S");
+  opt("--passkey-trials", args->passkey_trials,
+      "passkey instances per (length, depth) at the end, 0 = skip", "T");
+  opt("--passkey-lengths", args->passkey_lengths,
+      "passkey context lengths, auto = seq/4,seq/2,seq (each >= 64)", "LIST");
+  app->add_flag(
+      "--compare", args->compare,
+      "train dense from scratch for S1 + S2 steps, then Lighthouse -> dense (S1, S2) with "
+      "the same seed and data; print both side by side and plot them");
+  app->add_option("--compare-dir", args->compare_dir,
+                  "where --compare writes dense.jsonl, lighthouse.jsonl and compare.svg")
+      ->capture_default_str()
+      ->type_name("DIR");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
-  return {app, [args] { return run_train(*args); }};
+  app->add_option("--config", args->config,
+                  "JSON object of flag: value (keys are the flag names without dashes); flags on "
+                  "the command line override it, unknown keys are errors")
+      ->type_name("FILE");
+  return {app, [args, app] {
+            if (!args->config.empty()) apply_json_config(*app, args->config);
+            return args->compare ? run_compare(*args) : run_train(*args);
+          }};
 }
 
 }  // namespace lighthouse::cli

@@ -129,12 +129,31 @@ void spread_rows_t(const Plan& plan, const T* grad_sel, const std::int32_t* posi
 
 template <typename T>
 float token_score(const T* row, std::int64_t dim) {
-  double sum = 0;
-  for (std::int64_t d = 0; d < dim; ++d) {
-    const double x = static_cast<double>(row[d]);
-    sum += x * x;
+  // Chunk sums (d order, from 0), zero-padded to a power-of-two count, then added pairwise,
+  // neighbours first. `partial` holds up to 64 chunks (dim <= 512) without allocating.
+  constexpr std::int64_t kChunk = kScoreChunk;
+  const std::int64_t chunks = (dim + kChunk - 1) / kChunk;
+  std::int64_t width = 1;
+  while (width < chunks) width *= 2;
+  double local[64];
+  std::vector<double> heap;
+  double* partial = local;
+  if (width > 64) {
+    heap.resize(static_cast<std::size_t>(width));
+    partial = heap.data();
   }
-  const float s = static_cast<float>(std::sqrt(sum));
+  for (std::int64_t c = 0; c < width; ++c) {
+    double sum = 0;
+    for (std::int64_t d = c * kChunk; d < std::min(dim, (c + 1) * kChunk); ++d) {
+      const double x = static_cast<double>(row[d]);
+      sum += x * x;
+    }
+    partial[c] = sum;
+  }
+  for (std::int64_t step = 1; step < width; step *= 2) {
+    for (std::int64_t c = 0; c + step < width; c += 2 * step) partial[c] += partial[c + step];
+  }
+  const float s = static_cast<float>(std::sqrt(partial[0]));
   return std::isnan(s) ? -std::numeric_limits<float>::infinity() : s;
 }
 template float token_score<float>(const float*, std::int64_t);

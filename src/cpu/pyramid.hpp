@@ -11,9 +11,14 @@
 
 namespace lighthouse::cpu {
 
-// Score of one token row: (float) sqrt(sum_d (double) x_d^2), summed in d order. This exact
-// definition is shared by every backend so that selections agree bit for bit. NaN maps to -inf
-// so that rankings stay a strict order.
+// Score of one token row: (float) sqrt(s), s = sum_d (double) x_d^2 added in a fixed tree: the
+// row is cut into chunks of kScoreChunk consecutive elements (the last may be shorter), each
+// chunk summed in d order from 0; the chunk sums, padded with zeros to a power-of-two count, are
+// added pairwise, neighbours first: ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + ...). This exact
+// definition is shared by every backend so that selections agree bit for bit (the GPU gives a
+// chunk to each lane and combines the lanes by a butterfly in that order). NaN maps to -inf so
+// that rankings stay a strict order.
+inline constexpr std::int64_t kScoreChunk = 8;
 template <typename T>
 float token_score(const T* row, std::int64_t dim);
 

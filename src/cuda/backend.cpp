@@ -212,8 +212,6 @@ class CudaState final : public ContextState {
       : dtype_(dtype), stream_(stream) {
     const ContextLayout at = context_layout(plan, dtype);
     index_count_ = static_cast<std::size_t>(plan.batch * plan.heads * plan.S);
-    inverse_bytes_ = static_cast<std::size_t>(plan.batch * plan.heads * plan.pyramid_size) *
-                     sizeof(std::int32_t);
     if (!external) CUDA_CHECK(cudaMallocAsync(&base_, at.bytes, stream));
     char* base = static_cast<char*>(external ? external : base_);
     indices = reinterpret_cast<std::int32_t*>(base + at.indices);
@@ -235,7 +233,6 @@ class CudaState final : public ContextState {
 
   DType dtype() const { return dtype_; }
   cudaStream_t stream() const { return stream_; }
-  std::size_t inverse_bytes() const { return inverse_bytes_; }
 
   std::int32_t* indices = nullptr;  // [BH, S]
   std::int32_t* inverse = nullptr;  // [BH, P]
@@ -247,7 +244,6 @@ class CudaState final : public ContextState {
   cudaStream_t stream_;
   void* base_ = nullptr;  // owned allocation; null for caller memory
   std::size_t index_count_ = 0;
-  std::size_t inverse_bytes_ = 0;
 };
 
 // The dense context: the caller's q, k, v and out (views, not copies: they must stay alive and
@@ -477,7 +473,6 @@ class CudaBackend final : public Backend {
     launch_pyramid(g, dtype, token(q), token(k), token(v), score_q, score_k, ws + at_coarse[0],
                    ws + at_coarse[1], ws + at_coarse[2], stream);
     timer.mark(&StageTimes::pyramid);
-    CUDA_CHECK(cudaMemsetAsync(state.inverse, 0xff, state.inverse_bytes(), stream));
     launch_selection(g, score_q, score_k, state.indices, state.inverse, stream);
     timer.mark(&StageTimes::selection);
     launch_gather(g, dtype, token(q), token(k), token(v), ws + at_coarse[0], ws + at_coarse[1],

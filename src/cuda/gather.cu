@@ -9,14 +9,18 @@
 //
 // Backward: one thread per (token, head, 16-byte vector) of dq, dk and dv together: for each
 // level in order, the gradient of the entry holding the token, divided by c_l, looked up
-// through the inverse map; fp32 sums, one rounding, no atomics.
+// through the inverse map; fp32 sums, one rounding, no atomics. A block first stages the rows
+// its run of tokens needs in shared memory (token_runs.cuh).
 #include "cuda/check.hpp"
 #include "cuda/stages.hpp"
+#include "cuda/token_runs.cuh"
 #include "cuda/vec.cuh"
 
 namespace lighthouse::cuda {
 
 namespace {
+
+constexpr int kTokenBatch = 2;  // tokens of a finer entry whose loads are in flight together
 
 struct GatherArgs {
   Geometry g;
@@ -28,7 +32,7 @@ struct GatherArgs {
 
 // Grid (S blocks, H, B); block (D / V, rows per block).
 template <typename T>
-__global__ void __launch_bounds__(256) gather_kernel(const GatherArgs a) {
+__global__ void __launch_bounds__(256, 4) gather_kernel(const GatherArgs a) {
   constexpr int V = kVec<T>;
   const Geometry& g = a.g;
   const std::int64_t s = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
@@ -61,16 +65,26 @@ __global__ void __launch_bounds__(256) gather_kernel(const GatherArgs a) {
 #pragma unroll
       for (int e = 0; e < V; ++e) sum[x][e] = 0.f;
     }
-    for (std::int64_t t = t0; t < t1; ++t) {
-      uint4 raw[3];
+    // Two tokens' loads in flight at a time (c_l >= 2 is a power of two); tokens in order.
+    for (std::int64_t tb = t0; tb < t1; tb += kTokenBatch) {
+      uint4 raw[kTokenBatch][3];
 #pragma unroll
-      for (int x = 0; x < 3; ++x) raw[x] = load16(token_ptr<T>(a.x[x], b, t, h, d));
+      for (int u = 0; u < kTokenBatch; ++u) {
+        if (tb + u < t1) {
 #pragma unroll
-      for (int x = 0; x < 3; ++x) {
-        float f[V];
-        unpack<T>(raw[x], f);
+          for (int x = 0; x < 3; ++x) raw[u][x] = load16(token_ptr<T>(a.x[x], b, tb + u, h, d));
+        }
+      }
 #pragma unroll
-        for (int e = 0; e < V; ++e) sum[x][e] += f[e];
+      for (int u = 0; u < kTokenBatch; ++u) {
+        if (tb + u >= t1) continue;
+#pragma unroll
+        for (int x = 0; x < 3; ++x) {
+          float f[V];
+          unpack<T>(raw[u][x], f);
+#pragma unroll
+          for (int e = 0; e < V; ++e) sum[x][e] += f[e];
+        }
       }
     }
     const float inv_c = ldexpf(1.0f, -shift);
@@ -90,45 +104,61 @@ struct PoolBackwardArgs {
   const std::int32_t* inverse;  // [BH, P]
   const void* dsel[3];          // [BH, S, D]
   TokenTensor dx[3];            // dq, dk, dv
+  int tokens;                   // tokens per block (a run)
+  int max_entries;              // staged rows per block and tensor, at most
 };
 
-// Grid (N blocks, H, B); block (D / V, tokens per block).
+constexpr int kRunThreads = 256;
+constexpr std::size_t kRunSmemBudget = 48 * 1024;
+
+// Grid (runs, H, B); kRunThreads threads. The block stages the gathered gradients of a run of
+// tokens (token_runs.cuh), then one thread per (token, 16-byte vector) adds, level by level in
+// order, grad / c_l of q, k and v.
 template <typename T>
-__global__ void __launch_bounds__(256) pool_backward_kernel(const PoolBackwardArgs a) {
+__global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBackwardArgs a) {
   constexpr int V = kVec<T>;
+  extern __shared__ uint4 staged[];
+  __shared__ RunLevels lv;
   const Geometry& g = a.g;
-  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (t >= g.seq) return;
-  const std::int64_t D = g.head_dim;
   const std::int64_t h = blockIdx.y, b = blockIdx.z;
   const std::int64_t bh = b * g.heads + h;
-  const int d = threadIdx.x * V;
-  const std::int32_t* inv = a.inverse + bh * g.pyramid_size;
-  float acc[3][V];
-#pragma unroll
-  for (int x = 0; x < 3; ++x) {
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[x][e] = 0.f;
-  }
-  for (int l = 0; l < g.levels; ++l) {
-    const int shift = l * g.log2_pool;
-    const std::int32_t s = inv[g.offset[l] + (t >> shift)];
-    if (s < 0) continue;
-    const float inv_c = ldexpf(1.0f, -shift);  // exact: c_l is a power of two
-    const std::int64_t at = (bh * g.S + s) * D + d;
-    uint4 raw[3];
-#pragma unroll
-    for (int x = 0; x < 3; ++x) raw[x] = load16(static_cast<const T*>(a.dsel[x]) + at);
+  const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * a.tokens;
+  const int tokens = static_cast<int>(min(static_cast<std::int64_t>(a.tokens), g.seq - t0));
+  const int nv = static_cast<int>(g.head_dim) / V;
+  const int per_tensor = a.max_entries * nv;
+  uint4* rows = staged;                                        // [3][max_entries][nv]
+  int* pos = reinterpret_cast<int*>(staged + 3 * per_tensor);  // [max_entries]
+  stage_run<3>(g, a.inverse + bh * g.pyramid_size, a.dsel, bh, t0, tokens, /*shift_k=*/0,
+               a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos, rows);
+
+  for (int idx = static_cast<int>(threadIdx.x); idx < tokens * nv; idx += blockDim.x) {
+    const int tt = idx / nv;
+    const int v = idx - tt * nv;
+    const std::int64_t t = t0 + tt;
+    float acc[3][V];
 #pragma unroll
     for (int x = 0; x < 3; ++x) {
-      float f[V];
-      unpack<T>(raw[x], f);
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[x][e] += f[e] * inv_c;
+      for (int e = 0; e < V; ++e) acc[x][e] = 0.f;
+    }
+    for (int l = 0; l < g.levels; ++l) {  // levels in order
+      const int shift = l * g.log2_pool;
+      const int j = lv.base[l] + static_cast<int>((t >> shift) - lv.first[l]);
+      if (pos[j] < 0) continue;
+      const float inv_c = ldexpf(1.0f, -shift);  // exact: c_l is a power of two
+#pragma unroll
+      for (int x = 0; x < 3; ++x) {
+        float f[V];
+        unpack<T>(rows[x * per_tensor + j * nv + v], f);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[x][e] += f[e] * inv_c;
+      }
+    }
+#pragma unroll
+    for (int x = 0; x < 3; ++x) {
+      store16(token_ptr_mut<T>(a.dx[x], b, t, h, v * V), pack<T>(acc[x]));
     }
   }
-#pragma unroll
-  for (int x = 0; x < 3; ++x) store16(token_ptr_mut<T>(a.dx[x], b, t, h, d), pack<T>(acc[x]));
 }
 
 }  // namespace
@@ -172,8 +202,16 @@ void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* in
     a.dx[0] = dq;
     a.dx[1] = dk;
     a.dx[2] = dv;
-    const RowGrid rg = row_grid(g.seq, g.heads, g.batch, static_cast<int>(g.head_dim / kVec<T>));
-    pool_backward_kernel<T><<<rg.grid, rg.block, 0, stream>>>(a);
+    const RunShape shape = run_shape(g, 3, sizeof(T), 32, kRunSmemBudget);
+    a.tokens = shape.tokens;
+    a.max_entries = shape.max_entries;
+    const dim3 grid = run_grid(g, shape.tokens);
+    if (shape.smem > kRunSmemBudget) {
+      CUDA_CHECK(cudaFuncSetAttribute(pool_backward_kernel<T>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(shape.smem)));
+    }
+    pool_backward_kernel<T><<<grid, kRunThreads, shape.smem, stream>>>(a);
     CUDA_CHECK_LAUNCH("pool_backward_kernel");
   });
 }

@@ -1,21 +1,26 @@
 // Stage 1 on the GPU: the scores of every pyramid level above the tokens and the means of the
-// coarsest level, in one pass over q, k and v.
+// coarsest level, in one streaming pass over q, k and v (each read once, nothing staged).
 //
-// One block owns a span of tokens of one (batch, head): max(R, c_L) tokens, staged R rows at a
-// time into shared memory with coalesced 16-byte loads (R = 16 KiB of rows per tensor). From
-// the staged rows:
-//   - the token norms, one thread per row: sqrt of a float64 sum of squares in d order,
-//     rounded once to float, NaN mapped to -inf. The CPU backend uses the same definition, so
-//     the selection sees identical scores on both;
-//   - the max-pooled scores of levels 2..L (levels whose blocks are longer than R keep a
-//     running max across the span's iterations);
-//   - the coarsest level's means (fp32 sums in token order, rounded once), which the gather
-//     copies instead of reading all N tokens a second time.
-// Everything else the gather needs (the selected finer blocks) is a small fraction of the
-// tokens. Blocks are numbered with the head fastest, so neighbouring blocks read neighbouring
-// heads of the same tokens: whole [H, D] rows of a token-major layout.
+// Work split. A "row group" of M lanes (M = the number of 8-element chunks of a row, rounded up
+// to a power of two; 16 for D = 128) owns one (batch, head) and a span of tokens (a multiple of
+// the coarsest block c_L), and walks the span token by token. Lane j holds elements
+// [8j, 8j + 8) of every row it reads, so one token's q, k and v rows are three coalesced
+// 16-byte loads per lane (two for float32), and U tokens' loads are issued together. Groups of
+// a block are consecutive heads of the same tokens: a block reads whole [H, D] token rows. The
+// grid strides over the groups, sized to fill the device once.
+//
+// Scores. A token's norm is the shared definition of cpu/pyramid.hpp (token_score): each lane
+// sums its chunk's squares in float64 in d order, the chunk sums are combined by a butterfly
+// over the lanes (neighbours first, the tree the CPU uses), then (float) sqrt, NaN -> -inf.
+// The norms of up to 64 tokens are staged in shared memory (per group) and max-pooled into the
+// levels 2..L; levels whose blocks are longer than 64 tokens keep a running maximum.
+//
+// Coarsest means. Each lane keeps fp32 sums of its chunk for q, k and v in registers, adds the
+// tokens in order and writes sum / c_L (rounded once) when a coarsest block ends; the gather
+// copies those rows instead of reading all N tokens a second time.
 #include <cfloat>
 
+#include "cpu/pyramid.hpp"
 #include "cuda/check.hpp"
 #include "cuda/stages.hpp"
 #include "cuda/vec.cuh"
@@ -24,201 +29,205 @@ namespace lighthouse::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 128;   // threads per block
+constexpr int kMaxGroups = 32;  // row groups per block (small head dims: few lanes each)
+constexpr int kChunk = 8;       // elements per lane: one chunk of the score's sum tree
+static_assert(kChunk == cpu::kScoreChunk, "the GPU must sum a token's score as the CPU does");
+constexpr int kNormTokens = 64;  // token norms staged per group before pooling
+constexpr int kGroupFloats = 2 * kNormTokens + 2 * kMaxLevels;  // shared floats per group
 
 struct PyramidArgs {
   Geometry g;
-  TokenTensor x[3];    // q, k, v
-  float* score[2];     // q, k: [BH, P - N]
-  void* coarse[3];     // [BH, n_L, D]
-  int rows;            // R: rows staged per iteration, a power of two
-  std::int64_t span;   // tokens per block: max(R, c_L)
-  std::int64_t spans;  // blocks per (batch, head)
+  TokenTensor x[3];           // q, k, v
+  float* score[2];            // q, k: [BH, P - N]
+  void* coarse[3];            // [BH, n_L, D]
+  int lanes;                  // M: lanes per row group, a power of two <= 32
+  int groups;                 // row groups per block
+  std::int64_t span;          // tokens per group: a power-of-two multiple of c_L
+  std::int64_t spans;         // spans per (batch, head): N / span
+  std::int64_t total_groups;  // B * H * spans
 };
 
-template <typename T>
+// Element i of a small register array, with an index known only at run time (unrolled selects
+// keep the array in registers).
+template <int N>
+__device__ __forceinline__ double pick(const double (&v)[N], int i) {
+  double r = v[0];
+#pragma unroll
+  for (int j = 1; j < N; ++j) r = i == j ? v[j] : r;
+  return r;
+}
+
+// U: tokens whose loads are in flight together.
+template <typename T, int U>
 __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs a) {
-  constexpr int V = kVec<T>;
-  extern __shared__ uint4 smem[];
-  __shared__ float s_run[2][kMaxLevels];  // running maxima of levels longer than R
+  constexpr int V = kVec<T>;       // elements per 16-byte vector
+  constexpr int VPL = kChunk / V;  // vectors per lane: 1 (16-bit types) or 2 (float32)
+  extern __shared__ float smem[];
 
   const Geometry& g = a.g;
-  const int D = static_cast<int>(g.head_dim);
-  const int nv = D / V;
-  const int stride4 = nv + 1;  // one 16-byte pad per row: the norm threads read down a column
-  const int R = a.rows;
-  uint4* tile = smem;                                                 // [3][R][stride4]
-  float* s_score = reinterpret_cast<float*>(smem + 3 * R * stride4);  // [2][R], then sums
+  const int M = a.lanes;
+  const int grp = static_cast<int>(threadIdx.x) / M;  // blockDim.x == groups * M
+  const int lane = static_cast<int>(threadIdx.x) % M;
+  // The lanes of this group inside the warp: every shuffle and warp barrier names only them.
+  const int warp_lane = static_cast<int>(threadIdx.x) & 31;
+  const unsigned mask = M == 32 ? 0xffffffffu : ((1u << M) - 1u) << (warp_lane & ~(M - 1));
+  float* norms = smem + grp * kGroupFloats;  // [2][kNormTokens]: q, k
+  float* run = norms + 2 * kNormTokens;      // [2][kMaxLevels]: running maxima
 
   const std::int64_t H = g.heads, N = g.seq;
-  const std::int64_t blk = blockIdx.x;
-  const std::int64_t h = blk % H;
-  const std::int64_t rest = blk / H;
-  const std::int64_t b = rest / a.spans;
-  const std::int64_t t0 = (rest % a.spans) * a.span;
-  const std::int64_t t_end = min(t0 + a.span, N);
-  const std::int64_t bh = b * H + h;
+  const int D = static_cast<int>(g.head_dim);
+  const int nv = D / V;         // vectors per row
+  const int vec0 = lane * VPL;  // this lane's first vector
+  const int lp = g.log2_pool;
   const int top = g.levels - 1;
-  const int top_shift = top * g.log2_pool;
+  const int top_shift = top * lp;
   const std::int64_t c_top = std::int64_t{1} << top_shift;
   const std::int64_t n_top = g.size[top];
   const std::int64_t score_stride = g.pyramid_size - N;
-  const int tid = threadIdx.x;
-  const int col = tid % nv;  // this thread's 16-byte column when staging rows
-  const int row_sub = tid / nv;
-  const int rows_per_pass = kThreads / nv;
+  const float inv_c = ldexpf(1.0f, -top_shift);  // exact: c_L is a power of two
 
-  // When a coarsest block is longer than R the block is that one entry, summed across
-  // iterations: thread (kThreads - 1 - o) owns output o = (tensor, vector), its running sum in
-  // shared memory (registers are the scarce resource here).
-  const bool multi = c_top > R;
-  const int own = kThreads - 1 - tid;
-  float* acc = s_score + 2 * R + (multi && own < 3 * nv ? own * V : 0);  // [3 nv][V]
-  if (multi && own < 3 * nv) {
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[e] = 0.f;
-  }
+  for (std::int64_t gid = static_cast<std::int64_t>(blockIdx.x) * a.groups + grp;
+       gid < a.total_groups; gid += static_cast<std::int64_t>(gridDim.x) * a.groups) {
+    const std::int64_t h = gid % H;
+    const std::int64_t rest = gid / H;
+    const std::int64_t b = rest / a.spans;
+    const std::int64_t t_begin = (rest % a.spans) * a.span;
+    const std::int64_t bh = b * H + h;
 
-  for (std::int64_t row0 = t0; row0 < t_end; row0 += R) {
-    const int nrows = static_cast<int>(t_end - row0 < R ? t_end - row0 : R);
+    float sum[3][kChunk];  // running coarsest sums of this lane's chunk
+#pragma unroll
+    for (int x = 0; x < 3; ++x) {
+#pragma unroll
+      for (int e = 0; e < kChunk; ++e) sum[x][e] = 0.f;
+    }
 
-    // 1. Stage q, k, v rows: thread (row_sub, col) loads rows row_sub, row_sub + rows_per_pass,
-    // ...; two rows of each tensor (six 16-byte loads) in flight per thread.
-    if (row_sub < rows_per_pass) {
-      for (int r0 = row_sub; r0 < nrows; r0 += 2 * rows_per_pass) {
-        uint4 buf[3][2];
+    for (std::int64_t c0 = t_begin; c0 < t_begin + a.span; c0 += kNormTokens) {
+      // Tokens of this piece: kNormTokens, or the whole span when it is shorter.
+      const int len = static_cast<int>(min(static_cast<std::int64_t>(kNormTokens), a.span));
+
+      for (int u0 = 0; u0 < len; u0 += U) {
+        // 1. Loads of U tokens' q, k and v chunks, all in flight together.
+        uint4 raw[U][3][VPL];
 #pragma unroll
-        for (int x = 0; x < 3; ++x) {
+        for (int u = 0; u < U; ++u) {
 #pragma unroll
-          for (int u = 0; u < 2; ++u) {
-            const int r = r0 + u * rows_per_pass;
-            if (r < nrows) buf[x][u] = load16(token_ptr<T>(a.x[x], b, row0 + r, h, col * V));
+          for (int x = 0; x < 3; ++x) {
+#pragma unroll
+            for (int v = 0; v < VPL; ++v) {
+              const int vec = vec0 + v;
+              raw[u][x][v] = make_uint4(0, 0, 0, 0);  // +0.0 in every dtype
+              if (u0 + u < len && vec < nv) {
+                raw[u][x][v] = load16(token_ptr<T>(a.x[x], b, c0 + u0 + u, h, vec * V));
+              }
+            }
           }
         }
+
+        // 2. Per token: this lane's float64 chunk sums of q and k squares (d order, from 0),
+        // the coarsest sums, and the means when a coarsest block ends.
+        double part[2 * U];
 #pragma unroll
-        for (int x = 0; x < 3; ++x) {
+        for (int u = 0; u < U; ++u) {
+          const bool valid = u0 + u < len;
 #pragma unroll
-          for (int u = 0; u < 2; ++u) {
-            const int r = r0 + u * rows_per_pass;
-            if (r < nrows) tile[(x * R + r) * stride4 + col] = buf[x][u];
+          for (int x = 0; x < 3; ++x) {
+            float f[kChunk];
+#pragma unroll
+            for (int v = 0; v < VPL; ++v) unpack<T>(raw[u][x][v], f + v * V);
+            if (x < 2) {
+              double s = 0.0;
+#pragma unroll
+              for (int e = 0; e < kChunk; ++e) {
+                const double d = f[e];
+                s = fma(d, d, s);  // the product is exact: one rounding, as s + d * d
+              }
+              part[2 * u + x] = s;
+            }
+            if (valid) {
+#pragma unroll
+              for (int e = 0; e < kChunk; ++e) sum[x][e] += f[e];
+            }
+          }
+          const std::int64_t t = c0 + u0 + u;
+          if (valid && ((t + 1) & (c_top - 1)) == 0) {
+            const std::int64_t entry = t >> top_shift;
+#pragma unroll
+            for (int x = 0; x < 3; ++x) {
+#pragma unroll
+              for (int v = 0; v < VPL; ++v) {
+                float mean[V];
+#pragma unroll
+                for (int e = 0; e < V; ++e) mean[e] = sum[x][v * V + e] * inv_c;
+                if (vec0 + v < nv) {
+                  store16(static_cast<T*>(a.coarse[x]) + (bh * n_top + entry) * D + (vec0 + v) * V,
+                          pack<T>(mean));
+                }
+              }
+#pragma unroll
+              for (int e = 0; e < kChunk; ++e) sum[x][e] = 0.f;
+            }
           }
         }
-      }
-    }
-    __syncthreads();
 
-    // 2a. Token norms of q and k: one thread per row, sequential float64 sum in d order.
-    if (tid < 2 * R) {
-      const int x = tid / R;
-      const int r = tid % R;
-      if (r < nrows) {
-        const uint4* row = tile + (x * R + r) * stride4;
-        double sum = 0.0;
-        for (int vec = 0; vec < nv; ++vec) {
-          float f[V];
-          unpack<T>(row[vec], f);
+        // 3. The row sums: a butterfly over the group's lanes, neighbours first (offset 1, 2,
+        // ...). Addition is commutative, so every lane ends with the same bits; padding lanes
+        // (beyond D) contribute +0.0, which changes nothing.
+        for (int o = 1; o < M; o <<= 1) {
 #pragma unroll
-          for (int e = 0; e < V; ++e) {
-            const double d = f[e];
-            sum += d * d;  // exact product: a fused multiply-add rounds the same way
-          }
+          for (int j = 0; j < 2 * U; ++j) part[j] += __shfl_xor_sync(mask, part[j], o);
         }
-        const float norm = __double2float_rn(sqrt(sum));
-        s_score[x * R + r] = isnan(norm) ? -INFINITY : norm;  // as the CPU backend: NaN ranks last
-      }
-    }
 
-    // 2b. Coarsest means, by the high threads first (the low ones are busy with norms).
-    if (!multi) {
-      const int groups = nrows >> top_shift;  // nrows is a multiple of c_top
-      const int per_x = groups * nv;
-      const float inv_c = 1.0f / static_cast<float>(c_top);
-      for (int o = own; o < 3 * per_x; o += kThreads) {
-        const int x = o / per_x;
-        const int rem = o - x * per_x;
-        const int grp = rem / nv;
-        const int vec = rem - grp * nv;
-        float s[V];
-#pragma unroll
-        for (int e = 0; e < V; ++e) s[e] = 0.f;
-        for (int r = grp * static_cast<int>(c_top); r < (grp + 1) * static_cast<int>(c_top); ++r) {
-          float f[V];
-          unpack<T>(tile[(x * R + r) * stride4 + vec], f);
-#pragma unroll
-          for (int e = 0; e < V; ++e) s[e] += f[e];
-        }
-#pragma unroll
-        for (int e = 0; e < V; ++e) s[e] *= inv_c;
-        const std::int64_t entry = (row0 >> top_shift) + grp;
-        store16(static_cast<T*>(a.coarse[x]) + (bh * n_top + entry) * D + vec * V, pack<T>(s));
-      }
-    } else if (own < 3 * nv) {
-      const int x = own / nv;
-      const int vec = own - x * nv;
-      float sum[V];
-#pragma unroll
-      for (int e = 0; e < V; ++e) sum[e] = acc[e];
-      for (int r = 0; r < nrows; ++r) {
-        float f[V];
-        unpack<T>(tile[(x * R + r) * stride4 + vec], f);
-#pragma unroll
-        for (int e = 0; e < V; ++e) sum[e] += f[e];
-      }
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] = sum[e];
-    }
-    __syncthreads();
-
-    // 3. Pooled scores (max over the block's tokens) of levels 2..L whose blocks fit in R rows.
-    for (int l = 1; l <= top; ++l) {
-      const int shift = l * g.log2_pool;
-      const int c = 1 << shift;
-      if (c > R) break;
-      const int entries = nrows >> shift;
-      for (int e = tid; e < 2 * entries; e += kThreads) {
-        const int x = e / entries;
-        const int idx = e - x * entries;
-        const float* s = s_score + x * R + idx * c;
-        float m = s[0];
-        for (int j = 1; j < c; ++j) m = fmaxf(m, s[j]);
-        a.score[x][bh * score_stride + (g.offset[l] - N) + (row0 >> shift) + idx] = m;
-      }
-    }
-    // Levels whose blocks are longer than R: warp 0 (q) and warp 1 (k) fold this iteration's
-    // maximum into a running one, written when the block ends.
-    if (multi && tid < 64) {
-      const int x = tid >> 5;
-      const int lane = tid & 31;
-      float m = -FLT_MAX;
-      for (int r = lane; r < nrows; r += 32) m = fmaxf(m, s_score[x * R + r]);
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) {
-        for (int l = 1; l <= top; ++l) {
-          const int shift = l * g.log2_pool;
-          const std::int64_t c = std::int64_t{1} << shift;
-          if (c <= R) continue;
-          const bool first = (row0 & (c - 1)) == 0;
-          const float run = first ? m : fmaxf(s_run[x][l], m);
-          s_run[x][l] = run;
-          if (((row0 + R) & (c - 1)) == 0) {
-            a.score[x][bh * score_stride + (g.offset[l] - N) + (row0 >> shift)] = run;
+        // 4. Norms into shared memory: lane j takes value j (token j / 2, q or k), so the
+        // square roots of one batch are computed side by side.
+        for (int j = lane; j < 2 * U; j += M) {
+          const int u = j >> 1, x = j & 1;
+          if (u0 + u < len) {
+            const float n = __double2float_rn(sqrt(pick(part, j)));
+            norms[x * kNormTokens + u0 + u] = isnan(n) ? -INFINITY : n;  // as the CPU
           }
         }
       }
-    }
-    __syncthreads();  // the next iteration overwrites the staged rows and norms
-  }
+      __syncwarp(mask);
 
-  if (multi && own < 3 * nv) {
-    const int x = own / nv;
-    const int vec = own - x * nv;
-    const float inv_c = 1.0f / static_cast<float>(c_top);
-    float mean[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) mean[e] = acc[e] * inv_c;
-    store16(static_cast<T*>(a.coarse[x]) + (bh * n_top + (t0 >> top_shift)) * D + vec * V,
-            pack<T>(mean));
+      // 5. Pooled scores (max over the block's tokens) of the levels whose blocks fit in the
+      // piece; len and every block size are powers of two.
+      for (int l = 1; l <= top; ++l) {
+        const int shift = l * lp;
+        if ((std::int64_t{1} << shift) > len) break;
+        const int c = 1 << shift;
+        const int entries = len >> shift;
+        for (int e = lane; e < 2 * entries; e += M) {
+          const int x = e >= entries ? 1 : 0;
+          const int idx = e - x * entries;
+          const float* s = norms + x * kNormTokens + idx * c;
+          float m = s[0];
+          for (int j = 1; j < c; ++j) m = fmaxf(m, s[j]);
+          a.score[x][bh * score_stride + (g.offset[l] - N) + (c0 >> shift) + idx] = m;
+        }
+      }
+      // Levels whose blocks are longer than a piece (then len == kNormTokens): lane x folds the
+      // piece's maximum into a running one, written when the block ends.
+      if (c_top > kNormTokens) {
+        for (int x = lane; x < 2; x += M) {
+          const float* s = norms + x * kNormTokens;
+          float m = s[0];
+          for (int j = 1; j < kNormTokens; ++j) m = fmaxf(m, s[j]);
+          for (int l = 1; l <= top; ++l) {
+            const int shift = l * lp;
+            const std::int64_t c = std::int64_t{1} << shift;
+            if (c <= kNormTokens) continue;
+            const bool first = (c0 & (c - 1)) == 0;
+            const float r = first ? m : fmaxf(run[x * kMaxLevels + l], m);
+            run[x * kMaxLevels + l] = r;
+            if (((c0 + kNormTokens) & (c - 1)) == 0) {
+              a.score[x][bh * score_stride + (g.offset[l] - N) + (c0 >> shift)] = r;
+            }
+          }
+        }
+      }
+      __syncwarp(mask);  // the next piece overwrites the staged norms
+    }
   }
 }
 
@@ -227,14 +236,15 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
 void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
                     const TokenTensor& v, float* score_q, float* score_k, void* coarse_q,
                     void* coarse_k, void* coarse_v, cudaStream_t stream) {
-  if (g.levels < 2) return;  // dense: no scores, the gather copies tokens
+  if (g.levels < 2) return;  // dense: no scores
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const int nv = static_cast<int>(g.head_dim) / kVec<T>;
-    const int row_bytes = static_cast<int>(g.head_dim * sizeof(T));
-    int rows = 128;  // 2 * rows <= kThreads norm threads
-    while (rows > 16 && rows * row_bytes > 16384) rows /= 2;
-    if (3 * nv > kThreads) throw Error("launch_pyramid: head_dim too large for the pyramid kernel");
+    constexpr int U = kVec<T> == kChunk ? 4 : 2;  // 12 loads of 16 bytes in flight per lane
+    const auto kernel = pyramid_kernel<T, U>;
+    const int chunks = static_cast<int>((g.head_dim + kChunk - 1) / kChunk);
+    int lanes = 1;
+    while (lanes < chunks) lanes *= 2;
+    if (lanes > 32) throw Error("launch_pyramid: head_dim too large for the pyramid kernel");
 
     PyramidArgs a{};
     a.g = g;
@@ -246,18 +256,21 @@ void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const 
     a.coarse[0] = coarse_q;
     a.coarse[1] = coarse_k;
     a.coarse[2] = coarse_v;
-    a.rows = rows;
+    a.lanes = lanes;
+    a.groups = std::min(kMaxGroups, kThreads / lanes);
+    // A span is at least 16 tokens where N allows, so that short coarsest blocks do not make
+    // every group's prologue dominate.
     const std::int64_t c_top = std::int64_t{1} << ((g.levels - 1) * g.log2_pool);
-    a.span = std::max<std::int64_t>(rows, c_top);
-    a.spans = (g.seq + a.span - 1) / a.span;
-    const std::int64_t blocks = g.batch * g.heads * a.spans;
-    if (blocks > 0x7fffffff) throw Error("launch_pyramid: too many blocks");
+    a.span = c_top;
+    while (a.span < 16 && g.seq % (2 * a.span) == 0) a.span *= 2;
+    a.spans = g.seq / a.span;
+    a.total_groups = g.batch * g.heads * a.spans;
 
-    const std::size_t smem = static_cast<std::size_t>(3 * rows * (nv + 1)) * 16 +
-                             (2 * rows + 3 * nv * kVec<T>)*sizeof(float);
-    CUDA_CHECK(cudaFuncSetAttribute(pyramid_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(smem)));
-    pyramid_kernel<T><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+    const int threads = a.groups * lanes;
+    const std::size_t smem = static_cast<std::size_t>(a.groups) * kGroupFloats * sizeof(float);
+    const std::int64_t wanted = (a.total_groups + a.groups - 1) / a.groups;
+    const std::int64_t blocks = std::min(wanted, resident_blocks(kernel, threads, smem));
+    kernel<<<static_cast<unsigned>(blocks), threads, smem, stream>>>(a);
     CUDA_CHECK_LAUNCH("pyramid_kernel");
   });
 }

@@ -1,16 +1,17 @@
 // Stage 4 on the GPU: the scatter of the gathered outputs back to the tokens, and its backward.
 //
-// Forward, one thread per (token, head, 16-byte vector) of out: the entry of level l whose
-// output reaches token t is i = (t + 1) / c_l - 1 (it covers [i c_l + c_l - 1, i c_l + 2 c_l - 2]),
-// found through the inverse map; the levels are summed in order 1..L in fp32 and rounded once.
-// A token that no selected entry reaches gets 0. Each thread owns its output: no atomics, the
-// same bits on every run.
+// Forward: the entry of level l whose output reaches token t is i = (t + 1) / c_l - 1 (it covers
+// [i c_l + c_l - 1, i c_l + 2 c_l - 2]), found through the inverse map; a block stages the rows
+// of a run of tokens (token_runs.cuh), then one thread per (token, 16-byte vector) sums the
+// levels in order 1..L in fp32, rounds once and writes out. A token that no selected entry
+// reaches gets 0. Each thread owns its outputs: no atomics, the same bits on every run.
 //
 // Backward, one thread per (gathered row, 16-byte vector): do_sel[s] is the sum of dout over
 // the tokens entry s was added to, in token order. The coarsest entries together read dout
 // once; finer ones only their own few tokens.
 #include "cuda/check.hpp"
 #include "cuda/stages.hpp"
+#include "cuda/token_runs.cuh"
 #include "cuda/vec.cuh"
 
 namespace lighthouse::cuda {
@@ -22,34 +23,49 @@ struct ScatterArgs {
   const std::int32_t* inverse;  // [BH, P]
   const void* o_sel;            // [BH, S, D]
   TokenTensor out;
+  int tokens;       // tokens per block (a run)
+  int max_entries;  // staged rows per block, at most
 };
 
-// Grid (N blocks, H, B); block (D / V, tokens per block).
+constexpr int kRunThreads = 256;
+constexpr std::size_t kRunSmemBudget = 48 * 1024;
+
+// Grid (runs, H, B); kRunThreads threads.
 template <typename T>
-__global__ void __launch_bounds__(256) scatter_kernel(const ScatterArgs a) {
+__global__ void __launch_bounds__(kRunThreads) scatter_kernel(const ScatterArgs a) {
   constexpr int V = kVec<T>;
+  extern __shared__ uint4 staged[];
+  __shared__ RunLevels lv;
   const Geometry& g = a.g;
-  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (t >= g.seq) return;
-  const std::int64_t D = g.head_dim;
   const std::int64_t h = blockIdx.y, b = blockIdx.z;
   const std::int64_t bh = b * g.heads + h;
-  const int d = threadIdx.x * V;
-  const std::int32_t* inv = a.inverse + bh * g.pyramid_size;
-  float acc[V];
+  const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * a.tokens;
+  const int tokens = static_cast<int>(min(static_cast<std::int64_t>(a.tokens), g.seq - t0));
+  const int nv = static_cast<int>(g.head_dim) / V;
+  uint4* rows = staged;                                            // [max_entries][nv]
+  int* pos = reinterpret_cast<int*>(staged + a.max_entries * nv);  // [max_entries]
+  const void* const sel[1] = {a.o_sel};
+  stage_run<1>(g, a.inverse + bh * g.pyramid_size, sel, bh, t0, tokens, /*shift_k=*/1,
+               a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos, rows);
+
+  for (int idx = static_cast<int>(threadIdx.x); idx < tokens * nv; idx += blockDim.x) {
+    const int tt = idx / nv;
+    const int v = idx - tt * nv;
+    const std::int64_t t = t0 + tt;
+    float acc[V];
 #pragma unroll
-  for (int e = 0; e < V; ++e) acc[e] = 0.f;
-  for (int l = 0; l < g.levels; ++l) {
-    const std::int64_t i = ((t + 1) >> (l * g.log2_pool)) - 1;
-    if (i < 0) continue;
-    const std::int32_t s = inv[g.offset[l] + i];
-    if (s < 0) continue;
-    float f[V];
-    unpack<T>(load16(static_cast<const T*>(a.o_sel) + (bh * g.S + s) * D + d), f);
+    for (int e = 0; e < V; ++e) acc[e] = 0.f;
+    for (int l = 0; l < g.levels; ++l) {  // levels in order
+      const std::int64_t i = ((t + 1) >> (l * g.log2_pool)) - 1;
+      const int j = lv.base[l] + static_cast<int>(i - lv.first[l]);
+      if (pos[j] < 0) continue;
+      float f[V];
+      unpack<T>(rows[j * nv + v], f);
 #pragma unroll
-    for (int e = 0; e < V; ++e) acc[e] += f[e];
+      for (int e = 0; e < V; ++e) acc[e] += f[e];
+    }
+    store16(token_ptr_mut<T>(a.out, b, t, h, v * V), pack<T>(acc));
   }
-  store16(token_ptr_mut<T>(a.out, b, t, h, d), pack<T>(acc));
 }
 
 struct ScatterBackwardArgs {
@@ -107,8 +123,16 @@ void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* inverse,
     a.inverse = inverse;
     a.o_sel = o_sel;
     a.out = out;
-    const RowGrid rg = row_grid(g.seq, g.heads, g.batch, static_cast<int>(g.head_dim / kVec<T>));
-    scatter_kernel<T><<<rg.grid, rg.block, 0, stream>>>(a);
+    const RunShape shape = run_shape(g, 1, sizeof(T), 64, kRunSmemBudget);
+    a.tokens = shape.tokens;
+    a.max_entries = shape.max_entries;
+    const dim3 grid = run_grid(g, shape.tokens);
+    if (shape.smem > kRunSmemBudget) {
+      CUDA_CHECK(cudaFuncSetAttribute(scatter_kernel<T>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(shape.smem)));
+    }
+    scatter_kernel<T><<<grid, kRunThreads, shape.smem, stream>>>(a);
     CUDA_CHECK_LAUNCH("scatter_kernel");
   });
 }

@@ -7,10 +7,12 @@
 // the lower candidate position (the CPU backend's rule, so both pick identical indices). A
 // candidate's rank key is the order-preserving unsigned image of its float score; the 64 best
 // are found by an MSB-first radix select over those keys (4 histogram passes of 8 bits over the
-// candidates, read from L2), the ties at the threshold resolved by candidate position with an
-// ordered block scan, and the 64 winners sorted by (key desc, position asc) by rank counting.
-// The coarsest level's candidate list can be long (C entries, any size): it is never staged;
-// the lower levels' lists are implicit (child j of parent slot j / p).
+// candidates), the ties at the threshold resolved by candidate position with an ordered block
+// scan, and the 64 winners sorted by (key desc, position asc) by rank counting. Each level's
+// keys are read from L2 once into shared memory (the passes are latency-bound: a pass over
+// shared memory instead of L2 saves a round trip each), unless the coarsest level's candidate
+// list (C entries, any size) is longer than kMaxStagedKeys; then the passes read L2. The lower
+// levels' lists are implicit (child j of parent slot j / p).
 //
 // Causal order without a sort. Entries of a tile occupy the tile's own token range, so tiles
 // are independent and each fills S / tiles consecutive slots. Within a tile the key order is a
@@ -32,12 +34,14 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kKeep = 128;  // entries kept per tile and level (== kTileSize)
 constexpr int kHalf = kKeep / 2;
+constexpr int kMaxStagedKeys = 8192;  // candidates per level whose keys may be staged
 
 struct SelectionArgs {
   Geometry g;
   const float* score[2];  // q, k: [BH, P - N]
   std::int32_t* indices;  // [BH, S]
-  std::int32_t* inverse;  // [BH, P], preset to -1
+  std::int32_t* inverse;  // [BH, P]: every entry written here (-1 when not selected)
+  int staged;             // keys per level and score staged in shared memory (0: none)
 };
 
 struct Scratch {
@@ -65,13 +69,18 @@ struct Level {
   const int* parent;      // kept entries of the level above (slot order), or null at the top
   std::int64_t first;     // top level: the tile's first entry
   int log2_pool;
+  const unsigned* staged;  // [2][stride] keys by position, or null: read the scores
+  int stride;
 
   __device__ std::int64_t entry(int j) const {
     if (!parent) return first + j;
     return (static_cast<std::int64_t>(parent[j >> log2_pool]) << log2_pool) |
            (j & ((1 << log2_pool) - 1));
   }
-  __device__ unsigned key(int x, int j) const { return order_key(__ldg(score[x] + entry(j))); }
+  __device__ unsigned load_key(int x, int j) const { return order_key(__ldg(score[x] + entry(j))); }
+  __device__ unsigned key(int x, int j) const {
+    return staged ? staged[x * stride + j] : load_key(x, j);
+  }
 };
 
 // The selected set of a top-64: key above `key`, or equal to it at a position <= jcut.
@@ -241,6 +250,8 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
   auto sub_size = [&](int l) { return dyn + l * 4 * kKeep + 2 * kKeep; };
   auto sub_start = [&](int l) { return dyn + l * 4 * kKeep + 3 * kKeep; };
   int* cslot = dyn + L * 4 * kKeep;  // [p * kKeep]: candidate -> kept slot of the current level
+  // [2][a.staged]: the current level's keys (q, k) by candidate position
+  auto* keys = reinterpret_cast<unsigned*>(cslot + p * kKeep);
 
   auto emit = [&](int l, std::int64_t i, std::int64_t pos) {
     const std::int64_t s = tile_base + pos;
@@ -249,6 +260,16 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
     a.inverse[bh * P + index] = static_cast<std::int32_t>(s);
   };
 
+  // 0. The tile's share of the inverse map starts as -1 ("not selected"): at level l it owns
+  // entries [tile C p^(L-1-l), (tile + 1) C p^(L-1-l)). Ordered before the emits below by the
+  // barriers in between; the stores overlap the selection's latency-bound passes.
+  for (int l = 0; l <= top; ++l) {
+    const std::int64_t count = static_cast<std::int64_t>(C) << ((top - l) * lp);
+    std::int32_t* dst = a.inverse + bh * P + g.offset[l] + tile * count;
+    for (std::int64_t i = tid; i < count; i += kThreads) dst[i] = -1;
+  }
+  __syncthreads();
+
   // 1. Selection, coarse to fine.
   for (int l = top; l >= 1; --l) {
     Level level;
@@ -256,7 +277,18 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
     level.parent = l == top ? nullptr : kept_idx(l + 1);
     level.first = tile * C;
     level.log2_pool = lp;
+    level.staged = nullptr;
+    level.stride = a.staged;
     const int n = l == top ? C : p * kKeep;
+    if (n <= a.staged) {
+      for (int j = tid; j < n; j += kThreads) {
+        const unsigned kq = level.load_key(0, j), kk = level.load_key(1, j);
+        keys[j] = kq;
+        keys[a.staged + j] = kk;
+      }
+      __syncthreads();
+      level.staged = keys;
+    }
     const Cut by_q = top64(level, 0, n, NoExclusion{}, sh, kept_cand(l));
     top64(level, 1, n, ExcludeQuerySelected{level, by_q}, sh, kept_cand(l) + kHalf);
     if (tid < kKeep) kept_idx(l)[tid] = static_cast<int>(level.entry(kept_cand(l)[tid]));
@@ -361,11 +393,17 @@ void launch_selection(const Geometry& g, const float* score_q, const float* scor
   a.inverse = inverse;
   const std::int64_t blocks = g.batch * g.heads * g.tiles;
   if (blocks > 0x7fffffff) throw Error("launch_selection: too many blocks");
+  // Every level's candidates fit in the staged keys, or none are staged.
+  const std::int64_t longest = std::max<std::int64_t>(g.tile_entries, g.pool * kKeep);
+  a.staged = longest <= kMaxStagedKeys ? static_cast<int>(longest) : 0;
   const std::size_t smem =
-      (static_cast<std::size_t>(g.levels) * 4 * kKeep + static_cast<std::size_t>(g.pool) * kKeep) *
+      (static_cast<std::size_t>(g.levels) * 4 * kKeep + static_cast<std::size_t>(g.pool) * kKeep +
+       2 * static_cast<std::size_t>(a.staged)) *
       sizeof(int);
-  CUDA_CHECK(cudaFuncSetAttribute(selection_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(smem)));
+  if (smem + sizeof(Scratch) > 48 * 1024) {  // beyond the default limit (many levels, large pool)
+    CUDA_CHECK(cudaFuncSetAttribute(selection_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+  }
   selection_kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
   CUDA_CHECK_LAUNCH("selection_kernel");
 }

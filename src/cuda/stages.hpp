@@ -50,7 +50,7 @@ void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const 
                     const TokenTensor& v, float* score_q, float* score_k, void* coarse_q,
                     void* coarse_k, void* coarse_v, cudaStream_t stream);
 
-// Stage 2 + causal order: writes indices and inverse (inverse must be preset to -1).
+// Stage 2 + causal order: writes indices and every entry of inverse (-1: not selected).
 void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
                       std::int32_t* indices, std::int32_t* inverse, cudaStream_t stream);
 

@@ -8,8 +8,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
+#include <tuple>
 
+#include "cuda/check.hpp"
 #include "cuda/stages.hpp"
 #include "lighthouse/error.hpp"
 
@@ -141,6 +145,27 @@ inline RowGrid row_grid(std::int64_t rows, std::int64_t heads, std::int64_t batc
   return {dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(heads),
                static_cast<unsigned>(batch)),
           dim3(static_cast<unsigned>(nv), static_cast<unsigned>(per_block), 1)};
+}
+
+// Blocks of `kernel` (with this block size and dynamic shared memory) that the current device
+// holds at once: the grid size of a grid-stride kernel that fills the device exactly once.
+// Asked of the driver once per (device, kernel, shape), then cached.
+template <typename Kernel>
+std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t smem) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, const void*, int, std::size_t>, std::int64_t> cache;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), threads, smem);
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int per_sm = 0, sms = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const std::int64_t blocks = std::max<std::int64_t>(1, static_cast<std::int64_t>(per_sm) * sms);
+  cache.emplace(key, blocks);
+  return blocks;
 }
 
 }  // namespace lighthouse::cuda

@@ -43,6 +43,8 @@ class Packer {
   // Fills inputs and targets, each [batch, seq].
   void next(std::int64_t batch, std::int32_t* inputs, std::int32_t* targets);
   std::uint64_t position() const { return position_; }
+  void seek(std::uint64_t position) { position_ = position % stream_->size(); }
+  const TokenStream& stream() const { return *stream_; }
 
  private:
   const TokenStream* stream_;

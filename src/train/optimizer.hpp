@@ -26,6 +26,11 @@ class AdamW {
   // One update of every parameter from its gradient, at learning rate `lr`.
   void step(std::vector<Param<T>>& params, double lr);
   std::int64_t steps() const { return steps_; }
+  // The whole state, for checkpoints: first and second moments (one vector per parameter, in
+  // parameter order) and the number of updates done (the bias correction depends on it).
+  std::vector<std::vector<T>>& first_moments() { return m_; }
+  std::vector<std::vector<T>>& second_moments() { return v_; }
+  void set_steps(std::int64_t steps) { steps_ = steps; }
 
  private:
   AdamWConfig config_;

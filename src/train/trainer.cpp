@@ -43,16 +43,31 @@ Trainer::Trainer(const TrainConfig& config, const TokenStream* train, const Toke
       model_((config.validate(), config.model), config.seed, std::move(backend)),
       optimizer_(config.adamw, model_.params()),
       heldout_(heldout),
-      packer_(train, config.seq) {
+      packer_(train, config.seq),
+      rng_(config.seed ^ 0x6c65616b70726f62ull) {
   config_.schedule.total = total_steps();
   // The held-out set must be usable before the first evaluation fails mid-run.
   Packer probe(heldout_, config_.seq);
-  stage1_attention_ = layer_attention(
-      config_.model.layers, config_.lighthouse,
-      config_.dense_layers ? *config_.dense_layers : default_dense_layers(config_.model.layers));
+  // Without a stage 1 the lighthouse config was never checked against seq: everything is dense.
+  stage1_attention_ =
+      config_.stage1_steps == 0
+          ? all_dense(config_.model.layers)
+          : layer_attention(config_.model.layers, config_.lighthouse,
+                            config_.dense_layers ? *config_.dense_layers
+                                                 : default_dense_layers(config_.model.layers));
   const auto n = static_cast<std::size_t>(config_.batch * config_.seq);
   inputs_.resize(n);
   targets_.resize(n);
+  set_stage_attention();
+}
+
+void Trainer::restore(std::int64_t step, std::uint64_t data_position) {
+  if (step < 0 || step > total_steps()) {
+    throw InvalidArgument("step", s(step),
+                          "must be in [0, " + s(total_steps()) + "] (the run's total steps)");
+  }
+  step_ = step;
+  packer_.seek(data_position);
   set_stage_attention();
 }
 

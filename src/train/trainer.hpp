@@ -62,6 +62,18 @@ class Trainer {
   Model<float>& model() { return model_; }
   const TrainConfig& config() const { return config_; }
 
+  // Checkpoint state besides the weights (see checkpoint.hpp).
+  AdamW<float>& optimizer() { return optimizer_; }
+  const Packer& packer() const { return packer_; }
+  const TokenStream& heldout() const { return *heldout_; }
+  // The trainer's random stream: the leak probe draws its replacement bytes from it, so a
+  // resumed run draws the same ones.
+  Rng& rng() { return rng_; }
+  // Continues after `step` optimizer steps with the training data at `data_position`.
+  void restore(std::int64_t step, std::uint64_t data_position);
+  // The stage-1 (training) attention of every layer; dense when stage1_steps == 0.
+  const std::vector<Config>& stage1_attention() const { return stage1_attention_; }
+
  private:
   double heldout_loss();
   void set_stage_attention();
@@ -72,6 +84,7 @@ class Trainer {
   const TokenStream* heldout_;
   Packer packer_;
   std::int64_t step_ = 0;
+  Rng rng_;
   std::vector<Config> stage1_attention_;
   std::vector<std::int32_t> inputs_, targets_;
 };

@@ -123,4 +123,168 @@ TEST_F(TrainCli, TrainsOnATextFileShorterThanASequence) {
   EXPECT_NE(r.out.find("16 training tokens, 4 held-out"), std::string::npos) << r.out;
 }
 
+std::vector<nlohmann::json> read_jsonl(const std::string& file) {
+  std::ifstream in(file);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+// step -> loss, and the final dense evaluation, from a metrics file.
+std::vector<std::pair<int, double>> step_losses(const std::vector<nlohmann::json>& lines) {
+  std::vector<std::pair<int, double>> out;
+  for (const auto& j : lines) {
+    if (j["type"] == "step") out.emplace_back(j["step"].get<int>(), j["loss"].get<double>());
+  }
+  return out;
+}
+
+TEST_F(TrainCli, ResumeContinuesBitExactlyAndRejectsDamagedCheckpoints) {
+  const std::string base = std::string(kTiny) + " --stage2-steps 3 --eval-every 0 --sgemm-size 0";
+  const Result whole = run(base + " --save '" + path("ck") + "' --save-every 1 --metrics '" +
+                           path("whole.jsonl") + "'");
+  ASSERT_EQ(whole.status, 0) << whole.err;
+  const auto all = read_jsonl(path("whole.jsonl"));
+  const auto expected = step_losses(all);
+  ASSERT_EQ(expected.size(), 5u);
+  for (int from : {1, 3}) {  // stage 1 ends after step 2: resume before and after the switch
+    const std::string metrics = path("resumed" + std::to_string(from) + ".jsonl");
+    const Result r = run(base + " --resume '" + path("ck/step-0000000" + std::to_string(from)) +
+                         "' --metrics '" + metrics + "'");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+    const auto lines = read_jsonl(metrics);
+    const auto losses = step_losses(lines);
+    const std::vector<std::pair<int, double>> rest(expected.begin() + from, expected.end());
+    EXPECT_EQ(losses, rest);
+    EXPECT_EQ(lines.back()["final_dense_eval_loss"], all.back()["final_dense_eval_loss"]);
+  }
+
+  // Damaged or mismatched checkpoints: exit 2, the file and the problem named, no crash.
+  fs::copy(path("ck/step-00000002"), path("bad"));
+  std::string bytes = slurp(path("bad/model.safetensors"));
+  bytes[bytes.size() - 100] ^= 1;
+  std::ofstream(path("bad/model.safetensors"), std::ios::binary | std::ios::trunc) << bytes;
+  Result r = run(base + " --resume '" + path("bad") + "'");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("model.safetensors: checksum mismatch"), std::string::npos) << r.err;
+
+  fs::resize_file(path("ck/step-00000002/optimizer.safetensors"), 100);
+  r = run(base + " --resume '" + path("ck/step-00000002") + "'");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("optimizer.safetensors: truncated"), std::string::npos) << r.err;
+
+  r = run(base + " --dim 32 --resume '" + path("ck") + "'");  // the latest: step 5
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("step-00000005/model.safetensors: model config differs: dim = 16"),
+            std::string::npos)
+      << r.err;
+
+  r = run(base + " --resume '" + path("nothing") + "'");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("nothing: is not a checkpoint folder"), std::string::npos) << r.err;
+}
+
+TEST_F(TrainCli, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
+  std::ofstream(path("run.json")) << R"({"stage1-steps": 1, "stage2-steps": 1, "seq": 256,
+    "levels": 2, "pool": 2, "topk": 128, "dim": 16, "layers": 2, "heads": 2, "lr": 0.002,
+    "dense-layers": [1], "untied": true, "corpus-tokens": "20k", "--threads": 1,
+    "sgemm-size": 0, "eval-every": 0, "quiet": true})";
+  const Result r =
+      run("--config '" + path("run.json") + "' --lr 0.001 --metrics '" + path("m.jsonl") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");  // "quiet": true
+  const auto config = read_jsonl(path("m.jsonl")).front();
+  EXPECT_EQ(config["stage1_steps"], 1);
+  EXPECT_EQ(config["seq"], 256);
+  EXPECT_EQ(config["lighthouse"]["topk"], 128);
+  EXPECT_EQ(config["dense_layers"], nlohmann::json({1}));
+  EXPECT_EQ(config["model"]["tied"], false);
+  EXPECT_EQ(config["lr"], 0.001);  // the flag wins over the file's 0.002
+
+  struct Case {
+    std::string json, expect;
+  };
+  const std::vector<Case> cases = {
+      {R"({"stage1-stepz": 3})", "unknown key \"stage1-stepz\""},
+      {R"({"config": "x.json"})", "unknown key \"config\""},
+      {R"({"untied": 1})", "wants true or false"},
+      {R"({"seq": [1, {}]})", "expected a number or a string"},
+      {R"({"seq": null})", "expected a number or a string"},
+      {R"({"seq": "zero"})", "--seq = zero"},
+      {R"([1, 2])", "must hold one JSON object"},
+      {R"({"seq": 4)", "not valid JSON"},
+  };
+  for (const Case& c : cases) {
+    std::ofstream(path("bad.json"), std::ios::trunc) << c.json;
+    const Result bad = run("--config '" + path("bad.json") + "'");
+    EXPECT_EQ(bad.status, 2) << c.json << "\n" << bad.err;
+    EXPECT_NE(bad.err.find(c.expect), std::string::npos) << c.json << "\n" << bad.err;
+  }
+  const Result missing = run("--config '" + path("missing.json") + "'");
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_NE(missing.err.find("--config = " + path("missing.json") + ": cannot open"),
+            std::string::npos)
+      << missing.err;
+}
+
+TEST_F(TrainCli, LeakProbeAtTheStageSwitchAndPasskeyAtTheEnd) {
+  const Result r = run(std::string(kTiny) + " --leak-probe --leak-samples 4 --passkey-trials 1 " +
+                       "--passkey-lengths 64,128 --metrics '" + path("m.jsonl") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("leak probe at step 2 (4 positions"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("passkey accuracy (dense attention): "), std::string::npos) << r.out;
+  const auto lines = read_jsonl(path("m.jsonl"));
+  int probes = 0;
+  for (const auto& j : lines) probes += j["type"] == "leak_probe";
+  EXPECT_EQ(probes, 1);
+  const auto& summary = lines.back();
+  EXPECT_EQ(summary["leak_probe"]["samples"], 4);
+  EXPECT_EQ(summary["passkey"]["cells"].size(), 10u);  // 2 lengths x 5 depths
+  const Result bad = run(std::string(kTiny) + " --passkey-lengths 32");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--passkey-lengths = 32"), std::string::npos) << bad.err;
+}
+
+TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
+  ASSERT_EQ(
+      run(std::string(kTiny) + " --passkey-trials 0 --metrics '" + path("a.jsonl") + "'").status,
+      0);
+  const std::string cli = std::string("'") + LIGHTHOUSE_CLI_PATH + "' plot ";
+  ASSERT_EQ(std::system((cli + "'" + path("a.jsonl") + "' '" + path("a.jsonl") + "' --out '" +
+                         path("p.svg") + "' > /dev/null")
+                            .c_str()),
+            0);
+  const std::string svg = slurp(path("p.svg"));
+  EXPECT_NE(svg.find("a train"), std::string::npos);
+  EXPECT_NE(svg.find("a dense eval"), std::string::npos);
+  EXPECT_NE(svg.find("a: switch to dense"), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  std::ofstream(path("bad.jsonl")) << "{\"type\": \"step\"}\n";
+  const int raw = std::system(
+      (cli + "'" + path("bad.jsonl") + "' --out '" + path("q.svg") + "' 2> '" + path("err") + "'")
+          .c_str());
+  EXPECT_EQ(WEXITSTATUS(raw), 2);
+  EXPECT_NE(slurp(path("err")).find("bad.jsonl: line 1 is not a metrics record"), std::string::npos)
+      << slurp(path("err"));
+  EXPECT_FALSE(fs::exists(path("q.svg")));
+}
+
+TEST_F(TrainCli, CompareRunsDenseAndLighthouseSideBySide) {
+  const Result r = run(std::string(kTiny) + " --passkey-trials 1 --passkey-lengths 64 " +
+                       "--leak-samples 4 --compare --compare-dir '" + path("cmp") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* row :
+       {"final held-out loss (dense)", "tok/s stage 1 (lighthouse)", "loss jump at the switch",
+        "leak probe (loss diff, 95% CI)", "passkey accuracy", "plot: "}) {
+    EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  }
+  const auto dense = read_jsonl(path("cmp/dense.jsonl"));
+  EXPECT_EQ(dense.front()["stage1_steps"], 0);
+  EXPECT_EQ(dense.front()["stage2_steps"], 4);  // the same token budget: 2 + 2 steps
+  EXPECT_EQ(read_jsonl(path("cmp/lighthouse.jsonl")).front()["stage1_steps"], 2);
+  EXPECT_NE(slurp(path("cmp/compare.svg")).find("lighthouse: switch to dense"), std::string::npos);
+  EXPECT_EQ(run(std::string(kTiny) + " --stage1-steps 0 --compare").status, 2);
+}
+
 }  // namespace

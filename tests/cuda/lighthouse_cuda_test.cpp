@@ -353,11 +353,25 @@ bool cpu_available() {
 
 // ---- the spec's selection on the host, for sizes where CPU attention would be too slow --------
 
-// ||x||, summed in float64 in d order and rounded once (the definition both backends share).
+// ||x|| as both backends define it (cpu/pyramid.hpp, token_score), restated: float64 sums of 8
+// consecutive squares in d order, added pairwise (neighbours first, zero-padded to a power of
+// two), rounded once.
 float token_norm(const float* x, std::int64_t d) {
-  double sum = 0;
-  for (std::int64_t i = 0; i < d; ++i) sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  const float norm = static_cast<float>(std::sqrt(sum));
+  std::vector<double> chunk;
+  for (std::int64_t c = 0; c < d; c += 8) {
+    double sum = 0;
+    for (std::int64_t i = c; i < std::min(d, c + 8); ++i) {
+      sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    }
+    chunk.push_back(sum);
+  }
+  while (chunk.size() & (chunk.size() - 1)) chunk.push_back(0.0);
+  while (chunk.size() > 1) {
+    std::vector<double> next;
+    for (std::size_t i = 0; i < chunk.size(); i += 2) next.push_back(chunk[i] + chunk[i + 1]);
+    chunk.swap(next);
+  }
+  const float norm = static_cast<float>(std::sqrt(chunk[0]));
   return std::isnan(norm) ? -INFINITY : norm;
 }
 
@@ -459,8 +473,15 @@ const std::vector<Case>& fp32_cases() {
   static const std::vector<Case> cases = {
       {{2, 256, 2, 64}, 1, 2, 128},   // dense
       {{2, 1024, 3, 64}, 2, 2, 256},  // two tiles
-      {{2, 4096, 2, 128}, 3, 4, 128}, {{1, 4096, 2, 64}, 4, 2, 256}, {{2, 2048, 2, 128}, 2, 8, 128},
+      {{2, 4096, 2, 128}, 3, 4, 128},
+      {{1, 4096, 2, 64}, 4, 2, 256},
+      {{2, 2048, 2, 128}, 2, 8, 128},
       {{1, 8192, 2, 64}, 3, 8, 128},  // C == 128: every coarsest entry is kept
+      // Pyramid kernel shapes: blocks of 256 tokens (longer than the 64 norms it stages), a head
+      // dim of 2.5 chunks (4 lanes, the last chunk half full) and of half a chunk (1 lane).
+      {{1, 32768, 2, 64}, 3, 16, 128},
+      {{2, 2048, 3, 20}, 2, 4, 128},
+      {{1, 1024, 3, 4}, 2, 2, 128},
   };
   return cases;
 }

@@ -1,0 +1,142 @@
+#include "train/probes.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "lighthouse/error.hpp"
+
+namespace lighthouse::train {
+
+namespace {
+
+// Restores the model's per-layer attention when the evaluation ends, even by an exception.
+class AttentionGuard {
+ public:
+  AttentionGuard(Model<float>& model, std::vector<Config> during)
+      : model_(model), saved_(model.attention()) {
+    model_.set_attention(std::move(during));
+  }
+  ~AttentionGuard() { model_.set_attention(saved_); }
+  AttentionGuard(const AttentionGuard&) = delete;
+  AttentionGuard& operator=(const AttentionGuard&) = delete;
+
+ private:
+  Model<float>& model_;
+  std::vector<Config> saved_;
+};
+
+// Cross-entropy of one logits row (in double, like the training loss).
+double row_loss(const float* z, int vocab, std::int32_t target) {
+  double mx = z[0];
+  for (int i = 1; i < vocab; ++i) mx = std::max(mx, static_cast<double>(z[i]));
+  double sum = 0;
+  for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(z[i]) - mx);
+  return mx + std::log(sum) - static_cast<double>(z[target]);
+}
+
+void append(std::vector<std::int32_t>& out, const std::string& text) {
+  for (unsigned char c : text) out.push_back(c);
+}
+
+}  // namespace
+
+std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth,
+                                           int* digit) {
+  if (length < 64) throw InvalidArgument("passkey length", std::to_string(length), "must be >= 64");
+  std::string key(3, 'a');
+  for (char& c : key) c = static_cast<char>('a' + rng.below(26));
+  *digit = static_cast<int>(rng.below(10));
+  std::string needle = "set " + key + " = " + std::to_string(*digit);
+  for (int i = 0; i < 3; ++i) needle += static_cast<char>('0' + rng.below(10));
+  needle += ".\n";
+  const std::string query = "\nask " + key + ": ";
+  const auto filler = length - static_cast<std::int64_t>(needle.size() + query.size());
+  const auto at = static_cast<std::int64_t>(std::floor(std::clamp(depth, 0.0, 1.0) * filler));
+  // Random filler: lowercase letters, spaces and newlines, with no digits or '=' to mislead.
+  auto fill = [&](std::vector<std::int32_t>& out, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::uint64_t r = rng.below(32);
+      out.push_back(r < 26 ? 'a' + static_cast<int>(r) : r < 31 ? ' ' : '\n');
+    }
+  };
+  std::vector<std::int32_t> seq;
+  seq.reserve(static_cast<std::size_t>(length));
+  fill(seq, at);
+  append(seq, needle);
+  fill(seq, filler - at);
+  append(seq, query);
+  return seq;
+}
+
+PasskeyReport passkey_eval(Model<float>& model, const std::vector<std::int64_t>& lengths,
+                           const std::vector<double>& depths, int trials, std::uint64_t seed) {
+  AttentionGuard guard(model, all_dense(model.config().layers));
+  Rng rng(seed ^ 0x706173736b6579ull);
+  PasskeyReport report;
+  const int vocab = model.config().vocab;
+  for (std::int64_t n : lengths) {
+    std::vector<std::int32_t> targets(static_cast<std::size_t>(n), -1);
+    for (double depth : depths) {
+      PasskeyCell cell{n, depth, 0, trials};
+      for (int t = 0; t < trials; ++t) {
+        int digit = 0;
+        const std::vector<std::int32_t> seq = passkey_sequence(rng, n, depth, &digit);
+        model.forward(seq.data(), targets.data(), 1, n);
+        const float* z = model.logits() + (n - 1) * vocab;
+        int best = 0;
+        for (int d = 1; d < 10; ++d) {
+          if (z['0' + d] > z['0' + best]) best = d;
+        }
+        cell.correct += best == digit;
+      }
+      report.correct += cell.correct;
+      report.trials += cell.trials;
+      report.cells.push_back(cell);
+    }
+  }
+  return report;
+}
+
+LeakProbeResult leak_probe(Model<float>& model, const std::vector<Config>& attention,
+                           const TokenStream& heldout, std::int64_t seq, int samples, Rng& rng) {
+  if (samples < 2) throw InvalidArgument("leak samples", std::to_string(samples), "must be >= 2");
+  if (seq < 2) throw InvalidArgument("seq", std::to_string(seq), "must be >= 2");
+  AttentionGuard guard(model, attention);
+  constexpr int kPerSequence = 8;
+  const int vocab = model.config().vocab;
+  Packer packer(&heldout, seq);
+  const auto n = static_cast<std::size_t>(seq);
+  std::vector<std::int32_t> inputs(n), targets(n), corrupt(n), none(n, -1);
+  std::vector<float> real_logits(n * static_cast<std::size_t>(vocab));
+  LeakProbeResult out;
+  while (static_cast<int>(out.samples.size()) < samples) {
+    packer.next(1, inputs.data(), targets.data());
+    model.forward(inputs.data(), none.data(), 1, seq);
+    std::copy(model.logits(), model.logits() + real_logits.size(), real_logits.begin());
+    for (int k = 0; k < kPerSequence && static_cast<int>(out.samples.size()) < samples; ++k) {
+      LeakProbeResult::Sample s;
+      s.position = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(seq - 1)));
+      const auto t = static_cast<std::size_t>(s.position);
+      std::copy(inputs.begin(), inputs.end(), corrupt.begin());
+      for (std::size_t i = t + 1; i < n; ++i)
+        corrupt[i] = static_cast<std::int32_t>(rng.below(256));
+      model.forward(corrupt.data(), none.data(), 1, seq);
+      s.real = row_loss(real_logits.data() + t * vocab, vocab, targets[t]);
+      s.corrupt = row_loss(model.logits() + t * vocab, vocab, targets[t]);
+      out.samples.push_back(s);
+    }
+  }
+  const double count = static_cast<double>(out.samples.size());
+  for (const auto& s : out.samples) {
+    out.mean_real += s.real / count;
+    out.mean_corrupt += s.corrupt / count;
+    out.mean_diff += (s.corrupt - s.real) / count;
+  }
+  double ss = 0;
+  for (const auto& s : out.samples) ss += std::pow(s.corrupt - s.real - out.mean_diff, 2);
+  out.ci95 = 1.96 * std::sqrt(ss / (count - 1)) / std::sqrt(count);
+  return out;
+}
+
+}  // namespace lighthouse::train

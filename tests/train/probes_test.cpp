@@ -1,0 +1,91 @@
+// Passkey instances are well formed and scored over the ten digits; the leak probe gives bitwise
+// equal losses for a dense (causal) model and sees the future through Lighthouse's selection.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "train/probes.hpp"
+
+namespace {
+
+using namespace lighthouse::train;
+
+TEST(Passkey, SequenceHidesTheDigitAtTheDepthAndEndsWithTheQuery) {
+  Rng rng(5);
+  for (double depth : {0.0, 0.5, 1.0}) {
+    int digit = -1;
+    const auto seq = passkey_sequence(rng, 300, depth, &digit);
+    ASSERT_EQ(seq.size(), 300u);
+    ASSERT_GE(digit, 0);
+    ASSERT_LE(digit, 9);
+    const std::string text(seq.begin(), seq.end());
+    const auto at = text.find("set ");
+    ASSERT_NE(at, std::string::npos);
+    const std::string key = text.substr(at + 4, 3);
+    EXPECT_EQ(text.substr(at + 7, 4), " = " + std::to_string(digit));
+    EXPECT_EQ(text.substr(300 - 10), "\nask " + key + ": ");
+    // The needle is the only place with digits; its offset follows the depth.
+    EXPECT_EQ(std::count_if(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
+              4);
+    const double filler = 300 - 16 - 10;  // needle "set abc = 1234.\n", query "\nask abc: "
+    EXPECT_NEAR(static_cast<double>(at), depth * filler, 1.0) << depth;
+  }
+  EXPECT_THROW(passkey_sequence(rng, 32, 0.5, nullptr), lighthouse::InvalidArgument);
+}
+
+TEST(Passkey, EvaluationCountsEveryCellAndRestoresTheAttention) {
+  ModelConfig mc;
+  mc.dim = 16;
+  mc.heads = 2;
+  mc.layers = 2;
+  Model<float> model(mc, 3, make_cpu_attention(1));
+  lighthouse::Config sparse;
+  sparse.levels = 2;
+  sparse.pool = 2;
+  sparse.topk = 128;
+  model.set_attention(layer_attention(2, sparse, {}));
+  const PasskeyReport r = passkey_eval(model, {64, 128}, {0.0, 0.5, 1.0}, 3, 9);
+  ASSERT_EQ(r.cells.size(), 6u);
+  EXPECT_EQ(r.trials, 18);
+  EXPECT_GE(r.accuracy(), 0.0);
+  EXPECT_LE(r.accuracy(), 1.0);
+  EXPECT_EQ(r.cells[4].length, 128);
+  EXPECT_EQ(r.cells[4].depth, 0.5);
+  EXPECT_EQ(model.attention()[0].levels, 2);
+  // The same seed gives the same instances, hence the same score.
+  EXPECT_EQ(passkey_eval(model, {64, 128}, {0.0, 0.5, 1.0}, 3, 9).correct, r.correct);
+}
+
+TEST(LeakProbe, DenseIsBitwiseCausalAndLighthouseSeesTheFuture) {
+  ModelConfig mc;
+  mc.dim = 32;
+  mc.heads = 2;
+  mc.layers = 2;
+  mc.init_std = 0.2;  // large weights: attention scores and q/k norms vary a lot
+  Model<float> model(mc, 4, make_cpu_attention(1));
+  const TokenStream heldout = generate_corpus(3000, 6, 1000);
+  Rng rng(1);
+  const LeakProbeResult dense = leak_probe(model, all_dense(2), heldout, 256, 16, rng);
+  ASSERT_EQ(dense.samples.size(), 16u);
+  for (const auto& s : dense.samples) {
+    EXPECT_EQ(s.real, s.corrupt) << "position " << s.position;  // bitwise, not approximately
+  }
+  EXPECT_EQ(dense.mean_diff, 0.0);
+  EXPECT_EQ(dense.ci95, 0.0);
+
+  lighthouse::Config sparse;
+  sparse.levels = 2;
+  sparse.pool = 4;
+  sparse.topk = 128;  // S = 2048/4 + 4 * 128 = 1024 of 2048
+  const LeakProbeResult lh =
+      leak_probe(model, layer_attention(2, sparse, {}), heldout, 2048, 8, rng);
+  const auto differs = std::count_if(lh.samples.begin(), lh.samples.end(),
+                                     [](const auto& s) { return s.real != s.corrupt; });
+  EXPECT_GT(differs, 0) << "the probe never changed a loss: the future was not replaced?";
+  EXPECT_GT(lh.ci95, 0.0);
+  EXPECT_EQ(model.attention()[0].levels, 1);  // restored (the model started dense)
+}
+
+}  // namespace
