@@ -5,12 +5,18 @@
 //   lighthouse::forward(cfg, q, k, v, out, ctx);      // q, k, v, out: [B, N, H, D]
 //   lighthouse::backward(ctx, dout, dq, dk, dv);      // all [B, N, H, D]
 //
+// Or with the context in memory the caller allocates (a framework's saved tensor):
+//   const std::size_t bytes = lighthouse::context_bytes(plan, dtype);  // device memory of q's
+//   lighthouse::forward(cfg, q, k, v, out, lighthouse::ContextBuffer{ptr, bytes});
+//   lighthouse::backward(cfg, lighthouse::ContextBuffer{ptr, bytes}, dout, dq, dk, dv);
+//
 // The caller owns every tensor; the context owns what the backward pass needs (the selected
 // indices and the gathered rows with their softmax statistics), so q, k, v may be freed or
 // overwritten after forward() (one exception: dense attention on CUDA, see forward()). All
 // tensors of one call share dtype and device.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -72,5 +78,35 @@ void forward(const Config& config, const TensorView& q, const TensorView& k, con
 // dq, dk, dv = gradients of <out, dout> with respect to q, k, v (overwritten, not added to).
 void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
               const TensorView& dk, const TensorView& dv, const Options& options = {});
+
+// ---- Context in caller memory -------------------------------------------------------------------
+// For frameworks whose autograd keeps tensors between forward and backward (PyTorch: under
+// torch.compile every saved buffer must have a size known from shapes alone). The context then
+// lives in a byte buffer that the caller allocates on the tensors' device and keeps, unchanged,
+// until backward. Results are bitwise identical to those of an owned Context.
+
+// Required alignment of a context buffer's address (every allocator of PyTorch gives it).
+inline constexpr std::size_t kContextAlignment = 64;
+
+// Bytes a context buffer needs for this plan and dtype. A pure function of its arguments and
+// the same on every device, so that a shape-only ("meta") pass can size the buffer without
+// knowing where the tensors will live.
+std::size_t context_bytes(const Plan& plan, DType dtype);
+
+struct ContextBuffer {
+  void* data = nullptr;   // on the tensors' device, kContextAlignment-aligned
+  std::size_t bytes = 0;  // at least context_bytes(plan, dtype); extra bytes are left alone
+};
+
+// As forward() above, writing the context into `ctx` instead of a Context. Throws
+// InvalidArgument when the buffer is null, misaligned or too small.
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, const ContextBuffer& ctx, const Options& options = {});
+
+// As backward() above, reading a context written by forward(config, ...) into `ctx`. `config`
+// must be the forward's; the plan follows from it and dout's shape, the dtype from dout's.
+void backward(const Config& config, const ContextBuffer& ctx, const TensorView& dout,
+              const TensorView& dq, const TensorView& dk, const TensorView& dv,
+              const Options& options = {});
 
 }  // namespace lighthouse

@@ -18,6 +18,20 @@ class ContextState {
   virtual void copy_indices(std::int32_t* host_dst) const = 0;
 };
 
+// Where the parts of a context lie in a caller's buffer (ContextBuffer), in bytes from its start,
+// each part 256-byte aligned. One layout for every backend: context_bytes() must not depend on
+// the device (attention.hpp).
+struct ContextLayout {
+  std::size_t indices = 0;   // int32 [B*H, S]: pyramid indices in causal order
+  std::size_t position = 0;  // int32 [B*H, pyramid_size]: row s of each pyramid entry, or -1
+  std::size_t stats = 0;     // [B*H, S] log-sum-exp: float64 for float64 tensors, else float32
+  std::size_t q = 0, k = 0, v = 0, o = 0;  // [B*H, S, D] gathered rows of the tensors' dtype
+  std::size_t bytes = 0;                   // the whole buffer
+};
+ContextLayout context_layout(const Plan& plan, DType dtype);
+// Bytes of one softmax statistic (the log-sum-exp) of a context of this dtype.
+std::size_t context_stats_size(DType dtype);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -32,6 +46,15 @@ class Backend {
   virtual void backward(const Plan& plan, const ContextState& state, const TensorView& dout,
                         const TensorView& dq, const TensorView& dk, const TensorView& dv,
                         const Options& options) = 0;
+  // The same two with the context in caller memory laid out as context_layout(plan, dtype)
+  // (`context` is on this device, kContextAlignment-aligned and large enough). A backend that
+  // does not override them rejects such calls with lighthouse::Error.
+  virtual void forward(const Plan& plan, const TensorView& q, const TensorView& k,
+                       const TensorView& v, const TensorView& out, void* context,
+                       const Options& options);
+  virtual void backward(const Plan& plan, const void* context, const TensorView& dout,
+                        const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                        const Options& options);
 
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void deallocate(void* ptr) noexcept = 0;

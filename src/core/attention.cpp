@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,18 @@ void check_finite(const char* name, const TensorView& t) {
   }
 }
 
+void check_threads(const Options& options) {
+  if (options.threads < 0) {
+    throw InvalidArgument("threads", std::to_string(options.threads), "must be >= 0 (0 = all)");
+  }
+}
+
+// "[B, N, H, D]" of a plan, for messages.
+std::string shape_of(const Plan& plan) {
+  return "[" + std::to_string(plan.batch) + ", " + std::to_string(plan.seq) + ", " +
+         std::to_string(plan.heads) + ", " + std::to_string(plan.head_dim) + "]";
+}
+
 }  // namespace
 
 std::vector<std::int32_t> Context::indices() const {
@@ -95,28 +108,73 @@ std::vector<std::int32_t> Context::indices() const {
   return out;
 }
 
-void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-             const TensorView& out, Context& ctx, const Options& options) {
+namespace {
+
+// Everything forward() checks before any work; returns the plan.
+Plan validate_forward(const Config& config, const TensorView& q, const TensorView& k,
+                      const TensorView& v, const TensorView& out, const Options& options) {
   check_bnhd("q", q);
   check_like("k", k, "q", q);
   check_like("v", v, "q", q);
   check_like("out", out, "q", q);
-  if (options.threads < 0) {
-    throw InvalidArgument("threads", std::to_string(options.threads), "must be >= 0 (0 = all)");
-  }
+  check_threads(options);
   Plan plan = make_plan(config, q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-  Backend& backend = backend_for(q.device);
-  backend.check_supported(plan, q.dtype);
+  backend_for(q.device).check_supported(plan, q.dtype);
   if (options.check_finite) {
     check_finite("q", q);
     check_finite("k", k);
     check_finite("v", v);
   }
+  return plan;
+}
+
+// dq, dk, dv against dout, and the options (dout itself is checked by the caller).
+void validate_gradients(const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                        const TensorView& dv, const Options& options) {
+  check_like("dq", dq, "dout", dout);
+  check_like("dk", dk, "dout", dout);
+  check_like("dv", dv, "dout", dout);
+  check_threads(options);
+  if (options.check_finite) check_finite("dout", dout);
+}
+
+void check_buffer(const ContextBuffer& ctx, const Plan& plan, DType dtype) {
+  if (ctx.data == nullptr) {
+    throw InvalidArgument("ctx.data", "null", "a context buffer must point to device memory");
+  }
+  const auto address = reinterpret_cast<std::uintptr_t>(ctx.data);
+  if (address % kContextAlignment != 0) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%p", ctx.data);
+    throw InvalidArgument("ctx.data", text,
+                          "must be " + std::to_string(kContextAlignment) + "-byte aligned");
+  }
+  const std::size_t needed = context_bytes(plan, dtype);
+  if (ctx.bytes < needed) {
+    throw InvalidArgument("ctx.bytes", std::to_string(ctx.bytes),
+                          "must be at least context_bytes(plan, " + std::string(dtype_name(dtype)) +
+                              ") = " + std::to_string(needed) + " for " + shape_of(plan));
+  }
+}
+
+}  // namespace
+
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, Context& ctx, const Options& options) {
+  Plan plan = validate_forward(config, q, k, v, out, options);
+  Backend& backend = backend_for(q.device);
   ctx.state_.reset();  // free the previous call's buffers before taking new ones
   ctx.state_ = backend.forward(plan, q, k, v, out, options);
   ctx.plan_ = std::move(plan);
   ctx.device_ = q.device;
   ctx.dtype_ = q.dtype;
+}
+
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, const ContextBuffer& ctx, const Options& options) {
+  const Plan plan = validate_forward(config, q, k, v, out, options);
+  check_buffer(ctx, plan, q.dtype);
+  backend_for(q.device).forward(plan, q, k, v, out, ctx.data, options);
 }
 
 void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
@@ -128,9 +186,7 @@ void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
                                                     plan.head_dim};
   if (dout.shape != expected) {
     throw InvalidArgument("dout", dout.shape_string(),
-                          "must have the shape of the forward's q [" + std::to_string(plan.batch) +
-                              ", " + std::to_string(plan.seq) + ", " + std::to_string(plan.heads) +
-                              ", " + std::to_string(plan.head_dim) + "]");
+                          "must have the shape of the forward's q " + shape_of(plan));
   }
   if (dout.dtype != ctx.dtype_) {
     throw InvalidArgument("dout.dtype", dtype_name(dout.dtype),
@@ -141,14 +197,20 @@ void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
         "dout.device", device_name(dout.device),
         std::string("must equal the forward's device ") + device_name(ctx.device_));
   }
-  check_like("dq", dq, "dout", dout);
-  check_like("dk", dk, "dout", dout);
-  check_like("dv", dv, "dout", dout);
-  if (options.threads < 0) {
-    throw InvalidArgument("threads", std::to_string(options.threads), "must be >= 0 (0 = all)");
-  }
-  if (options.check_finite) check_finite("dout", dout);
+  validate_gradients(dout, dq, dk, dv, options);
   backend_for(ctx.device_).backward(plan, *ctx.state_, dout, dq, dk, dv, options);
+}
+
+void backward(const Config& config, const ContextBuffer& ctx, const TensorView& dout,
+              const TensorView& dq, const TensorView& dk, const TensorView& dv,
+              const Options& options) {
+  check_bnhd("dout", dout);
+  const Plan plan = make_plan(config, dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3]);
+  Backend& backend = backend_for(dout.device);
+  backend.check_supported(plan, dout.dtype);
+  validate_gradients(dout, dq, dk, dv, options);
+  check_buffer(ctx, plan, dout.dtype);
+  backend.backward(plan, ctx.data, dout, dq, dk, dv, options);
 }
 
 }  // namespace lighthouse

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/dense_attention.hpp"
@@ -38,92 +39,103 @@ class StageClock {
   std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
-// What the backward pass needs: the selection and the gathered rows with their softmax stats.
+// What the backward pass needs: the selection and the gathered rows with their softmax stats,
+// at the places context_layout() gives inside one buffer (the caller's or a CpuState's own).
 template <typename T>
+struct Parts {
+  std::int32_t* indices;   // [B*H][S]
+  std::int32_t* position;  // [B*H][pyramid_size]
+  T *q, *k, *v, *o;        // [B*H][S][D]
+  T* lse;                  // [B*H][S]
+};
+
+template <typename T>
+Parts<T> parts_of(const Plan& plan, void* context) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  const ContextLayout at =
+      context_layout(plan, std::is_same_v<T, double> ? DType::kFloat64 : DType::kFloat32);
+  auto* base = static_cast<unsigned char*>(context);
+  return {reinterpret_cast<std::int32_t*>(base + at.indices),
+          reinterpret_cast<std::int32_t*>(base + at.position),
+          reinterpret_cast<T*>(base + at.q),
+          reinterpret_cast<T*>(base + at.k),
+          reinterpret_cast<T*>(base + at.v),
+          reinterpret_cast<T*>(base + at.o),
+          reinterpret_cast<T*>(base + at.stats)};
+}
+
+// An owned context (Context): one buffer in the shared layout.
 struct CpuState final : ContextState {
-  Buffer<std::int32_t> indices;   // [B*H][S]
-  Buffer<std::int32_t> position;  // [B*H][pyramid_size]
-  Buffer<T> q, k, v, o;           // [B*H][S][D]
-  Buffer<T> lse;                  // [B*H][S]
+  Buffer<unsigned char> storage;
+  std::size_t index_count = 0;
   void copy_indices(std::int32_t* host_dst) const override {
-    std::memcpy(host_dst, indices.data(), indices.size() * sizeof(std::int32_t));
+    std::memcpy(host_dst, storage.data(), index_count * sizeof(std::int32_t));  // offset 0
   }
 };
 
 template <typename T>
-std::shared_ptr<ContextState> forward_t(const Plan& plan, const TensorView& q, const TensorView& k,
-                                        const TensorView& v, const TensorView& out,
-                                        const Options& options) {
+void forward_t(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+               const TensorView& out, void* context, const Options& options) {
   const int threads = resolve_threads(options.threads);
   const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
   const std::int64_t P = plan.pyramid_size;
   StageClock clock(options.times);
-  auto state = std::make_shared<CpuState<T>>();
+  const Parts<T> state = parts_of<T>(plan, context);
 
   Buffer<float> sq(static_cast<std::size_t>(BH * P)), sk(static_cast<std::size_t>(BH * P));
   level_scores(plan, q, k, sq.data(), sk.data(), threads);
   clock.lap(&StageTimes::pyramid);
 
-  state->indices = Buffer<std::int32_t>(static_cast<std::size_t>(BH * S));
-  state->position = Buffer<std::int32_t>(static_cast<std::size_t>(BH * P));
-  select_entries(plan, sq.data(), sk.data(), state->indices.data(), state->position.data(),
-                 threads);
+  select_entries(plan, sq.data(), sk.data(), state.indices, state.position, threads);
   clock.lap(&StageTimes::selection);
 
-  const auto rows = static_cast<std::size_t>(BH * S * D);
-  state->q = Buffer<T>(rows);
-  state->k = Buffer<T>(rows);
-  state->v = Buffer<T>(rows);
-  gather_rows(plan, q, state->indices.data(), state->q.data(), threads);
-  gather_rows(plan, k, state->indices.data(), state->k.data(), threads);
-  gather_rows(plan, v, state->indices.data(), state->v.data(), threads);
+  gather_rows(plan, q, state.indices, state.q, threads);
+  gather_rows(plan, k, state.indices, state.k, threads);
+  gather_rows(plan, v, state.indices, state.v, threads);
   clock.lap(&StageTimes::gather);
 
-  state->o = Buffer<T>(rows);
-  state->lse = Buffer<T>(static_cast<std::size_t>(BH * S));
   std::vector<AttentionHead<T>> heads(static_cast<std::size_t>(BH));
   for (std::int64_t bh = 0; bh < BH; ++bh) {
     const std::int64_t off = bh * S * D;
-    heads[bh] = {state->q.data() + off, state->k.data() + off, state->v.data() + off,
-                 state->o.data() + off, state->lse.data() + bh * S};
+    heads[bh] = {state.q + off, state.k + off, state.v + off, state.o + off, state.lse + bh * S};
   }
   causal_attention_forward<T>(std::span<const AttentionHead<T>>(heads), S, D, D,
                               static_cast<T>(plan.scale), threads);
   clock.lap(&StageTimes::attention);
 
-  scatter_rows(plan, state->o.data(), state->position.data(), out, threads);
+  scatter_rows(plan, state.o, state.position, out, threads);
   clock.lap(&StageTimes::scatter);
-  return state;
 }
 
 template <typename T>
-void backward_t(const Plan& plan, const CpuState<T>& state, const TensorView& dout,
-                const TensorView& dq, const TensorView& dk, const TensorView& dv,
-                const Options& options) {
+void backward_t(const Plan& plan, const void* context, const TensorView& dout, const TensorView& dq,
+                const TensorView& dk, const TensorView& dv, const Options& options) {
   const int threads = resolve_threads(options.threads);
   const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
   StageClock clock(options.times);
   const auto rows = static_cast<std::size_t>(BH * S * D);
+  // Backward only reads the context; Parts carries mutable pointers for the forward's sake.
+  const Parts<T> state = parts_of<T>(plan, const_cast<void*>(context));
 
   Buffer<T> do_sel(rows);
-  scatter_rows_backward(plan, dout, state.indices.data(), do_sel.data(), threads);
+  scatter_rows_backward(plan, dout, state.indices, do_sel.data(), threads);
   clock.lap(&StageTimes::scatter);
 
   Buffer<T> dq_sel(rows), dk_sel(rows), dv_sel(rows);
   std::vector<AttentionGradHead<T>> heads(static_cast<std::size_t>(BH));
   for (std::int64_t bh = 0; bh < BH; ++bh) {
     const std::int64_t off = bh * S * D;
-    heads[bh] = {state.q.data() + off, state.k.data() + off,      state.v.data() + off,
-                 state.o.data() + off, state.lse.data() + bh * S, do_sel.data() + off,
-                 dq_sel.data() + off,  dk_sel.data() + off,       dv_sel.data() + off};
+    heads[bh] = {state.q + off,       state.k + off,       state.v + off,
+                 state.o + off,       state.lse + bh * S,  do_sel.data() + off,
+                 dq_sel.data() + off, dk_sel.data() + off, dv_sel.data() + off};
   }
   causal_attention_backward<T>(std::span<const AttentionGradHead<T>>(heads), S, D, D,
                                static_cast<T>(plan.scale), threads);
   clock.lap(&StageTimes::attention);
 
-  spread_rows(plan, dq_sel.data(), state.position.data(), dq, threads);
-  spread_rows(plan, dk_sel.data(), state.position.data(), dk, threads);
-  spread_rows(plan, dv_sel.data(), state.position.data(), dv, threads);
+  spread_rows(plan, dq_sel.data(), state.position, dq, threads);
+  spread_rows(plan, dk_sel.data(), state.position, dk, threads);
+  spread_rows(plan, dv_sel.data(), state.position, dv, threads);
   clock.lap(&StageTimes::gather);
 }
 
@@ -138,16 +150,30 @@ class CpuBackend final : public Backend {
   std::shared_ptr<ContextState> forward(const Plan& plan, const TensorView& q, const TensorView& k,
                                         const TensorView& v, const TensorView& out,
                                         const Options& options) override {
-    return dispatch_float(
-        q.dtype, [&](auto zero) { return forward_t<decltype(zero)>(plan, q, k, v, out, options); });
+    auto state = std::make_shared<CpuState>();
+    state->storage = Buffer<unsigned char>(context_bytes(plan, q.dtype));
+    state->index_count = static_cast<std::size_t>(plan.batch * plan.heads * plan.S);
+    forward(plan, q, k, v, out, state->storage.data(), options);
+    return state;
   }
 
   void backward(const Plan& plan, const ContextState& state, const TensorView& dout,
                 const TensorView& dq, const TensorView& dk, const TensorView& dv,
                 const Options& options) override {
+    backward(plan, static_cast<const CpuState&>(state).storage.data(), dout, dq, dk, dv, options);
+  }
+
+  void forward(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+               const TensorView& out, void* context, const Options& options) override {
+    dispatch_float(q.dtype, [&](auto zero) {
+      forward_t<decltype(zero)>(plan, q, k, v, out, context, options);
+    });
+  }
+
+  void backward(const Plan& plan, const void* context, const TensorView& dout, const TensorView& dq,
+                const TensorView& dk, const TensorView& dv, const Options& options) override {
     dispatch_float(dout.dtype, [&](auto zero) {
-      using T = decltype(zero);
-      backward_t<T>(plan, static_cast<const CpuState<T>&>(state), dout, dq, dk, dv, options);
+      backward_t<decltype(zero)>(plan, context, dout, dq, dk, dv, options);
     });
   }
 

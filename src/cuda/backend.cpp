@@ -9,11 +9,13 @@
 // context. The per-call scratch (scores and coarsest means in forward; the gathered gradients
 // in backward) lives in a per-stream workspace that grows on demand and is reused by every
 // call on that stream: calls on one stream must not be issued from several host threads at
-// once.
+// once. A context in caller memory (ContextBuffer) has the same parts in context_layout(); the
+// caller orders that memory's lifetime against the streams.
 //
 // Dense (levels == 1). Lighthouse is then plain causal attention over the tokens: cuDNN runs
 // directly on the caller's [B, N, H, D] views (no scores, selection, gather or scatter), and the
-// context keeps those views and the softmax statistics instead of copies.
+// context keeps those views and the softmax statistics instead of copies. Not so with a
+// ContextBuffer, which must hold everything backward needs: the general path then runs.
 #include "cuda/backend.hpp"
 
 #include <cuda_runtime.h>
@@ -201,26 +203,21 @@ class StageTimer {
   int marks_ = 0;
 };
 
-// What backward needs of a forward: one stream-ordered allocation.
+// What backward needs of a forward: one stream-ordered allocation, or the caller's buffer.
 class CudaState final : public ContextState {
  public:
-  CudaState(const Geometry& g, DType dtype, cudaStream_t stream) : dtype_(dtype), stream_(stream) {
-    const std::size_t rows = static_cast<std::size_t>(g.batch * g.heads * g.S);
-    const std::size_t row_bytes = static_cast<std::size_t>(g.head_dim) * dtype_size(dtype);
-    index_count_ = rows;
-    Carver carve;
-    const std::size_t at_indices = carve.take(rows * sizeof(std::int32_t));
-    const std::size_t at_inverse = carve.take(
-        static_cast<std::size_t>(g.batch * g.heads * g.pyramid_size) * sizeof(std::int32_t));
-    const std::size_t at_stats = carve.take(rows * sizeof(float));
-    std::array<std::size_t, 4> at_sel{};
-    for (auto& at : at_sel) at = carve.take(rows * row_bytes);
-    CUDA_CHECK(cudaMallocAsync(&base_, carve.size(), stream));
-    char* base = static_cast<char*>(base_);
-    indices = reinterpret_cast<std::int32_t*>(base + at_indices);
-    inverse = reinterpret_cast<std::int32_t*>(base + at_inverse);
-    stats = reinterpret_cast<float*>(base + at_stats);
-    for (int x = 0; x < 4; ++x) sel[x] = base + at_sel[x];
+  // In context_layout(plan, dtype): its own stream-ordered allocation, or `external`, caller
+  // memory of context_bytes(plan, dtype) bytes (a ContextBuffer) that it neither owns nor frees.
+  CudaState(const Plan& plan, DType dtype, cudaStream_t stream, void* external = nullptr)
+      : dtype_(dtype), stream_(stream) {
+    const ContextLayout at = context_layout(plan, dtype);
+    index_count_ = static_cast<std::size_t>(plan.batch * plan.heads * plan.S);
+    if (!external) CUDA_CHECK(cudaMallocAsync(&base_, at.bytes, stream));
+    char* base = static_cast<char*>(external ? external : base_);
+    indices = reinterpret_cast<std::int32_t*>(base + at.indices);
+    inverse = reinterpret_cast<std::int32_t*>(base + at.position);
+    stats = reinterpret_cast<float*>(base + at.stats);
+    sel = {base + at.q, base + at.k, base + at.v, base + at.o};
   }
   CudaState(const CudaState&) = delete;
   CudaState& operator=(const CudaState&) = delete;
@@ -245,7 +242,7 @@ class CudaState final : public ContextState {
  private:
   DType dtype_;
   cudaStream_t stream_;
-  void* base_ = nullptr;
+  void* base_ = nullptr;  // owned allocation; null for caller memory
   std::size_t index_count_ = 0;
 };
 
@@ -426,8 +423,38 @@ class CudaBackend final : public Backend {
       timer.finish();
       return dense;
     }
-    auto state = std::make_shared<CudaState>(g, dtype, stream);
+    auto state = std::make_shared<CudaState>(plan, dtype, stream);
+    selection_forward(plan, g, q, k, v, out, *state, options, timer);
+    return state;
+  }
 
+  // The context in caller memory. Dense attention (levels == 1) takes the general path here, with
+  // copies of q, k, v and out, so that the buffer is all backward needs.
+  void forward(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+               const TensorView& out, void* context, const Options& options) override {
+    check_supported(plan, q.dtype);
+    check_layout("q", q);
+    check_layout("k", k);
+    check_layout("v", v);
+    check_layout("out", out);
+    const Geometry g = make_geometry(plan);
+    const auto stream = static_cast<cudaStream_t>(options.stream);
+    if (options.check_finite) {
+      check_finite("q", q, stream);
+      check_finite("k", k, stream);
+      check_finite("v", v, stream);
+    }
+    StageTimer timer(options.times, stream);
+    CudaState state(plan, q.dtype, stream, context);
+    selection_forward(plan, g, q, k, v, out, state, options, timer);
+  }
+
+  // Pyramid, selection, gather, attention and scatter into `state`.
+  void selection_forward(const Plan& plan, const Geometry& g, const TensorView& q,
+                         const TensorView& k, const TensorView& v, const TensorView& out,
+                         CudaState& state, const Options& options, StageTimer& timer) {
+    const DType dtype = q.dtype;
+    const auto stream = static_cast<cudaStream_t>(options.stream);
     const std::size_t bh = static_cast<std::size_t>(g.batch * g.heads);
     const std::size_t score_bytes =
         bh * static_cast<std::size_t>(g.pyramid_size - g.seq) * sizeof(float);
@@ -446,19 +473,18 @@ class CudaBackend final : public Backend {
     launch_pyramid(g, dtype, token(q), token(k), token(v), score_q, score_k, ws + at_coarse[0],
                    ws + at_coarse[1], ws + at_coarse[2], stream);
     timer.mark(&StageTimes::pyramid);
-    launch_selection(g, score_q, score_k, state->indices, state->inverse, stream);
+    launch_selection(g, score_q, score_k, state.indices, state.inverse, stream);
     timer.mark(&StageTimes::selection);
     launch_gather(g, dtype, token(q), token(k), token(v), ws + at_coarse[0], ws + at_coarse[1],
-                  ws + at_coarse[2], state->indices, state->sel[0], state->sel[1], state->sel[2],
+                  ws + at_coarse[2], state.indices, state.sel[0], state.sel[1], state.sel[2],
                   stream);
     timer.mark(&StageTimes::gather);
-    sdpa_forward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state->sel[0],
-                 state->sel[1], state->sel[2], state->sel[3], state->stats, stream);
+    sdpa_forward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state.sel[0], state.sel[1],
+                 state.sel[2], state.sel[3], state.stats, stream);
     timer.mark(&StageTimes::attention);
-    launch_scatter(g, dtype, state->inverse, state->sel[3], token(out), stream);
+    launch_scatter(g, dtype, state.inverse, state.sel[3], token(out), stream);
     timer.mark(&StageTimes::scatter);
     timer.finish();
-    return state;
   }
 
   void backward(const Plan& plan, const ContextState& base, const TensorView& dout,
@@ -474,13 +500,31 @@ class CudaBackend final : public Backend {
     }
     const auto* state = dynamic_cast<const CudaState*>(&base);
     if (!state) throw Error("CUDA backward: the context was not produced by the CUDA backend");
-    const DType dtype = state->dtype();
+    selection_backward(plan, *state, dout, dq, dk, dv, options);
+  }
+
+  void backward(const Plan& plan, const void* context, const TensorView& dout, const TensorView& dq,
+                const TensorView& dk, const TensorView& dv, const Options& options) override {
+    check_layout("dout", dout);
+    check_layout("dq", dq);
+    check_layout("dk", dk);
+    check_layout("dv", dv);
+    // A view on this call's stream: the caller orders its memory, nothing is freed here.
+    const CudaState state(plan, dout.dtype, static_cast<cudaStream_t>(options.stream),
+                          const_cast<void*>(context));
+    selection_backward(plan, state, dout, dq, dk, dv, options);
+  }
+
+  void selection_backward(const Plan& plan, const CudaState& state, const TensorView& dout,
+                          const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                          const Options& options) {
+    const DType dtype = state.dtype();
     const Geometry g = make_geometry(plan);
     const auto stream = static_cast<cudaStream_t>(options.stream);
     if (options.check_finite) check_finite("dout", dout, stream);
     StageTimer timer(options.times, stream);
-    const bool other_stream = stream != state->stream();
-    if (other_stream) stream_wait(stream, state->stream());
+    const bool other_stream = stream != state.stream();
+    if (other_stream) stream_wait(stream, state.stream());
 
     const std::size_t sel_bytes =
         static_cast<std::size_t>(g.batch * g.heads * g.S * g.head_dim) * dtype_size(dtype);
@@ -489,17 +533,17 @@ class CudaBackend final : public Backend {
     for (auto& a : at) a = carve.take(sel_bytes);
     char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
 
-    launch_scatter_backward(g, dtype, state->indices, token(dout), ws + at[0], stream);
+    launch_scatter_backward(g, dtype, state.indices, token(dout), ws + at[0], stream);
     timer.mark(&StageTimes::scatter);
-    sdpa_backward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state->sel[0],
-                  state->sel[1], state->sel[2], state->sel[3], ws + at[0], state->stats, ws + at[1],
+    sdpa_backward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state.sel[0],
+                  state.sel[1], state.sel[2], state.sel[3], ws + at[0], state.stats, ws + at[1],
                   ws + at[2], ws + at[3], stream);
     timer.mark(&StageTimes::attention);
-    launch_pool_backward(g, dtype, state->inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
+    launch_pool_backward(g, dtype, state.inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
                          token(dk), token(dv), stream);
     timer.mark(&StageTimes::gather);
     // The context's buffers are freed on its own stream: that must wait for these reads.
-    if (other_stream) stream_wait(state->stream(), stream);
+    if (other_stream) stream_wait(state.stream(), stream);
     timer.finish();
   }
 

@@ -253,10 +253,11 @@ struct Outputs {
 
 struct RunFlags {
   bool backward = true;
-  bool strided = false;        // q, k, v and out as [B, N, H, D] views of [B, H, N, D] buffers
-  bool strided_grads = false;  // the same for dout, dq, dk and dv
-  bool timed = false;          // fill the stage times
-  bool deterministic = true;   // Options::deterministic
+  bool strided = false;         // q, k, v and out as [B, N, H, D] views of [B, H, N, D] buffers
+  bool strided_grads = false;   // the same for dout, dq, dk and dv
+  bool timed = false;           // fill the stage times
+  bool deterministic = true;    // Options::deterministic
+  bool context_buffer = false;  // the context in caller memory (ContextBuffer), not a Context
 };
 
 Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Config& cfg,
@@ -273,15 +274,37 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   options.deterministic = flags.deterministic;
   if (flags.timed) options.times = &result.forward_times;
   lh::Context ctx;
-  lh::forward(cfg, q.view, k.view, v.view, out.view, ctx, options);
-  result.indices = ctx.indices();
+  // The ContextBuffer variant: device memory of context_bytes(), indices read at their offset.
+  const lh::Plan plan = lh::make_plan(cfg, s.B, s.N, s.H, s.D);
+  const lh::Tensor memory =
+      flags.context_buffer
+          ? lh::Tensor::empty(lh::DType::kInt32, device,
+                              {static_cast<std::int64_t>((lh::context_bytes(plan, dtype) + 3) / 4)})
+          : lh::Tensor();
+  const lh::ContextBuffer buffer{memory.data<void>(), memory.view().nbytes()};
+  if (flags.context_buffer) {
+    lh::forward(cfg, q.view, k.view, v.view, out.view, buffer, options);
+    result.indices.resize(static_cast<std::size_t>(plan.batch * plan.heads * plan.S));
+    lh::backend_for(device).synchronize();
+    lh::backend_for(device).copy_to_host(
+        result.indices.data(),
+        static_cast<const char*>(buffer.data) + lh::context_layout(plan, dtype).indices,
+        result.indices.size() * sizeof(std::int32_t));
+  } else {
+    lh::forward(cfg, q.view, k.view, v.view, out.view, ctx, options);
+    result.indices = ctx.indices();
+  }
   result.out = download(out, s, st);
   if (flags.backward) {
     Buffer dout = make_buffer(s, dtype, device, sg), dq = make_buffer(s, dtype, device, sg),
            dk = make_buffer(s, dtype, device, sg), dv = make_buffer(s, dtype, device, sg);
     upload(dout, s, in.dout, sg);
     if (flags.timed) options.times = &result.backward_times;
-    lh::backward(ctx, dout.view, dq.view, dk.view, dv.view, options);
+    if (flags.context_buffer) {
+      lh::backward(cfg, buffer, dout.view, dq.view, dk.view, dv.view, options);
+    } else {
+      lh::backward(ctx, dout.view, dq.view, dk.view, dv.view, options);
+    }
     result.dq = download(dq, s, sg);
     result.dk = download(dk, s, sg);
     result.dv = download(dv, s, sg);
@@ -726,6 +749,32 @@ TEST(CudaBackend, DenseRunsOnCallerViews) {
         EXPECT_TRUE(bits_equal(other.dv, plain.dv)) << what;
       } else {
         expect_close(other, plain, 1e-2, what);
+      }
+    }
+  }
+}
+
+// The context in caller memory (what the PyTorch op uses): the same bits as an owned context
+// for Lighthouse; for dense attention (levels == 1) the general path with copies, against the
+// owned context's cuDNN-on-views path.
+TEST(CudaBackend, ContextBufferMatchesOwnedContext) {
+  SKIP_WITHOUT_GPU();
+  for (const Case& c : {Case{{2, 4096, 3, 64}, 3, 4, 128}, Case{{1, 2048, 2, 128}, 2, 2, 256},
+                        Case{{2, 1024, 2, 64}, 1, 2, 128}}) {
+    const Inputs in = random_inputs(c.shape, 51);
+    for (lh::DType dtype : {lh::DType::kFloat32, lh::DType::kBFloat16}) {
+      const std::string what = name_of(c) + " " + lh::dtype_name(dtype);
+      const Outputs owned = run(in, lh::Device::kCUDA, dtype, config_of(c));
+      const Outputs external = run(in, lh::Device::kCUDA, dtype, config_of(c),
+                                   {.strided = true, .context_buffer = true});
+      EXPECT_EQ(external.indices, owned.indices) << what;
+      if (c.levels > 1) {
+        EXPECT_TRUE(bits_equal(external.out, owned.out)) << what;
+        EXPECT_TRUE(bits_equal(external.dq, owned.dq)) << what;
+        EXPECT_TRUE(bits_equal(external.dk, owned.dk)) << what;
+        EXPECT_TRUE(bits_equal(external.dv, owned.dv)) << what;
+      } else {
+        expect_close(external, owned, dtype == lh::DType::kFloat32 ? 1e-5 : 1e-2, what);
       }
     }
   }

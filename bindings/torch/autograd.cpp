@@ -1,0 +1,90 @@
+// attention() for autograd: attention_forward saves its context tensor, attention_backward reads
+// it. Both are ops of their own, so that torch.compile records them (with their meta kernels)
+// in the forward and backward graphs instead of breaking the graph at a Python function.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+namespace lighthouse::torch_op {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+const auto& forward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("lighthouse::attention_forward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                    const at::Tensor&, std::int64_t, std::int64_t,
+                                                    std::int64_t, std::optional<double>)>();
+  return op;
+}
+
+const auto& backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lighthouse::attention_backward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                                 const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t,
+                                 std::int64_t, std::optional<double>)>();
+  return op;
+}
+
+class Attention : public torch::autograd::Function<Attention> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, std::int64_t levels, std::int64_t pool,
+                            std::int64_t topk, std::optional<double> scale) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [out, context] = forward_op().call(q, k, v, levels, pool, topk, scale);
+    ctx->save_for_backward({context});
+    ctx->saved_data["levels"] = levels;
+    ctx->saved_data["pool"] = pool;
+    ctx->saved_data["topk"] = topk;
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor context = ctx->get_saved_variables()[0];
+    const auto& saved = ctx->saved_data;
+    const std::optional<double> scale = saved.at("scale").isNone()
+                                            ? std::nullopt
+                                            : std::optional<double>(saved.at("scale").toDouble());
+    auto [dq, dk, dv] =
+        backward_op().call(grads[0], context, saved.at("levels").toInt(), saved.at("pool").toInt(),
+                           saved.at("topk").toInt(), scale);
+    // No gradient for levels, pool, topk and scale.
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              std::int64_t levels, std::int64_t pool, std::int64_t topk,
+                              std::optional<double> scale) {
+  return Attention::apply(q, k, v, levels, pool, topk, scale);
+}
+
+// Below autograd (inference mode, or any backend key): the forward alone.
+at::Tensor attention_plain(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           std::int64_t levels, std::int64_t pool, std::int64_t topk,
+                           std::optional<double> scale) {
+  return std::get<0>(forward_op().call(q, k, v, levels, pool, topk, scale));
+}
+
+}  // namespace
+
+}  // namespace lighthouse::torch_op
+
+TORCH_LIBRARY_IMPL(lighthouse, Autograd, m) {
+  m.impl("attention", &lighthouse::torch_op::attention_autograd);
+}
+
+TORCH_LIBRARY_IMPL(lighthouse, CompositeExplicitAutograd, m) {
+  m.impl("attention", &lighthouse::torch_op::attention_plain);
+}

@@ -1,0 +1,71 @@
+// The `lighthouse` operator library: schemas, and the ops that need no tensor (configuration
+// checks and plans for Python). Kernels: kernels.cpp (CPU, CUDA), autograd.cpp, meta.cpp.
+//
+//   attention(q, k, v, levels, pool, topk, scale) -> out      what models call (differentiable)
+//   attention_forward(...) -> (out, ctx)                       ctx: the uint8 context buffer
+//   attention_backward(dout, ctx, levels, ...) -> (dq, dk, dv)
+//   library_forward_backward(q, k, v, dout, ...)               the library's own Context path
+//                                                              (tests, benchmark)
+// q, k, v, out and the gradients are [B, N, H, D]; levels/pool/topk/scale are lighthouse::Config.
+#include <torch/library.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "convert.hpp"
+#include "lighthouse/backend.hpp"
+
+namespace lighthouse::torch_op {
+
+namespace {
+
+void validate_op(std::int64_t levels, std::int64_t pool, std::int64_t topk,
+                 std::optional<double> scale) {
+  translate_errors([&] { make_config(levels, pool, topk, scale); });
+}
+
+// [S, pyramid_size, tiles, context_bytes, indices_offset]: what a configuration costs at these
+// sizes, and where the selected indices lie in its context (ContextLayout::indices).
+std::vector<std::int64_t> plan_op(std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                  std::int64_t head_dim, std::int64_t levels, std::int64_t pool,
+                                  std::int64_t topk, std::optional<double> scale,
+                                  c10::ScalarType dtype) {
+  return translate_errors([&] {
+    const Plan plan =
+        make_plan(make_config(levels, pool, topk, scale), batch, seq, heads, head_dim);
+    const ContextLayout layout = context_layout(plan, dtype_from("dtype", dtype));
+    return std::vector<std::int64_t>{plan.S, plan.pyramid_size, plan.tiles,
+                                     static_cast<std::int64_t>(layout.bytes),
+                                     static_cast<std::int64_t>(layout.indices)};
+  });
+}
+
+}  // namespace
+
+}  // namespace lighthouse::torch_op
+
+TORCH_LIBRARY(lighthouse, m) {
+  const std::vector<at::Tag> compliant{at::Tag::pt2_compliant_tag};
+  m.def(
+      "attention(Tensor q, Tensor k, Tensor v, int levels=3, int pool=2, int topk=1536, "
+      "float? scale=None) -> Tensor",
+      compliant);
+  m.def(
+      "attention_forward(Tensor q, Tensor k, Tensor v, int levels, int pool, int topk, "
+      "float? scale=None) -> (Tensor out, Tensor ctx)",
+      compliant);
+  m.def(
+      "attention_backward(Tensor dout, Tensor ctx, int levels, int pool, int topk, "
+      "float? scale=None) -> (Tensor dq, Tensor dk, Tensor dv)",
+      compliant);
+  m.def(
+      "library_forward_backward(Tensor q, Tensor k, Tensor v, Tensor dout, int levels, int pool, "
+      "int topk, float? scale=None) -> (Tensor out, Tensor dq, Tensor dk, Tensor dv)");
+  m.def("validate(int levels, int pool, int topk, float? scale=None) -> ()",
+        &lighthouse::torch_op::validate_op);
+  m.def(
+      "plan(int batch, int seq, int heads, int head_dim, int levels, int pool, int topk, "
+      "float? scale=None, ScalarType dtype=float) -> int[]",
+      &lighthouse::torch_op::plan_op);
+}

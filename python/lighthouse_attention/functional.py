@@ -1,0 +1,108 @@
+"""``lighthouse_attention()``: a drop-in for ``F.scaled_dot_product_attention(q, k, v,
+is_causal=True)`` during the sparse stage of training."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._library import ops
+
+LAYOUTS = ("bnhd", "bhnd")
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"layout = {layout!r}: must be 'bnhd' ([B, N, H, D], the layout of a model's "
+            "projections) or 'bhnd' ([B, H, N, D], the layout of scaled_dot_product_attention)"
+        )
+
+
+def _check_rank(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            shape = "[B, N, H, D]" if layout == "bnhd" else "[B, H, N, D]"
+            raise ValueError(
+                f"{name} = {list(t.shape)}: must be a rank-4 {shape} tensor (layout={layout!r})"
+            )
+
+
+def lighthouse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    levels: int = 3,
+    pool: int = 2,
+    topk: int = 1536,
+    layout: str = "bnhd",
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Causal Lighthouse attention of ``q``, ``k``, ``v``; differentiable in all three.
+
+    ``layout="bnhd"``: tensors are ``[B, N, H, D]``; ``"bhnd"``: ``[B, H, N, D]`` (read in place
+    through a transposed view, no copy). The output has the inputs' layout. ``levels`` (>= 1; 1
+    is dense causal attention), ``pool`` (a power of two >= 2) and ``topk`` (a multiple of 128)
+    must satisfy the library's rules for the sequence length; a violation raises ``ValueError``
+    naming the parameter, its value and the rule. ``scale`` defaults to ``1/sqrt(D)``.
+
+    CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
+    """
+    _check_layout(layout)
+    _check_rank(q, k, v, layout)
+    if layout == "bhnd":
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    out = ops.attention(q, k, v, levels, pool, topk, scale)
+    return out.transpose(1, 2) if layout == "bhnd" else out
+
+
+def validate(levels: int, pool: int, topk: int, scale: Optional[float] = None) -> None:
+    """Checks a configuration's own rules (those that do not involve the sequence length)."""
+    ops.validate(levels, pool, topk, scale)
+
+
+def plan(
+    batch: int,
+    seq: int,
+    heads: int,
+    head_dim: int,
+    *,
+    levels: int = 3,
+    pool: int = 2,
+    topk: int = 1536,
+    scale: Optional[float] = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
+    """What a configuration costs at these sizes (``ValueError`` when it is invalid there):
+    ``S`` (rows of the inner dense attention per batch and head), ``pyramid_size`` and
+    ``tiles``, and ``context_bytes`` (memory saved for the backward pass)."""
+    s, pyramid, tiles, ctx, _ = ops.plan(
+        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype
+    )
+    return {"S": s, "pyramid_size": pyramid, "tiles": tiles, "context_bytes": ctx}
+
+
+def selected_indices(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    levels: int = 3,
+    pool: int = 2,
+    topk: int = 1536,
+    layout: str = "bnhd",
+) -> torch.Tensor:
+    """The pyramid entries the selection keeps, ``[B, H, S]`` int32 in causal order (level
+    ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``). For analysis and tests:
+    it runs a forward pass and reads the indices out of its saved context."""
+    _check_layout(layout)
+    _check_rank(q, k, v, layout)
+    if layout == "bhnd":
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    with torch.no_grad():
+        _, ctx = ops.attention_forward(q, k, v, levels, pool, topk, None)
+    b, n, h, d = q.shape
+    s, _, _, _, at = ops.plan(b, n, h, d, levels, pool, topk, None, q.dtype)
+    return ctx[at : at + b * h * s * 4].view(torch.int32).view(b, h, s).clone()

@@ -1,0 +1,69 @@
+// Contexts in caller memory (ContextBuffer): the one layout, shared by every backend so that its
+// size is a function of (plan, dtype) alone, and the answer of a backend that has no support.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "lighthouse/backend.hpp"
+#include "lighthouse/error.hpp"
+
+namespace lighthouse {
+
+namespace {
+
+constexpr std::size_t kPartAlignment = 256;
+
+// Offsets of consecutive parts of one buffer, each rounded up to kPartAlignment.
+class Carver {
+ public:
+  std::size_t take(std::size_t bytes) {
+    const std::size_t at = size_;
+    size_ += (bytes + kPartAlignment - 1) / kPartAlignment * kPartAlignment;
+    return at;
+  }
+  std::size_t size() const { return size_; }
+
+ private:
+  std::size_t size_ = 0;
+};
+
+}  // namespace
+
+std::size_t context_stats_size(DType dtype) {
+  return dtype == DType::kFloat64 ? sizeof(double) : sizeof(float);
+}
+
+ContextLayout context_layout(const Plan& plan, DType dtype) {
+  const auto rows = static_cast<std::size_t>(plan.batch * plan.heads * plan.S);
+  const auto pyramid = static_cast<std::size_t>(plan.batch * plan.heads * plan.pyramid_size);
+  const std::size_t row_bytes = static_cast<std::size_t>(plan.head_dim) * dtype_size(dtype);
+  ContextLayout layout;
+  Carver carve;
+  layout.indices = carve.take(rows * sizeof(std::int32_t));
+  layout.position = carve.take(pyramid * sizeof(std::int32_t));
+  layout.stats = carve.take(rows * context_stats_size(dtype));
+  layout.q = carve.take(rows * row_bytes);
+  layout.k = carve.take(rows * row_bytes);
+  layout.v = carve.take(rows * row_bytes);
+  layout.o = carve.take(rows * row_bytes);
+  layout.bytes = carve.size();
+  return layout;
+}
+
+std::size_t context_bytes(const Plan& plan, DType dtype) {
+  return context_layout(plan, dtype).bytes;
+}
+
+void Backend::forward(const Plan&, const TensorView&, const TensorView&, const TensorView&,
+                      const TensorView&, void*, const Options&) {
+  throw Error(std::string("the ") + device_name(device()) +
+              " backend does not support context buffers (use lighthouse::Context)");
+}
+
+void Backend::backward(const Plan&, const void*, const TensorView&, const TensorView&,
+                       const TensorView&, const TensorView&, const Options&) {
+  throw Error(std::string("the ") + device_name(device()) +
+              " backend does not support context buffers (use lighthouse::Context)");
+}
+
+}  // namespace lighthouse
