@@ -5,45 +5,18 @@
 #include <cstdio>
 #include <sstream>
 
+#include "svg_text.hpp"
+
 namespace lighthouse::cli {
 
 namespace {
 
 constexpr double kWidth = 900, kHeight = 520, kLeft = 70, kRight = 20, kTop = 45, kBottom = 50;
 
-std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", v);
-  return buf;
-}
-
 std::string label(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
-}
-
-std::string escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
 }
 
 // A tick spacing of 1, 2 or 5 times a power of ten giving about `count` intervals.
@@ -90,67 +63,72 @@ std::string loss_chart_svg(const PlotLabels& labels, const std::vector<LossSerie
       << "\" viewBox=\"0 0 " << kWidth << " " << kHeight
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
       << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      << "<text x=\"" << num(kWidth / 2) << "\" y=\"26\" text-anchor=\"middle\" font-size=\"16\">"
-      << escape(labels.title) << "</text>\n<g stroke=\"#e0e0e0\">\n";
+      << "<text x=\"" << svg_num(kWidth / 2)
+      << "\" y=\"26\" text-anchor=\"middle\" font-size=\"16\">" << svg_escape(labels.title)
+      << "</text>\n<g stroke=\"#e0e0e0\">\n";
   for (double x = x_lo; x <= x_hi + xs / 2; x += xs) {
-    svg << "<line x1=\"" << num(px(x)) << "\" y1=\"" << num(kTop) << "\" x2=\"" << num(px(x))
-        << "\" y2=\"" << num(kTop + plot_h) << "\"/>\n";
+    svg << "<line x1=\"" << svg_num(px(x)) << "\" y1=\"" << svg_num(kTop) << "\" x2=\""
+        << svg_num(px(x)) << "\" y2=\"" << svg_num(kTop + plot_h) << "\"/>\n";
   }
   for (double y = y_lo; y <= y_hi + ys / 2; y += ys) {
-    svg << "<line x1=\"" << num(kLeft) << "\" y1=\"" << num(py(y)) << "\" x2=\""
-        << num(kLeft + plot_w) << "\" y2=\"" << num(py(y)) << "\"/>\n";
+    svg << "<line x1=\"" << svg_num(kLeft) << "\" y1=\"" << svg_num(py(y)) << "\" x2=\""
+        << svg_num(kLeft + plot_w) << "\" y2=\"" << svg_num(py(y)) << "\"/>\n";
   }
   svg << "</g>\n<g fill=\"#333333\">\n";
   for (double x = x_lo; x <= x_hi + xs / 2; x += xs) {
-    svg << "<text x=\"" << num(px(x)) << "\" y=\"" << num(kTop + plot_h + 18)
+    svg << "<text x=\"" << svg_num(px(x)) << "\" y=\"" << svg_num(kTop + plot_h + 18)
         << "\" text-anchor=\"middle\">" << label(x) << "</text>\n";
   }
   for (double y = y_lo; y <= y_hi + ys / 2; y += ys) {
-    svg << "<text x=\"" << num(kLeft - 8) << "\" y=\"" << num(py(y) + 4)
+    svg << "<text x=\"" << svg_num(kLeft - 8) << "\" y=\"" << svg_num(py(y) + 4)
         << "\" text-anchor=\"end\">" << label(y) << "</text>\n";
   }
-  svg << "</g>\n<rect x=\"" << num(kLeft) << "\" y=\"" << num(kTop) << "\" width=\"" << num(plot_w)
-      << "\" height=\"" << num(plot_h) << "\" fill=\"none\" stroke=\"#333333\"/>\n"
-      << "<text x=\"" << num(kLeft + plot_w / 2) << "\" y=\"" << num(kHeight - 12)
-      << "\" text-anchor=\"middle\">" << escape(labels.x_label) << "</text>\n"
-      << "<text x=\"18\" y=\"" << num(kTop + plot_h / 2)
-      << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << num(kTop + plot_h / 2) << ")\">"
-      << escape(labels.y_label) << "</text>\n";
+  svg << "</g>\n<rect x=\"" << svg_num(kLeft) << "\" y=\"" << svg_num(kTop) << "\" width=\""
+      << svg_num(plot_w) << "\" height=\"" << svg_num(plot_h)
+      << "\" fill=\"none\" stroke=\"#333333\"/>\n"
+      << "<text x=\"" << svg_num(kLeft + plot_w / 2) << "\" y=\"" << svg_num(kHeight - 12)
+      << "\" text-anchor=\"middle\">" << svg_escape(labels.x_label) << "</text>\n"
+      << "<text x=\"18\" y=\"" << svg_num(kTop + plot_h / 2)
+      << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << svg_num(kTop + plot_h / 2)
+      << ")\">" << svg_escape(labels.y_label) << "</text>\n";
   for (std::size_t i = 0; i < markers.size(); ++i) {
     const VerticalMarker& m = markers[i];
     if (!std::isfinite(m.x) || m.x < x_lo || m.x > x_hi) continue;
-    svg << "<line x1=\"" << num(px(m.x)) << "\" y1=\"" << num(kTop) << "\" x2=\"" << num(px(m.x))
-        << "\" y2=\"" << num(kTop + plot_h) << "\" stroke=\"" << escape(m.color)
-        << "\" stroke-dasharray=\"2 3\" stroke-width=\"1.5\"/>\n"
-        << "<text x=\"" << num(px(m.x) + 4) << "\" y=\""
-        << num(kTop + plot_h - 8 - 14.0 * static_cast<double>(i)) << "\" fill=\"" << escape(m.color)
-        << "\">" << escape(m.label) << "</text>\n";
+    svg << "<line x1=\"" << svg_num(px(m.x)) << "\" y1=\"" << svg_num(kTop) << "\" x2=\""
+        << svg_num(px(m.x)) << "\" y2=\"" << svg_num(kTop + plot_h) << "\" stroke=\""
+        << svg_escape(m.color) << "\" stroke-dasharray=\"2 3\" stroke-width=\"1.5\"/>\n"
+        << "<text x=\"" << svg_num(px(m.x) + 4) << "\" y=\""
+        << svg_num(kTop + plot_h - 8 - 14.0 * static_cast<double>(i)) << "\" fill=\""
+        << svg_escape(m.color) << "\">" << svg_escape(m.label) << "</text>\n";
   }
   for (const LossSeries& s : drawn) {
-    const std::string color = escape(s.series.color);
+    const std::string color = svg_escape(s.series.color);
     svg << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\""
         << (s.dashed ? "2\" stroke-dasharray=\"6 4" : "1.5") << "\" points=\"";
-    for (const auto& [x, y] : s.series.points) svg << num(px(x)) << "," << num(py(y)) << " ";
+    for (const auto& [x, y] : s.series.points)
+      svg << svg_num(px(x)) << "," << svg_num(py(y)) << " ";
     svg << "\"/>\n";
     if (s.dashed) {
       for (const auto& [x, y] : s.series.points) {
-        svg << "<circle cx=\"" << num(px(x)) << "\" cy=\"" << num(py(y)) << "\" r=\"3\" fill=\""
-            << color << "\"/>\n";
+        svg << "<circle cx=\"" << svg_num(px(x)) << "\" cy=\"" << svg_num(py(y))
+            << "\" r=\"3\" fill=\"" << color << "\"/>\n";
       }
     }
   }
   const double lx = kLeft + plot_w - 250, ly = kTop + 10;
   if (!drawn.empty()) {
-    svg << "<rect x=\"" << num(lx - 6) << "\" y=\"" << num(ly - 6) << "\" width=\"246\" height=\""
-        << num(18.0 * drawn.size() + 6) << "\" fill=\"white\" stroke=\"#999999\"/>\n";
+    svg << "<rect x=\"" << svg_num(lx - 6) << "\" y=\"" << svg_num(ly - 6)
+        << "\" width=\"246\" height=\"" << svg_num(18.0 * drawn.size() + 6)
+        << "\" fill=\"white\" stroke=\"#999999\"/>\n";
   }
   for (std::size_t i = 0; i < drawn.size(); ++i) {
     const double y = ly + 18.0 * i + 7;
-    svg << "<line x1=\"" << num(lx) << "\" y1=\"" << num(y) << "\" x2=\"" << num(lx + 24)
-        << "\" y2=\"" << num(y) << "\" stroke=\"" << escape(drawn[i].series.color)
-        << "\" stroke-width=\"2\"" << (drawn[i].dashed ? " stroke-dasharray=\"6 4\"" : "")
-        << "/>\n<text x=\"" << num(lx + 32) << "\" y=\"" << num(y + 4) << "\">"
-        << escape(drawn[i].series.name) << "</text>\n";
+    svg << "<line x1=\"" << svg_num(lx) << "\" y1=\"" << svg_num(y) << "\" x2=\""
+        << svg_num(lx + 24) << "\" y2=\"" << svg_num(y) << "\" stroke=\""
+        << svg_escape(drawn[i].series.color) << "\" stroke-width=\"2\""
+        << (drawn[i].dashed ? " stroke-dasharray=\"6 4\"" : "") << "/>\n<text x=\""
+        << svg_num(lx + 32) << "\" y=\"" << svg_num(y + 4) << "\">"
+        << svg_escape(drawn[i].series.name) << "</text>\n";
   }
   svg << "</svg>\n";
   return svg.str();

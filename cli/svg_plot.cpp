@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "svg_text.hpp"
+
 namespace lighthouse::cli {
 
 namespace {
@@ -12,35 +14,6 @@ namespace {
 // Canvas and plot-area geometry, in SVG user units.
 constexpr double kWidth = 760, kHeight = 480;
 constexpr double kLeft = 80, kRight = 30, kTop = 50, kBottom = 60;
-
-std::string escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
-std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", v);
-  return buf;
-}
 
 // 1024 -> "1K", 524288 -> "512K", 1048576 -> "1M"; smaller numbers as they are.
 std::string power_of_two_label(double value) {
@@ -113,21 +86,22 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
       << "\" viewBox=\"0 0 " << kWidth << " " << kHeight
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
       << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      << "<text x=\"" << num(kWidth / 2) << "\" y=\"28\" text-anchor=\"middle\" font-size=\"16\">"
-      << escape(labels.title) << "</text>\n";
+      << "<text x=\"" << svg_num(kWidth / 2)
+      << "\" y=\"28\" text-anchor=\"middle\" font-size=\"16\">" << svg_escape(labels.title)
+      << "</text>\n";
 
   // Grid and ticks. With many powers of two, label every other one to avoid overlap.
   const int x_step = (x_hi - x_lo) > 12 ? 2 : 1;
   svg << "<g stroke=\"#dddddd\" stroke-width=\"1\">\n";
   for (int e = x_lo; e <= x_hi; ++e) {
     const double x = px(std::ldexp(1.0, e));
-    svg << "<line x1=\"" << num(x) << "\" y1=\"" << num(kTop) << "\" x2=\"" << num(x) << "\" y2=\""
-        << num(kTop + plot_h) << "\"/>\n";
+    svg << "<line x1=\"" << svg_num(x) << "\" y1=\"" << svg_num(kTop) << "\" x2=\"" << svg_num(x)
+        << "\" y2=\"" << svg_num(kTop + plot_h) << "\"/>\n";
   }
   for (int e = y_lo; e <= y_hi; ++e) {
     const double y = py(std::pow(10.0, e));
-    svg << "<line x1=\"" << num(kLeft) << "\" y1=\"" << num(y) << "\" x2=\"" << num(kLeft + plot_w)
-        << "\" y2=\"" << num(y) << "\"/>\n";
+    svg << "<line x1=\"" << svg_num(kLeft) << "\" y1=\"" << svg_num(y) << "\" x2=\""
+        << svg_num(kLeft + plot_w) << "\" y2=\"" << svg_num(y) << "\"/>\n";
   }
   svg << "</g>\n";
   // Lighter minor grid at 2x and 5x within each decade, to read values between the labels.
@@ -135,42 +109,45 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
   for (int e = y_lo; e < y_hi; ++e) {
     for (double m : {2.0, 5.0}) {
       const double y = py(m * std::pow(10.0, e));
-      svg << "<line x1=\"" << num(kLeft) << "\" y1=\"" << num(y) << "\" x2=\""
-          << num(kLeft + plot_w) << "\" y2=\"" << num(y) << "\"/>\n";
+      svg << "<line x1=\"" << svg_num(kLeft) << "\" y1=\"" << svg_num(y) << "\" x2=\""
+          << svg_num(kLeft + plot_w) << "\" y2=\"" << svg_num(y) << "\"/>\n";
     }
   }
   svg << "</g>\n";
   svg << "<g fill=\"#333333\">\n";
   for (int e = x_lo; e <= x_hi; ++e) {
     if ((e - x_lo) % x_step != 0) continue;
-    svg << "<text x=\"" << num(px(std::ldexp(1.0, e))) << "\" y=\"" << num(kTop + plot_h + 18)
-        << "\" text-anchor=\"middle\">" << power_of_two_label(std::ldexp(1.0, e)) << "</text>\n";
+    svg << "<text x=\"" << svg_num(px(std::ldexp(1.0, e))) << "\" y=\""
+        << svg_num(kTop + plot_h + 18) << "\" text-anchor=\"middle\">"
+        << power_of_two_label(std::ldexp(1.0, e)) << "</text>\n";
   }
   for (int e = y_lo; e <= y_hi; ++e) {
-    svg << "<text x=\"" << num(kLeft - 8) << "\" y=\"" << num(py(std::pow(10.0, e)) + 4)
+    svg << "<text x=\"" << svg_num(kLeft - 8) << "\" y=\"" << svg_num(py(std::pow(10.0, e)) + 4)
         << "\" text-anchor=\"end\">" << power_of_ten_label(e) << "</text>\n";
   }
   svg << "</g>\n";
 
   // Axes and their labels.
-  svg << "<rect x=\"" << num(kLeft) << "\" y=\"" << num(kTop) << "\" width=\"" << num(plot_w)
-      << "\" height=\"" << num(plot_h) << "\" fill=\"none\" stroke=\"#333333\"/>\n"
-      << "<text x=\"" << num(kLeft + plot_w / 2) << "\" y=\"" << num(kHeight - 15)
-      << "\" text-anchor=\"middle\">" << escape(labels.x_label) << "</text>\n"
-      << "<text x=\"20\" y=\"" << num(kTop + plot_h / 2)
-      << "\" text-anchor=\"middle\" transform=\"rotate(-90 20 " << num(kTop + plot_h / 2) << ")\">"
-      << escape(labels.y_label) << "</text>\n";
+  svg << "<rect x=\"" << svg_num(kLeft) << "\" y=\"" << svg_num(kTop) << "\" width=\""
+      << svg_num(plot_w) << "\" height=\"" << svg_num(plot_h)
+      << "\" fill=\"none\" stroke=\"#333333\"/>\n"
+      << "<text x=\"" << svg_num(kLeft + plot_w / 2) << "\" y=\"" << svg_num(kHeight - 15)
+      << "\" text-anchor=\"middle\">" << svg_escape(labels.x_label) << "</text>\n"
+      << "<text x=\"20\" y=\"" << svg_num(kTop + plot_h / 2)
+      << "\" text-anchor=\"middle\" transform=\"rotate(-90 20 " << svg_num(kTop + plot_h / 2)
+      << ")\">" << svg_escape(labels.y_label) << "</text>\n";
 
   // Series.
   for (const PlotSeries& s : drawn) {
-    svg << "<g stroke=\"" << escape(s.color) << "\" fill=\"" << escape(s.color) << "\">\n";
+    svg << "<g stroke=\"" << svg_escape(s.color) << "\" fill=\"" << svg_escape(s.color) << "\">\n";
     if (s.points.size() > 1) {
       svg << "<polyline fill=\"none\" stroke-width=\"2\" points=\"";
-      for (const auto& [x, y] : s.points) svg << num(px(x)) << "," << num(py(y)) << " ";
+      for (const auto& [x, y] : s.points) svg << svg_num(px(x)) << "," << svg_num(py(y)) << " ";
       svg << "\"/>\n";
     }
     for (const auto& [x, y] : s.points) {
-      svg << "<circle cx=\"" << num(px(x)) << "\" cy=\"" << num(py(y)) << "\" r=\"3.5\"/>\n";
+      svg << "<circle cx=\"" << svg_num(px(x)) << "\" cy=\"" << svg_num(py(y))
+          << "\" r=\"3.5\"/>\n";
     }
     svg << "</g>\n";
   }
@@ -178,16 +155,17 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
   // Legend, top left inside the plot area.
   const double lx = kLeft + 12, ly = kTop + 12;
   if (!drawn.empty()) {
-    svg << "<rect x=\"" << num(lx - 6) << "\" y=\"" << num(ly - 6) << "\" width=\"130\" height=\""
-        << num(20.0 * drawn.size() + 6) << "\" fill=\"white\" stroke=\"#999999\"/>\n";
+    svg << "<rect x=\"" << svg_num(lx - 6) << "\" y=\"" << svg_num(ly - 6)
+        << "\" width=\"130\" height=\"" << svg_num(20.0 * drawn.size() + 6)
+        << "\" fill=\"white\" stroke=\"#999999\"/>\n";
   }
   for (std::size_t i = 0; i < drawn.size(); ++i) {
     const double y = ly + 20.0 * i + 8;
-    svg << "<line x1=\"" << num(lx) << "\" y1=\"" << num(y) << "\" x2=\"" << num(lx + 24)
-        << "\" y2=\"" << num(y) << "\" stroke=\"" << escape(drawn[i].color)
-        << "\" stroke-width=\"2\"/>\n"
-        << "<text x=\"" << num(lx + 32) << "\" y=\"" << num(y + 4) << "\">" << escape(drawn[i].name)
-        << "</text>\n";
+    svg << "<line x1=\"" << svg_num(lx) << "\" y1=\"" << svg_num(y) << "\" x2=\""
+        << svg_num(lx + 24) << "\" y2=\"" << svg_num(y) << "\" stroke=\""
+        << svg_escape(drawn[i].color) << "\" stroke-width=\"2\"/>\n"
+        << "<text x=\"" << svg_num(lx + 32) << "\" y=\"" << svg_num(y + 4) << "\">"
+        << svg_escape(drawn[i].name) << "</text>\n";
   }
   svg << "</svg>\n";
   return svg.str();
