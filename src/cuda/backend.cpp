@@ -402,18 +402,9 @@ class CudaBackend final : public Backend {
                                         const TensorView& v, const TensorView& out,
                                         const Options& options) override {
     const DType dtype = q.dtype;
-    check_supported(plan, dtype);
-    check_layout("q", q);
-    check_layout("k", k);
-    check_layout("v", v);
-    check_layout("out", out);
+    check_forward_inputs(plan, q, k, v, out, options);
     const Geometry g = make_geometry(plan);
     const auto stream = static_cast<cudaStream_t>(options.stream);
-    if (options.check_finite) {
-      check_finite("q", q, stream);
-      check_finite("k", k, stream);
-      check_finite("v", v, stream);
-    }
     StageTimer timer(options.times, stream);
     if (plan.dense()) {
       auto dense = std::make_shared<DenseState>(plan, dtype, q, k, v, out, stream);
@@ -432,21 +423,28 @@ class CudaBackend final : public Backend {
   // copies of q, k, v and out, so that the buffer is all backward needs.
   void forward(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                const TensorView& out, void* context, const Options& options) override {
+    check_forward_inputs(plan, q, k, v, out, options);
+    const Geometry g = make_geometry(plan);
+    const auto stream = static_cast<cudaStream_t>(options.stream);
+    StageTimer timer(options.times, stream);
+    CudaState state(plan, q.dtype, stream, context);
+    selection_forward(plan, g, q, k, v, out, state, options, timer);
+  }
+
+  // What both forward entry points check before launching anything.
+  void check_forward_inputs(const Plan& plan, const TensorView& q, const TensorView& k,
+                            const TensorView& v, const TensorView& out, const Options& options) {
     check_supported(plan, q.dtype);
     check_layout("q", q);
     check_layout("k", k);
     check_layout("v", v);
     check_layout("out", out);
-    const Geometry g = make_geometry(plan);
-    const auto stream = static_cast<cudaStream_t>(options.stream);
     if (options.check_finite) {
+      const auto stream = static_cast<cudaStream_t>(options.stream);
       check_finite("q", q, stream);
       check_finite("k", k, stream);
       check_finite("v", v, stream);
     }
-    StageTimer timer(options.times, stream);
-    CudaState state(plan, q.dtype, stream, context);
-    selection_forward(plan, g, q, k, v, out, state, options, timer);
   }
 
   // Pyramid, selection, gather, attention and scatter into `state`.
