@@ -12,33 +12,20 @@ namespace lighthouse::cpu {
 
 namespace {
 
-constexpr std::int64_t kTokenGrain = 1024;  // tokens per parallel work item
-constexpr std::int64_t kRowGrain = 256;     // gathered rows per parallel work item
-
-// Level of a pyramid index: the last level whose offset is <= idx.
-inline int level_of(const Plan& plan, std::int64_t idx) {
-  int l = static_cast<int>(plan.offset.size()) - 1;
-  while (plan.offset[l] > idx) --l;
-  return l;
-}
-
 template <typename T>
 void level_scores_t(const Plan& plan, const TensorView& q, const TensorView& k, float* sq,
                     float* sk, int threads) {
   const std::int64_t B = plan.batch, H = plan.heads, N = plan.seq, D = plan.head_dim;
   const std::int64_t P = plan.pyramid_size;
-  const std::int64_t chunks = chunk_count(N, kTokenGrain);
   // Level 1: the token norms.
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-  for (std::int64_t w = 0; w < B * H * chunks; ++w) {
-    const std::int64_t bh = w / chunks, c = w % chunks;
-    const std::int64_t b = bh / H, h = bh % H;
-    const std::int64_t end = std::min(N, (c + 1) * kTokenGrain);
-    for (std::int64_t n = c * kTokenGrain; n < end; ++n) {
-      sq[bh * P + n] = token_score(row_ptr<const T>(q, b, n, h), D);
-      sk[bh * P + n] = token_score(row_ptr<const T>(k, b, n, h), D);
-    }
-  }
+  parallel_chunks(B * H, N, kTokenGrain, 0, threads,
+                  [&](std::int64_t bh, std::int64_t begin, std::int64_t end, auto&) {
+                    const std::int64_t b = bh / H, h = bh % H;
+                    for (std::int64_t n = begin; n < end; ++n) {
+                      sq[bh * P + n] = token_score(row_ptr<const T>(q, b, n, h), D);
+                      sk[bh * P + n] = token_score(row_ptr<const T>(k, b, n, h), D);
+                    }
+                  });
   // Coarser levels: a block's max is the max of its p children's maxima.
   const std::int64_t p = plan.config.pool;
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -61,35 +48,29 @@ template <typename T>
 void gather_rows_t(const Plan& plan, const TensorView& x, const std::int32_t* indices, T* dst,
                    int threads) {
   const std::int64_t B = plan.batch, H = plan.heads, S = plan.S, D = plan.head_dim;
-  const std::int64_t chunks = chunk_count(S, kRowGrain);
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<double> acc(static_cast<std::size_t>(D));
-#pragma omp for schedule(dynamic)
-    for (std::int64_t w = 0; w < B * H * chunks; ++w) {
-      const std::int64_t bh = w / chunks, c = w % chunks;
-      const std::int64_t b = bh / H, h = bh % H;
-      const std::int64_t end = std::min(S, (c + 1) * kRowGrain);
-      for (std::int64_t s = c * kRowGrain; s < end; ++s) {
-        const std::int64_t idx = indices[bh * S + s];
-        const int l = level_of(plan, idx);
-        const std::int64_t block = plan.block[l];
-        const std::int64_t first = (idx - plan.offset[l]) * block;
-        T* out = dst + (bh * S + s) * D;
-        if (block == 1) {
-          std::copy_n(row_ptr<const T>(x, b, first, h), D, out);
-          continue;
+  parallel_chunks(
+      B * H, S, kRowGrain, D, threads,
+      [&](std::int64_t bh, std::int64_t begin, std::int64_t end, std::vector<double>& acc) {
+        const std::int64_t b = bh / H, h = bh % H;
+        for (std::int64_t s = begin; s < end; ++s) {
+          const std::int64_t idx = indices[bh * S + s];
+          const int l = level_of(plan, idx);
+          const std::int64_t block = plan.block[l];
+          const std::int64_t first = (idx - plan.offset[l]) * block;
+          T* out = dst + (bh * S + s) * D;
+          if (block == 1) {
+            std::copy_n(row_ptr<const T>(x, b, first, h), D, out);
+            continue;
+          }
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (std::int64_t n = first; n < first + block; ++n) {
+            const T* row = row_ptr<const T>(x, b, n, h);
+            for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(row[d]);
+          }
+          const double inv = 1.0 / static_cast<double>(block);  // exact: block is a power of two
+          for (std::int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d] * inv);
         }
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (std::int64_t n = first; n < first + block; ++n) {
-          const T* row = row_ptr<const T>(x, b, n, h);
-          for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(row[d]);
-        }
-        const double inv = 1.0 / static_cast<double>(block);  // exact: block is a power of two
-        for (std::int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d] * inv);
-      }
-    }
-  }
+      });
 }
 
 template <typename T>
@@ -97,32 +78,26 @@ void spread_rows_t(const Plan& plan, const T* grad_sel, const std::int32_t* posi
                    const TensorView& dx, int threads) {
   const std::int64_t B = plan.batch, H = plan.heads, N = plan.seq, D = plan.head_dim;
   const std::int64_t S = plan.S, P = plan.pyramid_size;
-  const std::int64_t chunks = chunk_count(N, kTokenGrain);
   const std::size_t L = plan.size.size();
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<double> acc(static_cast<std::size_t>(D));
-#pragma omp for schedule(dynamic)
-    for (std::int64_t w = 0; w < B * H * chunks; ++w) {
-      const std::int64_t bh = w / chunks, c = w % chunks;
-      const std::int64_t b = bh / H, h = bh % H;
-      const std::int32_t* pos = position + bh * P;
-      const T* g = grad_sel + bh * S * D;
-      const std::int64_t end = std::min(N, (c + 1) * kTokenGrain);
-      for (std::int64_t t = c * kTokenGrain; t < end; ++t) {
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (std::size_t l = 0; l < L; ++l) {  // fixed order: fine to coarse
-          const std::int32_t s = pos[plan.offset[l] + t / plan.block[l]];
-          if (s < 0) continue;
-          const double inv = 1.0 / static_cast<double>(plan.block[l]);
-          const T* row = g + s * D;
-          for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(row[d]) * inv;
+  parallel_chunks(
+      B * H, N, kTokenGrain, D, threads,
+      [&](std::int64_t bh, std::int64_t begin, std::int64_t end, std::vector<double>& acc) {
+        const std::int64_t b = bh / H, h = bh % H;
+        const std::int32_t* pos = position + bh * P;
+        const T* g = grad_sel + bh * S * D;
+        for (std::int64_t t = begin; t < end; ++t) {
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (std::size_t l = 0; l < L; ++l) {  // fixed order: fine to coarse
+            const std::int32_t s = pos[plan.offset[l] + t / plan.block[l]];
+            if (s < 0) continue;
+            const double inv = 1.0 / static_cast<double>(plan.block[l]);
+            const T* row = g + s * D;
+            for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(row[d]) * inv;
+          }
+          T* out = row_ptr<T>(dx, b, t, h);
+          for (std::int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d]);
         }
-        T* out = row_ptr<T>(dx, b, t, h);
-        for (std::int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d]);
-      }
-    }
-  }
+      });
 }
 
 }  // namespace

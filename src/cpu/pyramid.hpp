@@ -11,6 +11,13 @@
 
 namespace lighthouse::cpu {
 
+// Level (0-based) of a pyramid index: the last level whose offset is <= idx.
+inline int level_of(const Plan& plan, std::int64_t idx) {
+  int l = static_cast<int>(plan.offset.size()) - 1;
+  while (plan.offset[l] > idx) --l;
+  return l;
+}
+
 // Score of one token row: (float) sqrt(s), s = sum_d (double) x_d^2 added in a fixed tree: the
 // row is cut into chunks of kScoreChunk consecutive elements (the last may be shorter), each
 // chunk summed in d order from 0; the chunk sums, padded with zeros to a power-of-two count, are
