@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
 #include <nlohmann/json.hpp>
 
 #include "args.hpp"
@@ -37,7 +38,7 @@ namespace {
 struct TrainArgs {
   std::string stage1_steps = "80", stage2_steps = "20";
   std::string levels = "3", pool = "4", topk = "128", dense_layers = "default";
-  std::string dim = "128", layers = "4", heads = "4", hidden = "0";
+  std::string dim = "128", layers = "4", heads = "4", hidden = "0", init_std = "0.02";
   bool untied = false;
   std::string seq = "4096", batch = "1", accum = "1";
   std::string lr = "3e-3", min_lr_ratio = "0.1", warmup = "10", decay = "cosine";
@@ -70,6 +71,7 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.model.heads = parse_int32("--heads", a.heads, 1, 1024);
   c.model.hidden = parse_int32("--hidden", a.hidden, 0, 1 << 20);
   c.model.tied = !a.untied;
+  c.model.init_std = parse_positive_double("--init-std", a.init_std);
   c.seq = parse_int("--seq", a.seq, 2, 1 << 24);
   c.batch = parse_int("--batch", a.batch, 1, 1 << 16);
   c.accum = parse_int("--accum", a.accum, 1, 1 << 16);
@@ -126,6 +128,7 @@ nlohmann::json config_json(const train::TrainConfig& c, const TrainArgs& a,
         {"layers", c.model.layers},
         {"heads", c.model.heads},
         {"hidden", c.model.ffn()},
+        {"init_std", c.model.init_std},
         {"tied", c.model.tied},
         {"vocab", c.model.vocab},
         {"parameters", parameters}}},
@@ -216,6 +219,9 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
                          &train_tokens, &heldout_tokens);
   }
 
+  // One pool of worker threads for everything (attention, matmuls, the other layers): the
+  // matmuls run single-threaded BLAS inside OpenMP's workers.
+  if (config.threads > 0) omp_set_num_threads(config.threads);
   std::shared_ptr<train::AttentionBackend> backend = train::make_cpu_attention(config.threads);
   train::Trainer trainer(config, &train_tokens, &heldout_tokens, backend);
   std::int64_t resumed_from = 0;
@@ -237,7 +243,11 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
   auto log = [&](const nlohmann::json& j) {
     if (metrics.is_open()) metrics << j.dump() << "\n" << std::flush;
   };
+  // What a model without attention reaches: the trained model's loss is read against these.
+  const double unigram = train::ngram_cross_entropy(train_tokens, heldout_tokens, 0);
+  const double bigram = train::ngram_cross_entropy(train_tokens, heldout_tokens, 1);
   nlohmann::json config_line = config_json(config, a, trainer.model().parameter_count());
+  config_line["baselines"] = {{"unigram", unigram}, {"bigram", bigram}};
   if (!a.resume.empty()) config_line["resumed_from"] = resumed_from;
   log(config_line);
 
@@ -260,6 +270,7 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
                         {"stage", trainer.step_count() <= config.stage1_steps ? 1 : 2},
                         {"dense_loss", e.dense_loss}};
     if (e.train_attention_loss) j["train_attention_loss"] = *e.train_attention_loss;
+    if (e.recall_loss) j["recall_loss"] = *e.recall_loss, j["recall_tokens"] = e.recall_tokens;
     log(j);
     return e;
   };
@@ -306,11 +317,13 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
     const bool stage_end = r.step == config.stage1_steps || trainer.done();
     if ((eval_every > 0 && r.step % eval_every == 0) || stage_end) {
       const train::EvalResult e = evaluate();
-      progress.note("step " + std::to_string(r.step) + ": held-out loss " + fixed(e.dense_loss, 4) +
-                    " (dense)" +
-                    (e.train_attention_loss
-                         ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
-                         : std::string()));
+      progress.note(
+          "step " + std::to_string(r.step) + ": held-out loss " + fixed(e.dense_loss, 4) +
+          " (dense)" +
+          (e.train_attention_loss
+               ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
+               : std::string()) +
+          (e.recall_loss ? "; long-range answers " + fixed(*e.recall_loss, 3) : std::string()));
     }
     if (a.leak_probe && r.step == config.stage1_steps) {
       progress.finish();
@@ -367,6 +380,16 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
               << fixed(evals.back().second.dense_loss, 4) << " at step " << evals.back().first
               << "\n";
     summary["final_dense_eval_loss"] = evals.back().second.dense_loss;
+    std::cout << "count-model baselines on the held-out data: unigram " << fixed(unigram, 4)
+              << ", bigram " << fixed(bigram, 4) << "\n";
+    summary["unigram_loss"] = unigram;
+    summary["bigram_loss"] = bigram;
+    if (const auto& recall = evals.back().second.recall_loss) {
+      std::cout << "held-out loss on long-range answers (dense attention): " << fixed(*recall, 3)
+                << " over " << evals.back().second.recall_tokens
+                << " digits (about 2.3 = ln 10 without the fact)\n";
+      summary["final_recall_loss"] = *recall;
+    }
   }
   if (passkey_trials > 0 && !passkey_lengths.empty()) {
     const train::PasskeyReport pk = train::passkey_eval(
@@ -465,6 +488,12 @@ int run_compare(const TrainArgs& a) {
                             fixed(100 * (loss_l - loss_d) / loss_d, 1) + "%)",
                         20)
             << "\n"
+            << pad_right("unigram / bigram baseline", 34)
+            << pad_left(cell(sd, "unigram_loss", 2) + " / " + cell(sd, "bigram_loss", 2), 14)
+            << pad_left("(same data)", 20) << "\n"
+            << pad_right("long-range answers loss (dense)", 34)
+            << pad_left(cell(sd, "final_recall_loss", 3), 14)
+            << pad_left(cell(sl, "final_recall_loss", 3), 20) << "\n"
             << pad_right("passkey accuracy", 34) << pad_left(passkey(sd), 14)
             << pad_left(passkey(sl), 20) << "\n"
             << pad_right("loss jump at the switch", 34) << pad_left("-", 14)
@@ -511,6 +540,8 @@ Command add_train_command(CLI::App& parent) {
   opt("--layers", args->layers, "decoder layers", "L");
   opt("--heads", args->heads, "attention heads (dim / heads must be even)", "H");
   opt("--hidden", args->hidden, "SwiGLU width, 0 = about 8/3 * dim", "F");
+  opt("--init-std", args->init_std,
+      "standard deviation of the initial weights (output projections: / sqrt(2 * layers))", "S");
   app->add_flag("--untied", args->untied, "separate LM head instead of the embedding's transpose");
   opt("--seq", args->seq, "sequence length (64k = 65536)", "N");
   opt("--batch", args->batch, "sequences per micro-batch", "B");
@@ -534,7 +565,7 @@ Command add_train_command(CLI::App& parent) {
   opt("--doc-bytes", args->doc_bytes, "built-in document length, 0 = --seq", "D");
   opt("--heldout", args->heldout, "fraction of the data held out for evaluation", "F");
   app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
-  opt("--threads", args->threads, "attention threads, 0 = all", "T");
+  opt("--threads", args->threads, "worker threads (attention, matmuls, layers), 0 = all", "T");
   opt("--sgemm-size", args->sgemm_size, "n of the reference SGEMM at the end (0 = skip)", "n");
   app->add_option("--save", args->save, "write checkpoints under DIR (step-NNNNNNNN folders)")
       ->type_name("DIR");

@@ -1,5 +1,6 @@
 // The built-in long-range corpus (see data.hpp).
 #include <array>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -80,6 +81,45 @@ TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_
   while (static_cast<std::int64_t>(out.size()) < tokens) {
     for (unsigned char c : generate_document(rng, doc_bytes)) out.push_back(c);
     out.push_back(kSeparator);
+  }
+  return out;
+}
+
+std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std::int32_t* targets,
+                                           std::int64_t seq) {
+  std::vector<std::int64_t> out;
+  if (seq < 1) return out;
+  // The sequence's seq + 1 tokens: the inputs and the last target.
+  auto token = [&](std::int64_t i) { return i < seq ? inputs[i] : targets[seq - 1]; };
+  auto matches = [&](std::int64_t at, const char* text) {
+    for (std::int64_t j = 0; text[j] != '\0'; ++j) {
+      if (at + j > seq || token(at + j) != static_cast<unsigned char>(text[j])) return false;
+    }
+    return true;
+  };
+  auto is_lower = [&](std::int64_t i) { return i <= seq && token(i) >= 'a' && token(i) <= 'z'; };
+  auto is_digit = [&](std::int64_t i) { return i <= seq && token(i) >= '0' && token(i) <= '9'; };
+  auto key_at = [&](std::int64_t i) {
+    return std::string{static_cast<char>(token(i)), static_cast<char>(token(i + 1)),
+                       static_cast<char>(token(i + 2))};
+  };
+  std::set<std::string> facts;  // keys set so far in the current document
+  for (std::int64_t i = 0; i + 4 < seq; ++i) {
+    if (token(i) == kSeparator) {
+      facts.clear();
+      continue;
+    }
+    const bool line_start = i == 0 || token(i - 1) == '\n' || token(i - 1) == kSeparator;
+    if (!line_start || !is_lower(i + 4) || !is_lower(i + 5) || !is_lower(i + 6)) continue;
+    if (matches(i, "set ") && matches(i + 7, " = ")) {
+      facts.insert(key_at(i + 4));
+    } else if (matches(i, "ask ") && matches(i + 7, ": ") && facts.count(key_at(i + 4)) > 0) {
+      // "ask kqv: " is 9 tokens; the answer digits are tokens i + 9 .. i + 12, the targets of
+      // inputs i + 8 .. i + 11.
+      for (std::int64_t d = 9; d < 13 && i + d <= seq && is_digit(i + d); ++d) {
+        out.push_back(i + d - 1);
+      }
+    }
   }
   return out;
 }

@@ -23,10 +23,25 @@ std::string generate_document(Rng& rng, std::int64_t bytes);
 // Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens.
 TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes);
 
+// The long-range tokens of one packed sequence of the built-in corpus: the positions i whose
+// target is one of the four digits answering a query ("ask kqv: 5832.") whose fact
+// ("set kqv = 5832.") is among the sequence's inputs, in the same document. Only attention that
+// reaches back to the fact can predict them (about ln 10 = 2.3 nats each without it), so their
+// mean loss shows whether a model learned the long-range structure. inputs and targets are one
+// [seq] pair as the Packer cuts them (targets[i] = the token after inputs[i]).
+std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std::int32_t* targets,
+                                           std::int64_t seq);
+
 // Every file's bytes followed by kSeparator, in the order given. Throws lighthouse::Error naming
 // a file that cannot be opened or read completely, InvalidArgument("--data", ...) when the
 // files hold no bytes at all.
 TokenStream read_text_files(const std::vector<std::string>& paths);
+
+// Reference losses that need no attention at all: the cross-entropy (nats per token) on `heldout`
+// of an add-one-smoothed count model of `train` that sees `context` previous tokens (0: unigram,
+// 1: bigram). A trained model should be well below both. InvalidArgument for another context or
+// a held-out stream of fewer than 2 tokens.
+double ngram_cross_entropy(const TokenStream& train, const TokenStream& heldout, int context);
 
 // Splits off the last `fraction` of the stream as held-out data. Each part must keep >= 2 tokens
 // (one input and one target); otherwise InvalidArgument naming "heldout".

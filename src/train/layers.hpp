@@ -64,5 +64,7 @@ void swiglu_backward(const T* hg, const T* da, T* dhg, std::int64_t rows, std::i
 template <typename T>
 double cross_entropy(const T* logits, const std::int32_t* targets, std::int64_t rows,
                      std::int64_t vocab, T* dlogits, double scale);
+// -log softmax(logits)[target] of one row, in double (the evaluations' per-token losses).
+double token_loss(const float* logits, std::int64_t vocab, std::int32_t target);
 
 }  // namespace lighthouse::train

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "lighthouse/error.hpp"
+#include "train/layers.hpp"
 
 namespace lighthouse::train {
 
@@ -25,15 +26,6 @@ class AttentionGuard {
   Model<float>& model_;
   std::vector<Config> saved_;
 };
-
-// Cross-entropy of one logits row (in double, like the training loss).
-double row_loss(const float* z, int vocab, std::int32_t target) {
-  double mx = z[0];
-  for (int i = 1; i < vocab; ++i) mx = std::max(mx, static_cast<double>(z[i]));
-  double sum = 0;
-  for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(z[i]) - mx);
-  return mx + std::log(sum) - static_cast<double>(z[target]);
-}
 
 void append(std::vector<std::int32_t>& out, const std::string& text) {
   for (unsigned char c : text) out.push_back(c);
@@ -122,8 +114,8 @@ LeakProbeResult leak_probe(Model<float>& model, const std::vector<Config>& atten
       for (std::size_t i = t + 1; i < n; ++i)
         corrupt[i] = static_cast<std::int32_t>(rng.below(256));
       model.forward(corrupt.data(), none.data(), 1, seq);
-      s.real = row_loss(real_logits.data() + t * vocab, vocab, targets[t]);
-      s.corrupt = row_loss(model.logits() + t * vocab, vocab, targets[t]);
+      s.real = token_loss(real_logits.data() + t * vocab, vocab, targets[t]);
+      s.corrupt = token_loss(model.logits() + t * vocab, vocab, targets[t]);
       out.samples.push_back(s);
     }
   }

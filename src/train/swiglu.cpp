@@ -1,13 +1,17 @@
-#include <cmath>
+#include <numbers>
 
+#include "cpu/fast_exp.hpp"
 #include "train/layers.hpp"
 
 namespace lighthouse::train {
 
 namespace {
+// 1 / (1 + e^-x) through the branch-free exp2 of the attention kernel, so that the loops below
+// vectorise (std::exp is a library call per element). Saturates cleanly: the exp2 clamps its
+// argument, giving 0 or 1 (never NaN) for large |x|.
 template <typename T>
 T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  return T(1) / (T(1) + cpu::fast_exp2(-x * std::numbers::log2e_v<T>));
 }
 }  // namespace
 

@@ -5,6 +5,7 @@
 
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"
+#include "train/layers.hpp"
 
 namespace lighthouse::train {
 
@@ -100,24 +101,39 @@ StepResult Trainer::step() {
   return r;
 }
 
-double Trainer::heldout_loss() {
+Trainer::HeldoutLoss Trainer::heldout_loss() {
   Packer packer(heldout_, config_.seq);  // the same held-out sequences at every evaluation
-  double total = 0;
+  HeldoutLoss out;
+  const std::int64_t seq = config_.seq, vocab = config_.model.vocab;
   for (std::int64_t i = 0; i < config_.eval_batches; ++i) {
     packer.next(config_.batch, inputs_.data(), targets_.data());
-    total += model_.forward(inputs_.data(), targets_.data(), config_.batch, config_.seq);
+    out.mean += model_.forward(inputs_.data(), targets_.data(), config_.batch, seq);
+    for (std::int64_t b = 0; b < config_.batch; ++b) {
+      const std::int32_t* in = inputs_.data() + b * seq;
+      const std::int32_t* tg = targets_.data() + b * seq;
+      for (std::int64_t t : recall_positions(in, tg, seq)) {
+        out.recall_sum += token_loss(model_.logits() + (b * seq + t) * vocab, vocab, tg[t]);
+        ++out.recall_tokens;
+      }
+    }
   }
-  return total / static_cast<double>(config_.eval_batches);
+  out.mean /= static_cast<double>(config_.eval_batches);
+  return out;
 }
 
 EvalResult Trainer::evaluate() {
   EvalResult r;
   model_.set_attention(all_dense(config_.model.layers));
-  r.dense_loss = heldout_loss();
+  const HeldoutLoss dense = heldout_loss();
+  r.dense_loss = dense.mean;
+  if (dense.recall_tokens > 0) {
+    r.recall_loss = dense.recall_sum / static_cast<double>(dense.recall_tokens);
+    r.recall_tokens = dense.recall_tokens;
+  }
   // Until stage 2 has taken a step, the model was last trained with the stage-1 attention.
   if (config_.stage1_steps > 0 && step_ <= config_.stage1_steps) {
     model_.set_attention(stage1_attention_);
-    r.train_attention_loss = heldout_loss();
+    r.train_attention_loss = heldout_loss().mean;
   }
   set_stage_attention();
   return r;

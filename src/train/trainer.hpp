@@ -28,7 +28,7 @@ struct TrainConfig {
   double grad_clip = 1.0;  // <= 0: no clipping
   std::uint64_t seed = 1;
   std::int64_t eval_batches = 2;
-  int threads = 0;  // attention worker threads, 0 = all
+  int threads = 0;  // attention worker threads, 0 = all (the CLI sets OpenMP's count too)
 
   // Throws InvalidArgument naming the field; also checks that the stage-1 attention fits seq.
   void validate() const;
@@ -46,6 +46,11 @@ struct StepResult {
 struct EvalResult {
   double dense_loss = 0;
   std::optional<double> train_attention_loss;  // stage 1 only
+  // Mean dense loss on the long-range tokens (recall_positions: the answers to queries whose
+  // fact is in the context) and how many there were; empty when the held-out sequences hold
+  // none (other data than the built-in corpus).
+  std::optional<double> recall_loss;
+  std::int64_t recall_tokens = 0;
 };
 
 class Trainer {
@@ -75,7 +80,12 @@ class Trainer {
   const std::vector<Config>& stage1_attention() const { return stage1_attention_; }
 
  private:
-  double heldout_loss();
+  struct HeldoutLoss {
+    double mean = 0;        // over every token
+    double recall_sum = 0;  // summed over the long-range tokens
+    std::int64_t recall_tokens = 0;
+  };
+  HeldoutLoss heldout_loss();
   void set_stage_attention();
 
   TrainConfig config_;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <unistd.h>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -115,6 +116,56 @@ TEST(TrainData, PackerCutsConsecutiveShiftedSequences) {
   EXPECT_EQ(p.position(), 11u);
   const TokenStream one = {5};
   EXPECT_THROW(Packer(&one, 8), lighthouse::InvalidArgument);
+}
+
+// Cuts `text` (with '|' as the document separator) into one packed input/target pair.
+void pack(const std::string& text, std::vector<std::int32_t>* in, std::vector<std::int32_t>* tg) {
+  in->clear();
+  tg->clear();
+  for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+    auto tok = [](char c) { return c == '|' ? kSeparator : static_cast<unsigned char>(c); };
+    in->push_back(tok(text[i]));
+    tg->push_back(tok(text[i + 1]));
+  }
+}
+
+TEST(TrainData, RecallPositionsAreTheAnswersWhoseFactIsInTheSequence) {
+  // "ask abc" has its fact in the sequence; "ask xyz" was set in the previous document; "ask
+  // qqq" never; the last "ask abc" is cut after two digits.
+  const std::string text =
+      "set xyz = 1111.\n|set abc = 4821.\nthe dog.\nask abc: 4821.\nask xyz: 1111.\n"
+      "ask qqq: 5555.\nask abc: 48";
+  std::vector<std::int32_t> in, tg;
+  pack(text, &in, &tg);
+  const auto seq = static_cast<std::int64_t>(in.size());
+  const auto first = static_cast<std::int64_t>(text.find("4821.\nask xyz"));
+  ASSERT_EQ(first, 51);
+  // Answer digits are targets: position i predicts character i + 1.
+  const std::vector<std::int64_t> want = {first - 1, first, first + 1, first + 2, seq - 2, seq - 1};
+  const auto got = lighthouse::train::recall_positions(in.data(), tg.data(), seq);
+  EXPECT_EQ(got, want);
+  for (std::int64_t i : got) {
+    EXPECT_GE(tg[static_cast<std::size_t>(i)], '0');
+    EXPECT_LE(tg[static_cast<std::size_t>(i)], '9');
+  }
+  // On the generated corpus most answers of a document-long sequence are found.
+  const TokenStream corpus = lighthouse::train::generate_corpus(8000, 5, 2000);
+  EXPECT_GT(lighthouse::train::recall_positions(corpus.data(), corpus.data() + 1, 4000).size(),
+            40u);
+}
+
+TEST(TrainData, CountModelBaselines) {
+  // Alternating bytes: a unigram model is ln 2 away (plus smoothing), a bigram model nearly 0.
+  TokenStream ab(40000);
+  for (std::size_t i = 0; i < ab.size(); ++i) ab[i] = i % 2 == 0 ? 'a' : 'b';
+  const double unigram = lighthouse::train::ngram_cross_entropy(ab, ab, 0);
+  const double bigram = lighthouse::train::ngram_cross_entropy(ab, ab, 1);
+  EXPECT_NEAR(unigram, std::log(2.0), 0.1);
+  EXPECT_GT(unigram, std::log(2.0));
+  EXPECT_LT(bigram, 0.1);
+  EXPECT_THROW(lighthouse::train::ngram_cross_entropy(ab, ab, 2), lighthouse::InvalidArgument);
+  EXPECT_THROW(lighthouse::train::ngram_cross_entropy(ab, TokenStream{1}, 0),
+               lighthouse::InvalidArgument);
 }
 
 TEST(TrainData, HeldOutSplit) {

@@ -1,6 +1,7 @@
 // The training loop: a tiny model overfits a tiny corpus; the same seed gives bitwise identical
 // losses through the Lighthouse -> dense switch; accumulation equals a bigger batch.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <string>
 #include <vector>
@@ -62,7 +63,10 @@ TrainConfig two_stage_config() {
   return c;
 }
 
+// Every worker pool on `threads` threads: the attention's and OpenMP's (matmuls, layers).
 std::vector<double> run_losses(const TrainConfig& c, const TokenStream& data, int threads) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(threads);
   Trainer trainer(c, &data, &data, lighthouse::train::make_cpu_attention(threads));
   std::vector<double> losses;
   while (!trainer.done()) {
@@ -71,6 +75,7 @@ std::vector<double> run_losses(const TrainConfig& c, const TokenStream& data, in
     losses.push_back(r.loss);
   }
   losses.push_back(trainer.evaluate().dense_loss);
+  omp_set_num_threads(saved);
   return losses;
 }
 
