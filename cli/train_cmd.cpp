@@ -35,13 +35,21 @@ namespace lighthouse::cli {
 
 namespace {
 
+// The defaults are the main job (scripts/main, `lighthouse train --compare`): both recipes in a
+// few minutes on 2 CPU cores at a 4096-token context, where dense attention is most of a dense
+// step (docs/PERF.md has the measurements behind each choice). Lighthouse L2 p8 K256 gives half
+// the tokens full resolution and the rest 8-token blocks; configurations with fewer full-
+// resolution tokens (L3, p4, K128) trained as fast but recovered worse after the switch. The
+// last layer stays dense (default_dense_layers). `wsd` keeps the peak rate through stage 1 and
+// anneals during the dense stage (cooldown = the 20% stage-2 share); an initial std of 0.06
+// (not 0.02) and lr 5e-3 learn this small model markedly faster.
 struct TrainArgs {
-  std::string stage1_steps = "80", stage2_steps = "20";
-  std::string levels = "3", pool = "4", topk = "128", dense_layers = "default";
-  std::string dim = "128", layers = "4", heads = "4", hidden = "0", init_std = "0.02";
+  std::string stage1_steps = "200", stage2_steps = "50";
+  std::string levels = "2", pool = "8", topk = "256", dense_layers = "default";
+  std::string dim = "128", layers = "4", heads = "4", hidden = "0", init_std = "0.06";
   bool untied = false;
   std::string seq = "4096", batch = "1", accum = "1";
-  std::string lr = "3e-3", min_lr_ratio = "0.1", warmup = "10", decay = "cosine";
+  std::string lr = "5e-3", min_lr_ratio = "0.1", warmup = "10", decay = "wsd", cooldown = "0.2";
   std::string weight_decay = "0.1", beta1 = "0.9", beta2 = "0.95", grad_clip = "1.0";
   std::string seed = "1", eval_every = "25", eval_batches = "2";
   std::vector<std::string> data;
@@ -50,7 +58,7 @@ struct TrainArgs {
   std::string save, save_every = "0", resume, config;
   bool leak_probe = false, compare = false;
   std::string compare_dir = "compare";
-  std::string leak_samples = "16", passkey_trials = "2", passkey_lengths = "auto";
+  std::string leak_samples = "32", passkey_trials = "2", passkey_lengths = "auto";
   bool quiet = false;
 };
 
@@ -85,6 +93,8 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.schedule.min_ratio = parse_double("--min-lr-ratio", a.min_lr_ratio, 0.0, 1.0);
   c.schedule.warmup = parse_int("--warmup", a.warmup, 0, 1 << 30);
   c.schedule.decay = train::parse_decay(a.decay, "--decay");
+  c.schedule.cooldown = parse_double("--cooldown", a.cooldown, 0.0, 1.0);
+  if (c.schedule.cooldown == 0.0) reject("--cooldown", a.cooldown, "must be in (0, 1]");
   c.adamw.weight_decay = parse_double("--weight-decay", a.weight_decay, 0.0, 1e6);
   c.adamw.beta1 = parse_double("--beta1", a.beta1, 0.0, 0.999999);
   c.adamw.beta2 = parse_double("--beta2", a.beta2, 0.0, 0.999999);
@@ -144,6 +154,7 @@ nlohmann::json config_json(const train::TrainConfig& c, const TrainArgs& a,
       {"min_lr_ratio", c.schedule.min_ratio},
       {"warmup", c.schedule.warmup},
       {"decay", a.decay},
+      {"cooldown", c.schedule.cooldown},
       {"weight_decay", c.adamw.weight_decay},
       {"betas", {c.adamw.beta1, c.adamw.beta2}},
       {"grad_clip", c.grad_clip},
@@ -205,8 +216,9 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
     reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
   }
 
-  // Data: text files as bytes, or the built-in long-range corpus with documents about one
-  // sequence long (so facts and their queries share a context window).
+  // Data: text files as bytes, or the built-in long-range corpus with documents half a sequence
+  // long: a packed sequence starts anywhere in the stream, and with documents that short most
+  // queries find their facts in the same window (with whole-sequence documents, about a quarter).
   train::TokenStream train_tokens, heldout_tokens;
   if (!a.data.empty()) {
     train::split_heldout(train::read_text_files(a.data), heldout_fraction, &train_tokens,
@@ -214,7 +226,7 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
   } else {
     const std::int64_t tokens = parse_int("--corpus-tokens", a.corpus_tokens, 2, 1ll << 32);
     std::int64_t doc_bytes = parse_int("--doc-bytes", a.doc_bytes, 0, 1ll << 30);
-    if (doc_bytes == 0) doc_bytes = config.seq;
+    if (doc_bytes == 0) doc_bytes = std::max<std::int64_t>(config.seq / 2, 256);
     train::split_heldout(train::generate_corpus(tokens, config.seed, doc_bytes), heldout_fraction,
                          &train_tokens, &heldout_tokens);
   }
@@ -341,9 +353,10 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
   std::optional<double> sgemm;
   if (sgemm_size > 0) sgemm = measure_sgemm_gflops(sgemm_size, config.threads, 3);
 
-  // Summary table.
-  std::cout << "\nstage  attention    steps     tokens   seconds    tok/s  matmul%  attn%  "
-               "matmul GFLOP/s  last loss\n";
+  // Summary table: where a training step's time went (attention split into the dense layers'
+  // and the Lighthouse layers'), and the matmuls' rate against the SGEMM measured just now.
+  std::cout << "\nstage  attention    steps     tokens   seconds    tok/s  matmul%  attn% (dense"
+               "   lh)  matmul GFLOP/s  of SGEMM  last loss\n";
   nlohmann::json summary = {{"type", "summary"}, {"wall_seconds", wall}};
   for (int s = 0; s < 2; ++s) {
     const StageTotals& t = stages[s];
@@ -356,23 +369,28 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
               << pad_left(fixed(t.seconds, 1), 10)
               << pad_left(rate_text(static_cast<double>(t.tokens) / t.seconds), 9)
               << pad_left(fixed(100 * t.matmul_seconds / t.seconds, 1), 9)
-              << pad_left(fixed(100 * attn / t.seconds, 1), 7) << pad_left(fixed(gflops, 1), 16)
+              << pad_left(fixed(100 * attn / t.seconds, 1), 7)
+              << pad_left(fixed(100 * t.dense_attention / t.seconds, 1), 7)
+              << pad_left(fixed(100 * t.lighthouse_attention / t.seconds, 1), 6)
+              << pad_left(fixed(gflops, 1), 16)
+              << pad_left(sgemm ? fixed(100 * gflops / *sgemm, 0) + "%" : std::string("-"), 10)
               << pad_left(fixed(t.last_loss, 4), 11) << "\n";
-    summary["stage" + std::to_string(s + 1)] = {
-        {"steps", t.steps},
-        {"tokens", t.tokens},
-        {"seconds", t.seconds},
-        {"tok_per_s", static_cast<double>(t.tokens) / t.seconds},
-        {"matmul_fraction", t.matmul_seconds / t.seconds},
-        {"matmul_gflops", gflops},
-        {"attention_fraction",
-         {{"dense", t.dense_attention / t.seconds},
-          {"lighthouse", t.lighthouse_attention / t.seconds}}},
-        {"last_train_loss", t.last_loss}};
+    nlohmann::json& j = summary["stage" + std::to_string(s + 1)];
+    j = {{"steps", t.steps},
+         {"tokens", t.tokens},
+         {"seconds", t.seconds},
+         {"tok_per_s", static_cast<double>(t.tokens) / t.seconds},
+         {"matmul_fraction", t.matmul_seconds / t.seconds},
+         {"matmul_gflops", gflops},
+         {"attention_fraction",
+          {{"dense", t.dense_attention / t.seconds},
+           {"lighthouse", t.lighthouse_attention / t.seconds}}},
+         {"last_train_loss", t.last_loss}};
+    if (sgemm) j["matmul_of_sgemm"] = gflops / *sgemm;
   }
   if (sgemm) {
-    std::cout << "SGEMM reference (" << sgemm_size << "^3, this run): " << fixed(*sgemm, 1)
-              << " GFLOP/s\n";
+    std::cout << "SGEMM reference (" << sgemm_size
+              << "^3 on OpenBLAS's threads, this run): " << fixed(*sgemm, 1) << " GFLOP/s\n";
     summary["sgemm_gflops"] = *sgemm;
   }
   if (!evals.empty()) {
@@ -465,6 +483,22 @@ int run_compare(const TrainArgs& a) {
   auto tok = [](const nlohmann::json& s, const char* stage) {
     return s.contains(stage) ? rate_text(s[stage]["tok_per_s"].get<double>()) : std::string("-");
   };
+  // "A% (lh B%)": the share of a stage's step time in attention, and in Lighthouse attention.
+  auto attention = [](const nlohmann::json& s, const char* stage) {
+    if (!s.contains(stage)) return std::string("-");
+    const nlohmann::json& f = s[stage]["attention_fraction"];
+    const double dense = f["dense"].get<double>(), lh = f["lighthouse"].get<double>();
+    return fixed(100 * (dense + lh), 0) + "%" + (lh > 0 ? " (lh " + fixed(100 * lh, 0) + "%)" : "");
+  };
+  // "G (P%)": the matmuls' GFLOP/s in a stage and their share of the run's SGEMM rate.
+  auto matmul = [](const nlohmann::json& s, const char* stage) {
+    if (!s.contains(stage)) return std::string("-");
+    const nlohmann::json& t = s[stage];
+    return fixed(t["matmul_gflops"].get<double>(), 0) +
+           (t.contains("matmul_of_sgemm")
+                ? " (" + fixed(100 * t["matmul_of_sgemm"].get<double>(), 0) + "%)"
+                : std::string());
+  };
   auto passkey = [](const nlohmann::json& s) {
     return s.contains("passkey") ? fixed(100 * s["passkey"]["accuracy"].get<double>(), 1) + "%"
                                  : std::string("-");
@@ -483,6 +517,15 @@ int run_compare(const TrainArgs& a) {
             << pad_left(tok(sl, "stage1"), 20) << "\n"
             << pad_right("tok/s dense steps", 34) << pad_left(tok(sd, "stage2"), 14)
             << pad_left(tok(sl, "stage2"), 20) << "\n"
+            << pad_right("attention share, stage 1", 34) << pad_left("-", 14)
+            << pad_left(attention(sl, "stage1"), 20) << "\n"
+            << pad_right("attention share, dense steps", 34)
+            << pad_left(attention(sd, "stage2"), 14) << pad_left(attention(sl, "stage2"), 20)
+            << "\n"
+            << pad_right("matmul GFLOP/s (of SGEMM), stage 1", 34) << pad_left("-", 14)
+            << pad_left(matmul(sl, "stage1"), 20) << "\n"
+            << pad_right("matmul GFLOP/s (of SGEMM), dense", 34)
+            << pad_left(matmul(sd, "stage2"), 14) << pad_left(matmul(sl, "stage2"), 20) << "\n"
             << pad_right("final held-out loss (dense)", 34) << pad_left(fixed(loss_d, 4), 14)
             << pad_left(fixed(loss_l, 4) + " (" + (loss_l >= loss_d ? "+" : "") +
                             fixed(100 * (loss_l - loss_d) / loss_d, 1) + "%)",
@@ -522,10 +565,11 @@ Command add_train_command(CLI::App& parent) {
   app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app->footer(
       "Stage 1 uses Lighthouse attention in every layer except --dense-layers (default: the first\n"
-      "two and last two when there are >= 6 layers); stage 2 continues dense from the same\n"
-      "weights, AdamW state and learning-rate schedule. Held-out evaluation is always dense.\n"
-      "Without --data the built-in corpus is generated: documents about --seq bytes long whose\n"
-      "facts, set near the top, are queried in the second half.");
+      "two and last two when there are >= 6 layers, the last one with 3 to 5); stage 2\n"
+      "continues dense from the same weights, AdamW state and learning-rate schedule. Held-out\n"
+      "evaluation is always dense. Without --data the built-in corpus is generated: documents\n"
+      "about --seq/2 bytes long whose facts, set near the top, are queried in the second half.\n"
+      "The defaults are the main job: `lighthouse train --compare` in a few minutes on 2 cores.");
   auto opt = [&](const char* name, std::string& value, const char* help, const char* type) {
     app->add_option(name, value, help)->capture_default_str()->type_name(type);
   };
@@ -549,7 +593,11 @@ Command add_train_command(CLI::App& parent) {
   opt("--lr", args->lr, "peak learning rate", "LR");
   opt("--min-lr-ratio", args->min_lr_ratio, "final learning rate as a fraction of --lr", "R");
   opt("--warmup", args->warmup, "linear warmup steps", "W");
-  opt("--decay", args->decay, "cosine, linear or constant after the warmup", "KIND");
+  opt("--decay", args->decay,
+      "cosine, linear, constant or wsd (the peak until the last --cooldown share, then linear) "
+      "after the warmup",
+      "KIND");
+  opt("--cooldown", args->cooldown, "--decay wsd: the share of all steps spent decaying", "F");
   opt("--weight-decay", args->weight_decay, "AdamW decay of the weight matrices", "WD");
   opt("--beta1", args->beta1, "AdamW beta1", "B1");
   opt("--beta2", args->beta2, "AdamW beta2", "B2");
@@ -562,7 +610,7 @@ Command add_train_command(CLI::App& parent) {
       ->type_name("FILE")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   opt("--corpus-tokens", args->corpus_tokens, "size of the built-in corpus", "T");
-  opt("--doc-bytes", args->doc_bytes, "built-in document length, 0 = --seq", "D");
+  opt("--doc-bytes", args->doc_bytes, "built-in document length, 0 = --seq / 2", "D");
   opt("--heldout", args->heldout, "fraction of the data held out for evaluation", "F");
   app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
   opt("--threads", args->threads, "worker threads (attention, matmuls, layers), 0 = all", "T");

@@ -46,8 +46,9 @@ void ModelConfig::validate() const {
 }
 
 std::vector<int> default_dense_layers(int layers) {
-  if (layers < 6) return {};
-  return {0, 1, layers - 2, layers - 1};
+  if (layers >= 6) return {0, 1, layers - 2, layers - 1};
+  if (layers >= 3) return {layers - 1};
+  return {};
 }
 
 std::vector<Config> layer_attention(int layers, const Config& sparse,

@@ -74,11 +74,23 @@ Decay parse_decay(const std::string& text, const char* param) {
   if (text == "cosine") return Decay::kCosine;
   if (text == "linear") return Decay::kLinear;
   if (text == "constant") return Decay::kConstant;
-  throw InvalidArgument(param, text, "must be cosine, linear or constant");
+  if (text == "wsd") return Decay::kWsd;
+  throw InvalidArgument(param, text, "must be cosine, linear, constant or wsd");
 }
 
 double Schedule::at(std::int64_t step) const {
   if (step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (decay == Decay::kWsd) {
+    const auto steps =
+        std::max<std::int64_t>(1, std::llround(cooldown * static_cast<double>(total)));
+    const std::int64_t start = total - steps;
+    if (step < start) return lr;
+    const double progress =
+        steps <= 1
+            ? 1.0
+            : std::min(1.0, static_cast<double>(step - start) / static_cast<double>(steps - 1));
+    return lr + (min_ratio * lr - lr) * progress;
+  }
   const std::int64_t span = total - warmup;
   const double progress =
       span <= 1 ? 1.0
@@ -90,6 +102,7 @@ double Schedule::at(std::int64_t step) const {
     case Decay::kLinear:
       return lr + (floor - lr) * progress;
     case Decay::kConstant:
+    case Decay::kWsd:
       break;
   }
   return lr;
@@ -100,6 +113,9 @@ void Schedule::validate() const {
     throw InvalidArgument("lr", std::to_string(lr), "must be > 0");
   if (warmup < 0) throw InvalidArgument("warmup", std::to_string(warmup), "must be >= 0");
   if (total < 1) throw InvalidArgument("total steps", std::to_string(total), "must be >= 1");
+  if (!(cooldown > 0.0 && cooldown <= 1.0)) {
+    throw InvalidArgument("cooldown", std::to_string(cooldown), "must be in (0, 1]");
+  }
   if (!(min_ratio >= 0.0 && min_ratio <= 1.0)) {
     throw InvalidArgument("min_lr_ratio", std::to_string(min_ratio), "must be in [0, 1]");
   }

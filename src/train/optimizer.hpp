@@ -43,7 +43,10 @@ class AdamW {
 template <typename T>
 double clip_grad_norm(std::vector<Param<T>>& params, double max_norm);
 
-enum class Decay { kCosine, kLinear, kConstant };
+// kWsd ("warmup-stable-decay"): the peak rate until the last `cooldown` fraction of the steps,
+// then linear down to the floor. With the two-stage recipe and cooldown = the stage-2 share,
+// stage 1 trains at the peak and the dense stage anneals.
+enum class Decay { kCosine, kLinear, kConstant, kWsd };
 Decay parse_decay(const std::string& text, const char* param = "decay");
 
 struct Schedule {
@@ -52,6 +55,7 @@ struct Schedule {
   std::int64_t total = 1;   // steps in the whole run (both stages)
   Decay decay = Decay::kCosine;
   double min_ratio = 0.1;  // the decay ends at min_ratio * lr
+  double cooldown = 0.2;   // kWsd: the fraction of `total` spent decaying, in (0, 1]
 
   double at(std::int64_t step) const;  // step counted from 0
   void validate() const;

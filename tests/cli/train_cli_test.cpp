@@ -96,7 +96,9 @@ TEST_F(TrainCli, BadFlagsNameTheFlagAndExit2WithoutOutput) {
   const std::vector<Case> cases = {
       {"--seq 0", "--seq = 0"},
       {"--lr -1", "--lr = -1"},
-      {"--decay exp", "--decay = exp: must be cosine, linear or constant"},
+      {"--decay exp", "--decay = exp: must be cosine, linear, constant or wsd"},
+      {"--cooldown 0", "--cooldown = 0: must be in (0, 1]"},
+      {"--init-std -1", "--init-std = -1"},
       {"--dim 30 --heads 4", "--dim = 30"},
       {"--stage1-steps 0 --stage2-steps 0", "--stage2-steps = 0"},
       {"--seq 256 --levels 2 --pool 2 --topk 256", "--topk = 256"},

@@ -106,7 +106,9 @@ TEST(TrainModel, LighthouseChangesTheLoss) {
 }
 
 TEST(TrainModel, DefaultDenseLayers) {
-  EXPECT_TRUE(lighthouse::train::default_dense_layers(4).empty());
+  EXPECT_TRUE(lighthouse::train::default_dense_layers(2).empty());
+  EXPECT_EQ(lighthouse::train::default_dense_layers(3), (std::vector<int>{2}));
+  EXPECT_EQ(lighthouse::train::default_dense_layers(4), (std::vector<int>{3}));
   EXPECT_EQ(lighthouse::train::default_dense_layers(6), (std::vector<int>{0, 1, 4, 5}));
   EXPECT_THROW(lighthouse::train::layer_attention(4, Config{}, {4}), lighthouse::InvalidArgument);
 }

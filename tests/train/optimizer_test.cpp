@@ -71,6 +71,17 @@ TEST(TrainOptimizer, ScheduleWarmupCosineLinear) {
   EXPECT_NEAR(s.at(7), 1.0 - 0.9 * 3.0 / 9.0, 1e-15);
   s.decay = Decay::kConstant;
   EXPECT_DOUBLE_EQ(s.at(13), 1.0);
+  // wsd, cooldown 0.5 of 14 steps: the peak until step 7, then linear to 0.1 at step 13.
+  s.decay = Decay::kWsd;
+  s.cooldown = 0.5;
+  EXPECT_DOUBLE_EQ(s.at(6), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(7), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(10), 1.0 - 0.9 * 3.0 / 6.0);
+  EXPECT_DOUBLE_EQ(s.at(13), 0.1);
+  EXPECT_DOUBLE_EQ(s.at(1), 0.5);  // the warmup comes first
+  EXPECT_EQ(lighthouse::train::parse_decay("wsd"), Decay::kWsd);
+  s.cooldown = 0.0;
+  EXPECT_THROW(s.validate(), lighthouse::InvalidArgument);
   EXPECT_THROW(lighthouse::train::parse_decay("exp"), lighthouse::InvalidArgument);
   s.lr = -1;
   EXPECT_THROW(s.validate(), lighthouse::InvalidArgument);
