@@ -10,8 +10,10 @@
 // Backward: one thread per (token, head, 16-byte vector) of dq, dk and dv together: for each
 // level in order, the gradient of the entry holding the token, divided by c_l, looked up
 // through the inverse map; fp32 sums, one rounding, no atomics. A block first stages the rows
-// its run of tokens needs in shared memory (token_runs.cuh).
+// its run of tokens needs in shared memory (token_runs.cuh). Pyramids of 2 to 4 levels take the
+// unstaged kernel of pool_backward_direct.cu instead (same sums, same bits).
 #include "cuda/check.hpp"
+#include "cuda/pool_backward_direct.hpp"
 #include "cuda/stages.hpp"
 #include "cuda/token_runs.cuh"
 #include "cuda/vec.cuh"
@@ -191,6 +193,12 @@ void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* in
                           const void* dq_sel, const void* dk_sel, const void* dv_sel,
                           const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
                           cudaStream_t stream) {
+  if (pool_backward_direct_supported(g)) {  // 2..4 levels: no staging (same bits)
+    const void* const dsel[3] = {dq_sel, dk_sel, dv_sel};
+    const TokenTensor dx[3] = {dq, dk, dv};
+    launch_pool_backward_direct(g, dtype, inverse, dsel, dx, 3, stream);
+    return;
+  }
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     PoolBackwardArgs a{};
