@@ -62,14 +62,6 @@ StageTimes median_stages(const std::vector<StageTimes>& runs) {
   return m;
 }
 
-double time_ms(Backend& backend, const std::function<void()>& work) {
-  backend.synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  work();
-  backend.synchronize();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
 HostInputs random_inputs(std::uint64_t seed, const Shape4& shape) {
@@ -146,18 +138,18 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
     StageTimes st;
     Options o = options;
     if (cpu) o.times = &st;
-    fwd.push_back(time_ms(backend, [&] { run_forward(o); }));
+    fwd.push_back(backend.time_ms([&] { run_forward(o); }));
     if (cpu) stages_fwd.push_back(st);
   }
   for (int r = 0; r < setup.repeats; ++r) {
     StageTimes st;
     Options o = options;
     if (cpu) o.times = &st;
-    bwd.push_back(time_ms(backend, [&] { run_backward(o); }));
+    bwd.push_back(backend.time_ms([&] { run_backward(o); }));
     if (cpu) stages_bwd.push_back(st);
   }
   for (int r = 0; r < setup.repeats; ++r) {
-    both.push_back(time_ms(backend, [&] {
+    both.push_back(backend.time_ms([&] {
       run_forward(options);
       run_backward(options);
     }));

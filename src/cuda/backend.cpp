@@ -586,6 +586,23 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
 
+  // Events on the default stream around the work, from an idle device: what the GPU spends,
+  // launch gaps included, without the host's timer resolution or the final synchronisation.
+  double time_ms(const std::function<void()>& work) override {
+    if (!timing_events_[0]) {
+      for (auto& e : timing_events_) CUDA_CHECK(cudaEventCreate(&e));
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaEventRecord(timing_events_[0], nullptr));
+    work();
+    CUDA_CHECK(cudaEventRecord(timing_events_[1], nullptr));
+    CUDA_CHECK(cudaEventSynchronize(timing_events_[1]));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, timing_events_[0], timing_events_[1]));
+    CUDA_CHECK(cudaDeviceSynchronize());  // work on other streams, if any, is done too
+    return ms;
+  }
+
   std::int64_t memory_in_use() override {
     std::size_t free = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free, &total));
@@ -605,6 +622,7 @@ class CudaBackend final : public Backend {
 
  private:
   Workspace workspace_;
+  std::array<cudaEvent_t, 2> timing_events_{};  // created on first use, kept for the process
 };
 
 }  // namespace
