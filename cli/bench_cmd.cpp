@@ -259,6 +259,8 @@ Command add_bench_command(CLI::App& parent) {
       "                repeats 3, warmup 1\n"
       "          cuda: seq 8192,16384,...,524288; B 1, H 8, D 128; L 3, p 4, K 2048; bfloat16;\n"
       "                impl dense,lighthouse,floor; repeats 10, warmup 3\n"
+      "A configuration whose first warm-up fwd+bwd takes over 1 s gets 1 warm-up and at most 3\n"
+      "repeats. CUDA times are CUDA events on the default stream.\n"
       "Lengths of the default list that the configuration does not fit are skipped with a note;\n"
       "an explicit --seq that it does not fit is an error.");
   app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");

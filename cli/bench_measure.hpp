@@ -1,7 +1,7 @@
 // Timing one implementation at one sequence length for `lighthouse bench`: random inputs, warm-up,
 // then forward alone, backward alone (from a forward's context) and forward+backward, each the
-// median of the repeats, with Backend::synchronize() around every timed region so that device
-// work is inside the measurement.
+// median of the repeats, timed by Backend::time_ms (CUDA events on the GPU, wall clock on the
+// CPU) so that all device work is inside the measurement.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +26,9 @@ struct HostInputs {
 HostInputs random_inputs(std::uint64_t seed, const Shape4& shape);
 // The first `length` tokens of every batch row (length <= N).
 HostInputs first_tokens(const HostInputs& inputs, std::int64_t length);
+
+// A fwd+bwd longer than this (first warm-up) is measured with 1 warm-up and at most 3 repeats.
+inline constexpr double kLongRunMs = 1000.0;
 
 struct MeasureSetup {
   Device device = Device::kCPU;
