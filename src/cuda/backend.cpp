@@ -7,9 +7,14 @@
 // cudaFreeAsync on the same stream when the context dies; the pool keeps freed memory for
 // reuse, so a training loop does not call the driver each step). That stream must outlive the
 // context. The per-call scratch (scores and coarsest means in forward; the gathered gradients
-// in backward) lives in a per-stream workspace that grows on demand and is reused by every
-// call on that stream: calls on one stream must not be issued from several host threads at
-// once. A context in caller memory (ContextBuffer) has the same parts in context_layout(); the
+// in backward) lives in caller buffers that are written only after the scratch is dead, when
+// they are contiguous and share no byte with what the call reads (buffer_reuse.hpp): the
+// forward's in `out`, the backward's in dq, dk and dv (plus, for one block, cuDNN's workspace
+// while it is idle after the attention backward). What does not fit there lives in a
+// per-stream workspace that grows on demand and is reused by every call on that stream: calls
+// on one stream must not be issued from several host threads at once. So the backward's peak is
+// the context (4 S-row blocks) + cuDNN's workspace (~2 blocks) + at most 1 block, not 4 more.
+// A context in caller memory (ContextBuffer) has the same parts in context_layout(); the
 // caller orders that memory's lifetime against the streams.
 //
 // Dense (levels == 1). Lighthouse is then plain causal attention over the tokens: cuDNN runs
@@ -28,6 +33,7 @@
 #include <string>
 #include <utility>
 
+#include "cuda/buffer_reuse.hpp"
 #include "cuda/check.hpp"
 #include "cuda/cudnn_attention.hpp"
 #include "cuda/stages.hpp"
@@ -163,6 +169,28 @@ void stream_wait(cudaStream_t waiter, cudaStream_t producer) {
   CUDA_CHECK(waited);
 }
 
+// A loan of cuDNN's cached workspace (sdpa_borrow_workspace) for the rest of a scope: null when
+// it is too small; returned when the scope ends, after the work that uses it has been queued.
+class WorkspaceLoan {
+ public:
+  WorkspaceLoan(std::size_t bytes, cudaStream_t stream)
+      : stream_(stream), data_(sdpa_borrow_workspace(bytes, stream)) {}
+  WorkspaceLoan(const WorkspaceLoan&) = delete;
+  WorkspaceLoan& operator=(const WorkspaceLoan&) = delete;
+  ~WorkspaceLoan() {
+    if (!data_) return;
+    try {
+      sdpa_return_workspace(stream_);
+    } catch (...) {  // nothing to report from a destructor; the next CUDA call reports the error
+    }
+  }
+  void* get() const { return data_; }
+
+ private:
+  cudaStream_t stream_;
+  void* data_;
+};
+
 // CUDA events around the stages when the caller asked for times (then finish() waits).
 class StageTimer {
  public:
@@ -218,6 +246,7 @@ class CudaState final : public ContextState {
     inverse = reinterpret_cast<std::int32_t*>(base + at.position);
     stats = reinterpret_cast<float*>(base + at.stats);
     sel = {base + at.q, base + at.k, base + at.v, base + at.o};
+    span_ = span_of(base, at.bytes);
   }
   CudaState(const CudaState&) = delete;
   CudaState& operator=(const CudaState&) = delete;
@@ -233,6 +262,8 @@ class CudaState final : public ContextState {
 
   DType dtype() const { return dtype_; }
   cudaStream_t stream() const { return stream_; }
+  // The bytes of the context (no caller buffer used as scratch may touch them).
+  const ByteSpan& span() const { return span_; }
 
   std::int32_t* indices = nullptr;  // [BH, S]
   std::int32_t* inverse = nullptr;  // [BH, P]
@@ -244,6 +275,7 @@ class CudaState final : public ContextState {
   cudaStream_t stream_;
   void* base_ = nullptr;  // owned allocation; null for caller memory
   std::size_t index_count_ = 0;
+  ByteSpan span_;
 };
 
 // The dense context: the caller's q, k, v and out (views, not copies: they must stay alive and
@@ -464,7 +496,12 @@ class CudaBackend final : public Backend {
     const std::size_t at_sq = carve.take(score_bytes), at_sk = carve.take(score_bytes);
     std::array<std::size_t, 3> at_coarse{};
     for (auto& at : at_coarse) at = carve.take(coarse_bytes);
-    char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
+    // The scratch lives until the gather; `out` is written only by the scatter after it, so when
+    // it is large enough and reads nothing the stages read, it holds the scratch instead of the
+    // workspace (which then does not grow to the coarsest level's size: 0.75 N rows at p = 2).
+    char* ws = out_holds_scratch(q, k, v, out, state.span(), carve.size())
+                   ? static_cast<char*>(out.data)
+                   : static_cast<char*>(workspace_.get(stream, carve.size()));
     auto* score_q = reinterpret_cast<float*>(ws + at_sq);
     auto* score_k = reinterpret_cast<float*>(ws + at_sk);
 
@@ -513,6 +550,12 @@ class CudaBackend final : public Backend {
     selection_backward(plan, state, dout, dq, dk, dv, options);
   }
 
+  // Scatter backward (dout -> do_sel), the attention backward (-> dq_sel, dk_sel, dv_sel) and the
+  // pooling backward (-> dq, dk, dv). Where the four gathered [BH, S, D] blocks live is
+  // choose_gradient_scratch()'s answer: in the caller's dq, dk and dv when they can hold them
+  // (the attention backward then needs at most one block of workspace instead of four), else in
+  // the workspace. Every layout gives the same bits: the kernels and their sums are the same,
+  // only the addresses differ.
   void selection_backward(const Plan& plan, const CudaState& state, const TensorView& dout,
                           const TensorView& dq, const TensorView& dk, const TensorView& dv,
                           const Options& options) {
@@ -524,22 +567,64 @@ class CudaBackend final : public Backend {
     const bool other_stream = stream != state.stream();
     if (other_stream) stream_wait(stream, state.stream());
 
-    const std::size_t sel_bytes =
+    const std::size_t block =
         static_cast<std::size_t>(g.batch * g.heads * g.S * g.head_dim) * dtype_size(dtype);
-    Carver carve;
-    std::array<std::size_t, 4> at{};  // dout, dq, dk, dv of the gathered rows
-    for (auto& a : at) a = carve.take(sel_bytes);
-    char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
+    const SdpaDesc desc = sdpa_desc(g, dtype, plan.scale, options.deterministic);
+    const GradientScratch scratch = choose_gradient_scratch(dout, dq, dk, dv, state.span(), block);
+    if (scratch == GradientScratch::kWorkspace) {
+      Carver carve;
+      std::array<std::size_t, 4> at{};  // dout, dq, dk, dv of the gathered rows
+      for (auto& a : at) a = carve.take(block);
+      char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
+      launch_scatter_backward(g, dtype, state.indices, token(dout), ws + at[0], stream);
+      timer.mark(&StageTimes::scatter);
+      sdpa_backward(desc, state.sel[0], state.sel[1], state.sel[2], state.sel[3], ws + at[0],
+                    state.stats, ws + at[1], ws + at[2], ws + at[3], stream);
+      timer.mark(&StageTimes::attention);
+      launch_pool_backward(g, dtype, state.inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
+                           token(dk), token(dv), stream);
+      timer.mark(&StageTimes::gather);
+    } else {
+      // Stream order makes each reuse safe: a block is dead before the launch that overwrites
+      // its memory is queued (comments below say which), and the caller's dout and the context
+      // share no byte with dq, dk and dv (choose_gradient_scratch).
+      const bool two = scratch == GradientScratch::kTwoBlocks;
+      char* const q_mem = static_cast<char*>(dq.data);
+      char* const k_mem = static_cast<char*>(dk.data);
+      char* const v_mem = static_cast<char*>(dv.data);
+      char* const ws = two ? nullptr : static_cast<char*>(workspace_.get(stream, block));
+      void* const do_sel = q_mem;
+      void* const dq_sel = k_mem;
+      void* const dk_sel = two ? static_cast<void*>(v_mem) : ws;
+      void* const dv_sel = two ? k_mem + block : static_cast<void*>(v_mem);
 
-    launch_scatter_backward(g, dtype, state.indices, token(dout), ws + at[0], stream);
-    timer.mark(&StageTimes::scatter);
-    sdpa_backward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state.sel[0],
-                  state.sel[1], state.sel[2], state.sel[3], ws + at[0], state.stats, ws + at[1],
-                  ws + at[2], ws + at[3], stream);
-    timer.mark(&StageTimes::attention);
-    launch_pool_backward(g, dtype, state.inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
-                         token(dk), token(dv), stream);
-    timer.mark(&StageTimes::gather);
+      launch_scatter_backward(g, dtype, state.indices, token(dout), do_sel, stream);
+      timer.mark(&StageTimes::scatter);
+      sdpa_backward(desc, state.sel[0], state.sel[1], state.sel[2], state.sel[3], do_sel,
+                    state.stats, dq_sel, dk_sel, dv_sel, stream);
+      timer.mark(&StageTimes::attention);
+      // do_sel (in dq) died with the attention backward.
+      launch_pool_backward(g, dtype, state.inverse, dq_sel, token(dq), stream);
+      if (two) {
+        // dv_sel must leave dk before dk is written: to cuDNN's workspace, idle until the next
+        // attention call, when it is large enough (the fast backward's holds an fp32 dQ
+        // accumulator: two blocks of 16-bit rows), else to the workspace (nothing live there).
+        WorkspaceLoan loan(block, stream);
+        void* staged = loan.get() ? loan.get() : workspace_.get(stream, block);
+        CUDA_CHECK(cudaMemcpyAsync(staged, dv_sel, block, cudaMemcpyDeviceToDevice, stream));
+        // dk holds dead blocks only: dq_sel (read above) and dv_sel (copied).
+        launch_pool_backward(g, dtype, state.inverse, dk_sel, token(dk), stream);
+        // dv holds dk_sel, read above.
+        launch_pool_backward(g, dtype, state.inverse, staged, token(dv), stream);
+      } else {
+        // dk holds dq_sel, read above; dk_sel is in the workspace.
+        launch_pool_backward(g, dtype, state.inverse, dk_sel, token(dk), stream);
+        // dv_sel leaves dv for the workspace, free since dk_sel was read from it.
+        CUDA_CHECK(cudaMemcpyAsync(ws, dv_sel, block, cudaMemcpyDeviceToDevice, stream));
+        launch_pool_backward(g, dtype, state.inverse, ws, token(dv), stream);
+      }
+      timer.mark(&StageTimes::gather);
+    }
     // The context's buffers are freed on its own stream: that must wait for these reads.
     if (other_stream) stream_wait(state.stream(), stream);
     timer.finish();
