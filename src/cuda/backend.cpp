@@ -17,6 +17,12 @@
 // A context in caller memory (ContextBuffer) has the same parts in context_layout(); the
 // caller orders that memory's lifetime against the streams.
 //
+// Streams. Everything is queued on the caller's stream (Options::stream), except in the
+// pipelined forward (Options::head_groups > 1, forward_stages.hpp), whose stage kernels run on a
+// side stream of that stream (side_stream.hpp): it starts after the work queued on the caller's
+// stream and the caller's stream waits for all of it before forward() returns, so to the caller
+// the call behaves as if it ran on its stream alone.
+//
 // Dense (levels == 1). Lighthouse is then plain causal attention over the tokens: cuDNN runs
 // directly on the caller's [B, N, H, D] views (no scores, selection, gather or scatter), and the
 // context keeps those views and the softmax statistics instead of copies. Not so with a
@@ -36,6 +42,10 @@
 #include "cuda/buffer_reuse.hpp"
 #include "cuda/check.hpp"
 #include "cuda/cudnn_attention.hpp"
+#include "cuda/forward_stages.hpp"
+#include "cuda/head_groups.hpp"
+#include "cuda/side_stream.hpp"
+#include "cuda/stage_timer.hpp"
 #include "cuda/stages.hpp"
 #include "lighthouse/error.hpp"
 
@@ -97,22 +107,6 @@ class Carver {
 
 TokenTensor token(const TensorView& t) {
   return {t.data, t.strides[0], t.strides[1], t.strides[2]};
-}
-
-// `deterministic` only matters to the backward (Options::deterministic).
-SdpaDesc sdpa_desc(const Geometry& g, DType dtype, double scale, bool deterministic) {
-  SdpaDesc d;
-  d.deterministic = deterministic;
-  d.b = g.batch;
-  d.h = g.heads;
-  d.s = g.S;
-  d.d = g.head_dim;
-  d.dtype = dtype;
-  d.scale = scale;
-  const std::array<std::int64_t, 4> contiguous{g.heads * g.S * g.head_dim, g.S * g.head_dim,
-                                               g.head_dim, 1};
-  d.q_stride = d.k_stride = d.v_stride = d.o_stride = contiguous;
-  return d;
 }
 
 // The stage kernels access rows as 16-byte vectors.
@@ -189,46 +183,6 @@ class WorkspaceLoan {
  private:
   cudaStream_t stream_;
   void* data_;
-};
-
-// CUDA events around the stages when the caller asked for times (then finish() waits).
-class StageTimer {
- public:
-  StageTimer(StageTimes* times, cudaStream_t stream) : times_(times), stream_(stream) {
-    if (!times_) return;
-    *times_ = StageTimes{};
-    for (auto& e : events_) CUDA_CHECK(cudaEventCreate(&e));
-    CUDA_CHECK(cudaEventRecord(events_[0], stream_));
-  }
-  StageTimer(const StageTimer&) = delete;
-  StageTimer& operator=(const StageTimer&) = delete;
-  ~StageTimer() {
-    for (auto e : events_) {
-      if (e) cudaEventDestroy(e);
-    }
-  }
-  // The work queued since the previous mark is the stage `field`.
-  void mark(double StageTimes::*field) {
-    if (!times_) return;
-    fields_[marks_++] = field;
-    CUDA_CHECK(cudaEventRecord(events_[marks_], stream_));
-  }
-  void finish() {
-    if (!times_) return;
-    CUDA_CHECK(cudaEventSynchronize(events_[marks_]));
-    for (int i = 0; i < marks_; ++i) {
-      float ms = 0;
-      CUDA_CHECK(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
-      times_->*fields_[i] += ms;
-    }
-  }
-
- private:
-  StageTimes* times_;
-  cudaStream_t stream_;
-  std::array<cudaEvent_t, 6> events_{};
-  std::array<double StageTimes::*, 5> fields_{};
-  int marks_ = 0;
 };
 
 // What backward needs of a forward: one stream-ordered allocation, or the caller's buffer.
@@ -479,46 +433,45 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // Pyramid, selection, gather, attention and scatter into `state`.
+  // Pyramid, selection, gather, attention and scatter into `state`: all heads at once, or
+  // pipelined over head groups on two streams (Options::head_groups; not with stage times,
+  // whose events would measure overlapping work).
   void selection_forward(const Plan& plan, const Geometry& g, const TensorView& q,
                          const TensorView& k, const TensorView& v, const TensorView& out,
                          CudaState& state, const Options& options, StageTimer& timer) {
-    const DType dtype = q.dtype;
     const auto stream = static_cast<cudaStream_t>(options.stream);
-    const std::size_t bh = static_cast<std::size_t>(g.batch * g.heads);
-    const std::size_t score_bytes =
-        bh * static_cast<std::size_t>(g.pyramid_size - g.seq) * sizeof(float);
-    const std::size_t coarse_bytes =
-        g.levels >= 2
-            ? bh * static_cast<std::size_t>(g.size[g.levels - 1] * g.head_dim) * dtype_size(dtype)
-            : 0;
-    Carver carve;
-    const std::size_t at_sq = carve.take(score_bytes), at_sk = carve.take(score_bytes);
-    std::array<std::size_t, 3> at_coarse{};
-    for (auto& at : at_coarse) at = carve.take(coarse_bytes);
-    // The scratch lives until the gather; `out` is written only by the scatter after it, so when
-    // it is large enough and reads nothing the stages read, it holds the scratch instead of the
-    // workspace (which then does not grow to the coarsest level's size: 0.75 N rows at p = 2).
-    char* ws = out_holds_scratch(q, k, v, out, state.span(), carve.size())
-                   ? static_cast<char*>(out.data)
-                   : static_cast<char*>(workspace_.get(stream, carve.size()));
-    auto* score_q = reinterpret_cast<float*>(ws + at_sq);
-    auto* score_k = reinterpret_cast<float*>(ws + at_sk);
-
-    launch_pyramid(g, dtype, token(q), token(k), token(v), score_q, score_k, ws + at_coarse[0],
-                   ws + at_coarse[1], ws + at_coarse[2], stream);
-    timer.mark(&StageTimes::pyramid);
-    launch_selection(g, score_q, score_k, state.indices, state.inverse, stream);
-    timer.mark(&StageTimes::selection);
-    launch_gather(g, dtype, token(q), token(k), token(v), ws + at_coarse[0], ws + at_coarse[1],
-                  ws + at_coarse[2], state.indices, state.sel[0], state.sel[1], state.sel[2],
-                  stream);
-    timer.mark(&StageTimes::gather);
-    sdpa_forward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state.sel[0], state.sel[1],
-                 state.sel[2], state.sel[3], state.stats, stream);
-    timer.mark(&StageTimes::attention);
-    launch_scatter(g, dtype, state.inverse, state.sel[3], token(out), stream);
-    timer.mark(&StageTimes::scatter);
+    ForwardProblem whole;
+    whole.g = g;
+    whole.dtype = q.dtype;
+    whole.q = token(q);
+    whole.k = token(k);
+    whole.v = token(v);
+    whole.out = token(out);
+    whole.indices = state.indices;
+    whole.inverse = state.inverse;
+    whole.stats = state.stats;
+    whole.sel = state.sel;
+    const int groups = options.times ? 1 : resolve_head_groups(options.head_groups, g.heads);
+    // A group's rows start at a multiple of S in the [BH, S] statistics: with S % 4 == 0 every
+    // group's pointers keep the 16-byte alignment cuDNN is given for the whole call.
+    const bool pipelined = groups > 1 && g.levels >= 2 && g.S % 4 == 0;
+    const std::vector<HeadGroup> units =
+        pipelined ? head_groups(g.batch, g.heads, groups) : std::vector<HeadGroup>{};
+    const std::size_t scratch_bytes =
+        forward_scratch(pipelined ? group_problem(whole, units.front()).g : g, q.dtype).bytes;
+    // The scratch is dead after the gather and `out` is written only by the scatter, which
+    // (pipelined too) is queued after the last gather: when `out` is large enough and shares no
+    // byte with what the stages read, it holds the scratch and the workspace does not grow to
+    // the coarsest level's size (0.75 N rows at p = 2).
+    char* scratch = out_holds_scratch(q, k, v, out, state.span(), scratch_bytes)
+                        ? static_cast<char*>(out.data)
+                        : static_cast<char*>(workspace_.get(stream, scratch_bytes));
+    if (pipelined) {
+      SideLane& lane = side_lanes_.get(stream, 2 * units.size() + 2);
+      run_forward_pipelined(whole, units, plan.scale, scratch, stream, lane);
+    } else {
+      run_forward(whole, plan.scale, scratch, stream, timer);
+    }
     timer.finish();
   }
 
@@ -569,7 +522,7 @@ class CudaBackend final : public Backend {
 
     const std::size_t block =
         static_cast<std::size_t>(g.batch * g.heads * g.S * g.head_dim) * dtype_size(dtype);
-    const SdpaDesc desc = sdpa_desc(g, dtype, plan.scale, options.deterministic);
+    const SdpaDesc desc = gathered_sdpa_desc(g, dtype, plan.scale, options.deterministic);
     const GradientScratch scratch = choose_gradient_scratch(dout, dq, dk, dv, state.span(), block);
     if (scratch == GradientScratch::kWorkspace) {
       Carver carve;
@@ -690,6 +643,7 @@ class CudaBackend final : public Backend {
 
  private:
   Workspace workspace_;
+  SideLanes side_lanes_;
 };
 
 }  // namespace
