@@ -218,6 +218,8 @@ int run_bench(const BenchArgs& a) {
     row.S = job.impl == Impl::kLighthouse ? job.plan.S : job.plan.seq;
     row.head_groups = job.head_groups;
     setup.head_groups = job.head_groups;
+    // Not for dense: at large N its runs take seconds each.
+    setup.interleaved = job.impl != Impl::kDense;
     if (job.impl == Impl::kLighthouse) {
       row.fwd_flops = job.plan.attention_fwd_flops();
       row.bwd_flops = job.plan.attention_bwd_flops();

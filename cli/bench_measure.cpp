@@ -163,6 +163,20 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
       run_backward(options);
     }));
   }
+  if (!cpu && setup.interleaved) {
+    std::vector<double> f, b, fb;
+    for (int r = 0; r < setup.repeats; ++r) {
+      f.push_back(time_ms(backend, [&] { run_forward(options); }));
+      b.push_back(time_ms(backend, [&] { run_backward(options); }));
+      fb.push_back(time_ms(backend, [&] {
+        run_forward(options);
+        run_backward(options);
+      }));
+    }
+    timing.interleaved_fwd_ms = median(f);
+    timing.interleaved_bwd_ms = median(b);
+    timing.interleaved_fwd_bwd_ms = median(fb);
+  }
   if (!cpu && setup.stages) {
     for (int r = 0; r < setup.repeats; ++r) {
       StageTimes sf, sb;

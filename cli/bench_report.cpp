@@ -151,7 +151,7 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
 
   if (stages) {
     out << "# per-stage medians (ms), lighthouse\n";
-    out << pad_right("impl", 10) << pad_left("N", 9) << pad_left("pass", 6)
+    out << pad_right("impl", 16) << pad_left("N", 9) << pad_left("pass", 6)
         << pad_left("pyramid", 10) << pad_left("selection", 11) << pad_left("gather", 10)
         << pad_left("attention", 11) << pad_left("scatter", 10) << pad_left("total", 10) << "\n";
     for (const BenchRow& row : r.rows) {
@@ -159,12 +159,30 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
       for (const auto& [pass, st] :
            {std::pair{"fwd", row.timing->stages_fwd}, std::pair{"bwd", row.timing->stages_bwd}}) {
         if (!st) continue;
-        out << pad_right(impl_name(row.impl), 10) << pad_left(std::to_string(row.seq), 9)
+        out << pad_right(row_name(r, row), 16) << pad_left(std::to_string(row.seq), 9)
             << pad_left(pass, 6) << pad_left(fixed(st->pyramid, 3), 10)
             << pad_left(fixed(st->selection, 3), 11) << pad_left(fixed(st->gather, 3), 10)
             << pad_left(fixed(st->attention, 3), 11) << pad_left(fixed(st->scatter, 3), 10)
             << pad_left(fixed(st->total(), 3), 10) << "\n";
       }
+    }
+  }
+  // fwd+bwd against fwd + bwd, from the three separate loops and from interleaved runs.
+  bool interleaved = false;
+  for (const BenchRow& row : r.rows) interleaved |= row.timing && row.timing->interleaved_fwd_ms;
+  if (interleaved) {
+    out << "# back to back (ms): fwd+bwd - fwd - bwd, separate loops | interleaved runs (fwd, "
+           "bwd, fwd+bwd)\n";
+    for (const BenchRow& row : r.rows) {
+      if (!row.timing || !row.timing->interleaved_fwd_ms) continue;
+      const Timing& t = *row.timing;
+      const double separate = t.fwd_bwd_ms - t.fwd_ms - t.bwd_ms;
+      const double inter =
+          *t.interleaved_fwd_bwd_ms - *t.interleaved_fwd_ms - *t.interleaved_bwd_ms;
+      out << pad_right(row_name(r, row), 16) << pad_left(std::to_string(row.seq), 9)
+          << pad_left(fixed(separate, 3), 10) << " |" << pad_left(fixed(inter, 3), 9) << " ("
+          << fixed(*t.interleaved_fwd_ms, 3) << ", " << fixed(*t.interleaved_bwd_ms, 3) << ", "
+          << fixed(*t.interleaved_fwd_bwd_ms, 3) << ")\n";
     }
   }
   out << "# peak RSS: " << bytes_text(static_cast<double>(r.peak_rss_bytes)) << "\n";
@@ -209,12 +227,17 @@ nlohmann::json report_json(const BenchReport& r) {
           r.sgemm_gflops ? nlohmann::json(bg / *r.sgemm_gflops) : nlohmann::json(nullptr);
       j["peak_device_bytes"] =
           t.peak_device_bytes ? nlohmann::json(*t.peak_device_bytes) : nlohmann::json(nullptr);
+      j["interleaved"] = t.interleaved_fwd_ms
+                             ? nlohmann::json{{"fwd_ms", *t.interleaved_fwd_ms},
+                                              {"bwd_ms", *t.interleaved_bwd_ms},
+                                              {"fwd_bwd_ms", *t.interleaved_fwd_bwd_ms}}
+                             : nlohmann::json(nullptr);
       j["stages_fwd"] = stages_json(t.stages_fwd);
       j["stages_bwd"] = stages_json(t.stages_bwd);
     } else {
       for (const char* key :
            {"fwd_ms", "bwd_ms", "fwd_bwd_ms", "fwd_gflops", "bwd_gflops", "fwd_sgemm_fraction",
-            "bwd_sgemm_fraction", "stages_fwd", "stages_bwd"}) {
+            "bwd_sgemm_fraction", "interleaved", "stages_fwd", "stages_bwd"}) {
         j[key] = nullptr;
       }
       j["error"] = row.error;
