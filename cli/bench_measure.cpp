@@ -112,6 +112,7 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
   Options options;
   options.threads = setup.threads;
   options.deterministic = setup.deterministic;
+  options.head_groups = setup.head_groups;
   Context ctx;
   // A fresh context per forward: the previous one's buffers are released first, so two are
   // never alive at once.
@@ -162,6 +163,20 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
       run_forward(options);
       run_backward(options);
     }));
+  }
+  if (!cpu && setup.interleaved) {
+    std::vector<double> f, b, fb;
+    for (int r = 0; r < repeats; ++r) {
+      f.push_back(backend.time_ms([&] { run_forward(options); }));
+      b.push_back(backend.time_ms([&] { run_backward(options); }));
+      fb.push_back(backend.time_ms([&] {
+        run_forward(options);
+        run_backward(options);
+      }));
+    }
+    timing.interleaved_fwd_ms = median(f);
+    timing.interleaved_bwd_ms = median(b);
+    timing.interleaved_fwd_bwd_ms = median(fb);
   }
   if (!cpu && setup.stages) {
     for (int r = 0; r < repeats; ++r) {

@@ -35,11 +35,18 @@ struct MeasureSetup {
   DType dtype = DType::kFloat32;
   int repeats = 3, warmup = 1, threads = 0;
   bool deterministic = true;  // Options::deterministic (CUDA attention backward)
-  bool stages = false;  // on CUDA, extra runs with per-stage timing (it adds synchronisations)
+  int head_groups = 0;        // Options::head_groups (CUDA forward pipeline; 0 = automatic)
+  bool stages = false;       // on CUDA, extra runs with per-stage timing (it adds synchronisations)
+  bool interleaved = false;  // on CUDA, extra interleaved runs (Timing::interleaved_*)
 };
 
 struct Timing {
   double fwd_ms = 0, bwd_ms = 0, fwd_bwd_ms = 0;
+  // The same three, measured interleaved (each repeat: a forward, the backward of its fresh
+  // context, then a forward+backward), medians (CUDA, MeasureSetup::interleaved). Against the three
+  // above, which are measured in three separate loops (the backward always on the same context), it
+  // tells a cost of running the two back to back from a drift over the runs.
+  std::optional<double> interleaved_fwd_ms, interleaved_bwd_ms, interleaved_fwd_bwd_ms;
   std::optional<StageTimes> stages_fwd, stages_bwd;  // per-stage medians
   // Device memory held at the end of the runs, caches included, minus before them (CUDA only):
   // with caching pools and workspaces that only grow, this is the peak of the runs.

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "cuda/buffer_reuse.hpp"
+#include "cuda/cudnn_attention.hpp"
 #include "lighthouse/backend.hpp"
 #include "lighthouse/lighthouse.hpp"
 
@@ -259,6 +261,9 @@ struct RunFlags {
   bool timed = false;           // fill the stage times
   bool deterministic = true;    // Options::deterministic
   bool context_buffer = false;  // the context in caller memory (ContextBuffer), not a Context
+  bool out_in_q = false;        // out is q's buffer (attention written over q)
+  bool dout_in_dq = false;      // dq is dout's buffer (the gradient written over dout)
+  int head_groups = 0;          // Options::head_groups
 };
 
 Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Config& cfg,
@@ -266,13 +271,15 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   const Shape& s = in.shape;
   const bool st = flags.strided, sg = flags.strided_grads;
   Buffer q = make_buffer(s, dtype, device, st), k = make_buffer(s, dtype, device, st),
-         v = make_buffer(s, dtype, device, st), out = make_buffer(s, dtype, device, st);
+         v = make_buffer(s, dtype, device, st);
+  const Buffer out = flags.out_in_q ? q : make_buffer(s, dtype, device, st);
   upload(q, s, in.q, st);
   upload(k, s, in.k, st);
   upload(v, s, in.v, st);
   Outputs result;
   lh::Options options;
   options.deterministic = flags.deterministic;
+  options.head_groups = flags.head_groups;
   if (flags.timed) options.times = &result.forward_times;
   lh::Context ctx;
   // The ContextBuffer variant: device memory of context_bytes(), indices read at their offset.
@@ -297,8 +304,9 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   }
   result.out = download(out, s, st);
   if (flags.backward) {
-    Buffer dout = make_buffer(s, dtype, device, sg), dq = make_buffer(s, dtype, device, sg),
-           dk = make_buffer(s, dtype, device, sg), dv = make_buffer(s, dtype, device, sg);
+    Buffer dout = make_buffer(s, dtype, device, sg), dk = make_buffer(s, dtype, device, sg),
+           dv = make_buffer(s, dtype, device, sg);
+    const Buffer dq = flags.dout_in_dq ? dout : make_buffer(s, dtype, device, sg);
     upload(dout, s, in.dout, sg);
     if (flags.timed) options.times = &result.backward_times;
     if (flags.context_buffer) {
@@ -485,6 +493,8 @@ const std::vector<Case>& fp32_cases() {
       {{1, 1024, 3, 4}, 2, 2, 128},
       // Scatter: more levels than its direct kernel holds (the staged run kernel runs).
       {{1, 4096, 2, 64}, 5, 2, 128},
+      // S = 1536 > N: the gathered gradients do not fit in dq, dk, dv (the workspace holds them).
+      {{1, 1024, 2, 64}, 2, 2, 512},
   };
   return cases;
 }
@@ -726,6 +736,142 @@ TEST(CudaBackend, FastBackwardCloseToDeterministic) {
     EXPECT_LT(rel_l2(fast.dk, exact.dk), 1e-2) << name_of(c);
     EXPECT_LT(rel_l2(fast.dv, exact.dv), 1e-2) << name_of(c);
   }
+}
+
+// The backward keeps the gathered gradients in the caller's dq, dk and dv where they fit (two
+// blocks in dk, or one per tensor) and in the workspace otherwise (strided gradients, S > N, dout
+// sharing memory with dq); the forward keeps its scratch in `out` unless out is q. Every layout
+// gives the bits of every other. The cases cover the three backward layouts (checked against the
+// host's choice, so a change of the rule cannot silently skip one).
+TEST(CudaBackend, ScratchInCallerBuffersGivesTheSameBits) {
+  SKIP_WITHOUT_GPU();
+  struct LayoutCase {
+    Case c;
+    lh::cuda::GradientScratch expected;
+  };
+  const LayoutCase cases[] = {
+      {{{2, 4096, 3, 64}, 3, 4, 128}, lh::cuda::GradientScratch::kTwoBlocks},  // S = 1280
+      {{{2, 2048, 2, 128}, 2, 8, 128}, lh::cuda::GradientScratch::kOneBlock},  // S = 1280
+      {{{1, 1024, 2, 64}, 2, 2, 512}, lh::cuda::GradientScratch::kWorkspace},  // S = 1536
+  };
+  for (const LayoutCase& lc : cases) {
+    const Case& c = lc.c;
+    const Shape& s = c.shape;
+    const lh::Plan plan = lh::make_plan(config_of(c), s.B, s.N, s.H, s.D);
+    const std::size_t block = static_cast<std::size_t>(s.B * s.H * plan.S * s.D) * 2;
+    // Contiguous, disjoint bf16 gradients at made-up addresses: the rule only reads sizes.
+    auto fake = [&](std::uintptr_t slot) {
+      return lh::TensorView::contiguous(reinterpret_cast<void*>((slot + 1) << 36),
+                                        lh::DType::kBFloat16, lh::Device::kCUDA,
+                                        {s.B, s.N, s.H, s.D});
+    };
+    ASSERT_EQ(lh::cuda::choose_gradient_scratch(fake(0), fake(1), fake(2), fake(3), {}, block),
+              lc.expected)
+        << name_of(c);
+    for (lh::DType dtype : {lh::DType::kBFloat16, lh::DType::kFloat32}) {
+      const std::string what = name_of(c) + " " + lh::dtype_name(dtype) + " (" +
+                               lh::cuda::gradient_scratch_name(lc.expected) + ")";
+      const Inputs in = random_inputs(s, 61);
+      const Outputs plain = run(in, lh::Device::kCUDA, dtype, config_of(c));
+      for (const RunFlags& flags : {RunFlags{.strided_grads = true}, RunFlags{.out_in_q = true},
+                                    RunFlags{.dout_in_dq = true}}) {
+        const std::string variant =
+            what + (flags.strided_grads ? ", strided gradients (workspace)" : "") +
+            (flags.out_in_q ? ", out in q (forward scratch in the workspace)" : "") +
+            (flags.dout_in_dq ? ", dout in dq (workspace)" : "");
+        const Outputs other = run(in, lh::Device::kCUDA, dtype, config_of(c), flags);
+        EXPECT_EQ(other.indices, plain.indices) << variant;
+        EXPECT_TRUE(bits_equal(other.out, plain.out)) << variant << ": out";
+        EXPECT_TRUE(bits_equal(other.dq, plain.dq)) << variant << ": dq";
+        EXPECT_TRUE(bits_equal(other.dk, plain.dk)) << variant << ": dk";
+        EXPECT_TRUE(bits_equal(other.dv, plain.dv)) << variant << ": dv";
+      }
+      if (dtype == lh::DType::kFloat32) {
+        // fp32 attention does not use cuDNN: with its workspace freed, two blocks in dk stage
+        // dv_sel in the workspace instead of cuDNN's (after the bf16 runs above, large enough).
+        lh::cuda::sdpa_release_workspace();
+        ASSERT_EQ(lh::cuda::sdpa_workspace_bytes(), 0u);
+        const Outputs unborrowed = run(in, lh::Device::kCUDA, dtype, config_of(c));
+        EXPECT_TRUE(bits_equal(unborrowed.dq, plain.dq) && bits_equal(unborrowed.dk, plain.dk) &&
+                    bits_equal(unborrowed.dv, plain.dv))
+            << what << ": without cuDNN's workspace";
+      }
+    }
+  }
+}
+
+// Options::head_groups pipelines the forward over head groups on two streams: the indices, out
+// and the gradients are the same bits for every group count (uneven groups, more groups than
+// heads, the automatic count), with the forward's scratch in `out` or in the workspace, with
+// an owned context or one in caller memory, in bf16 (cuDNN) and fp32.
+TEST(CudaBackend, HeadGroupsGiveTheSameBits) {
+  SKIP_WITHOUT_GPU();
+  const Case c{{2, 4096, 4, 64}, 3, 4, 128};  // B = 2, H = 4
+  const Inputs in = random_inputs(c.shape, 71);
+  for (lh::DType dtype : {lh::DType::kBFloat16, lh::DType::kFloat32}) {
+    const Outputs one = run(in, lh::Device::kCUDA, dtype, config_of(c), {.head_groups = 1});
+    for (int groups : {2, 3, 4, 0, 9}) {
+      for (const RunFlags& base : {RunFlags{}, RunFlags{.out_in_q = true},
+                                   RunFlags{.strided = true, .context_buffer = true}}) {
+        RunFlags flags = base;
+        flags.head_groups = groups;
+        const std::string what = std::string(lh::dtype_name(dtype)) + ", " +
+                                 std::to_string(groups) + " head groups" +
+                                 (flags.out_in_q ? ", scratch in the workspace" : "") +
+                                 (flags.context_buffer ? ", strided, context buffer" : "");
+        const Outputs other = run(in, lh::Device::kCUDA, dtype, config_of(c), flags);
+        EXPECT_EQ(other.indices, one.indices) << what;
+        EXPECT_TRUE(bits_equal(other.out, one.out)) << what << ": out";
+        EXPECT_TRUE(bits_equal(other.dq, one.dq)) << what << ": dq";
+        EXPECT_TRUE(bits_equal(other.dk, one.dk)) << what << ": dk";
+        EXPECT_TRUE(bits_equal(other.dv, one.dv)) << what << ": dv";
+      }
+    }
+  }
+}
+
+// The pipelined forward on a caller's non-blocking stream: its side stream starts only after the
+// work already queued there (a copy that fills q), and the caller's stream waits for all of it
+// (the out copied back on that stream alone is complete). Without either order the pyramid
+// would read a half-copied q, or the copy would read a half-written out.
+TEST(CudaBackend, HeadGroupsKeepTheCallersStreamOrder) {
+  SKIP_WITHOUT_GPU();
+  const Case c{{1, 16384, 8, 128}, 3, 4, 512};  // S = 5120
+  const Shape& s = c.shape;
+  const lh::DType dtype = lh::DType::kBFloat16;
+  const Inputs in = random_inputs(s, 72);
+  const Outputs want =
+      run(in, lh::Device::kCUDA, dtype, config_of(c), {.backward = false, .head_groups = 1});
+
+  Buffer q_source = make_buffer(s, dtype, lh::Device::kCUDA, false);
+  Buffer q = make_buffer(s, dtype, lh::Device::kCUDA, false),
+         k = make_buffer(s, dtype, lh::Device::kCUDA, false),
+         v = make_buffer(s, dtype, lh::Device::kCUDA, false),
+         out = make_buffer(s, dtype, lh::Device::kCUDA, false);
+  upload(q_source, s, in.q, false);
+  upload(q, s, std::vector<float>(s.numel(), 0.f), false);
+  upload(k, s, in.k, false);
+  upload(v, s, in.v, false);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<unsigned char> bytes(out.view.nbytes());
+  lh::Context ctx;
+  lh::Options options;
+  options.stream = stream;
+  options.head_groups = 4;
+  ASSERT_EQ(cudaMemcpyAsync(q.view.data, q_source.view.data, q.view.nbytes(),
+                            cudaMemcpyDeviceToDevice, stream),
+            cudaSuccess);
+  lh::forward(config_of(c), q.view, k.view, v.view, out.view, ctx, options);
+  ASSERT_EQ(
+      cudaMemcpyAsync(bytes.data(), out.view.data, bytes.size(), cudaMemcpyDeviceToHost, stream),
+      cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(bits_equal(decode(bytes, dtype), want.out));
+  EXPECT_EQ(ctx.indices(), want.indices);
+  ctx = lh::Context{};  // freed on `stream`, before the stream goes
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
 // [B, N, H, D] views of [B, H, N, D] buffers give the same bits as contiguous tensors.
