@@ -28,7 +28,7 @@ struct BenchArgs {
   // Empty = the device's default (see defaults_for).
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
   std::string threads = "0", seed = "0", sgemm_size = "2048";
-  std::string json, plot, deterministic, head_groups = "0";
+  std::string json, plot, deterministic;
   bool stages = false, quiet = false;
 };
 
@@ -84,8 +84,7 @@ std::vector<Impl> parse_impls(const std::string& text) {
 struct Job {
   Impl impl;
   std::int64_t seq;
-  Plan plan;            // the plan the implementation runs (levels 1 for dense and floor)
-  int head_groups = 0;  // lighthouse: Options::head_groups
+  Plan plan;  // the plan the implementation runs (levels 1 for dense and floor)
 };
 
 int run_bench(const BenchArgs& a) {
@@ -119,14 +118,6 @@ int run_bench(const BenchArgs& a) {
   if (det_text != "on" && det_text != "off")
     reject("--deterministic", det_text, "must be on or off");
   report.deterministic = det_text == "on";
-  report.head_groups.clear();
-  for (const std::string& item : split_list("--head-groups", a.head_groups)) {
-    const int groups = parse_int32("--head-groups", item, 0);
-    if (std::find(report.head_groups.begin(), report.head_groups.end(), groups) ==
-        report.head_groups.end()) {
-      report.head_groups.push_back(groups);
-    }
-  }
   report.seed = static_cast<std::uint64_t>(parse_int("--seed", a.seed, 0));
   report.sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 65536);
   for (const std::string& item : split_list("--seq", seq_text)) {
@@ -171,11 +162,7 @@ int run_bench(const BenchArgs& a) {
         reject("--seq", std::to_string(n), e.what());
       }
       backend.check_supported(plan, report.dtype);
-      if (impl == Impl::kLighthouse) {
-        for (int groups : report.head_groups) jobs.push_back({impl, n, plan, groups});
-      } else {
-        jobs.push_back({impl, n, plan});
-      }
+      jobs.push_back({impl, n, plan});
     }
   }
   if (jobs.empty()) reject("--seq", seq_text, "no sequence length fits this configuration");
@@ -204,10 +191,7 @@ int run_bench(const BenchArgs& a) {
   HostInputs inputs;
   for (const Job& job : jobs) {
     progress.step(std::string(impl_name(job.impl)) + " N=" + std::to_string(job.seq) +
-                  (job.impl == Impl::kFloor ? " (S=" + std::to_string(job.plan.seq) + ")" : "") +
-                  (job.impl == Impl::kLighthouse && report.head_groups.size() > 1
-                       ? " head groups " + std::to_string(job.head_groups)
-                       : ""));
+                  (job.impl == Impl::kFloor ? " (S=" + std::to_string(job.plan.seq) + ")" : ""));
     // The same inputs for every implementation at one N; the floor sees their first S tokens
     // (fresh ones of its own if S > N).
     const Shape4 shape{report.batch, job.seq, report.heads, report.head_dim};
@@ -216,8 +200,6 @@ int run_bench(const BenchArgs& a) {
     row.impl = job.impl;
     row.seq = job.seq;
     row.S = job.impl == Impl::kLighthouse ? job.plan.S : job.plan.seq;
-    row.head_groups = job.head_groups;
-    setup.head_groups = job.head_groups;
     // Not for dense: at large N its runs take seconds each.
     setup.interleaved = job.impl != Impl::kDense;
     if (job.impl == Impl::kLighthouse) {
@@ -316,11 +298,6 @@ Command add_bench_command(CLI::App& parent) {
                   "on|off: cuDNN's deterministic attention backward (default: on for cpu, where it "
                   "always is; off for cuda)")
       ->type_name("on|off");
-  app->add_option("--head-groups", args->head_groups,
-                  "cuda: head groups of the pipelined forward, comma-separated (one lighthouse "
-                  "row per value; 0 = automatic; with --stages the staged runs are unpipelined)")
-      ->capture_default_str()
-      ->type_name("G[,G...]");
   app->add_flag("--stages", args->stages, "print the per-stage breakdown of Lighthouse");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   return {app, [args] { return run_bench(*args); }};

@@ -112,7 +112,6 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
   Options options;
   options.threads = setup.threads;
   options.deterministic = setup.deterministic;
-  options.head_groups = setup.head_groups;
   Context ctx;
   // A fresh context per forward: the previous one's buffers are released first, so two are
   // never alive at once.

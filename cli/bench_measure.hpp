@@ -35,7 +35,6 @@ struct MeasureSetup {
   DType dtype = DType::kFloat32;
   int repeats = 3, warmup = 1, threads = 0;
   bool deterministic = true;  // Options::deterministic (CUDA attention backward)
-  int head_groups = 0;        // Options::head_groups (CUDA forward pipeline; 0 = automatic)
   bool stages = false;       // on CUDA, extra runs with per-stage timing (it adds synchronisations)
   bool interleaved = false;  // on CUDA, extra interleaved runs (Timing::interleaved_*)
 };

@@ -37,20 +37,6 @@ std::optional<double> fwd_ratio_vs_floor(const BenchReport& r, const BenchRow& r
   return row.timing->fwd_ms / floor->timing->fwd_ms;
 }
 
-// "lighthouse", or "lighthouse g=2" ("g=auto" for 0) when the head-group count was chosen.
-std::string row_name(const BenchReport& r, const BenchRow& row) {
-  const bool named = r.head_groups.size() > 1 || (!r.head_groups.empty() && r.head_groups[0] != 0);
-  if (row.impl != Impl::kLighthouse || !named) return impl_name(row.impl);
-  return std::string(impl_name(row.impl)) +
-         " g=" + (row.head_groups > 0 ? std::to_string(row.head_groups) : std::string("auto"));
-}
-
-std::string int_list(const std::vector<int>& values) {
-  std::string text;
-  for (int v : values) text += (text.empty() ? "" : ",") + std::to_string(v);
-  return text;
-}
-
 std::string cell(std::optional<double> value, int decimals, const std::string& suffix = "") {
   return value ? fixed(*value, decimals) + suffix : "-";
 }
@@ -77,8 +63,6 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
       << (r.device == Device::kCUDA
               ? (r.deterministic ? ", deterministic backward" : ", cuDNN's fast (atomic) backward")
               : "")
-      << (r.device == Device::kCUDA ? ", head groups " + int_list(r.head_groups) + " (0 = auto)"
-                                    : "")
       << "\n";
   out << "# machine: " << (r.machine.hostname.empty() ? "?" : r.machine.hostname) << ", "
       << (r.machine.cpu_model.empty() ? "unknown cpu" : r.machine.cpu_model) << ", "
@@ -90,7 +74,7 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
 
   const std::vector<std::pair<std::string, std::size_t>> columns = [&] {
     std::vector<std::pair<std::string, std::size_t>> c = {
-        {"impl", 16},        {"N", 9},           {"S", 9},
+        {"impl", 10},        {"N", 9},           {"S", 9},
         {"fwd_ms", 11},      {"bwd_ms", 11},     {"fwd+bwd_ms", 12},
         {"fwd_GFLOP/s", 12}, {"bwd_GFLOP/s", 12}};
     if (with_sgemm) {
@@ -109,7 +93,7 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
   }
   out << "\n";
   for (const BenchRow& row : r.rows) {
-    std::vector<std::string> cells = {row_name(r, row), std::to_string(row.seq),
+    std::vector<std::string> cells = {impl_name(row.impl), std::to_string(row.seq),
                                       std::to_string(row.S)};
     const std::optional<Timing>& t = row.timing;
     auto ms = [&](double Timing::*m) { return t ? fixed((*t).*m, 3) : std::string("-"); };
@@ -151,7 +135,7 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
 
   if (stages) {
     out << "# per-stage medians (ms), lighthouse\n";
-    out << pad_right("impl", 16) << pad_left("N", 9) << pad_left("pass", 6)
+    out << pad_right("impl", 10) << pad_left("N", 9) << pad_left("pass", 6)
         << pad_left("pyramid", 10) << pad_left("selection", 11) << pad_left("gather", 10)
         << pad_left("attention", 11) << pad_left("scatter", 10) << pad_left("total", 10) << "\n";
     for (const BenchRow& row : r.rows) {
@@ -159,7 +143,7 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
       for (const auto& [pass, st] :
            {std::pair{"fwd", row.timing->stages_fwd}, std::pair{"bwd", row.timing->stages_bwd}}) {
         if (!st) continue;
-        out << pad_right(row_name(r, row), 16) << pad_left(std::to_string(row.seq), 9)
+        out << pad_right(impl_name(row.impl), 10) << pad_left(std::to_string(row.seq), 9)
             << pad_left(pass, 6) << pad_left(fixed(st->pyramid, 3), 10)
             << pad_left(fixed(st->selection, 3), 11) << pad_left(fixed(st->gather, 3), 10)
             << pad_left(fixed(st->attention, 3), 11) << pad_left(fixed(st->scatter, 3), 10)
@@ -179,7 +163,7 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
       const double separate = t.fwd_bwd_ms - t.fwd_ms - t.bwd_ms;
       const double inter =
           *t.interleaved_fwd_bwd_ms - *t.interleaved_fwd_ms - *t.interleaved_bwd_ms;
-      out << pad_right(row_name(r, row), 16) << pad_left(std::to_string(row.seq), 9)
+      out << pad_right(impl_name(row.impl), 10) << pad_left(std::to_string(row.seq), 9)
           << pad_left(fixed(separate, 3), 10) << " |" << pad_left(fixed(inter, 3), 9) << " ("
           << fixed(*t.interleaved_fwd_ms, 3) << ", " << fixed(*t.interleaved_bwd_ms, 3) << ", "
           << fixed(*t.interleaved_fwd_bwd_ms, 3) << ")\n";
@@ -202,7 +186,6 @@ nlohmann::json report_json(const BenchReport& r) {
                            {"warmup", r.warmup},
                            {"threads", r.threads},
                            {"deterministic", r.deterministic},
-                           {"head_groups", r.head_groups},
                            {"seed", r.seed},
                            {"seq", r.seqs},
                            {"impl", impls}};
@@ -243,7 +226,6 @@ nlohmann::json report_json(const BenchReport& r) {
       j["error"] = row.error;
     }
     if (row.impl == Impl::kLighthouse) {
-      j["head_groups"] = row.head_groups;
       j["speedup_vs_dense"] = optional_json(speedup_vs_dense(r, row));
       j["ratio_vs_floor"] = optional_json(ratio_vs_floor(r, row));
       j["fwd_ratio_vs_floor"] = optional_json(fwd_ratio_vs_floor(r, row));
@@ -272,11 +254,6 @@ std::string report_svg(const BenchReport& r) {
       {"dense", "#1f77b4", {}}, {"lighthouse", "#ff7f0e", {}}, {"floor", "#2ca02c", {}}};
   for (const BenchRow& row : r.rows) {
     if (!row.timing) continue;
-    // One Lighthouse line: the first head-group count asked for.
-    if (row.impl == Impl::kLighthouse && !r.head_groups.empty() &&
-        row.head_groups != r.head_groups.front()) {
-      continue;
-    }
     series[static_cast<std::size_t>(row.impl)].points.emplace_back(static_cast<double>(row.seq),
                                                                    row.timing->fwd_bwd_ms);
   }

@@ -18,7 +18,6 @@ struct BenchRow {
   Impl impl = Impl::kLighthouse;
   std::int64_t seq = 0;                 // the N this row belongs to (floor rows too)
   std::int64_t S = 0;                   // the length the attention runs at (N for dense)
-  int head_groups = 0;                  // lighthouse rows: Options::head_groups (0 = automatic)
   double fwd_flops = 0, bwd_flops = 0;  // the plan's attention FLOPs
   std::optional<Timing> timing;         // empty if the run failed
   std::string error;
@@ -37,7 +36,6 @@ struct BenchReport {
   std::int64_t batch = 1, heads = 1, head_dim = 64;
   int repeats = 1, warmup = 0, threads = 0;
   bool deterministic = true;
-  std::vector<int> head_groups{0};  // one lighthouse row per value and N
   std::uint64_t seed = 0;
   std::vector<std::int64_t> seqs;
   std::vector<Impl> impls;

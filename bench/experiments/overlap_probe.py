@@ -2,8 +2,8 @@
 
 One-off probe for docs/PERF.md (issue 3, forward overhead): times cuDNN SDPA over S rows with
 H heads and a memory-bound pass over N-token q/k/v (fp32 norms of bf16 rows, ~ the pyramid's
-traffic), serially and pipelined by head groups on two streams (side stream optionally at
-high priority). Run: /opt/torch/.venv/bin/python bench/experiments/overlap_probe.py
+traffic), serially and pipelined over ranges of heads on two streams (the second stream
+optionally at high priority). Run: /opt/torch/.venv/bin/python bench/experiments/overlap_probe.py
 """
 import torch
 import torch.nn.functional as F

@@ -44,14 +44,6 @@ struct Options {
   // dQ contributions with atomics (bits may differ between runs in the last place). The CPU
   // backend is always deterministic.
   bool deterministic = true;
-  // CUDA forward: the heads of each batch are cut into this many contiguous groups, and one
-  // group's pyramid, selection and gather (and another's scatter) run on a second stream while
-  // the dense attention of the group before runs on `stream`, so that the memory-bound stages
-  // overlap the compute-bound attention. 0 = automatic (currently 1); values above the head
-  // count act as the head count. Results are bitwise the same for every value. With stage
-  // times requested the stages run one after another (the overlap would blur the timings).
-  // The CPU backend ignores it.
-  int head_groups = 0;
 };
 
 class ContextState;  // backend-specific, see backend.hpp

@@ -91,10 +91,6 @@ void check_threads(const Options& options) {
   if (options.threads < 0) {
     throw InvalidArgument("threads", std::to_string(options.threads), "must be >= 0 (0 = all)");
   }
-  if (options.head_groups < 0) {
-    throw InvalidArgument("head_groups", std::to_string(options.head_groups),
-                          "must be >= 0 (0 = automatic)");
-  }
 }
 
 // "[B, N, H, D]" of a plan, for messages.

@@ -17,12 +17,6 @@
 // A context in caller memory (ContextBuffer) has the same parts in context_layout(); the
 // caller orders that memory's lifetime against the streams.
 //
-// Streams. Everything is queued on the caller's stream (Options::stream), except in the
-// pipelined forward (Options::head_groups > 1, forward_stages.hpp), whose stage kernels run on a
-// side stream of that stream (side_stream.hpp): it starts after the work queued on the caller's
-// stream and the caller's stream waits for all of it before forward() returns, so to the caller
-// the call behaves as if it ran on its stream alone.
-//
 // Dense (levels == 1). Lighthouse is then plain causal attention over the tokens: cuDNN runs
 // directly on the caller's [B, N, H, D] views (no scores, selection, gather or scatter), and the
 // context keeps those views and the softmax statistics instead of copies. Not so with a
@@ -43,8 +37,6 @@
 #include "cuda/check.hpp"
 #include "cuda/cudnn_attention.hpp"
 #include "cuda/forward_stages.hpp"
-#include "cuda/head_groups.hpp"
-#include "cuda/side_stream.hpp"
 #include "cuda/stage_timer.hpp"
 #include "cuda/stages.hpp"
 #include "lighthouse/error.hpp"
@@ -433,9 +425,7 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // Pyramid, selection, gather, attention and scatter into `state`: all heads at once, or
-  // pipelined over head groups on two streams (Options::head_groups; not with stage times,
-  // whose events would measure overlapping work).
+  // Pyramid, selection, gather, attention and scatter into `state`.
   void selection_forward(const Plan& plan, const Geometry& g, const TensorView& q,
                          const TensorView& k, const TensorView& v, const TensorView& out,
                          CudaState& state, const Options& options, StageTimer& timer) {
@@ -451,27 +441,15 @@ class CudaBackend final : public Backend {
     whole.inverse = state.inverse;
     whole.stats = state.stats;
     whole.sel = state.sel;
-    const int groups = options.times ? 1 : resolve_head_groups(options.head_groups, g.heads);
-    // A group's rows start at a multiple of S in the [BH, S] statistics: with S % 4 == 0 every
-    // group's pointers keep the 16-byte alignment cuDNN is given for the whole call.
-    const bool pipelined = groups > 1 && g.levels >= 2 && g.S % 4 == 0;
-    const std::vector<HeadGroup> units =
-        pipelined ? head_groups(g.batch, g.heads, groups) : std::vector<HeadGroup>{};
-    const std::size_t scratch_bytes =
-        forward_scratch(pipelined ? group_problem(whole, units.front()).g : g, q.dtype).bytes;
-    // The scratch is dead after the gather and `out` is written only by the scatter, which
-    // (pipelined too) is queued after the last gather: when `out` is large enough and shares no
-    // byte with what the stages read, it holds the scratch and the workspace does not grow to
-    // the coarsest level's size (0.75 N rows at p = 2).
+    const std::size_t scratch_bytes = forward_scratch(g, q.dtype).bytes;
+    // The scratch is dead after the gather and `out` is written only by the scatter after it:
+    // when `out` is large enough and shares no byte with what the stages read, it holds the
+    // scratch and the workspace does not grow to the coarsest level's size (0.75 N rows at
+    // p = 2).
     char* scratch = out_holds_scratch(q, k, v, out, state.span(), scratch_bytes)
                         ? static_cast<char*>(out.data)
                         : static_cast<char*>(workspace_.get(stream, scratch_bytes));
-    if (pipelined) {
-      SideLane& lane = side_lanes_.get(stream, 2 * units.size() + 2);
-      run_forward_pipelined(whole, units, plan.scale, scratch, stream, lane);
-    } else {
-      run_forward(whole, plan.scale, scratch, stream, timer);
-    }
+    run_forward(whole, plan.scale, scratch, stream, timer);
     timer.finish();
   }
 
@@ -661,7 +639,6 @@ class CudaBackend final : public Backend {
  private:
   Workspace workspace_;
   std::array<cudaEvent_t, 2> timing_events_{};  // created on first use, kept for the process
-  SideLanes side_lanes_;
 };
 
 }  // namespace

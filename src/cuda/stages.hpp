@@ -10,12 +10,6 @@
 //   inverse  int32 [BH, P]       pyramid index -> position s in [0, S), or -1
 //   *_sel    T     [BH, S, D]    gathered rows, the layout the dense attention reads
 // clang-format on
-//
-// The kernels address all of these only through bh = b * g.heads + h and the token tensors only
-// through their TokenTensor strides: a contiguous range of heads h0..h0 + Hg of one batch b is
-// therefore a problem of its own, with g.batch = 1, g.heads = Hg, every [BH, ...] buffer advanced
-// by (b * H + h0) rows and every token tensor's data by b * sb + h0 * sh elements (the forward's
-// head groups, backend.cpp).
 #pragma once
 
 #include <cuda_runtime.h>

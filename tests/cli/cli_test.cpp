@@ -417,28 +417,6 @@ TEST(CliBench, JsonAndPlotHaveTheRequiredContent) {
   }
 }
 
-// --head-groups a,b: one lighthouse row per count (the CPU ignores the option; the rows still
-// say which count they ran with), named in the table and the JSON.
-TEST(CliBench, HeadGroupsListGivesOneLighthouseRowEach) {
-  TempDir dir;
-  const std::string json = dir / "bench.json";
-  const Result r = run_cli(dir,
-                           "bench --seq 512 --heads 2 --head-dim 16 --levels 2 --pool 2 --topk 128 "
-                           "--impl lighthouse,floor --head-groups 1,2,1 --repeats 1 --warmup 0 "
-                           "--threads 1 --sgemm-size 0 --quiet --json '" +
-                               json + "'");
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.out.find("\nlighthouse g=1 "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("\nlighthouse g=2 "), std::string::npos) << r.out;
-  const nlohmann::json j = nlohmann::json::parse(read_file(json));
-  EXPECT_EQ(j["config"]["head_groups"], nlohmann::json::array({1, 2}));
-  ASSERT_EQ(j["rows"].size(), 3u);  // lighthouse g=1, g=2, floor
-  EXPECT_EQ(j["rows"][0]["head_groups"], 1);
-  EXPECT_EQ(j["rows"][1]["head_groups"], 2);
-  EXPECT_EQ(j["rows"][2]["impl"], "floor");
-  EXPECT_TRUE(j["rows"][1]["ratio_vs_floor"].is_number());
-}
-
 TEST(CliBench, BadFlagsExitTwoBeforeRunning) {
   TempDir dir;
   const std::string json = dir / "bench.json";
@@ -449,12 +427,11 @@ TEST(CliBench, BadFlagsExitTwoBeforeRunning) {
   struct Bad {
     std::string args, needle;
   };
-  for (const Bad& b :
-       {Bad{" --seq 1000 --levels 3 --pool 4 --topk 128", "--seq = 1000"},
-        Bad{" --seq 512 --impl dense,sparse", "--impl"},
-        Bad{" --seq 512 --repeats 0", "--repeats = 0"},
-        Bad{" --seq 512 --levels 2 --pool 5 --topk 128", "--pool = 5"},
-        Bad{" --seq 512,,1024", "--seq"}, Bad{" --seq 512 --head-groups 2,-1", "--head-groups"}}) {
+  for (const Bad& b : {Bad{" --seq 1000 --levels 3 --pool 4 --topk 128", "--seq = 1000"},
+                       Bad{" --seq 512 --impl dense,sparse", "--impl"},
+                       Bad{" --seq 512 --repeats 0", "--repeats = 0"},
+                       Bad{" --seq 512 --levels 2 --pool 5 --topk 128", "--pool = 5"},
+                       Bad{" --seq 512,,1024", "--seq"}}) {
     const Result r = run_cli(dir, base + b.args);
     EXPECT_EQ(r.status, 2) << b.args << ": " << r.err;
     EXPECT_NE(r.err.find(b.needle), std::string::npos) << r.err;

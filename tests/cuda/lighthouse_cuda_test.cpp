@@ -263,7 +263,6 @@ struct RunFlags {
   bool context_buffer = false;  // the context in caller memory (ContextBuffer), not a Context
   bool out_in_q = false;        // out is q's buffer (attention written over q)
   bool dout_in_dq = false;      // dq is dout's buffer (the gradient written over dout)
-  int head_groups = 0;          // Options::head_groups
 };
 
 Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Config& cfg,
@@ -279,7 +278,6 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   Outputs result;
   lh::Options options;
   options.deterministic = flags.deterministic;
-  options.head_groups = flags.head_groups;
   if (flags.timed) options.times = &result.forward_times;
   lh::Context ctx;
   // The ContextBuffer variant: device memory of context_bytes(), indices read at their offset.
@@ -798,80 +796,6 @@ TEST(CudaBackend, ScratchInCallerBuffersGivesTheSameBits) {
       }
     }
   }
-}
-
-// Options::head_groups pipelines the forward over head groups on two streams: the indices, out
-// and the gradients are the same bits for every group count (uneven groups, more groups than
-// heads, the automatic count), with the forward's scratch in `out` or in the workspace, with
-// an owned context or one in caller memory, in bf16 (cuDNN) and fp32.
-TEST(CudaBackend, HeadGroupsGiveTheSameBits) {
-  SKIP_WITHOUT_GPU();
-  const Case c{{2, 4096, 4, 64}, 3, 4, 128};  // B = 2, H = 4
-  const Inputs in = random_inputs(c.shape, 71);
-  for (lh::DType dtype : {lh::DType::kBFloat16, lh::DType::kFloat32}) {
-    const Outputs one = run(in, lh::Device::kCUDA, dtype, config_of(c), {.head_groups = 1});
-    for (int groups : {2, 3, 4, 0, 9}) {
-      for (const RunFlags& base : {RunFlags{}, RunFlags{.out_in_q = true},
-                                   RunFlags{.strided = true, .context_buffer = true}}) {
-        RunFlags flags = base;
-        flags.head_groups = groups;
-        const std::string what = std::string(lh::dtype_name(dtype)) + ", " +
-                                 std::to_string(groups) + " head groups" +
-                                 (flags.out_in_q ? ", scratch in the workspace" : "") +
-                                 (flags.context_buffer ? ", strided, context buffer" : "");
-        const Outputs other = run(in, lh::Device::kCUDA, dtype, config_of(c), flags);
-        EXPECT_EQ(other.indices, one.indices) << what;
-        EXPECT_TRUE(bits_equal(other.out, one.out)) << what << ": out";
-        EXPECT_TRUE(bits_equal(other.dq, one.dq)) << what << ": dq";
-        EXPECT_TRUE(bits_equal(other.dk, one.dk)) << what << ": dk";
-        EXPECT_TRUE(bits_equal(other.dv, one.dv)) << what << ": dv";
-      }
-    }
-  }
-}
-
-// The pipelined forward on a caller's non-blocking stream: its side stream starts only after the
-// work already queued there (a copy that fills q), and the caller's stream waits for all of it
-// (the out copied back on that stream alone is complete). Without either order the pyramid
-// would read a half-copied q, or the copy would read a half-written out.
-TEST(CudaBackend, HeadGroupsKeepTheCallersStreamOrder) {
-  SKIP_WITHOUT_GPU();
-  const Case c{{1, 16384, 8, 128}, 3, 4, 512};  // S = 5120
-  const Shape& s = c.shape;
-  const lh::DType dtype = lh::DType::kBFloat16;
-  const Inputs in = random_inputs(s, 72);
-  const Outputs want =
-      run(in, lh::Device::kCUDA, dtype, config_of(c), {.backward = false, .head_groups = 1});
-
-  Buffer q_source = make_buffer(s, dtype, lh::Device::kCUDA, false);
-  Buffer q = make_buffer(s, dtype, lh::Device::kCUDA, false),
-         k = make_buffer(s, dtype, lh::Device::kCUDA, false),
-         v = make_buffer(s, dtype, lh::Device::kCUDA, false),
-         out = make_buffer(s, dtype, lh::Device::kCUDA, false);
-  upload(q_source, s, in.q, false);
-  upload(q, s, std::vector<float>(s.numel(), 0.f), false);
-  upload(k, s, in.k, false);
-  upload(v, s, in.v, false);
-  cudaStream_t stream = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  std::vector<unsigned char> bytes(out.view.nbytes());
-  lh::Context ctx;
-  lh::Options options;
-  options.stream = stream;
-  options.head_groups = 4;
-  ASSERT_EQ(cudaMemcpyAsync(q.view.data, q_source.view.data, q.view.nbytes(),
-                            cudaMemcpyDeviceToDevice, stream),
-            cudaSuccess);
-  lh::forward(config_of(c), q.view, k.view, v.view, out.view, ctx, options);
-  ASSERT_EQ(
-      cudaMemcpyAsync(bytes.data(), out.view.data, bytes.size(), cudaMemcpyDeviceToHost, stream),
-      cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  EXPECT_TRUE(bits_equal(decode(bytes, dtype), want.out));
-  EXPECT_EQ(ctx.indices(), want.indices);
-  ctx = lh::Context{};  // freed on `stream`, before the stream goes
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
 // [B, N, H, D] views of [B, H, N, D] buffers give the same bits as contiguous tensors.
