@@ -3,15 +3,18 @@
 // rate on the CPU. The table goes to stdout, progress to stderr; --json and --plot write files
 // atomically once all measurements are done.
 #include <algorithm>
+#include <array>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "args.hpp"
 #include "atomic_text.hpp"
 #include "bench_measure.hpp"
+#include "bench_pairing.hpp"
 #include "bench_report.hpp"
 #include "commands.hpp"
 #include "lighthouse/backend.hpp"
@@ -28,7 +31,7 @@ struct BenchArgs {
   // Empty = the device's default (see defaults_for).
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
   std::string threads = "0", seed = "0", sgemm_size = "2048";
-  std::string json, plot, deterministic;
+  std::string json, plot, deterministic, side_by_side;
   bool stages = false, quiet = false;
 };
 
@@ -118,6 +121,14 @@ int run_bench(const BenchArgs& a) {
   if (det_text != "on" && det_text != "off")
     reject("--deterministic", det_text, "must be on or off");
   report.deterministic = det_text == "on";
+  // CUDA default "on": the targets are ratios to the floor measured in the same run, and
+  // the GPU's speed drifts by up to ~10% between loops. CPU default "off": its rows stay measured
+  // as before (separate loops), comparable with earlier CPU runs.
+  const std::string sbs_text =
+      a.side_by_side.empty() ? (device == Device::kCUDA ? "on" : "off") : a.side_by_side;
+  if (sbs_text != "on" && sbs_text != "off")
+    reject("--side-by-side", sbs_text, "must be on or off");
+  report.side_by_side = sbs_text == "on";
   report.seed = static_cast<std::uint64_t>(parse_int("--seed", a.seed, 0));
   report.sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 65536);
   for (const std::string& item : split_list("--seq", seq_text)) {
@@ -166,10 +177,14 @@ int run_bench(const BenchArgs& a) {
     }
   }
   if (jobs.empty()) reject("--seq", seq_text, "no sequence length fits this configuration");
+  std::vector<JobKey> keys;
+  for (const Job& job : jobs) keys.push_back({job.impl, job.seq});
+  const std::vector<std::vector<std::size_t>> groups =
+      measurement_groups(keys, report.side_by_side);
 
   report.machine = machine_info();
   const bool with_sgemm = device == Device::kCPU && report.sgemm_size > 0;
-  Progress progress(static_cast<int>(jobs.size()) + (with_sgemm ? 1 : 0), a.quiet);
+  Progress progress(static_cast<int>(groups.size()) + (with_sgemm ? 1 : 0), a.quiet);
   for (const BenchSkip& s : report.skipped) {
     progress.note(std::string("lighthouse bench: skipping ") + impl_name(s.impl) +
                   " at N=" + std::to_string(s.seq) + ": " + s.reason);
@@ -187,16 +202,33 @@ int run_bench(const BenchArgs& a) {
   setup.threads = report.threads;
   setup.deterministic = report.deterministic;
   setup.stages = a.stages;
-  bool any_failed = false;
-  HostInputs inputs;
-  for (const Job& job : jobs) {
-    progress.step(std::string(impl_name(job.impl)) + " N=" + std::to_string(job.seq) +
-                  (job.impl == Impl::kFloor ? " (S=" + std::to_string(job.plan.seq) + ")" : ""));
-    // The same inputs for every implementation at one N; the floor sees their first S tokens
-    // (fresh ones of its own if S > N).
+  // The same inputs for every implementation at one N; the floor sees their first S tokens
+  // (fresh ones of its own if S > N). A reference stays valid until the next call for another N.
+  HostInputs inputs, floor_inputs;
+  auto inputs_of = [&](const Job& job) -> const HostInputs& {
     const Shape4 shape{report.batch, job.seq, report.heads, report.head_dim};
     if (inputs.shape != shape) inputs = random_inputs(report.seed, shape);
-    BenchRow row;
+    if (job.impl != Impl::kFloor) return inputs;
+    if (job.plan.seq <= job.seq) {
+      floor_inputs = first_tokens(inputs, job.plan.seq);
+    } else {
+      floor_inputs =
+          random_inputs(report.seed, {report.batch, job.plan.seq, report.heads, report.head_dim});
+    }
+    return floor_inputs;
+  };
+  auto config_of = [&](const Job& job) -> const Config& {
+    return job.impl == Impl::kLighthouse ? report.config : dense_config;
+  };
+  auto job_name = [](const Job& job) {
+    return std::string(impl_name(job.impl)) + " N=" + std::to_string(job.seq) +
+           (job.impl == Impl::kFloor ? " (S=" + std::to_string(job.plan.seq) + ")" : "");
+  };
+
+  std::vector<BenchRow> rows(jobs.size());
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    const Job& job = jobs[i];
+    BenchRow& row = rows[i];
     row.impl = job.impl;
     row.seq = job.seq;
     row.S = job.impl == Impl::kLighthouse ? job.plan.S : job.plan.seq;
@@ -207,28 +239,60 @@ int run_bench(const BenchArgs& a) {
       row.fwd_flops = job.plan.dense_fwd_flops();
       row.bwd_flops = job.plan.dense_bwd_flops();
     }
-    const Config& config = job.impl == Impl::kLighthouse ? report.config : dense_config;
-    try {
-      if (job.impl != Impl::kFloor) {
-        row.timing = measure(config, inputs, setup);
-      } else if (job.plan.seq <= job.seq) {
-        row.timing = measure(config, first_tokens(inputs, job.plan.seq), setup);
-      } else {
-        const Shape4 floor_shape{report.batch, job.plan.seq, report.heads, report.head_dim};
-        row.timing = measure(config, random_inputs(report.seed, floor_shape), setup);
-      }
-    } catch (const Error& e) {
-      row.error = e.what();
-    } catch (const std::bad_alloc&) {
-      row.error = "out of host memory";
-    }
-    if (!row.error.empty()) {
-      any_failed = true;
-      progress.note(std::string("lighthouse bench: ") + impl_name(job.impl) +
-                    " N=" + std::to_string(job.seq) + " failed: " + row.error);
-    }
-    report.rows.push_back(row);
   }
+  auto failed = [&](std::size_t i, const std::string& error) {
+    rows[i].error = error;
+    progress.note("lighthouse bench: " + job_name(jobs[i]) + " failed: " + error);
+  };
+  // Job i measured on its own (measure()).
+  auto measure_one = [&](std::size_t i) {
+    const Job& job = jobs[i];
+    // Not for dense: at large N its runs take seconds each.
+    setup.interleaved = job.impl != Impl::kDense;
+    try {
+      rows[i].timing = measure(config_of(job), inputs_of(job), setup);
+    } catch (const Error& e) {
+      failed(i, e.what());
+    } catch (const std::bad_alloc&) {
+      failed(i, "out of host memory");
+    }
+  };
+
+  for (const std::vector<std::size_t>& group : groups) {
+    if (group.size() == 1) {
+      progress.step(job_name(jobs[group[0]]));
+      measure_one(group[0]);
+      continue;
+    }
+    const Job& lh = jobs[group[0]];
+    const Job& fl = jobs[group[1]];
+    const std::string pair_name = "lighthouse and floor N=" + std::to_string(lh.seq) +
+                                  " (S=" + std::to_string(fl.plan.seq) + ")";
+    progress.step(pair_name + ", side by side");
+    std::string error;
+    try {
+      const std::array<Timing, 2> t = measure_side_by_side(
+          {MeasureCase{config_of(lh), inputs_of(lh)}, MeasureCase{config_of(fl), inputs_of(fl)}},
+          setup);
+      rows[group[0]].timing = t[0];
+      rows[group[1]].timing = t[1];
+    } catch (const Error& e) {
+      error = e.what();
+    } catch (const std::bad_alloc&) {
+      error = "out of host memory";
+    }
+    if (!error.empty()) {
+      // Both problems alive at once may not fit where each alone does: measure them one at a
+      // time, so that each row gets its own times or its own error.
+      progress.note("lighthouse bench: " + pair_name + " side by side failed (" + error +
+                    "); measuring each alone");
+      for (std::size_t i : group) measure_one(i);
+    }
+  }
+  floor_inputs = HostInputs{};
+  bool any_failed = false;
+  for (const BenchRow& row : rows) any_failed = any_failed || !row.error.empty();
+  report.rows = std::move(rows);
   progress.finish();
   report.peak_rss_bytes = peak_rss_bytes();
 
@@ -253,12 +317,20 @@ Command add_bench_command(CLI::App& parent) {
       "  dense      = dense causal attention at N (levels 1)\n"
       "  lighthouse = the configuration\n"
       "  floor      = dense causal attention at Lighthouse's gathered length S\n"
+      "Side by side (--side-by-side on, the cuda default): when both lighthouse and floor are\n"
+      "asked for, their times at one N come from one loop that alternates them (per repeat:\n"
+      "lighthouse fwd, floor fwd, lighthouse bwd, floor bwd, lighthouse fwd+bwd, floor fwd+bwd),\n"
+      "so lh/floor compares numbers measured together; each one's peak_GiB (and on cuda its\n"
+      "per-stage times) come from runs of it alone first. Every other row is timed alone, in\n"
+      "three loops (fwd, bwd, fwd+bwd).\n"
       "GFLOP/s use the plan's attention FLOPs; on the cpu they are also shown as a fraction of\n"
       "an SGEMM measured in the same run. Table on stdout, progress on stderr.\n"
       "Defaults, cpu:  seq 8192; B 1, H 4, D 64; L 3, p 4, K 512; float32; impl dense,lighthouse;\n"
       "                repeats 3, warmup 1\n"
       "          cuda: seq 8192,16384,...,524288; B 1, H 8, D 128; L 3, p 4, K 2048; bfloat16;\n"
       "                impl dense,lighthouse,floor; repeats 10, warmup 3\n"
+      "A configuration whose first warm-up fwd+bwd takes over 1 s (side by side: either one's)\n"
+      "gets 1 warm-up and at most 3 repeats. CUDA times are CUDA events on the default stream.\n"
       "Lengths of the default list that the configuration does not fit are skipped with a note;\n"
       "an explicit --seq that it does not fit is an error.");
   app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");
@@ -293,6 +365,10 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--deterministic", args->deterministic,
                   "on|off: cuDNN's deterministic attention backward (default: on for cpu, where it "
                   "always is; off for cuda)")
+      ->type_name("on|off");
+  app->add_option("--side-by-side", args->side_by_side,
+                  "on|off: time lighthouse and floor of each N in one alternating loop (default: "
+                  "on for cuda, off for cpu)")
       ->type_name("on|off");
   app->add_flag("--stages", args->stages, "print the per-stage breakdown of Lighthouse");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");

@@ -1,8 +1,9 @@
 #include "bench_measure.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <functional>
+#include <optional>
+#include <vector>
 
 #include "lighthouse/backend.hpp"
 
@@ -62,14 +63,6 @@ StageTimes median_stages(const std::vector<StageTimes>& runs) {
   return m;
 }
 
-double time_ms(Backend& backend, const std::function<void()>& work) {
-  backend.synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  work();
-  backend.synchronize();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
 HostInputs random_inputs(std::uint64_t seed, const Shape4& shape) {
@@ -104,35 +97,118 @@ HostInputs first_tokens(const HostInputs& in, std::int64_t length) {
   return out;
 }
 
+namespace {
+
+// One implementation's tensors on the device and the context of its last forward.
+class Subject {
+ public:
+  Subject(const Config& config, const HostInputs& in, const MeasureSetup& setup)
+      : config_(config),
+        q_(upload(in.q.data(), in.shape, setup.dtype, setup.device)),
+        k_(upload(in.k.data(), in.shape, setup.dtype, setup.device)),
+        v_(upload(in.v.data(), in.shape, setup.dtype, setup.device)),
+        dout_(upload(in.dout.data(), in.shape, setup.dtype, setup.device)),
+        out_(allocate(in.shape, setup.dtype, setup.device)),
+        dq_(allocate(in.shape, setup.dtype, setup.device)),
+        dk_(allocate(in.shape, setup.dtype, setup.device)),
+        dv_(allocate(in.shape, setup.dtype, setup.device)) {
+    options_.threads = setup.threads;
+    options_.deterministic = setup.deterministic;
+  }
+
+  // A fresh context per forward: the previous one's buffers are released first, so two of one
+  // subject are never alive at once.
+  void forward(StageTimes* times = nullptr) {
+    ctx_ = Context{};
+    lighthouse::forward(config_, q_, k_, v_, out_, ctx_, with(times));
+  }
+  // On the context of the last forward.
+  void backward(StageTimes* times = nullptr) {
+    lighthouse::backward(ctx_, dout_, dq_, dk_, dv_, with(times));
+  }
+  void forward_backward() {
+    forward();
+    backward();
+  }
+
+ private:
+  Options with(StageTimes* times) const {
+    Options o = options_;
+    o.times = times;
+    return o;
+  }
+
+  Config config_;
+  Tensor q_, k_, v_, dout_, out_, dq_, dk_, dv_;
+  Options options_;
+  Context ctx_;
+};
+
+// A configuration whose fwd+bwd takes over a second (dense attention at N >= 256K on an H200)
+// varies by well under 1% between runs: one warm-up and three repeats measure it, and keep a
+// whole sweep within one device call.
+bool is_long_run(double first_fwd_bwd_ms) {
+  return first_fwd_bwd_ms > kLongRunMs;
+}
+
+// CUDA: `repeats` forward and backward runs with stage times (they add synchronisations, so
+// these runs are not the timed ones).
+void stage_runs(Backend& backend, Subject& s, int repeats, std::vector<StageTimes>& fwd,
+                std::vector<StageTimes>& bwd) {
+  for (int r = 0; r < repeats; ++r) {
+    StageTimes sf, sb;
+    s.forward(&sf);
+    s.backward(&sb);
+    fwd.push_back(sf);
+    bwd.push_back(sb);
+  }
+  backend.synchronize();
+}
+
+// What measure_side_by_side() measures of each implementation alone.
+struct Alone {
+  bool long_run = false;
+  std::optional<StageTimes> stages_fwd, stages_bwd;
+  std::optional<std::int64_t> peak_device_bytes;
+};
+
+// One fwd+bwd (the first, for the > 1 s rule; it also grows every workspace and builds every
+// cuDNN graph the implementation needs), then on CUDA with `stages` the per-stage runs, from
+// released caches: the memory held at the end is this implementation's peak.
+Alone measure_alone(Backend& backend, const MeasureCase& c, const MeasureSetup& setup) {
+  backend.synchronize();
+  backend.release_cached_memory();
+  const std::int64_t memory_before = backend.memory_in_use();
+  Subject s(c.config, c.inputs, setup);
+  Alone alone;
+  alone.long_run = is_long_run(backend.time_ms([&] { s.forward_backward(); }));
+  if (setup.device != Device::kCPU && setup.stages) {
+    std::vector<StageTimes> fwd, bwd;
+    stage_runs(backend, s, alone.long_run ? std::min(setup.repeats, 3) : setup.repeats, fwd, bwd);
+    alone.stages_fwd = median_stages(fwd);
+    alone.stages_bwd = median_stages(bwd);
+  }
+  backend.synchronize();
+  if (memory_before >= 0) alone.peak_device_bytes = backend.memory_in_use() - memory_before;
+  return alone;
+}
+
+}  // namespace
+
 Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& setup) {
   Backend& backend = backend_for(setup.device);
   backend.synchronize();
   backend.release_cached_memory();
   const std::int64_t memory_before = backend.memory_in_use();
-  const Tensor q = upload(in.q.data(), in.shape, setup.dtype, setup.device);
-  const Tensor k = upload(in.k.data(), in.shape, setup.dtype, setup.device);
-  const Tensor v = upload(in.v.data(), in.shape, setup.dtype, setup.device);
-  const Tensor dout = upload(in.dout.data(), in.shape, setup.dtype, setup.device);
-  const Tensor out = allocate(in.shape, setup.dtype, setup.device);
-  const Tensor dq = allocate(in.shape, setup.dtype, setup.device);
-  const Tensor dk = allocate(in.shape, setup.dtype, setup.device);
-  const Tensor dv = allocate(in.shape, setup.dtype, setup.device);
+  Subject s(config, in, setup);
 
-  Options options;
-  options.threads = setup.threads;
-  options.deterministic = setup.deterministic;
-  Context ctx;
-  // A fresh context per forward: the previous one's buffers are released first, so two are
-  // never alive at once.
-  auto run_forward = [&](const Options& o) {
-    ctx = Context{};
-    forward(config, q, k, v, out, ctx, o);
-  };
-  auto run_backward = [&](const Options& o) { backward(ctx, dout, dq, dk, dv, o); };
-
-  for (int w = 0; w < setup.warmup; ++w) {
-    run_forward(options);
-    run_backward(options);
+  int warmup = setup.warmup, repeats = setup.repeats;
+  for (int w = 0; w < warmup; ++w) {
+    const double ms = backend.time_ms([&] { s.forward_backward(); });
+    if (w == 0 && is_long_run(ms)) {
+      warmup = 1;
+      repeats = std::min(repeats, 3);
+    }
   }
   backend.synchronize();
 
@@ -142,39 +218,31 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
   Timing timing;
   std::vector<double> fwd, bwd, both;
   std::vector<StageTimes> stages_fwd, stages_bwd;
-  for (int r = 0; r < setup.repeats; ++r) {
+  for (int r = 0; r < repeats; ++r) {
     StageTimes st;
-    Options o = options;
-    if (cpu) o.times = &st;
-    fwd.push_back(time_ms(backend, [&] { run_forward(o); }));
+    fwd.push_back(backend.time_ms([&] { s.forward(cpu ? &st : nullptr); }));
     if (cpu) stages_fwd.push_back(st);
   }
-  for (int r = 0; r < setup.repeats; ++r) {
+  for (int r = 0; r < repeats; ++r) {
     StageTimes st;
-    Options o = options;
-    if (cpu) o.times = &st;
-    bwd.push_back(time_ms(backend, [&] { run_backward(o); }));
+    bwd.push_back(backend.time_ms([&] { s.backward(cpu ? &st : nullptr); }));
     if (cpu) stages_bwd.push_back(st);
   }
-  for (int r = 0; r < setup.repeats; ++r) {
-    both.push_back(time_ms(backend, [&] {
-      run_forward(options);
-      run_backward(options);
-    }));
+  for (int r = 0; r < repeats; ++r) {
+    both.push_back(backend.time_ms([&] { s.forward_backward(); }));
   }
-  if (!cpu && setup.stages) {
-    for (int r = 0; r < setup.repeats; ++r) {
-      StageTimes sf, sb;
-      Options of = options, ob = options;
-      of.times = &sf;
-      ob.times = &sb;
-      run_forward(of);
-      run_backward(ob);
-      stages_fwd.push_back(sf);
-      stages_bwd.push_back(sb);
+  if (!cpu && setup.interleaved) {
+    std::vector<double> f, b, fb;
+    for (int r = 0; r < repeats; ++r) {
+      f.push_back(backend.time_ms([&] { s.forward(); }));
+      b.push_back(backend.time_ms([&] { s.backward(); }));
+      fb.push_back(backend.time_ms([&] { s.forward_backward(); }));
     }
-    backend.synchronize();
+    timing.interleaved_fwd_ms = median(f);
+    timing.interleaved_bwd_ms = median(b);
+    timing.interleaved_fwd_bwd_ms = median(fb);
   }
+  if (!cpu && setup.stages) stage_runs(backend, s, repeats, stages_fwd, stages_bwd);
   timing.fwd_ms = median(fwd);
   timing.bwd_ms = median(bwd);
   timing.fwd_bwd_ms = median(both);
@@ -182,6 +250,66 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
   if (!stages_bwd.empty()) timing.stages_bwd = median_stages(stages_bwd);
   backend.synchronize();
   if (memory_before >= 0) timing.peak_device_bytes = backend.memory_in_use() - memory_before;
+  return timing;
+}
+
+std::array<Timing, 2> measure_side_by_side(const std::array<MeasureCase, 2>& cases,
+                                           const MeasureSetup& setup) {
+  Backend& backend = backend_for(setup.device);
+  const bool cpu = setup.device == Device::kCPU;
+  std::array<Timing, 2> timing;
+  bool any_long = false;
+  for (std::size_t i = 0; i < 2; ++i) {
+    const Alone alone = measure_alone(backend, cases[i], setup);
+    any_long = any_long || alone.long_run;
+    timing[i].stages_fwd = alone.stages_fwd;
+    timing[i].stages_bwd = alone.stages_bwd;
+    timing[i].peak_device_bytes = alone.peak_device_bytes;
+  }
+  const int warmup = any_long ? std::min(setup.warmup, 1) : setup.warmup;
+  const int repeats = any_long ? std::min(setup.repeats, 3) : setup.repeats;
+
+  // Both alive from here on; the caches left by the last run alone are released so that the
+  // warm-up grows them for the two together.
+  backend.synchronize();
+  backend.release_cached_memory();
+  Subject a(cases[0].config, cases[0].inputs, setup);
+  Subject b(cases[1].config, cases[1].inputs, setup);
+  const std::array<Subject*, 2> subjects{&a, &b};
+  for (int w = 0; w < warmup; ++w) {
+    for (Subject* s : subjects) s->forward_backward();
+  }
+  backend.synchronize();
+
+  // As in measure(), the CPU's stage times come from the timed runs.
+  std::array<std::vector<double>, 2> fwd, bwd, both;
+  std::array<std::vector<StageTimes>, 2> stages_fwd, stages_bwd;
+  for (int r = 0; r < repeats; ++r) {
+    for (std::size_t i = 0; i < 2; ++i) {
+      StageTimes st;
+      fwd[i].push_back(backend.time_ms([&] { subjects[i]->forward(cpu ? &st : nullptr); }));
+      if (cpu) stages_fwd[i].push_back(st);
+    }
+    for (std::size_t i = 0; i < 2; ++i) {
+      StageTimes st;
+      bwd[i].push_back(backend.time_ms([&] { subjects[i]->backward(cpu ? &st : nullptr); }));
+      if (cpu) stages_bwd[i].push_back(st);
+    }
+    for (std::size_t i = 0; i < 2; ++i) {
+      both[i].push_back(backend.time_ms([&] { subjects[i]->forward_backward(); }));
+    }
+  }
+  for (std::size_t i = 0; i < 2; ++i) {
+    timing[i].fwd_ms = median(fwd[i]);
+    timing[i].bwd_ms = median(bwd[i]);
+    timing[i].fwd_bwd_ms = median(both[i]);
+    timing[i].side_by_side = true;
+    if (cpu) {
+      timing[i].stages_fwd = median_stages(stages_fwd[i]);
+      timing[i].stages_bwd = median_stages(stages_bwd[i]);
+    }
+  }
+  backend.synchronize();
   return timing;
 }
 

@@ -1,5 +1,7 @@
 #include "bench_report.hpp"
 
+#include <array>
+
 #include "format.hpp"
 #include "svg_plot.hpp"
 
@@ -47,6 +49,14 @@ nlohmann::json stages_json(const std::optional<StageTimes>& t) {
           {"attention", t->attention}, {"scatter", t->scatter},     {"total", t->total()}};
 }
 
+// fwd, bwd and fwd+bwd of interleaved runs: the side-by-side loop's, or measure()'s extra ones.
+std::optional<std::array<double, 3>> interleaved_times(const Timing& t) {
+  if (t.side_by_side) return std::array<double, 3>{t.fwd_ms, t.bwd_ms, t.fwd_bwd_ms};
+  if (!t.interleaved_fwd_ms) return std::nullopt;
+  return std::array<double, 3>{*t.interleaved_fwd_ms, *t.interleaved_bwd_ms,
+                               *t.interleaved_fwd_bwd_ms};
+}
+
 nlohmann::json optional_json(std::optional<double> value) {
   return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
 }
@@ -67,6 +77,12 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
   out << "# machine: " << (r.machine.hostname.empty() ? "?" : r.machine.hostname) << ", "
       << (r.machine.cpu_model.empty() ? "unknown cpu" : r.machine.cpu_model) << ", "
       << r.machine.hardware_threads << " hardware threads\n";
+  bool any_side_by_side = false;
+  for (const BenchRow& row : r.rows) any_side_by_side |= row.timing && row.timing->side_by_side;
+  if (any_side_by_side) {
+    out << "# lighthouse and floor timed side by side: one loop per N alternates them (fwd, bwd, "
+           "fwd+bwd); peak_GiB of each alone\n";
+  }
   if (with_sgemm) {
     out << "# sgemm " << r.sgemm_size << "^3 (OpenBLAS): " << fixed(*r.sgemm_gflops, 1)
         << " GFLOP/s\n";
@@ -151,6 +167,28 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
       }
     }
   }
+  // fwd+bwd against fwd + bwd, from the three separate loops and from interleaved runs. A
+  // side-by-side row's own times are interleaved runs (its loop runs fwd, the bwd of that fresh
+  // context and fwd+bwd in every repeat) and it has no separate loops.
+  bool back_to_back = false;
+  for (const BenchRow& row : r.rows) back_to_back |= row.timing && interleaved_times(*row.timing);
+  if (back_to_back) {
+    out << "# back to back (ms): fwd+bwd - fwd - bwd, separate loops | interleaved runs (fwd, "
+           "bwd, fwd+bwd)"
+        << (any_side_by_side ? "; side by side: the table's own times" : "") << "\n";
+    for (const BenchRow& row : r.rows) {
+      const std::optional<std::array<double, 3>> inter =
+          row.timing ? interleaved_times(*row.timing) : std::nullopt;
+      if (!inter) continue;
+      const Timing& t = *row.timing;
+      const std::string separate =
+          t.side_by_side ? std::string("-") : fixed(t.fwd_bwd_ms - t.fwd_ms - t.bwd_ms, 3);
+      const auto [f, b, fb] = *inter;
+      out << pad_right(impl_name(row.impl), 10) << pad_left(std::to_string(row.seq), 9)
+          << pad_left(separate, 10) << " |" << pad_left(fixed(fb - f - b, 3), 9) << " ("
+          << fixed(f, 3) << ", " << fixed(b, 3) << ", " << fixed(fb, 3) << ")\n";
+    }
+  }
   out << "# peak RSS: " << bytes_text(static_cast<double>(r.peak_rss_bytes)) << "\n";
 }
 
@@ -168,16 +206,20 @@ nlohmann::json report_json(const BenchReport& r) {
                            {"warmup", r.warmup},
                            {"threads", r.threads},
                            {"deterministic", r.deterministic},
+                           {"side_by_side", r.side_by_side},
                            {"seed", r.seed},
                            {"seq", r.seqs},
                            {"impl", impls}};
   nlohmann::json rows = nlohmann::json::array();
   for (const BenchRow& row : r.rows) {
+    // side_by_side: fwd_ms, bwd_ms and fwd_bwd_ms come from one loop with the other impl of
+    // its N (lighthouse and floor), not from loops of its own.
     nlohmann::json j = {{"impl", impl_name(row.impl)},
                         {"seq", row.seq},
                         {"S", row.S},
                         {"fwd_flops", row.fwd_flops},
-                        {"bwd_flops", row.bwd_flops}};
+                        {"bwd_flops", row.bwd_flops},
+                        {"side_by_side", row.timing && row.timing->side_by_side}};
     if (row.timing) {
       const Timing& t = *row.timing;
       const double fg = gflops(row.fwd_flops, t.fwd_ms), bg = gflops(row.bwd_flops, t.bwd_ms);
@@ -192,12 +234,17 @@ nlohmann::json report_json(const BenchReport& r) {
           r.sgemm_gflops ? nlohmann::json(bg / *r.sgemm_gflops) : nlohmann::json(nullptr);
       j["peak_device_bytes"] =
           t.peak_device_bytes ? nlohmann::json(*t.peak_device_bytes) : nlohmann::json(nullptr);
+      j["interleaved"] = t.interleaved_fwd_ms
+                             ? nlohmann::json{{"fwd_ms", *t.interleaved_fwd_ms},
+                                              {"bwd_ms", *t.interleaved_bwd_ms},
+                                              {"fwd_bwd_ms", *t.interleaved_fwd_bwd_ms}}
+                             : nlohmann::json(nullptr);
       j["stages_fwd"] = stages_json(t.stages_fwd);
       j["stages_bwd"] = stages_json(t.stages_bwd);
     } else {
       for (const char* key :
            {"fwd_ms", "bwd_ms", "fwd_bwd_ms", "fwd_gflops", "bwd_gflops", "fwd_sgemm_fraction",
-            "bwd_sgemm_fraction", "stages_fwd", "stages_bwd"}) {
+            "bwd_sgemm_fraction", "interleaved", "stages_fwd", "stages_bwd"}) {
         j[key] = nullptr;
       }
       j["error"] = row.error;

@@ -36,6 +36,7 @@ struct BenchReport {
   std::int64_t batch = 1, heads = 1, head_dim = 64;
   int repeats = 1, warmup = 0, threads = 0;
   bool deterministic = true;
+  bool side_by_side = false;  // lighthouse and floor timed in one loop per N (measure_side_by_side)
   std::uint64_t seed = 0;
   std::vector<std::int64_t> seqs;
   std::vector<Impl> impls;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 
 #include "lighthouse/attention.hpp"
@@ -64,6 +65,10 @@ class Backend {
   virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes) = 0;
   // Waits for all queued work (a no-op on the CPU); benchmarks call it around timed regions.
   virtual void synchronize() {}
+  // Milliseconds `work` takes on this device, measured from an idle device: CUDA events around
+  // the work queued on the default stream (the stream a null Options::stream means), wall-clock
+  // time on the CPU. Benchmarks use it.
+  virtual double time_ms(const std::function<void()>& work);
 
   // Device memory this process holds on the device (CUDA: total - free, so it includes caching
   // pools and workspaces), or -1 where that is not meaningful (the CPU).

@@ -91,7 +91,7 @@ def test_fast_backward_close_to_deterministic():
         assert rel_l2(f, e) < 1e-2, name
 
 
-def test_bhnd_layout_and_side_stream():
+def test_bhnd_layout_and_another_stream():
     cfg = dict(levels=3, pool=4, topk=128)
     q, k, v = qkv(1, 4096, 4, 64, dtype=torch.bfloat16, device="cuda", seed=27)
     dout = torch.randn_like(q)

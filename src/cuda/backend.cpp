@@ -7,9 +7,14 @@
 // cudaFreeAsync on the same stream when the context dies; the pool keeps freed memory for
 // reuse, so a training loop does not call the driver each step). That stream must outlive the
 // context. The per-call scratch (scores and coarsest means in forward; the gathered gradients
-// in backward) lives in a per-stream workspace that grows on demand and is reused by every
-// call on that stream: calls on one stream must not be issued from several host threads at
-// once. A context in caller memory (ContextBuffer) has the same parts in context_layout(); the
+// in backward) lives in caller buffers that are written only after the scratch is dead, when
+// they are contiguous and share no byte with what the call reads (buffer_reuse.hpp): the
+// forward's in `out`, the backward's in dq, dk and dv (plus, for one block, cuDNN's workspace
+// while it is idle after the attention backward). What does not fit there lives in a
+// per-stream workspace that grows on demand and is reused by every call on that stream: calls
+// on one stream must not be issued from several host threads at once. So the backward's peak is
+// the context (4 S-row blocks) + cuDNN's workspace (~2 blocks) + at most 1 block, not 4 more.
+// A context in caller memory (ContextBuffer) has the same parts in context_layout(); the
 // caller orders that memory's lifetime against the streams.
 //
 // Dense (levels == 1). Lighthouse is then plain causal attention over the tokens: cuDNN runs
@@ -28,8 +33,11 @@
 #include <string>
 #include <utility>
 
+#include "cuda/buffer_reuse.hpp"
 #include "cuda/check.hpp"
 #include "cuda/cudnn_attention.hpp"
+#include "cuda/forward_stages.hpp"
+#include "cuda/stage_timer.hpp"
 #include "cuda/stages.hpp"
 #include "lighthouse/error.hpp"
 
@@ -93,22 +101,6 @@ TokenTensor token(const TensorView& t) {
   return {t.data, t.strides[0], t.strides[1], t.strides[2]};
 }
 
-// `deterministic` only matters to the backward (Options::deterministic).
-SdpaDesc sdpa_desc(const Geometry& g, DType dtype, double scale, bool deterministic) {
-  SdpaDesc d;
-  d.deterministic = deterministic;
-  d.b = g.batch;
-  d.h = g.heads;
-  d.s = g.S;
-  d.d = g.head_dim;
-  d.dtype = dtype;
-  d.scale = scale;
-  const std::array<std::int64_t, 4> contiguous{g.heads * g.S * g.head_dim, g.S * g.head_dim,
-                                               g.head_dim, 1};
-  d.q_stride = d.k_stride = d.v_stride = d.o_stride = contiguous;
-  return d;
-}
-
 // The stage kernels access rows as 16-byte vectors.
 void check_layout(const char* name, const TensorView& t) {
   const std::int64_t vec = 16 / static_cast<std::int64_t>(dtype_size(t.dtype));
@@ -163,44 +155,26 @@ void stream_wait(cudaStream_t waiter, cudaStream_t producer) {
   CUDA_CHECK(waited);
 }
 
-// CUDA events around the stages when the caller asked for times (then finish() waits).
-class StageTimer {
+// A loan of cuDNN's cached workspace (sdpa_borrow_workspace) for the rest of a scope: null when
+// it is too small; returned when the scope ends, after the work that uses it has been queued.
+class WorkspaceLoan {
  public:
-  StageTimer(StageTimes* times, cudaStream_t stream) : times_(times), stream_(stream) {
-    if (!times_) return;
-    *times_ = StageTimes{};
-    for (auto& e : events_) CUDA_CHECK(cudaEventCreate(&e));
-    CUDA_CHECK(cudaEventRecord(events_[0], stream_));
-  }
-  StageTimer(const StageTimer&) = delete;
-  StageTimer& operator=(const StageTimer&) = delete;
-  ~StageTimer() {
-    for (auto e : events_) {
-      if (e) cudaEventDestroy(e);
+  WorkspaceLoan(std::size_t bytes, cudaStream_t stream)
+      : stream_(stream), data_(sdpa_borrow_workspace(bytes, stream)) {}
+  WorkspaceLoan(const WorkspaceLoan&) = delete;
+  WorkspaceLoan& operator=(const WorkspaceLoan&) = delete;
+  ~WorkspaceLoan() {
+    if (!data_) return;
+    try {
+      sdpa_return_workspace(stream_);
+    } catch (...) {  // nothing to report from a destructor; the next CUDA call reports the error
     }
   }
-  // The work queued since the previous mark is the stage `field`.
-  void mark(double StageTimes::*field) {
-    if (!times_) return;
-    fields_[marks_++] = field;
-    CUDA_CHECK(cudaEventRecord(events_[marks_], stream_));
-  }
-  void finish() {
-    if (!times_) return;
-    CUDA_CHECK(cudaEventSynchronize(events_[marks_]));
-    for (int i = 0; i < marks_; ++i) {
-      float ms = 0;
-      CUDA_CHECK(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
-      times_->*fields_[i] += ms;
-    }
-  }
+  void* get() const { return data_; }
 
  private:
-  StageTimes* times_;
   cudaStream_t stream_;
-  std::array<cudaEvent_t, 6> events_{};
-  std::array<double StageTimes::*, 5> fields_{};
-  int marks_ = 0;
+  void* data_;
 };
 
 // What backward needs of a forward: one stream-ordered allocation, or the caller's buffer.
@@ -218,6 +192,7 @@ class CudaState final : public ContextState {
     inverse = reinterpret_cast<std::int32_t*>(base + at.position);
     stats = reinterpret_cast<float*>(base + at.stats);
     sel = {base + at.q, base + at.k, base + at.v, base + at.o};
+    span_ = span_of(base, at.bytes);
   }
   CudaState(const CudaState&) = delete;
   CudaState& operator=(const CudaState&) = delete;
@@ -233,6 +208,8 @@ class CudaState final : public ContextState {
 
   DType dtype() const { return dtype_; }
   cudaStream_t stream() const { return stream_; }
+  // The bytes of the context (no caller buffer used as scratch may touch them).
+  const ByteSpan& span() const { return span_; }
 
   std::int32_t* indices = nullptr;  // [BH, S]
   std::int32_t* inverse = nullptr;  // [BH, P]
@@ -244,6 +221,7 @@ class CudaState final : public ContextState {
   cudaStream_t stream_;
   void* base_ = nullptr;  // owned allocation; null for caller memory
   std::size_t index_count_ = 0;
+  ByteSpan span_;
 };
 
 // The dense context: the caller's q, k, v and out (views, not copies: they must stay alive and
@@ -451,37 +429,27 @@ class CudaBackend final : public Backend {
   void selection_forward(const Plan& plan, const Geometry& g, const TensorView& q,
                          const TensorView& k, const TensorView& v, const TensorView& out,
                          CudaState& state, const Options& options, StageTimer& timer) {
-    const DType dtype = q.dtype;
     const auto stream = static_cast<cudaStream_t>(options.stream);
-    const std::size_t bh = static_cast<std::size_t>(g.batch * g.heads);
-    const std::size_t score_bytes =
-        bh * static_cast<std::size_t>(g.pyramid_size - g.seq) * sizeof(float);
-    const std::size_t coarse_bytes =
-        g.levels >= 2
-            ? bh * static_cast<std::size_t>(g.size[g.levels - 1] * g.head_dim) * dtype_size(dtype)
-            : 0;
-    Carver carve;
-    const std::size_t at_sq = carve.take(score_bytes), at_sk = carve.take(score_bytes);
-    std::array<std::size_t, 3> at_coarse{};
-    for (auto& at : at_coarse) at = carve.take(coarse_bytes);
-    char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
-    auto* score_q = reinterpret_cast<float*>(ws + at_sq);
-    auto* score_k = reinterpret_cast<float*>(ws + at_sk);
-
-    launch_pyramid(g, dtype, token(q), token(k), token(v), score_q, score_k, ws + at_coarse[0],
-                   ws + at_coarse[1], ws + at_coarse[2], stream);
-    timer.mark(&StageTimes::pyramid);
-    launch_selection(g, score_q, score_k, state.indices, state.inverse, stream);
-    timer.mark(&StageTimes::selection);
-    launch_gather(g, dtype, token(q), token(k), token(v), ws + at_coarse[0], ws + at_coarse[1],
-                  ws + at_coarse[2], state.indices, state.sel[0], state.sel[1], state.sel[2],
-                  stream);
-    timer.mark(&StageTimes::gather);
-    sdpa_forward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state.sel[0], state.sel[1],
-                 state.sel[2], state.sel[3], state.stats, stream);
-    timer.mark(&StageTimes::attention);
-    launch_scatter(g, dtype, state.inverse, state.sel[3], token(out), stream);
-    timer.mark(&StageTimes::scatter);
+    ForwardProblem whole;
+    whole.g = g;
+    whole.dtype = q.dtype;
+    whole.q = token(q);
+    whole.k = token(k);
+    whole.v = token(v);
+    whole.out = token(out);
+    whole.indices = state.indices;
+    whole.inverse = state.inverse;
+    whole.stats = state.stats;
+    whole.sel = state.sel;
+    const std::size_t scratch_bytes = forward_scratch(g, q.dtype).bytes;
+    // The scratch is dead after the gather and `out` is written only by the scatter after it:
+    // when `out` is large enough and shares no byte with what the stages read, it holds the
+    // scratch and the workspace does not grow to the coarsest level's size (0.75 N rows at
+    // p = 2).
+    char* scratch = out_holds_scratch(q, k, v, out, state.span(), scratch_bytes)
+                        ? static_cast<char*>(out.data)
+                        : static_cast<char*>(workspace_.get(stream, scratch_bytes));
+    run_forward(whole, plan.scale, scratch, stream, timer);
     timer.finish();
   }
 
@@ -513,6 +481,12 @@ class CudaBackend final : public Backend {
     selection_backward(plan, state, dout, dq, dk, dv, options);
   }
 
+  // Scatter backward (dout -> do_sel), the attention backward (-> dq_sel, dk_sel, dv_sel) and the
+  // pooling backward (-> dq, dk, dv). Where the four gathered [BH, S, D] blocks live is
+  // choose_gradient_scratch()'s answer: in the caller's dq, dk and dv when they can hold them
+  // (the attention backward then needs at most one block of workspace instead of four), else in
+  // the workspace. Every layout gives the same bits: the kernels and their sums are the same,
+  // only the addresses differ.
   void selection_backward(const Plan& plan, const CudaState& state, const TensorView& dout,
                           const TensorView& dq, const TensorView& dk, const TensorView& dv,
                           const Options& options) {
@@ -524,22 +498,64 @@ class CudaBackend final : public Backend {
     const bool other_stream = stream != state.stream();
     if (other_stream) stream_wait(stream, state.stream());
 
-    const std::size_t sel_bytes =
+    const std::size_t block =
         static_cast<std::size_t>(g.batch * g.heads * g.S * g.head_dim) * dtype_size(dtype);
-    Carver carve;
-    std::array<std::size_t, 4> at{};  // dout, dq, dk, dv of the gathered rows
-    for (auto& a : at) a = carve.take(sel_bytes);
-    char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
+    const SdpaDesc desc = gathered_sdpa_desc(g, dtype, plan.scale, options.deterministic);
+    const GradientScratch scratch = choose_gradient_scratch(dout, dq, dk, dv, state.span(), block);
+    if (scratch == GradientScratch::kWorkspace) {
+      Carver carve;
+      std::array<std::size_t, 4> at{};  // dout, dq, dk, dv of the gathered rows
+      for (auto& a : at) a = carve.take(block);
+      char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
+      launch_scatter_backward(g, dtype, state.indices, token(dout), ws + at[0], stream);
+      timer.mark(&StageTimes::scatter);
+      sdpa_backward(desc, state.sel[0], state.sel[1], state.sel[2], state.sel[3], ws + at[0],
+                    state.stats, ws + at[1], ws + at[2], ws + at[3], stream);
+      timer.mark(&StageTimes::attention);
+      launch_pool_backward(g, dtype, state.inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
+                           token(dk), token(dv), stream);
+      timer.mark(&StageTimes::gather);
+    } else {
+      // Stream order makes each reuse safe: a block is dead before the launch that overwrites
+      // its memory is queued (comments below say which), and the caller's dout and the context
+      // share no byte with dq, dk and dv (choose_gradient_scratch).
+      const bool two = scratch == GradientScratch::kTwoBlocks;
+      char* const q_mem = static_cast<char*>(dq.data);
+      char* const k_mem = static_cast<char*>(dk.data);
+      char* const v_mem = static_cast<char*>(dv.data);
+      char* const ws = two ? nullptr : static_cast<char*>(workspace_.get(stream, block));
+      void* const do_sel = q_mem;
+      void* const dq_sel = k_mem;
+      void* const dk_sel = two ? static_cast<void*>(v_mem) : ws;
+      void* const dv_sel = two ? k_mem + block : static_cast<void*>(v_mem);
 
-    launch_scatter_backward(g, dtype, state.indices, token(dout), ws + at[0], stream);
-    timer.mark(&StageTimes::scatter);
-    sdpa_backward(sdpa_desc(g, dtype, plan.scale, options.deterministic), state.sel[0],
-                  state.sel[1], state.sel[2], state.sel[3], ws + at[0], state.stats, ws + at[1],
-                  ws + at[2], ws + at[3], stream);
-    timer.mark(&StageTimes::attention);
-    launch_pool_backward(g, dtype, state.inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
-                         token(dk), token(dv), stream);
-    timer.mark(&StageTimes::gather);
+      launch_scatter_backward(g, dtype, state.indices, token(dout), do_sel, stream);
+      timer.mark(&StageTimes::scatter);
+      sdpa_backward(desc, state.sel[0], state.sel[1], state.sel[2], state.sel[3], do_sel,
+                    state.stats, dq_sel, dk_sel, dv_sel, stream);
+      timer.mark(&StageTimes::attention);
+      // do_sel (in dq) died with the attention backward.
+      launch_pool_backward(g, dtype, state.inverse, dq_sel, token(dq), stream);
+      if (two) {
+        // dv_sel must leave dk before dk is written: to cuDNN's workspace, idle until the next
+        // attention call, when it is large enough (the fast backward's holds an fp32 dQ
+        // accumulator: two blocks of 16-bit rows), else to the workspace (nothing live there).
+        WorkspaceLoan loan(block, stream);
+        void* staged = loan.get() ? loan.get() : workspace_.get(stream, block);
+        CUDA_CHECK(cudaMemcpyAsync(staged, dv_sel, block, cudaMemcpyDeviceToDevice, stream));
+        // dk holds dead blocks only: dq_sel (read above) and dv_sel (copied).
+        launch_pool_backward(g, dtype, state.inverse, dk_sel, token(dk), stream);
+        // dv holds dk_sel, read above.
+        launch_pool_backward(g, dtype, state.inverse, staged, token(dv), stream);
+      } else {
+        // dk holds dq_sel, read above; dk_sel is in the workspace.
+        launch_pool_backward(g, dtype, state.inverse, dk_sel, token(dk), stream);
+        // dv_sel leaves dv for the workspace, free since dk_sel was read from it.
+        CUDA_CHECK(cudaMemcpyAsync(ws, dv_sel, block, cudaMemcpyDeviceToDevice, stream));
+        launch_pool_backward(g, dtype, state.inverse, ws, token(dv), stream);
+      }
+      timer.mark(&StageTimes::gather);
+    }
     // The context's buffers are freed on its own stream: that must wait for these reads.
     if (other_stream) stream_wait(state.stream(), stream);
     timer.finish();
@@ -586,6 +602,23 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { CUDA_CHECK(cudaDeviceSynchronize()); }
 
+  // Events on the default stream around the work, from an idle device: what the GPU spends,
+  // launch gaps included, without the host's timer resolution or the final synchronisation.
+  double time_ms(const std::function<void()>& work) override {
+    if (!timing_events_[0]) {
+      for (auto& e : timing_events_) CUDA_CHECK(cudaEventCreate(&e));
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaEventRecord(timing_events_[0], nullptr));
+    work();
+    CUDA_CHECK(cudaEventRecord(timing_events_[1], nullptr));
+    CUDA_CHECK(cudaEventSynchronize(timing_events_[1]));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, timing_events_[0], timing_events_[1]));
+    CUDA_CHECK(cudaDeviceSynchronize());  // work on other streams, if any, is done too
+    return ms;
+  }
+
   std::int64_t memory_in_use() override {
     std::size_t free = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free, &total));
@@ -605,6 +638,7 @@ class CudaBackend final : public Backend {
 
  private:
   Workspace workspace_;
+  std::array<cudaEvent_t, 2> timing_events_{};  // created on first use, kept for the process
 };
 
 }  // namespace

@@ -506,4 +506,14 @@ std::size_t sdpa_workspace_bytes() {
   return device_state().workspace_bytes();
 }
 
+void* sdpa_borrow_workspace(std::size_t bytes, cudaStream_t stream) {
+  DeviceState& state = device_state();
+  if (bytes == 0 || state.workspace_bytes() < bytes) return nullptr;
+  return state.acquire_workspace(bytes, stream);  // never grows here; orders after other streams
+}
+
+void sdpa_return_workspace(cudaStream_t stream) {
+  device_state().release_workspace(stream);
+}
+
 }  // namespace lighthouse::cuda

@@ -67,4 +67,13 @@ std::size_t sdpa_workspace_bytes();
 // Frees this thread's cached cuDNN workspace on the current device (waits for its last use).
 void sdpa_release_workspace();
 
+// The cached cuDNN workspace lent out as scratch between attention calls: once an attention call
+// is queued on `stream`, its workspace is idle until the next one, and work queued on `stream`
+// in between may use it. Returns null (lends nothing) when the workspace is smaller than `bytes`.
+// A non-null loan must end with sdpa_return_workspace(stream) after the last work that uses it
+// is queued, and before the next attention call of this thread: later calls on other streams
+// then wait for that work, and a workspace that grows waits for it before it is freed.
+void* sdpa_borrow_workspace(std::size_t bytes, cudaStream_t stream);
+void sdpa_return_workspace(cudaStream_t stream);
+
 }  // namespace lighthouse::cuda

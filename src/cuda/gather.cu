@@ -10,8 +10,10 @@
 // Backward: one thread per (token, head, 16-byte vector) of dq, dk and dv together: for each
 // level in order, the gradient of the entry holding the token, divided by c_l, looked up
 // through the inverse map; fp32 sums, one rounding, no atomics. A block first stages the rows
-// its run of tokens needs in shared memory (token_runs.cuh).
+// its run of tokens needs in shared memory (token_runs.cuh). Pyramids of 2 to 4 levels take the
+// unstaged kernel of pool_backward_direct.cu instead (same sums, same bits).
 #include "cuda/check.hpp"
+#include "cuda/pool_backward_direct.hpp"
 #include "cuda/stages.hpp"
 #include "cuda/token_runs.cuh"
 #include "cuda/vec.cuh"
@@ -102,8 +104,8 @@ __global__ void __launch_bounds__(256, 4) gather_kernel(const GatherArgs a) {
 struct PoolBackwardArgs {
   Geometry g;
   const std::int32_t* inverse;  // [BH, P]
-  const void* dsel[3];          // [BH, S, D]
-  TokenTensor dx[3];            // dq, dk, dv
+  const void* dsel[3];          // [BH, S, D]; the first X are used
+  TokenTensor dx[3];            // dq, dk, dv (or the one tensor of X = 1)
   int tokens;                   // tokens per block (a run)
   int max_entries;              // staged rows per block and tensor, at most
 };
@@ -113,8 +115,9 @@ constexpr std::size_t kRunSmemBudget = 48 * 1024;
 
 // Grid (runs, H, B); kRunThreads threads. The block stages the gathered gradients of a run of
 // tokens (token_runs.cuh), then one thread per (token, 16-byte vector) adds, level by level in
-// order, grad / c_l of q, k and v.
-template <typename T>
+// order, grad / c_l of each of the X tensors. Each tensor's sums are independent of the others,
+// so X = 1 (one tensor per launch) gives the bits of X = 3.
+template <typename T, int X>
 __global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBackwardArgs a) {
   constexpr int V = kVec<T>;
   extern __shared__ uint4 staged[];
@@ -126,18 +129,18 @@ __global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBa
   const int tokens = static_cast<int>(min(static_cast<std::int64_t>(a.tokens), g.seq - t0));
   const int nv = static_cast<int>(g.head_dim) / V;
   const int per_tensor = a.max_entries * nv;
-  uint4* rows = staged;                                        // [3][max_entries][nv]
-  int* pos = reinterpret_cast<int*>(staged + 3 * per_tensor);  // [max_entries]
-  stage_run<3>(g, a.inverse + bh * g.pyramid_size, a.dsel, bh, t0, tokens, /*shift_k=*/0,
+  uint4* rows = staged;                                        // [X][max_entries][nv]
+  int* pos = reinterpret_cast<int*>(staged + X * per_tensor);  // [max_entries]
+  stage_run<X>(g, a.inverse + bh * g.pyramid_size, a.dsel, bh, t0, tokens, /*shift_k=*/0,
                a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos, rows);
 
   for (int idx = static_cast<int>(threadIdx.x); idx < tokens * nv; idx += blockDim.x) {
     const int tt = idx / nv;
     const int v = idx - tt * nv;
     const std::int64_t t = t0 + tt;
-    float acc[3][V];
+    float acc[X][V];
 #pragma unroll
-    for (int x = 0; x < 3; ++x) {
+    for (int x = 0; x < X; ++x) {
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[x][e] = 0.f;
     }
@@ -147,7 +150,7 @@ __global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBa
       if (pos[j] < 0) continue;
       const float inv_c = ldexpf(1.0f, -shift);  // exact: c_l is a power of two
 #pragma unroll
-      for (int x = 0; x < 3; ++x) {
+      for (int x = 0; x < X; ++x) {
         float f[V];
         unpack<T>(rows[x * per_tensor + j * nv + v], f);
 #pragma unroll
@@ -155,10 +158,30 @@ __global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBa
       }
     }
 #pragma unroll
-    for (int x = 0; x < 3; ++x) {
+    for (int x = 0; x < X; ++x) {
       store16(token_ptr_mut<T>(a.dx[x], b, t, h, v * V), pack<T>(acc[x]));
     }
   }
+}
+
+// The launch of pool_backward_kernel<T, X> for the first X tensors of `a` (a.g, inverse, dsel
+// and dx filled in).
+template <int X>
+void launch_pool_backward_kernel(DType dtype, PoolBackwardArgs a, cudaStream_t stream) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const auto kernel = pool_backward_kernel<T, X>;
+    const RunShape shape = run_shape(a.g, X, sizeof(T), 32, kRunSmemBudget);
+    a.tokens = shape.tokens;
+    a.max_entries = shape.max_entries;
+    const dim3 grid = run_grid(a.g, shape.tokens);
+    if (shape.smem > kRunSmemBudget) {
+      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(shape.smem)));
+    }
+    kernel<<<grid, kRunThreads, shape.smem, stream>>>(a);
+    CUDA_CHECK_LAUNCH("pool_backward_kernel");
+  });
 }
 
 }  // namespace
@@ -191,29 +214,36 @@ void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* in
                           const void* dq_sel, const void* dk_sel, const void* dv_sel,
                           const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
                           cudaStream_t stream) {
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    PoolBackwardArgs a{};
-    a.g = g;
-    a.inverse = inverse;
-    a.dsel[0] = dq_sel;
-    a.dsel[1] = dk_sel;
-    a.dsel[2] = dv_sel;
-    a.dx[0] = dq;
-    a.dx[1] = dk;
-    a.dx[2] = dv;
-    const RunShape shape = run_shape(g, 3, sizeof(T), 32, kRunSmemBudget);
-    a.tokens = shape.tokens;
-    a.max_entries = shape.max_entries;
-    const dim3 grid = run_grid(g, shape.tokens);
-    if (shape.smem > kRunSmemBudget) {
-      CUDA_CHECK(cudaFuncSetAttribute(pool_backward_kernel<T>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(shape.smem)));
-    }
-    pool_backward_kernel<T><<<grid, kRunThreads, shape.smem, stream>>>(a);
-    CUDA_CHECK_LAUNCH("pool_backward_kernel");
-  });
+  if (pool_backward_direct_supported(g)) {  // 2..4 levels: no staging (same bits)
+    const void* const dsel[3] = {dq_sel, dk_sel, dv_sel};
+    const TokenTensor dx[3] = {dq, dk, dv};
+    launch_pool_backward_direct(g, dtype, inverse, dsel, dx, 3, stream);
+    return;
+  }
+  PoolBackwardArgs a{};
+  a.g = g;
+  a.inverse = inverse;
+  a.dsel[0] = dq_sel;
+  a.dsel[1] = dk_sel;
+  a.dsel[2] = dv_sel;
+  a.dx[0] = dq;
+  a.dx[1] = dk;
+  a.dx[2] = dv;
+  launch_pool_backward_kernel<3>(dtype, a, stream);
+}
+
+void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
+                          const void* dx_sel, const TokenTensor& dx, cudaStream_t stream) {
+  if (pool_backward_direct_supported(g)) {
+    launch_pool_backward_direct(g, dtype, inverse, &dx_sel, &dx, 1, stream);
+    return;
+  }
+  PoolBackwardArgs a{};
+  a.g = g;
+  a.inverse = inverse;
+  a.dsel[0] = dx_sel;
+  a.dx[0] = dx;
+  launch_pool_backward_kernel<1>(dtype, a, stream);
 }
 
 }  // namespace lighthouse::cuda

@@ -3,11 +3,13 @@
 // is included from plain C++.
 //
 // Buffers the stages pass to each other (all per (batch, head) = bh, row-major):
-//   scores   float [BH, P - N]        pooled max-norm scores of levels 2..L (level l at offset_l -
-//   N) coarse   T     [BH, n_L, D]       the coarsest level's means (only when L >= 2) indices
-//   int32 [BH, S]            selected pyramid indices in causal order inverse  int32 [BH, P]
-//   pyramid index -> position s in [0, S), or -1
-//   *_sel    T     [BH, S, D]         gathered rows, the layout the dense attention reads
+// clang-format off
+//   scores   float [BH, P - N]   pooled max-norm scores of levels 2..L (level l at offset_l - N)
+//   coarse   T     [BH, n_L, D]  the coarsest level's means (only when L >= 2)
+//   indices  int32 [BH, S]       selected pyramid indices in causal order
+//   inverse  int32 [BH, P]       pyramid index -> position s in [0, S), or -1
+//   *_sel    T     [BH, S, D]    gathered rows, the layout the dense attention reads
+// clang-format on
 #pragma once
 
 #include <cuda_runtime.h>
@@ -65,6 +67,9 @@ void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* in
                           const void* dq_sel, const void* dk_sel, const void* dv_sel,
                           const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
                           cudaStream_t stream);
+// The same for one tensor (dx from dx_sel); the bits of the three-tensor launch.
+void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
+                          const void* dx_sel, const TokenTensor& dx, cudaStream_t stream);
 
 // Stage 4: out[t] = sum_l o_sel[inverse(l, (t + 1) / c_l - 1)], 0 where nothing reaches t.
 void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* inverse, const void* o_sel,

@@ -88,13 +88,12 @@ struct RunLevels {
 };
 
 // Phase 1 and 2 of a run: fills `lv`, `pos` and `rows` for tokens [t0, t0 + tokens) (tokens
-// already clipped to N) of row bh; `shift_k` is k above. All threads of the block call it; on
-// return every staged row is visible to the whole block.
+// already clipped to N) of row bh from the X gathered buffers sel[0..X); `shift_k` is k above.
+// All threads of the block call it; on return every staged row is visible to the whole block.
 template <int X>
-__device__ void stage_run(const Geometry& g, const std::int32_t* inverse_bh,
-                          const void* const (&sel)[X], std::int64_t bh, std::int64_t t0, int tokens,
-                          int shift_k, int max_entries, int row_bytes, RunLevels& lv, int* pos,
-                          uint4* rows) {
+__device__ void stage_run(const Geometry& g, const std::int32_t* inverse_bh, const void* const* sel,
+                          std::int64_t bh, std::int64_t t0, int tokens, int shift_k,
+                          int max_entries, int row_bytes, RunLevels& lv, int* pos, uint4* rows) {
   const int tid = static_cast<int>(threadIdx.x);
   const int nthreads = static_cast<int>(blockDim.x);
   if (tid == 0) {

@@ -386,12 +386,16 @@ TEST(CliBench, JsonAndPlotHaveTheRequiredContent) {
   EXPECT_TRUE(j.contains("sgemm_gflops"));
   EXPECT_EQ(j["config"]["levels"], 2);
   EXPECT_EQ(j["config"]["topk"], 128);
+  // On the cpu every impl is timed alone by default (side by side is the cuda default).
+  EXPECT_EQ(j["config"]["side_by_side"], false);
+  EXPECT_EQ(r.out.find("side by side"), std::string::npos) << r.out;
   ASSERT_EQ(j["rows"].size(), 6u);
   for (const nlohmann::json& row : j["rows"]) {
     for (const char* key : {"impl", "seq", "S", "fwd_ms", "bwd_ms", "fwd_bwd_ms", "fwd_gflops",
                             "bwd_gflops", "stages_fwd", "stages_bwd"}) {
       EXPECT_TRUE(row.contains(key)) << key << " in " << row.dump();
     }
+    EXPECT_EQ(row["side_by_side"], false) << row.dump();
     EXPECT_GT(row["fwd_ms"].get<double>(), 0);
     EXPECT_GT(row["bwd_ms"].get<double>(), 0);
     EXPECT_GT(row["fwd_bwd_ms"].get<double>(), 0);
@@ -417,6 +421,71 @@ TEST(CliBench, JsonAndPlotHaveTheRequiredContent) {
   }
 }
 
+// --side-by-side on (the cuda default; on the cpu only when asked): at each N the lighthouse and
+// floor rows come from one alternating loop, whatever their order in --impl; dense is timed
+// alone; the rows keep the --impl order. The back-to-back section shows the side-by-side rows'
+// own times (their loop is interleaved) and no separate-loop gap.
+TEST(CliBench, SideBySideTimesLighthouseAndFloorInOneLoop) {
+  TempDir dir;
+  const std::string json = dir / "bench.json";
+  const Result r = run_cli(dir,
+                           "bench --seq 512,1024 --heads 1 --head-dim 16 --levels 2 --pool 2 "
+                           "--topk 128 --impl floor,lighthouse,dense --side-by-side on --repeats 2 "
+                           "--warmup 1 --threads 1 --sgemm-size 0 --stages --json '" +
+                               json + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  // One progress step per measurement: a pair and dense at each N.
+  EXPECT_NE(r.err.find("[1/4] lighthouse and floor N=512 (S=512), side by side"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("[2/4] dense N=512"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[3/4] lighthouse and floor N=1024 (S=768), side by side"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("# lighthouse and floor timed side by side"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("# back to back"), std::string::npos) << r.out;
+
+  const nlohmann::json j = nlohmann::json::parse(read_file(json));
+  EXPECT_EQ(j["config"]["side_by_side"], true);
+  ASSERT_EQ(j["rows"].size(), 6u);
+  const char* impls[] = {"floor", "lighthouse", "dense"};
+  for (std::size_t i = 0; i < 6; ++i) {
+    const nlohmann::json& row = j["rows"][i];
+    EXPECT_EQ(row["impl"], impls[i % 3]) << row.dump();
+    EXPECT_EQ(row["seq"], i < 3 ? 512 : 1024) << row.dump();
+    EXPECT_EQ(row["side_by_side"], row["impl"] != "dense") << row.dump();
+    EXPECT_GT(row["fwd_ms"].get<double>(), 0) << row.dump();
+    EXPECT_GT(row["bwd_ms"].get<double>(), 0) << row.dump();
+    EXPECT_GT(row["fwd_bwd_ms"].get<double>(), 0) << row.dump();
+    EXPECT_TRUE(row["stages_fwd"].is_object()) << row.dump();
+    EXPECT_TRUE(row["stages_bwd"].is_object()) << row.dump();
+    EXPECT_TRUE(row["interleaved"].is_null()) << row.dump();  // cpu; side by side: the own times
+  }
+  EXPECT_EQ(j["rows"][4]["S"], 768);
+  EXPECT_EQ(j["rows"][3]["S"], 768);
+  EXPECT_TRUE(j["rows"][4]["ratio_vs_floor"].is_number());
+  EXPECT_TRUE(j["rows"][4]["fwd_ratio_vs_floor"].is_number());
+  EXPECT_TRUE(j["rows"][4]["speedup_vs_dense"].is_number());
+}
+
+// Only one of lighthouse and floor asked for: nothing to pair, it is timed alone.
+TEST(CliBench, SideBySideWithoutAPartnerTimesAlone) {
+  TempDir dir;
+  const std::string json = dir / "bench.json";
+  const Result r = run_cli(dir,
+                           "bench --seq 512 --heads 1 --head-dim 16 --levels 2 --pool 2 --topk 128 "
+                           "--impl lighthouse,dense --side-by-side on --repeats 1 --warmup 0 "
+                           "--threads 1 --sgemm-size 0 --quiet --json '" +
+                               json + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.find("side by side"), std::string::npos) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(read_file(json));
+  EXPECT_EQ(j["config"]["side_by_side"], true);
+  ASSERT_EQ(j["rows"].size(), 2u);
+  EXPECT_EQ(j["rows"][0]["impl"], "lighthouse");
+  EXPECT_EQ(j["rows"][0]["side_by_side"], false);
+  EXPECT_EQ(j["rows"][1]["side_by_side"], false);
+}
+
 TEST(CliBench, BadFlagsExitTwoBeforeRunning) {
   TempDir dir;
   const std::string json = dir / "bench.json";
@@ -431,7 +500,8 @@ TEST(CliBench, BadFlagsExitTwoBeforeRunning) {
                        Bad{" --seq 512 --impl dense,sparse", "--impl"},
                        Bad{" --seq 512 --repeats 0", "--repeats = 0"},
                        Bad{" --seq 512 --levels 2 --pool 5 --topk 128", "--pool = 5"},
-                       Bad{" --seq 512,,1024", "--seq"}}) {
+                       Bad{" --seq 512,,1024", "--seq"},
+                       Bad{" --seq 512 --side-by-side yes", "--side-by-side = yes"}}) {
     const Result r = run_cli(dir, base + b.args);
     EXPECT_EQ(r.status, 2) << b.args << ": " << r.err;
     EXPECT_NE(r.err.find(b.needle), std::string::npos) << r.err;

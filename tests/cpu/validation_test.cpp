@@ -198,6 +198,12 @@ TEST(Validation, CheckFiniteRejectsNanAndInf) {
   EXPECT_NO_THROW(c.run());
 }
 
+TEST(Validation, ThreadsNotNegative) {
+  Call c;
+  c.options.threads = -1;
+  expect_invalid([&] { c.run(); }, {"threads"}, "-1", {">= 0"});
+}
+
 TEST(Validation, OutShapeMustMatch) {
   Call c;
   c.out = make(256, 2, 4);

@@ -1,0 +1,75 @@
+#include "cuda/forward_stages.hpp"
+
+namespace lighthouse::cuda {
+
+namespace {
+
+constexpr std::size_t kAlign = 256;
+
+std::size_t aligned(std::size_t bytes) {
+  return (bytes + kAlign - 1) / kAlign * kAlign;
+}
+
+}  // namespace
+
+SdpaDesc gathered_sdpa_desc(const Geometry& g, DType dtype, double scale, bool deterministic) {
+  SdpaDesc d;
+  d.deterministic = deterministic;
+  d.b = g.batch;
+  d.h = g.heads;
+  d.s = g.S;
+  d.d = g.head_dim;
+  d.dtype = dtype;
+  d.scale = scale;
+  const std::array<std::int64_t, 4> contiguous{g.heads * g.S * g.head_dim, g.S * g.head_dim,
+                                               g.head_dim, 1};
+  d.q_stride = d.k_stride = d.v_stride = d.o_stride = contiguous;
+  return d;
+}
+
+ForwardScratch forward_scratch(const Geometry& g, DType dtype) {
+  const auto bh = static_cast<std::size_t>(g.batch * g.heads);
+  const std::size_t score_bytes =
+      bh * static_cast<std::size_t>(g.pyramid_size - g.seq) * sizeof(float);
+  const std::size_t coarse_bytes =
+      g.levels >= 2
+          ? bh * static_cast<std::size_t>(g.size[g.levels - 1] * g.head_dim) * dtype_size(dtype)
+          : 0;
+  ForwardScratch at;
+  std::size_t size = 0;
+  auto take = [&](std::size_t bytes) {
+    const std::size_t offset = size;
+    size += aligned(bytes);
+    return offset;
+  };
+  at.score_q = take(score_bytes);
+  at.score_k = take(score_bytes);
+  for (auto& c : at.coarse) c = take(coarse_bytes);
+  at.bytes = size > 0 ? size : kAlign;
+  return at;
+}
+
+void run_forward(const ForwardProblem& p, double scale, char* scratch, cudaStream_t stream,
+                 StageTimer& timer) {
+  const ForwardScratch at = forward_scratch(p.g, p.dtype);
+  auto* score_q = reinterpret_cast<float*>(scratch + at.score_q);
+  auto* score_k = reinterpret_cast<float*>(scratch + at.score_k);
+  char* coarse[3] = {scratch + at.coarse[0], scratch + at.coarse[1], scratch + at.coarse[2]};
+  launch_pyramid(p.g, p.dtype, p.q, p.k, p.v, score_q, score_k, coarse[0], coarse[1], coarse[2],
+                 stream);
+  timer.mark(&StageTimes::pyramid);
+  launch_selection(p.g, score_q, score_k, p.indices, p.inverse, stream);
+  timer.mark(&StageTimes::selection);
+  launch_gather(p.g, p.dtype, p.q, p.k, p.v, coarse[0], coarse[1], coarse[2], p.indices, p.sel[0],
+                p.sel[1], p.sel[2], stream);
+  timer.mark(&StageTimes::gather);
+  // The scratch is dead from here on. The forward ignores `deterministic` (only the backward's
+  // algorithm depends on it).
+  sdpa_forward(gathered_sdpa_desc(p.g, p.dtype, scale, true), p.sel[0], p.sel[1], p.sel[2],
+               p.sel[3], p.stats, stream);
+  timer.mark(&StageTimes::attention);
+  launch_scatter(p.g, p.dtype, p.inverse, p.sel[3], p.out, stream);
+  timer.mark(&StageTimes::scatter);
+}
+
+}  // namespace lighthouse::cuda
