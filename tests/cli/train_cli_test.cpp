@@ -84,8 +84,18 @@ TEST_F(TrainCli, TwoStageRunWritesMetricsAndSummary) {
   EXPECT_EQ(steps, 4);
   EXPECT_EQ(evals, 4);
   EXPECT_EQ(stage1_evals_with_train_loss, 2);
-  EXPECT_GT(lines.back()["stage1"]["attention_fraction"]["lighthouse"].get<double>(), 0.0);
-  EXPECT_EQ(lines.back()["stage2"]["attention_fraction"]["lighthouse"].get<double>(), 0.0);
+  const nlohmann::json& summary = lines.back();
+  EXPECT_GT(summary["stage1"]["attention_fraction"]["lighthouse"].get<double>(), 0.0);
+  EXPECT_EQ(summary["stage2"]["attention_fraction"]["lighthouse"].get<double>(), 0.0);
+  // The matmul rate as a share of the SGEMM measured in the run, and the count baselines.
+  for (const char* stage : {"stage1", "stage2"}) {
+    EXPECT_NEAR(
+        summary[stage]["matmul_of_sgemm"].get<double>(),
+        summary[stage]["matmul_gflops"].get<double>() / summary["sgemm_gflops"].get<double>(),
+        1e-12);
+  }
+  EXPECT_GT(summary["unigram_loss"].get<double>(), summary["bigram_loss"].get<double>());
+  EXPECT_NE(r.out.find("of SGEMM"), std::string::npos) << r.out;
 }
 
 TEST_F(TrainCli, BadFlagsNameTheFlagAndExit2WithoutOutput) {
@@ -278,7 +288,9 @@ TEST_F(TrainCli, CompareRunsDenseAndLighthouseSideBySide) {
   ASSERT_EQ(r.status, 0) << r.err;
   for (const char* row :
        {"final held-out loss (dense)", "tok/s stage 1 (lighthouse)", "loss jump at the switch",
-        "leak probe (loss diff, 95% CI)", "passkey accuracy", "plot: "}) {
+        "leak probe (loss diff, 95% CI)", "passkey accuracy", "attention share, stage 1",
+        "matmul GFLOP/s (of SGEMM), dense", "unigram / bigram baseline",
+        "long-range answers loss (dense)", "plot: "}) {
     EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
   }
   const auto dense = read_jsonl(path("cmp/dense.jsonl"));
