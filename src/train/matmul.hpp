@@ -1,6 +1,8 @@
 // Row-major matrix products for the trainer's layers:
 //   C[m x n] = op(A)[m x k] * op(B)[k x n] + beta * C,   op(X) = X or X^T,
-// on the library's CPU GEMM (OpenBLAS's multithreaded sgemm/dgemm when the build found it).
+// on the library's CPU GEMM (OpenBLAS's sgemm/dgemm when the build found it), run single-threaded
+// on tiles of C spread over OpenMP's threads: one pool of workers for the whole trainer, and the
+// same bits for any thread count (the tiling depends on the shape only, see matmul.cpp).
 // Every call is timed and its FLOPs counted, so the trainer can report the fraction of a step
 // spent in matmuls and their achieved rate next to the machine's SGEMM rate.
 #pragma once
