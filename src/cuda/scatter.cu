@@ -5,14 +5,10 @@
 // order 1..L in fp32, rounded once and written out. A token that no selected entry reaches gets
 // 0. Each thread owns its outputs: no atomics, the same bits on every run.
 //
-// Direct kernel (L <= kDirectLevels, p >= U): a thread owns one 16-byte vector of U consecutive
-// tokens of one head, aligned so that (t + 1) / U is the same for all U: then every level above
-// the tokens gives all U the same entry, so a thread loads U + L - 1 inverse entries and at most
-// as many rows, each batch in one round trip. A thread keeps its head and strides over the
-// (batch, token group) pairs (a block's heads are adjacent: it writes whole [H, D] token rows);
-// the inverse entries of the next group are loaded before this group's rows are waited for: per
-// group one exposed round trip, not the run kernel's three behind block barriers. Otherwise
-// (L > kDirectLevels) the run kernel stages rows (token_runs.cuh).
+// Direct kernel (L <= kDirectLevels, p >= U): the walk of token_groups.cuh, a thread per 16-byte
+// vector of U consecutive tokens of one head (a block's heads are adjacent: it writes whole
+// [H, D] token rows), one exposed round trip per group, not the run kernel's three behind block
+// barriers. Otherwise (L > kDirectLevels) the run kernel stages rows (token_runs.cuh).
 //
 // Backward, one thread per (gathered row, 16-byte vector): do_sel[s] is the sum of dout over
 // the tokens entry s was added to, in token order. The coarsest entries together read dout
@@ -21,6 +17,7 @@
 
 #include "cuda/check.hpp"
 #include "cuda/stages.hpp"
+#include "cuda/token_groups.cuh"
 #include "cuda/token_runs.cuh"
 #include "cuda/vec.cuh"
 
@@ -89,38 +86,8 @@ struct ScatterDirectArgs {
   std::int64_t groups;  // token groups per (batch, head): ceil((N + 1) / U)
 };
 
-// Inverse entries of one token group: per token (level 1) and shared (levels 2..L).
-template <int U, int L>
-struct GroupLookup {
-  std::int32_t fine[U];
-  std::int32_t coarse[L - 1];
-};
-
-// Issues the inverse loads of the group whose first token is t0 (-1 where no token or entry
-// exists); nothing waits here.
-template <int U, int L>
-__device__ __forceinline__ GroupLookup<U, L> lookup(const ScatterDirectArgs& a, std::int64_t bh,
-                                                    std::int64_t t0) {
-  const Geometry& g = a.g;
-  const std::int32_t* inv = a.inverse + bh * g.pyramid_size;
-  GroupLookup<U, L> r;
-#pragma unroll
-  for (int u = 0; u < U; ++u) {
-    const std::int64_t t = t0 + u;
-    r.fine[u] = t >= 0 && t < g.seq ? __ldg(inv + g.offset[0] + t) : -1;
-  }
-  const std::int64_t shifted = t0 + 1;  // (t + 1) of the group's first token: a multiple of U
-#pragma unroll
-  for (int l = 1; l < L; ++l) {
-    const std::int64_t e = (shifted >> (l * g.log2_pool)) - 1;
-    r.coarse[l - 1] = e >= 0 ? __ldg(inv + g.offset[l] + e) : -1;
-  }
-  return r;
-}
-
-// Block (D / V vectors, heads per block, groups per block); grid (group strides, head blocks).
-// A thread keeps its head and walks the (batch, group) pairs with a fixed stride, carrying the
-// batch instead of dividing.
+// The walk of token_groups.cuh with group m covering tokens m U - 1 .. m U + U - 2 (anchor m U:
+// entry (t + 1) / c_l - 1 of level l reaches token t).
 template <typename T, int U, int L>
 __global__ void __launch_bounds__(kDirectThreads, 4)
     scatter_direct_kernel(const ScatterDirectArgs a) {
@@ -129,42 +96,23 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
   const int v = static_cast<int>(threadIdx.x);
   const std::int64_t h = static_cast<std::int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
   if (h >= g.heads) return;
-  // 32-bit pair coordinates (registers): groups < N < 2^31 (pyramid indices are int32), the
-  // stride is at most the resident threads.
-  const int stride = static_cast<int>(gridDim.x * blockDim.z);
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
-  if (first >= g.batch * a.groups) return;
-  int b = static_cast<int>(first / a.groups);
-  int m = static_cast<int>(first - b * a.groups);
-  GroupLookup<U, L> cur = lookup<U, L>(a, b * g.heads + h, std::int64_t{m} * U - 1);
-  const uint4 zero = make_uint4(0, 0, 0, 0);
+  GroupWalk at;
+  if (!at.start(g.batch, a.groups)) return;
+  const auto inverse_of = [&](int b) { return a.inverse + (b * g.heads + h) * g.pyramid_size; };
+  GroupLookup<U, L> cur = load_group_lookup<U, L, 1>(g, inverse_of(at.b), std::int64_t{at.m} * U);
   while (true) {
-    const std::int64_t t0 = std::int64_t{m} * U - 1;
-    const std::int64_t bh = b * g.heads + h;
+    const std::int64_t t0 = std::int64_t{at.m} * U - 1;
+    const std::int64_t bh = at.b * g.heads + h;
     // 1. This group's rows, all in flight together.
-    const T* sel = static_cast<const T*>(a.o_sel) + bh * g.S * g.head_dim + v * V;
     uint4 fine[U], coarse[L - 1];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      fine[u] = cur.fine[u] >= 0 ? load16(sel + cur.fine[u] * g.head_dim) : zero;
-    }
-#pragma unroll
-    for (int l = 0; l < L - 1; ++l) {
-      coarse[l] = cur.coarse[l] >= 0 ? load16(sel + cur.coarse[l] * g.head_dim) : zero;
-    }
+    load_group_rows<T, U, L>(cur, static_cast<const T*>(a.o_sel) + bh * g.S * g.head_dim + v * V,
+                             g.head_dim, fine, coarse);
     // 2. The next group's inverse entries, in flight while this group's rows arrive.
-    int b_next = b;
-    std::int64_t m_next = std::int64_t{m} + stride;
-    while (m_next >= a.groups) {
-      m_next -= a.groups;
-      ++b_next;
-    }
-    const bool more = b_next < g.batch;
+    const GroupWalk next = at.next(a.groups);
+    const bool more = next.b < g.batch;
     GroupLookup<U, L> nxt = cur;
-    if (more) {
-      nxt = lookup<U, L>(a, b_next * g.heads + h, m_next * U - 1);
-    }
-    // 3. Sum the levels in order (as the run kernel: from +0.0, skipping unselected entries).
+    if (more) nxt = load_group_lookup<U, L, 1>(g, inverse_of(next.b), std::int64_t{next.m} * U);
+      // 3. Sum the levels in order (as the run kernel: from +0.0, skipping unselected entries).
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const std::int64_t t = t0 + u;
@@ -186,11 +134,10 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
 #pragma unroll
         for (int e = 0; e < V; ++e) acc[e] += f[e];
       }
-      store16(token_ptr_mut<T>(a.out, b, t, h, v * V), pack<T>(acc));
+      store16(token_ptr_mut<T>(a.out, at.b, t, h, v * V), pack<T>(acc));
     }
     if (!more) break;
-    b = b_next;
-    m = static_cast<int>(m_next);
+    at = next;
     cur = nxt;
   }
 }
@@ -204,25 +151,11 @@ void launch_scatter_direct(const Geometry& g, const std::int32_t* inverse, const
   a.o_sel = o_sel;
   a.out = out;
   a.groups = (g.seq + 1 + U - 1) / U;
-  const int nv = static_cast<int>(g.head_dim / kVec<T>);
-  const int rows = std::max(1, kDirectThreads / nv);  // (head, group) rows per block
-  const int heads = static_cast<int>(std::min<std::int64_t>(g.heads, rows));
-  const int groups = std::min(64, rows / heads);  // blockDim.z <= 64
-  const std::int64_t head_blocks = (g.heads + heads - 1) / heads;
-  if (head_blocks > 65535) {
-    throw Error("launch_scatter: grid too large (" + std::to_string(g.heads) + " heads)");
-  }
-  const dim3 block(static_cast<unsigned>(nv), static_cast<unsigned>(heads),
-                   static_cast<unsigned>(groups));
   const auto kernel = scatter_direct_kernel<T, U, L>;
-  const int threads = static_cast<int>(block.x * block.y * block.z);
-  // Fill the device once; every thread then strides over the (batch, group) pairs.
-  const std::int64_t pairs = g.batch * a.groups;
-  const std::int64_t resident = resident_blocks(kernel, threads, 0);
-  const std::int64_t wanted = (pairs + groups - 1) / groups;
-  const std::int64_t x = std::max<std::int64_t>(1, std::min(wanted, resident / head_blocks));
-  kernel<<<dim3(static_cast<unsigned>(x), static_cast<unsigned>(head_blocks)), block, 0, stream>>>(
-      a);
+  const DirectShape shape =
+      direct_shape(g, kernel, kDirectThreads, static_cast<int>(g.head_dim / kVec<T>), a.groups,
+                   "launch_scatter");
+  kernel<<<shape.grid, shape.block, 0, stream>>>(a);
   CUDA_CHECK_LAUNCH("scatter_direct_kernel");
 }
 
