@@ -34,8 +34,10 @@ struct StageTimes {
 };
 
 struct Options {
-  int threads = 0;              // CPU worker threads; 0 = all hardware threads
-  bool check_finite = false;    // reject NaN/Inf inputs with InvalidArgument
+  int threads = 0;  // CPU worker threads; 0 = all hardware threads
+  // Reject NaN/Inf in q, k, v (forward) or dout (backward) with InvalidArgument naming the
+  // tensor: a scan of the input on its own device (on CUDA, a kernel and one host sync).
+  bool check_finite = false;
   void* stream = nullptr;       // CUDA stream (cudaStream_t); null = default stream
   StageTimes* times = nullptr;  // if set, filled with per-stage timings (adds syncs on CUDA)
   // Bitwise-reproducible backward. Every Lighthouse stage is deterministic on every backend;

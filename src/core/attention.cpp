@@ -69,12 +69,10 @@ void check_finite_host(const char* name, const TensorView& t, const T* base) {
       }
 }
 
+// Host tensors are checked here; a device backend checks its own tensors on the device (the
+// CUDA backend counts NaN/Inf elements with a kernel before it launches anything else).
 void check_finite(const char* name, const TensorView& t) {
-  if (t.device != Device::kCPU) {
-    throw InvalidArgument("check_finite", "true",
-                          std::string("is only implemented for cpu tensors; ") + name + " is on " +
-                              device_name(t.device));
-  }
+  if (t.device != Device::kCPU) return;
   switch (t.dtype) {
     case DType::kFloat32:
       check_finite_host(name, t, t.data_as<const float>());

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -263,6 +264,7 @@ struct RunFlags {
   bool context_buffer = false;  // the context in caller memory (ContextBuffer), not a Context
   bool out_in_q = false;        // out is q's buffer (attention written over q)
   bool dout_in_dq = false;      // dq is dout's buffer (the gradient written over dout)
+  bool check_finite = false;    // Options::check_finite
 };
 
 Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Config& cfg,
@@ -278,6 +280,7 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   Outputs result;
   lh::Options options;
   options.deterministic = flags.deterministic;
+  options.check_finite = flags.check_finite;
   if (flags.timed) options.times = &result.forward_times;
   lh::Context ctx;
   // The ContextBuffer variant: device memory of context_bytes(), indices read at their offset.
@@ -716,6 +719,41 @@ TEST(CudaBackend, DeterministicAndTimed) {
   }
   EXPECT_EQ(a.backward_times.pyramid, 0.0);
   EXPECT_EQ(a.backward_times.selection, 0.0);
+}
+
+// Options::check_finite on device tensors: a NaN or Inf in q, k, v (forward) or dout (backward)
+// is refused with InvalidArgument naming the tensor and counting the values; finite inputs give
+// the bits of an unchecked run.
+TEST(CudaBackend, CheckFiniteOnDeviceTensors) {
+  SKIP_WITHOUT_GPU();
+  const Case c{{1, 4096, 2, 64}, 2, 4, 128};
+  const Inputs in = random_inputs(c.shape, 79);
+  const Outputs plain = run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c));
+  const Outputs checked =
+      run(in, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), {.check_finite = true});
+  EXPECT_EQ(checked.indices, plain.indices);
+  EXPECT_TRUE(bits_equal(checked.out, plain.out));
+  EXPECT_TRUE(bits_equal(checked.dq, plain.dq));
+  const auto expect_refused = [&](Inputs bad, const std::string& tensor) {
+    try {
+      run(bad, lh::Device::kCUDA, lh::DType::kBFloat16, config_of(c), {.check_finite = true});
+      ADD_FAILURE() << "a non-finite " << tensor << " was accepted";
+    } catch (const lh::InvalidArgument& e) {
+      EXPECT_EQ(e.param(), tensor);
+      EXPECT_NE(std::string(e.what()).find("2 NaN/Inf values"), std::string::npos) << e.what();
+    }
+  };
+  const std::size_t late = in.q.size() - 5;  // near the end: the whole tensor is read
+  for (const char* name : {"q", "k", "v", "dout"}) {
+    Inputs bad = in;
+    std::vector<float>& x = name[0] == 'q'   ? bad.q
+                            : name[0] == 'k' ? bad.k
+                            : name[0] == 'v' ? bad.v
+                                             : bad.dout;
+    x[7] = std::numeric_limits<float>::quiet_NaN();
+    x[late] = -std::numeric_limits<float>::infinity();
+    expect_refused(bad, name);
+  }
 }
 
 // Options::deterministic = false: cuDNN's fast backward. The forward is the same bits; the
