@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2)
   GroupWalk at;
   if (!at.start(g.batch, a.groups)) return;
   const auto inverse_of = [&](int b) { return a.inverse + (b * g.heads + h) * g.pyramid_size; };
-  GroupLookup<U, L> cur = load_group_lookup<U, L, 0>(g, inverse_of(at.b), std::int64_t{at.m} * U);
+  GroupLookup<U, L> cur = load_group_lookup<U, L, 0>(g, inverse_of(at.b), at.m * U);
   while (true) {
     const std::int64_t t0 = std::int64_t{at.m} * U;
     const std::int64_t bh = at.b * g.heads + h;
@@ -57,30 +57,28 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2)
     const GroupWalk next = at.next(a.groups);
     const bool more = next.b < g.batch;
     GroupLookup<U, L> nxt = cur;
-    if (more) nxt = load_group_lookup<U, L, 0>(g, inverse_of(next.b), std::int64_t{next.m} * U);
-      // 3. Per token and tensor: the levels in order, as the staged kernel sums them.
+    if (more) nxt = load_group_lookup<U, L, 0>(g, inverse_of(next.b), next.m * U);
+      // 3. Per token and tensor: the levels in order, as the staged kernel sums them: from +0.0,
+      // an unselected entry adding nothing. Its row here is zero, and adding 0 * (1 / c_l) = +0.0
+      // is exact (the sum starts at +0.0, so it is never -0.0): no branches. The coarse rows are
+      // shared by the U tokens: unpacked once.
 #pragma unroll
     for (int x = 0; x < NT; ++x) {
+      float shared[L - 1][V];
+#pragma unroll
+      for (int l = 0; l < L - 1; ++l) unpack<T>(coarse[x][l], shared[l]);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         float acc[V];
+        unpack<T>(fine[x][u], acc);
+        const float one = 1.0f;  // level 1: c = 1 (kept as a product: the staged form)
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] = 0.f;
-        if (cur.fine[u] >= 0) {
-          float f[V];
-          unpack<T>(fine[x][u], f);
-          const float inv_c = 1.0f;  // level 1: c = 1 (kept as a product: the staged form)
-#pragma unroll
-          for (int e = 0; e < V; ++e) acc[e] += f[e] * inv_c;
-        }
+        for (int e = 0; e < V; ++e) acc[e] = 0.f + acc[e] * one;
 #pragma unroll
         for (int l = 0; l < L - 1; ++l) {
-          if (cur.coarse[l] < 0) continue;
-          float f[V];
-          unpack<T>(coarse[x][l], f);
           const float inv_c = ldexpf(1.0f, -(l + 1) * g.log2_pool);  // exact: a power of two
 #pragma unroll
-          for (int e = 0; e < V; ++e) acc[e] += f[e] * inv_c;
+          for (int e = 0; e < V; ++e) acc[e] += shared[l][e] * inv_c;
         }
         store16(token_ptr_mut<T>(a.dx[x], at.b, t0 + u, h, v * V), pack<T>(acc));
       }

@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
   GroupWalk at;
   if (!at.start(g.batch, a.groups)) return;
   const auto inverse_of = [&](int b) { return a.inverse + (b * g.heads + h) * g.pyramid_size; };
-  GroupLookup<U, L> cur = load_group_lookup<U, L, 1>(g, inverse_of(at.b), std::int64_t{at.m} * U);
+  GroupLookup<U, L> cur = load_group_lookup<U, L, 1>(g, inverse_of(at.b), at.m * U);
   while (true) {
     const std::int64_t t0 = std::int64_t{at.m} * U - 1;
     const std::int64_t bh = at.b * g.heads + h;
@@ -111,30 +111,26 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
     const GroupWalk next = at.next(a.groups);
     const bool more = next.b < g.batch;
     GroupLookup<U, L> nxt = cur;
-    if (more) nxt = load_group_lookup<U, L, 1>(g, inverse_of(next.b), std::int64_t{next.m} * U);
-      // 3. Sum the levels in order (as the run kernel: from +0.0, skipping unselected entries).
+    if (more) nxt = load_group_lookup<U, L, 1>(g, inverse_of(next.b), next.m * U);
+    // 3. Sum the levels in order, as the run kernel: from +0.0, an unselected entry adding
+    // nothing. Its row here is zero and adding +0.0 is exact (the sum starts at +0.0, so it is
+    // never -0.0): no branches. The coarse rows are shared by the U tokens: unpacked once.
+    float shared[L - 1][V];
+#pragma unroll
+    for (int l = 0; l < L - 1; ++l) unpack<T>(coarse[l], shared[l]);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const std::int64_t t = t0 + u;
-      if (t < 0 || t >= g.seq) continue;
       float acc[V];
+      unpack<T>(fine[u], acc);
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] = 0.f;
-      if (cur.fine[u] >= 0) {
-        float f[V];
-        unpack<T>(fine[u], f);
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] += f[e];
-      }
+      for (int e = 0; e < V; ++e) acc[e] = 0.f + acc[e];
 #pragma unroll
       for (int l = 0; l < L - 1; ++l) {
-        if (cur.coarse[l] < 0) continue;
-        float f[V];
-        unpack<T>(coarse[l], f);
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] += f[e];
+        for (int e = 0; e < V; ++e) acc[e] += shared[l][e];
       }
-      store16(token_ptr_mut<T>(a.out, at.b, t, h, v * V), pack<T>(acc));
+      const std::int64_t t = t0 + u;
+      if (t >= 0 && t < g.seq) store16(token_ptr_mut<T>(a.out, at.b, t, h, v * V), pack<T>(acc));
     }
     if (!more) break;
     at = next;

@@ -34,21 +34,24 @@ struct GroupLookup {
 };
 
 // Issues the inverse loads of the group whose anchor (first token + Back) is `anchor`; nothing
-// waits here. `inv` is the (batch, head)'s [P] slice of the inverse map.
+// waits here. `inv` is the (batch, head)'s [P] slice of the inverse map. 32-bit arithmetic:
+// pyramid indices are int32, so N, P < 2^31 (check_supported refuses larger pyramids). Level 1
+// is at pyramid offset 0.
 template <int U, int L, int Back>
 __device__ __forceinline__ GroupLookup<U, L> load_group_lookup(const Geometry& g,
                                                                const std::int32_t* inv,
-                                                               std::int64_t anchor) {
+                                                               int anchor) {
   GroupLookup<U, L> r;
+  const auto seq = static_cast<unsigned>(g.seq);
 #pragma unroll
   for (int u = 0; u < U; ++u) {
-    const std::int64_t t = anchor - Back + u;
-    r.fine[u] = t >= 0 && t < g.seq ? __ldg(inv + g.offset[0] + t) : -1;
+    const int t = anchor - Back + u;  // -1 (Back = 1, first group) or past the end: no token
+    r.fine[u] = static_cast<unsigned>(t) < seq ? __ldg(inv + t) : -1;
   }
 #pragma unroll
   for (int l = 1; l < L; ++l) {
-    const std::int64_t e = (anchor >> (l * g.log2_pool)) - Back;
-    r.coarse[l - 1] = e >= 0 ? __ldg(inv + g.offset[l] + e) : -1;
+    const int e = (anchor >> (l * g.log2_pool)) - Back;
+    r.coarse[l - 1] = e >= 0 ? __ldg(inv + static_cast<int>(g.offset[l]) + e) : -1;
   }
   return r;
 }
