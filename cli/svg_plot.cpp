@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "svg_chart.hpp"
 #include "svg_text.hpp"
 
 namespace lighthouse::cli {
@@ -70,7 +71,8 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
   int y_hi = static_cast<int>(std::ceil(std::log10(ymax)));
   if (y_hi <= y_lo) y_hi = y_lo + 1;
 
-  const double plot_w = kWidth - kLeft - kRight, plot_h = kHeight - kTop - kBottom;
+  const PlotArea area{kLeft, kTop, kWidth - kLeft - kRight, kHeight - kTop - kBottom};
+  const double plot_w = area.width, plot_h = area.height;
   // A small inset keeps points that fall exactly on the outermost ticks off the frame.
   constexpr double kInset = 12;
   auto px = [&](double x) {
@@ -81,63 +83,38 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
   };
 
   std::ostringstream svg;
-  svg << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kWidth << "\" height=\"" << kHeight
-      << "\" viewBox=\"0 0 " << kWidth << " " << kHeight
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      << "<text x=\"" << svg_num(kWidth / 2)
-      << "\" y=\"28\" text-anchor=\"middle\" font-size=\"16\">" << svg_escape(labels.title)
-      << "</text>\n";
+  svg_begin(svg, kWidth, kHeight, 28, labels.title);
 
   // Grid and ticks. With many powers of two, label every other one to avoid overlap.
   const int x_step = (x_hi - x_lo) > 12 ? 2 : 1;
   svg << "<g stroke=\"#dddddd\" stroke-width=\"1\">\n";
-  for (int e = x_lo; e <= x_hi; ++e) {
-    const double x = px(std::ldexp(1.0, e));
-    svg << "<line x1=\"" << svg_num(x) << "\" y1=\"" << svg_num(kTop) << "\" x2=\"" << svg_num(x)
-        << "\" y2=\"" << svg_num(kTop + plot_h) << "\"/>\n";
-  }
-  for (int e = y_lo; e <= y_hi; ++e) {
-    const double y = py(std::pow(10.0, e));
-    svg << "<line x1=\"" << svg_num(kLeft) << "\" y1=\"" << svg_num(y) << "\" x2=\""
-        << svg_num(kLeft + plot_w) << "\" y2=\"" << svg_num(y) << "\"/>\n";
-  }
+  for (int e = x_lo; e <= x_hi; ++e)
+    svg << svg_vertical_line(area, px(std::ldexp(1.0, e))) << "/>\n";
+  for (int e = y_lo; e <= y_hi; ++e)
+    svg << svg_horizontal_line(area, py(std::pow(10.0, e))) << "/>\n";
   svg << "</g>\n";
   // Lighter minor grid at 2x and 5x within each decade, to read values between the labels.
   svg << "<g stroke=\"#f0f0f0\" stroke-width=\"1\">\n";
   for (int e = y_lo; e < y_hi; ++e) {
-    for (double m : {2.0, 5.0}) {
-      const double y = py(m * std::pow(10.0, e));
-      svg << "<line x1=\"" << svg_num(kLeft) << "\" y1=\"" << svg_num(y) << "\" x2=\""
-          << svg_num(kLeft + plot_w) << "\" y2=\"" << svg_num(y) << "\"/>\n";
-    }
+    for (double m : {2.0, 5.0})
+      svg << svg_horizontal_line(area, py(m * std::pow(10.0, e))) << "/>\n";
   }
   svg << "</g>\n";
   svg << "<g fill=\"#333333\">\n";
   for (int e = x_lo; e <= x_hi; ++e) {
     if ((e - x_lo) % x_step != 0) continue;
-    svg << "<text x=\"" << svg_num(px(std::ldexp(1.0, e))) << "\" y=\""
-        << svg_num(kTop + plot_h + 18) << "\" text-anchor=\"middle\">"
-        << power_of_two_label(std::ldexp(1.0, e)) << "</text>\n";
+    svg_x_tick_label(svg, area, px(std::ldexp(1.0, e)), power_of_two_label(std::ldexp(1.0, e)));
   }
   for (int e = y_lo; e <= y_hi; ++e) {
-    svg << "<text x=\"" << svg_num(kLeft - 8) << "\" y=\"" << svg_num(py(std::pow(10.0, e)) + 4)
-        << "\" text-anchor=\"end\">" << power_of_ten_label(e) << "</text>\n";
+    svg_y_tick_label(svg, area, py(std::pow(10.0, e)), power_of_ten_label(e));
   }
   svg << "</g>\n";
 
   // Axes and their labels.
-  svg << "<rect x=\"" << svg_num(kLeft) << "\" y=\"" << svg_num(kTop) << "\" width=\""
-      << svg_num(plot_w) << "\" height=\"" << svg_num(plot_h)
-      << "\" fill=\"none\" stroke=\"#333333\"/>\n"
-      << "<text x=\"" << svg_num(kLeft + plot_w / 2) << "\" y=\"" << svg_num(kHeight - 15)
-      << "\" text-anchor=\"middle\">" << svg_escape(labels.x_label) << "</text>\n"
-      << "<text x=\"20\" y=\"" << svg_num(kTop + plot_h / 2)
-      << "\" text-anchor=\"middle\" transform=\"rotate(-90 20 " << svg_num(kTop + plot_h / 2)
-      << ")\">" << svg_escape(labels.y_label) << "</text>\n";
+  svg_frame(svg, area, labels, kHeight - 15, 20);
 
   // Series.
+  std::vector<LegendEntry> legend;
   for (const PlotSeries& s : drawn) {
     svg << "<g stroke=\"" << svg_escape(s.color) << "\" fill=\"" << svg_escape(s.color) << "\">\n";
     if (s.points.size() > 1) {
@@ -150,23 +127,11 @@ std::string log_log_chart_svg(const PlotLabels& labels, const std::vector<PlotSe
           << "\" r=\"3.5\"/>\n";
     }
     svg << "</g>\n";
+    legend.push_back({s.name, s.color, ""});
   }
 
   // Legend, top left inside the plot area.
-  const double lx = kLeft + 12, ly = kTop + 12;
-  if (!drawn.empty()) {
-    svg << "<rect x=\"" << svg_num(lx - 6) << "\" y=\"" << svg_num(ly - 6)
-        << "\" width=\"130\" height=\"" << svg_num(20.0 * drawn.size() + 6)
-        << "\" fill=\"white\" stroke=\"#999999\"/>\n";
-  }
-  for (std::size_t i = 0; i < drawn.size(); ++i) {
-    const double y = ly + 20.0 * i + 8;
-    svg << "<line x1=\"" << svg_num(lx) << "\" y1=\"" << svg_num(y) << "\" x2=\""
-        << svg_num(lx + 24) << "\" y2=\"" << svg_num(y) << "\" stroke=\""
-        << svg_escape(drawn[i].color) << "\" stroke-width=\"2\"/>\n"
-        << "<text x=\"" << svg_num(lx + 32) << "\" y=\"" << svg_num(y + 4) << "\">"
-        << svg_escape(drawn[i].name) << "</text>\n";
-  }
+  svg_legend(svg, {kLeft + 12, kTop + 12, 130, 20.0, 8}, legend);
   svg << "</svg>\n";
   return svg.str();
 }

@@ -506,49 +506,35 @@ int run_compare(const TrainArgs& a) {
   const double loss_d = sd.value("final_dense_eval_loss", 0.0);
   const double loss_l = sl.value("final_dense_eval_loss", 0.0);
   const double wall_d = sd["wall_seconds"].get<double>(), wall_l = sl["wall_seconds"].get<double>();
+  // One row of the table: what, the dense run's value, the Lighthouse -> dense run's value.
+  auto row = [](const std::string& what, const std::string& dense, const std::string& lh) {
+    return pad_right(what, 34) + pad_left(dense, 14) + pad_left(lh, 20) + "\n";
+  };
   std::cout << "\n== comparison at "
             << (c.stage1_steps + c.stage2_steps) * c.seq * c.batch * c.accum
             << " training tokens each ==\n"
-            << pad_right("", 34) << pad_left("dense", 14) << pad_left("lighthouse->dense", 20)
-            << "\n"
-            << pad_right("wall-clock (training + evals)", 34) << pad_left(duration_text(wall_d), 14)
-            << pad_left(duration_text(wall_l), 20) << "\n"
-            << pad_right("tok/s stage 1 (lighthouse)", 34) << pad_left("-", 14)
-            << pad_left(tok(sl, "stage1"), 20) << "\n"
-            << pad_right("tok/s dense steps", 34) << pad_left(tok(sd, "stage2"), 14)
-            << pad_left(tok(sl, "stage2"), 20) << "\n"
-            << pad_right("attention share, stage 1", 34) << pad_left("-", 14)
-            << pad_left(attention(sl, "stage1"), 20) << "\n"
-            << pad_right("attention share, dense steps", 34)
-            << pad_left(attention(sd, "stage2"), 14) << pad_left(attention(sl, "stage2"), 20)
-            << "\n"
-            << pad_right("matmul GFLOP/s (of SGEMM), stage 1", 34) << pad_left("-", 14)
-            << pad_left(matmul(sl, "stage1"), 20) << "\n"
-            << pad_right("matmul GFLOP/s (of SGEMM), dense", 34)
-            << pad_left(matmul(sd, "stage2"), 14) << pad_left(matmul(sl, "stage2"), 20) << "\n"
-            << pad_right("final held-out loss (dense)", 34) << pad_left(fixed(loss_d, 4), 14)
-            << pad_left(fixed(loss_l, 4) + " (" + (loss_l >= loss_d ? "+" : "") +
-                            fixed(100 * (loss_l - loss_d) / loss_d, 1) + "%)",
-                        20)
-            << "\n"
-            << pad_right("unigram / bigram baseline", 34)
-            << pad_left(cell(sd, "unigram_loss", 2) + " / " + cell(sd, "bigram_loss", 2), 14)
-            << pad_left("(same data)", 20) << "\n"
-            << pad_right("long-range answers loss (dense)", 34)
-            << pad_left(cell(sd, "final_recall_loss", 3), 14)
-            << pad_left(cell(sl, "final_recall_loss", 3), 20) << "\n"
-            << pad_right("passkey accuracy", 34) << pad_left(passkey(sd), 14)
-            << pad_left(passkey(sl), 20) << "\n"
-            << pad_right("loss jump at the switch", 34) << pad_left("-", 14)
-            << pad_left(fixed(jump, 4), 20) << "\n"
-            << pad_right("steps to recover the stage-1 loss", 34) << pad_left("-", 14)
-            << pad_left(recover, 20) << "\n";
+            << row("", "dense", "lighthouse->dense")
+            << row("wall-clock (training + evals)", duration_text(wall_d), duration_text(wall_l))
+            << row("tok/s stage 1 (lighthouse)", "-", tok(sl, "stage1"))
+            << row("tok/s dense steps", tok(sd, "stage2"), tok(sl, "stage2"))
+            << row("attention share, stage 1", "-", attention(sl, "stage1"))
+            << row("attention share, dense steps", attention(sd, "stage2"), attention(sl, "stage2"))
+            << row("matmul GFLOP/s (of SGEMM), stage 1", "-", matmul(sl, "stage1"))
+            << row("matmul GFLOP/s (of SGEMM), dense", matmul(sd, "stage2"), matmul(sl, "stage2"))
+            << row("final held-out loss (dense)", fixed(loss_d, 4),
+                   fixed(loss_l, 4) + " (" + (loss_l >= loss_d ? "+" : "") +
+                       fixed(100 * (loss_l - loss_d) / loss_d, 1) + "%)")
+            << row("unigram / bigram baseline",
+                   cell(sd, "unigram_loss", 2) + " / " + cell(sd, "bigram_loss", 2), "(same data)")
+            << row("long-range answers loss (dense)", cell(sd, "final_recall_loss", 3),
+                   cell(sl, "final_recall_loss", 3))
+            << row("passkey accuracy", passkey(sd), passkey(sl))
+            << row("loss jump at the switch", "-", fixed(jump, 4))
+            << row("steps to recover the stage-1 loss", "-", recover);
   if (sl.contains("leak_probe")) {
-    std::cout << pad_right("leak probe (loss diff, 95% CI)", 34) << pad_left("-", 14)
-              << pad_left(cell(sl["leak_probe"], "mean_diff", 4) + " +- " +
-                              cell(sl["leak_probe"], "ci95", 4),
-                          20)
-              << "\n";
+    std::cout << row(
+        "leak probe (loss diff, 95% CI)", "-",
+        cell(sl["leak_probe"], "mean_diff", 4) + " +- " + cell(sl["leak_probe"], "ci95", 4));
   }
   const std::string svg = dir + "compare.svg";
   write_text_atomically(svg, plot_runs_svg({{"dense", dense.metrics}, {"lighthouse", lh.metrics}}));
@@ -635,10 +621,8 @@ Command add_train_command(CLI::App& parent) {
       "--compare", args->compare,
       "train dense from scratch for S1 + S2 steps, then Lighthouse -> dense (S1, S2) with "
       "the same seed and data; print both side by side and plot them");
-  app->add_option("--compare-dir", args->compare_dir,
-                  "where --compare writes dense.jsonl, lighthouse.jsonl and compare.svg")
-      ->capture_default_str()
-      ->type_name("DIR");
+  opt("--compare-dir", args->compare_dir,
+      "where --compare writes dense.jsonl, lighthouse.jsonl and compare.svg", "DIR");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   app->add_option("--config", args->config,
                   "JSON object of flag: value (keys are the flag names without dashes); flags on "

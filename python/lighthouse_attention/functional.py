@@ -29,6 +29,15 @@ def _check_rank(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str) 
             )
 
 
+def _as_bnhd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str):
+    """Checks ``layout`` and the ranks; returns q, k, v as ``[B, N, H, D]`` (views, no copy)."""
+    _check_layout(layout)
+    _check_rank(q, k, v, layout)
+    if layout == "bhnd":
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    return q, k, v
+
+
 def lighthouse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -50,10 +59,7 @@ def lighthouse_attention(
 
     CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
     """
-    _check_layout(layout)
-    _check_rank(q, k, v, layout)
-    if layout == "bhnd":
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q, k, v = _as_bnhd(q, k, v, layout)
     out = ops.attention(q, k, v, levels, pool, topk, scale)
     return out.transpose(1, 2) if layout == "bhnd" else out
 
@@ -97,10 +103,7 @@ def selected_indices(
     """The pyramid entries the selection keeps, ``[B, H, S]`` int32 in causal order (level
     ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``). For analysis and tests:
     it runs a forward pass and reads the indices out of its saved context."""
-    _check_layout(layout)
-    _check_rank(q, k, v, layout)
-    if layout == "bhnd":
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q, k, v = _as_bnhd(q, k, v, layout)
     with torch.no_grad():
         _, ctx = ops.attention_forward(q, k, v, levels, pool, topk, None)
     b, n, h, d = q.shape

@@ -149,6 +149,16 @@ void check_pointer(const P* p, std::size_t head, const char* field) {
   }
 }
 
+// The pointers the forward reads and writes; the backward's heads carry them too.
+template <typename Head>
+void check_forward_pointers(const Head& h, std::size_t i) {
+  check_pointer(h.q, i, "q");
+  check_pointer(h.k, i, "k");
+  check_pointer(h.v, i, "v");
+  check_pointer(h.o, i, "o");
+  check_pointer(h.lse, i, "lse");
+}
+
 // ---- forward --------------------------------------------------------------------------------
 
 template <typename T>
@@ -256,13 +266,7 @@ void causal_attention_forward(std::span<const AttentionHead<T>> heads, i64 S, i6
   check_shape(S, D, ld);
   const i64 bq = resolve_tile(tiles.forward_q, kDefaultTiles.forward_q, "tiles.forward_q");
   const i64 bk = resolve_tile(tiles.forward_k, kDefaultTiles.forward_k, "tiles.forward_k");
-  for (std::size_t i = 0; i < heads.size(); ++i) {
-    check_pointer(heads[i].q, i, "q");
-    check_pointer(heads[i].k, i, "k");
-    check_pointer(heads[i].v, i, "v");
-    check_pointer(heads[i].o, i, "o");
-    check_pointer(heads[i].lse, i, "lse");
-  }
+  for (std::size_t i = 0; i < heads.size(); ++i) check_forward_pointers(heads[i], i);
   if (S == 0 || heads.empty()) return;
 
   const int nt = resolve_threads(threads);
@@ -297,11 +301,7 @@ void causal_attention_backward(std::span<const AttentionGradHead<T>> heads, i64 
   check_shape(S, D, ld);
   const i64 b = resolve_tile(tiles.backward, kDefaultTiles.backward, "tiles.backward");
   for (std::size_t i = 0; i < heads.size(); ++i) {
-    check_pointer(heads[i].q, i, "q");
-    check_pointer(heads[i].k, i, "k");
-    check_pointer(heads[i].v, i, "v");
-    check_pointer(heads[i].o, i, "o");
-    check_pointer(heads[i].lse, i, "lse");
+    check_forward_pointers(heads[i], i);
     check_pointer(heads[i].dout, i, "dout");
     check_pointer(heads[i].dq, i, "dq");
     check_pointer(heads[i].dk, i, "dk");

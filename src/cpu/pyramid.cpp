@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/dtype_dispatch.hpp"
+#include "cpu/level_sums.hpp"
 #include "cpu/parallel.hpp"
 
 namespace lighthouse::cpu {
@@ -42,62 +43,6 @@ void level_scores_t(const Plan& plan, const TensorView& q, const TensorView& k, 
       }
     }
   }
-}
-
-template <typename T>
-void gather_rows_t(const Plan& plan, const TensorView& x, const std::int32_t* indices, T* dst,
-                   int threads) {
-  const std::int64_t B = plan.batch, H = plan.heads, S = plan.S, D = plan.head_dim;
-  parallel_chunks(
-      B * H, S, kRowGrain, D, threads,
-      [&](std::int64_t bh, std::int64_t begin, std::int64_t end, std::vector<double>& acc) {
-        const std::int64_t b = bh / H, h = bh % H;
-        for (std::int64_t s = begin; s < end; ++s) {
-          const std::int64_t idx = indices[bh * S + s];
-          const int l = level_of(plan, idx);
-          const std::int64_t block = plan.block[l];
-          const std::int64_t first = (idx - plan.offset[l]) * block;
-          T* out = dst + (bh * S + s) * D;
-          if (block == 1) {
-            std::copy_n(row_ptr<const T>(x, b, first, h), D, out);
-            continue;
-          }
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (std::int64_t n = first; n < first + block; ++n) {
-            const T* row = row_ptr<const T>(x, b, n, h);
-            for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(row[d]);
-          }
-          const double inv = 1.0 / static_cast<double>(block);  // exact: block is a power of two
-          for (std::int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d] * inv);
-        }
-      });
-}
-
-template <typename T>
-void spread_rows_t(const Plan& plan, const T* grad_sel, const std::int32_t* position,
-                   const TensorView& dx, int threads) {
-  const std::int64_t B = plan.batch, H = plan.heads, N = plan.seq, D = plan.head_dim;
-  const std::int64_t S = plan.S, P = plan.pyramid_size;
-  const std::size_t L = plan.size.size();
-  parallel_chunks(
-      B * H, N, kTokenGrain, D, threads,
-      [&](std::int64_t bh, std::int64_t begin, std::int64_t end, std::vector<double>& acc) {
-        const std::int64_t b = bh / H, h = bh % H;
-        const std::int32_t* pos = position + bh * P;
-        const T* g = grad_sel + bh * S * D;
-        for (std::int64_t t = begin; t < end; ++t) {
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (std::size_t l = 0; l < L; ++l) {  // fixed order: fine to coarse
-            const std::int32_t s = pos[plan.offset[l] + t / plan.block[l]];
-            if (s < 0) continue;
-            const double inv = 1.0 / static_cast<double>(plan.block[l]);
-            const T* row = g + s * D;
-            for (std::int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(row[d]) * inv;
-          }
-          T* out = row_ptr<T>(dx, b, t, h);
-          for (std::int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc[d]);
-        }
-      });
 }
 
 }  // namespace
@@ -143,16 +88,22 @@ void level_scores(const Plan& plan, const TensorView& q, const TensorView& k, fl
 void gather_rows(const Plan& plan, const TensorView& x, const std::int32_t* indices, void* dst,
                  int threads) {
   dispatch_float(x.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    gather_rows_t<T>(plan, x, indices, static_cast<T*>(dst), threads);
+    // A pyramid row is the mean of its block's tokens.
+    sum_tokens_per_row<true>(plan, x, indices, static_cast<decltype(zero)*>(dst), threads,
+                             [&](int l, std::int64_t i) {
+                               const std::int64_t c = plan.block[l];
+                               return TokenRange{i * c, i * c + c - 1};
+                             });
   });
 }
 
 void spread_rows(const Plan& plan, const void* grad_sel, const std::int32_t* position,
                  const TensorView& dx, int threads) {
   dispatch_float(dx.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    spread_rows_t<T>(plan, static_cast<const T*>(grad_sel), position, dx, threads);
+    // Token t is in entry t / c_l of each level.
+    sum_levels_per_token<true>(plan, static_cast<const decltype(zero)*>(grad_sel), position, dx,
+                               threads,
+                               [&](std::size_t l, std::int64_t t) { return t / plan.block[l]; });
   });
 }
 

@@ -100,41 +100,50 @@ void expect_close(const char* what, const Golden& g, const std::vector<double>& 
   EXPECT_LT(err, kTolerance) << g.name << " " << who << " " << what;
 }
 
-TEST(Golden, LibraryFloat32MatchesOriginal) {
-  const std::vector<fs::path> dirs = golden_dirs();
-  SKIP_WITHOUT_GOLDEN(dirs);
+// A run's four outputs against the original's.
+void expect_all_close(const Golden& g, const char* who, const std::vector<double>& out,
+                      const std::vector<double>& dq, const std::vector<double>& dk,
+                      const std::vector<double>& dv) {
+  expect_close("out", g, out, g.out, who);
+  expect_close("dq", g, dq, g.dq, who);
+  expect_close("dk", g, dk, g.dk, who);
+  expect_close("dv", g, dv, g.dv, who);
+}
+
+// Loads each case of `dirs` and runs check(case) on it; stops at a case without outputs.
+template <typename Check>
+void for_each_golden(const std::vector<fs::path>& dirs, Check check) {
   for (const fs::path& dir : dirs) {
     SCOPED_TRACE(dir.string());
     const Golden g = load(dir);
     ASSERT_FALSE(g.out.empty());
+    check(g);
+  }
+}
+
+TEST(Golden, LibraryFloat32MatchesOriginal) {
+  const std::vector<fs::path> dirs = golden_dirs();
+  SKIP_WITHOUT_GOLDEN(dirs);
+  for_each_golden(dirs, [](const Golden& g) {
     const lhtest::Outputs lib = lhtest::run_library(g.problem, DType::kFloat32);
     EXPECT_EQ(lib.indices.size(), g.indices.size());
     EXPECT_TRUE(lib.indices == g.indices) << g.name << ": selected indices differ";
-    expect_close("out", g, lib.out, g.out, "library");
-    expect_close("dq", g, lib.dq, g.dq, "library");
-    expect_close("dk", g, lib.dk, g.dk, "library");
-    expect_close("dv", g, lib.dv, g.dv, "library");
-  }
+    expect_all_close(g, "library", lib.out, lib.dq, lib.dk, lib.dv);
+  });
 }
 
 // Validates the reference itself: it is the standard for every other CPU test.
 TEST(Golden, ReferenceMatchesOriginal) {
   const std::vector<fs::path> dirs = golden_dirs();
   SKIP_WITHOUT_GOLDEN(dirs);
-  for (const fs::path& dir : dirs) {
-    SCOPED_TRACE(dir.string());
-    const Golden g = load(dir);
-    ASSERT_FALSE(g.out.empty());
+  for_each_golden(dirs, [](const Golden& g) {
     const lhtest::Problem& p = g.problem;
     const auto indices = lhtest::select(p.config, p.shape, p.q, p.k);
     EXPECT_TRUE(indices == g.indices) << g.name << ": the reference selects other indices";
     const auto out = lhtest::attend(p.config, p.shape, p.q, p.k, p.v, g.indices);
     const auto grads = lhtest::backward(p.config, p.shape, p.q, p.k, p.v, g.indices, p.dout);
-    expect_close("out", g, out, g.out, "reference");
-    expect_close("dq", g, grads.dq, g.dq, "reference");
-    expect_close("dk", g, grads.dk, g.dk, "reference");
-    expect_close("dv", g, grads.dv, g.dv, "reference");
-  }
+    expect_all_close(g, "reference", out, grads.dq, grads.dk, grads.dv);
+  });
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tiny_configs.hpp"
 #include "train/checkpoint.hpp"
 #include "train/safetensors.hpp"
 #include "train/trainer.hpp"
@@ -26,23 +27,10 @@ using lighthouse::train::TokenStream;
 using lighthouse::train::TrainConfig;
 using lighthouse::train::Trainer;
 
+// The trainer test's two-stage run, with a warmup that ends within it (2 of 5 steps).
 TrainConfig config() {
-  TrainConfig c;
-  c.model.dim = 16;
-  c.model.heads = 2;
-  c.model.layers = 2;
-  c.seq = 256;
-  c.batch = 1;
-  c.accum = 2;
-  c.stage1_steps = 3;
-  c.stage2_steps = 2;
-  c.lighthouse.levels = 2;
-  c.lighthouse.pool = 2;
-  c.lighthouse.topk = 128;
-  c.schedule.lr = 1e-2;
+  TrainConfig c = lhtest::two_stage_config();
   c.schedule.warmup = 2;
-  c.eval_batches = 1;
-  c.threads = 1;
   return c;
 }
 

@@ -7,10 +7,13 @@
 #include <vector>
 
 #include "lighthouse/error.hpp"
+#include "tiny_configs.hpp"
 #include "train/trainer.hpp"
 
 namespace {
 
+using lhtest::tiny_config;
+using lhtest::two_stage_config;
 using lighthouse::train::TokenStream;
 using lighthouse::train::TrainConfig;
 using lighthouse::train::Trainer;
@@ -19,22 +22,6 @@ TokenStream bytes_of(const std::string& text) {
   TokenStream t(text.begin(), text.end());
   t.push_back(lighthouse::train::kSeparator);
   return t;
-}
-
-TrainConfig tiny_config() {
-  TrainConfig c;
-  c.model.dim = 32;
-  c.model.heads = 2;
-  c.model.layers = 2;
-  c.seq = 32;
-  c.batch = 2;
-  c.stage1_steps = 0;
-  c.stage2_steps = 150;
-  c.schedule.lr = 1e-2;
-  c.schedule.warmup = 10;
-  c.eval_batches = 1;
-  c.threads = 1;
-  return c;
 }
 
 TEST(TrainLoop, TinyModelOverfitsTinyCorpus) {
@@ -47,20 +34,6 @@ TEST(TrainLoop, TinyModelOverfitsTinyCorpus) {
   EXPECT_GT(first, 5.0);  // ~ log(257) at initialisation
   EXPECT_LT(last, 0.3) << "started at " << first;
   EXPECT_LT(trainer.evaluate().dense_loss, 0.3);
-}
-
-TrainConfig two_stage_config() {
-  TrainConfig c = tiny_config();
-  c.model.dim = 16;
-  c.seq = 256;
-  c.batch = 1;
-  c.accum = 2;
-  c.stage1_steps = 3;
-  c.stage2_steps = 2;
-  c.lighthouse.levels = 2;
-  c.lighthouse.pool = 2;
-  c.lighthouse.topk = 128;
-  return c;
 }
 
 // Every worker pool on `threads` threads: the attention's and OpenMP's (matmuls, layers).
