@@ -4,30 +4,11 @@
 #include <cstdint>
 #include <string>
 
+#include "core/carver.hpp"
 #include "lighthouse/backend.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse {
-
-namespace {
-
-constexpr std::size_t kPartAlignment = 256;
-
-// Offsets of consecutive parts of one buffer, each rounded up to kPartAlignment.
-class Carver {
- public:
-  std::size_t take(std::size_t bytes) {
-    const std::size_t at = size_;
-    size_ += (bytes + kPartAlignment - 1) / kPartAlignment * kPartAlignment;
-    return at;
-  }
-  std::size_t size() const { return size_; }
-
- private:
-  std::size_t size_ = 0;
-};
-
-}  // namespace
 
 std::size_t context_stats_size(DType dtype) {
   return dtype == DType::kFloat64 ? sizeof(double) : sizeof(float);

@@ -33,6 +33,7 @@
 #include <string>
 #include <utility>
 
+#include "core/carver.hpp"
 #include "cuda/buffer_reuse.hpp"
 #include "cuda/check.hpp"
 #include "cuda/cudnn_attention.hpp"
@@ -80,22 +81,6 @@ Geometry make_geometry(const Plan& plan) {
 }
 
 namespace {
-
-constexpr std::size_t kAlign = 256;
-
-// Offsets of several buffers carved out of one allocation.
-class Carver {
- public:
-  std::size_t take(std::size_t bytes) {
-    const std::size_t at = size_;
-    size_ += (bytes + kAlign - 1) / kAlign * kAlign;
-    return at;
-  }
-  std::size_t size() const { return size_ > 0 ? size_ : kAlign; }
-
- private:
-  std::size_t size_ = 0;
-};
 
 TokenTensor token(const TensorView& t) {
   return {t.data, t.strides[0], t.strides[1], t.strides[2]};

@@ -1,16 +1,10 @@
 #include "cuda/forward_stages.hpp"
 
+#include <algorithm>
+
+#include "core/carver.hpp"
+
 namespace lighthouse::cuda {
-
-namespace {
-
-constexpr std::size_t kAlign = 256;
-
-std::size_t aligned(std::size_t bytes) {
-  return (bytes + kAlign - 1) / kAlign * kAlign;
-}
-
-}  // namespace
 
 SdpaDesc gathered_sdpa_desc(const Geometry& g, DType dtype, double scale, bool deterministic) {
   SdpaDesc d;
@@ -36,16 +30,13 @@ ForwardScratch forward_scratch(const Geometry& g, DType dtype) {
           ? bh * static_cast<std::size_t>(g.size[g.levels - 1] * g.head_dim) * dtype_size(dtype)
           : 0;
   ForwardScratch at;
-  std::size_t size = 0;
-  auto take = [&](std::size_t bytes) {
-    const std::size_t offset = size;
-    size += aligned(bytes);
-    return offset;
-  };
-  at.score_q = take(score_bytes);
-  at.score_k = take(score_bytes);
-  for (auto& c : at.coarse) c = take(coarse_bytes);
-  at.bytes = size > 0 ? size : kAlign;
+  Carver carve;
+  at.score_q = carve.take(score_bytes);
+  at.score_k = carve.take(score_bytes);
+  for (auto& c : at.coarse) c = carve.take(coarse_bytes);
+  // Dense plans (a ContextBuffer forward of levels == 1) need none: still one aligned part, so
+  // that the workspace is never asked for 0 bytes.
+  at.bytes = std::max(carve.size(), Carver::kAlignment);
   return at;
 }
 
