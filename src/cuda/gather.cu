@@ -184,6 +184,25 @@ void launch_pool_backward_kernel(DType dtype, PoolBackwardArgs a, cudaStream_t s
   });
 }
 
+// dx[x] from dsel[x] for the X tensors: the unstaged kernel of pool_backward_direct.cu where it
+// applies (2..4 levels), else the staged one; the same bits either way.
+template <int X>
+void pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
+                   const void* const (&dsel)[X], const TokenTensor (&dx)[X], cudaStream_t stream) {
+  if (pool_backward_direct_supported(g)) {
+    launch_pool_backward_direct(g, dtype, inverse, dsel, dx, X, stream);
+    return;
+  }
+  PoolBackwardArgs a{};
+  a.g = g;
+  a.inverse = inverse;
+  for (int x = 0; x < X; ++x) {
+    a.dsel[x] = dsel[x];
+    a.dx[x] = dx[x];
+  }
+  launch_pool_backward_kernel<X>(dtype, a, stream);
+}
+
 }  // namespace
 
 void launch_gather(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
@@ -214,36 +233,12 @@ void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* in
                           const void* dq_sel, const void* dk_sel, const void* dv_sel,
                           const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
                           cudaStream_t stream) {
-  if (pool_backward_direct_supported(g)) {  // 2..4 levels: no staging (same bits)
-    const void* const dsel[3] = {dq_sel, dk_sel, dv_sel};
-    const TokenTensor dx[3] = {dq, dk, dv};
-    launch_pool_backward_direct(g, dtype, inverse, dsel, dx, 3, stream);
-    return;
-  }
-  PoolBackwardArgs a{};
-  a.g = g;
-  a.inverse = inverse;
-  a.dsel[0] = dq_sel;
-  a.dsel[1] = dk_sel;
-  a.dsel[2] = dv_sel;
-  a.dx[0] = dq;
-  a.dx[1] = dk;
-  a.dx[2] = dv;
-  launch_pool_backward_kernel<3>(dtype, a, stream);
+  pool_backward<3>(g, dtype, inverse, {dq_sel, dk_sel, dv_sel}, {dq, dk, dv}, stream);
 }
 
 void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
                           const void* dx_sel, const TokenTensor& dx, cudaStream_t stream) {
-  if (pool_backward_direct_supported(g)) {
-    launch_pool_backward_direct(g, dtype, inverse, &dx_sel, &dx, 1, stream);
-    return;
-  }
-  PoolBackwardArgs a{};
-  a.g = g;
-  a.inverse = inverse;
-  a.dsel[0] = dx_sel;
-  a.dx[0] = dx;
-  launch_pool_backward_kernel<1>(dtype, a, stream);
+  pool_backward<1>(g, dtype, inverse, {dx_sel}, {dx}, stream);
 }
 
 }  // namespace lighthouse::cuda
