@@ -36,32 +36,27 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2)
   constexpr int V = kVec<T>;
   const Geometry& g = a.g;
   const int v = static_cast<int>(threadIdx.x);
-  const std::int64_t h = static_cast<std::int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
-  if (h >= g.heads) return;
-  GroupWalk at;
-  if (!at.start(g.batch, a.groups)) return;
-  const auto inverse_of = [&](int b) { return a.inverse + (b * g.heads + h) * g.pyramid_size; };
-  GroupLookup<U, L> cur = load_group_lookup<U, L, 0>(g, inverse_of(at.b), at.m * U);
+  DirectThread<U, L, 0> me(g, a.inverse, a.groups);
+  if (!me.start()) return;
   while (true) {
-    const std::int64_t t0 = std::int64_t{at.m} * U;
-    const std::int64_t bh = at.b * g.heads + h;
+    const std::int64_t t0 = me.first_token();
+    const std::int64_t bh = me.bh();
     // 1. This group's rows of every tensor, all in flight together.
     uint4 fine[NT][U], coarse[NT][L - 1];
 #pragma unroll
     for (int x = 0; x < NT; ++x) {
-      load_group_rows<T, U, L>(cur,
+      load_group_rows<T, U, L>(me.cur,
                                static_cast<const T*>(a.dsel[x]) + bh * g.S * g.head_dim + v * V,
                                g.head_dim, fine[x], coarse[x]);
     }
     // 2. The next group's inverse entries, in flight while this group's rows arrive.
-    const GroupWalk next = at.next(a.groups);
-    const bool more = next.b < g.batch;
-    GroupLookup<U, L> nxt = cur;
-    if (more) nxt = load_group_lookup<U, L, 0>(g, inverse_of(next.b), next.m * U);
-      // 3. Per token and tensor: the levels in order, as the staged kernel sums them: from +0.0,
-      // an unselected entry adding nothing. Its row here is zero, and adding 0 * (1 / c_l) = +0.0
-      // is exact (the sum starts at +0.0, so it is never -0.0): no branches. The coarse rows are
-      // shared by the U tokens: unpacked once.
+    GroupWalk next;
+    GroupLookup<U, L> nxt;
+    const bool more = me.prefetch(next, nxt);
+    // 3. Per token and tensor: the levels in order, as the staged kernel sums them: from +0.0,
+    // an unselected entry adding nothing. Its row here is zero, and adding 0 * (1 / c_l) = +0.0
+    // is exact (the sum starts at +0.0, so it is never -0.0): no branches. The coarse rows are
+    // shared by the U tokens: unpacked once.
 #pragma unroll
     for (int x = 0; x < NT; ++x) {
       float shared[L - 1][V];
@@ -80,12 +75,11 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2)
 #pragma unroll
           for (int e = 0; e < V; ++e) acc[e] += shared[l][e] * inv_c;
         }
-        store16(token_ptr_mut<T>(a.dx[x], at.b, t0 + u, h, v * V), pack<T>(acc));
+        store16(token_ptr_mut<T>(a.dx[x], me.at.b, t0 + u, me.h, v * V), pack<T>(acc));
       }
     }
     if (!more) break;
-    at = next;
-    cur = nxt;
+    me.advance(next, nxt);
   }
 }
 

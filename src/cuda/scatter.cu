@@ -94,24 +94,19 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
   constexpr int V = kVec<T>;
   const Geometry& g = a.g;
   const int v = static_cast<int>(threadIdx.x);
-  const std::int64_t h = static_cast<std::int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
-  if (h >= g.heads) return;
-  GroupWalk at;
-  if (!at.start(g.batch, a.groups)) return;
-  const auto inverse_of = [&](int b) { return a.inverse + (b * g.heads + h) * g.pyramid_size; };
-  GroupLookup<U, L> cur = load_group_lookup<U, L, 1>(g, inverse_of(at.b), at.m * U);
+  DirectThread<U, L, 1> me(g, a.inverse, a.groups);
+  if (!me.start()) return;
   while (true) {
-    const std::int64_t t0 = std::int64_t{at.m} * U - 1;
-    const std::int64_t bh = at.b * g.heads + h;
+    const std::int64_t t0 = me.first_token();
+    const std::int64_t bh = me.bh();
     // 1. This group's rows, all in flight together.
     uint4 fine[U], coarse[L - 1];
-    load_group_rows<T, U, L>(cur, static_cast<const T*>(a.o_sel) + bh * g.S * g.head_dim + v * V,
+    load_group_rows<T, U, L>(me.cur, static_cast<const T*>(a.o_sel) + bh * g.S * g.head_dim + v * V,
                              g.head_dim, fine, coarse);
     // 2. The next group's inverse entries, in flight while this group's rows arrive.
-    const GroupWalk next = at.next(a.groups);
-    const bool more = next.b < g.batch;
-    GroupLookup<U, L> nxt = cur;
-    if (more) nxt = load_group_lookup<U, L, 1>(g, inverse_of(next.b), next.m * U);
+    GroupWalk next;
+    GroupLookup<U, L> nxt;
+    const bool more = me.prefetch(next, nxt);
     // 3. Sum the levels in order, as the run kernel: from +0.0, an unselected entry adding
     // nothing. Its row here is zero and adding +0.0 is exact (the sum starts at +0.0, so it is
     // never -0.0): no branches. The coarse rows are shared by the U tokens: unpacked once.
@@ -130,11 +125,11 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
         for (int e = 0; e < V; ++e) acc[e] += shared[l][e];
       }
       const std::int64_t t = t0 + u;
-      if (t >= 0 && t < g.seq) store16(token_ptr_mut<T>(a.out, at.b, t, h, v * V), pack<T>(acc));
+      if (t >= 0 && t < g.seq)
+        store16(token_ptr_mut<T>(a.out, me.at.b, t, me.h, v * V), pack<T>(acc));
     }
     if (!more) break;
-    at = next;
-    cur = nxt;
+    me.advance(next, nxt);
   }
 }
 

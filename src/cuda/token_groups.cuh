@@ -98,6 +98,53 @@ struct GroupWalk {
   }
 };
 
+// One direct-kernel thread: its head (fixed), its (batch, group) pair and that group's inverse
+// entries. The kernels' loop is: load the rows `cur` names; prefetch() the next group's entries
+// (in flight while the rows arrive); sum and store; advance().
+template <int U, int L, int Back>
+struct DirectThread {
+  const Geometry& g;
+  const std::int32_t* inverse;  // [BH, P]
+  std::int64_t groups;          // token groups per (batch, head)
+  std::int64_t h = 0;
+  GroupWalk at;
+  GroupLookup<U, L> cur;
+
+  __device__ __forceinline__ DirectThread(const Geometry& geometry, const std::int32_t* inv,
+                                          std::int64_t group_count)
+      : g(geometry), inverse(inv), groups(group_count) {}
+
+  // False when the thread has no head or no pair; else the first group's entries are issued.
+  __device__ __forceinline__ bool start() {
+    h = static_cast<std::int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+    if (h >= g.heads || !at.start(g.batch, groups)) return false;
+    cur = lookup(at);
+    return true;
+  }
+  std::int64_t __device__ __forceinline__ bh() const { return at.b * g.heads + h; }
+  // The group's first token (-1 for the scatter's first group, which has no token there).
+  std::int64_t __device__ __forceinline__ first_token() const {
+    return std::int64_t{at.m} * U - Back;
+  }
+  // Issues the next pair's entries (nothing waits); false past the end.
+  __device__ __forceinline__ bool prefetch(GroupWalk& next, GroupLookup<U, L>& entries) const {
+    next = at.next(groups);
+    if (next.b >= g.batch) return false;
+    entries = lookup(next);
+    return true;
+  }
+  __device__ __forceinline__ void advance(const GroupWalk& next, const GroupLookup<U, L>& entries) {
+    at = next;
+    cur = entries;
+  }
+
+ private:
+  __device__ __forceinline__ GroupLookup<U, L> lookup(const GroupWalk& w) const {
+    return load_group_lookup<U, L, Back>(g, inverse + (w.b * g.heads + h) * g.pyramid_size,
+                                         w.m * U);
+  }
+};
+
 // Launch shape of a direct kernel: block (D / V vectors, heads per block, groups per block),
 // grid (group strides, head blocks), sized to fill the device once with `kernel`'s resident
 // blocks; every thread then strides over the (batch, group) pairs.
