@@ -99,6 +99,26 @@ HostInputs first_tokens(const HostInputs& in, std::int64_t length) {
 
 namespace {
 
+// Device memory held by the runs from construction on, caches included: with caching pools and
+// workspaces that only grow, their peak. The caches are released first; nothing on the CPU.
+class PeakMemory {
+ public:
+  explicit PeakMemory(Backend& backend) : backend_(backend) {
+    backend_.synchronize();
+    backend_.release_cached_memory();
+    before_ = backend_.memory_in_use();
+  }
+  std::optional<std::int64_t> peak() const {
+    backend_.synchronize();
+    if (before_ < 0) return std::nullopt;
+    return backend_.memory_in_use() - before_;
+  }
+
+ private:
+  Backend& backend_;
+  std::int64_t before_ = -1;
+};
+
 // One implementation's tensors on the device and the context of its last forward.
 class Subject {
  public:
@@ -176,9 +196,7 @@ struct Alone {
 // cuDNN graph the implementation needs), then on CUDA with `stages` the per-stage runs, from
 // released caches: the memory held at the end is this implementation's peak.
 Alone measure_alone(Backend& backend, const MeasureCase& c, const MeasureSetup& setup) {
-  backend.synchronize();
-  backend.release_cached_memory();
-  const std::int64_t memory_before = backend.memory_in_use();
+  const PeakMemory memory(backend);
   Subject s(c.config, c.inputs, setup);
   Alone alone;
   alone.long_run = is_long_run(backend.time_ms([&] { s.forward_backward(); }));
@@ -188,8 +206,7 @@ Alone measure_alone(Backend& backend, const MeasureCase& c, const MeasureSetup& 
     alone.stages_fwd = median_stages(fwd);
     alone.stages_bwd = median_stages(bwd);
   }
-  backend.synchronize();
-  if (memory_before >= 0) alone.peak_device_bytes = backend.memory_in_use() - memory_before;
+  alone.peak_device_bytes = memory.peak();
   return alone;
 }
 
@@ -197,9 +214,7 @@ Alone measure_alone(Backend& backend, const MeasureCase& c, const MeasureSetup& 
 
 Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& setup) {
   Backend& backend = backend_for(setup.device);
-  backend.synchronize();
-  backend.release_cached_memory();
-  const std::int64_t memory_before = backend.memory_in_use();
+  const PeakMemory memory(backend);
   Subject s(config, in, setup);
 
   int warmup = setup.warmup, repeats = setup.repeats;
@@ -248,8 +263,7 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
   timing.fwd_bwd_ms = median(both);
   if (!stages_fwd.empty()) timing.stages_fwd = median_stages(stages_fwd);
   if (!stages_bwd.empty()) timing.stages_bwd = median_stages(stages_bwd);
-  backend.synchronize();
-  if (memory_before >= 0) timing.peak_device_bytes = backend.memory_in_use() - memory_before;
+  timing.peak_device_bytes = memory.peak();
   return timing;
 }
 
