@@ -367,6 +367,14 @@ TEST(CliPlan, InvalidConfigurationSaysWhyAndExitsTwo) {
 
 // --- bench ---------------------------------------------------------------------------------
 
+// A bench JSON row with positive fwd, bwd and fwd+bwd times and forward stage times.
+void expect_timed_with_stages(const nlohmann::json& row) {
+  EXPECT_GT(row["fwd_ms"].get<double>(), 0) << row.dump();
+  EXPECT_GT(row["bwd_ms"].get<double>(), 0) << row.dump();
+  EXPECT_GT(row["fwd_bwd_ms"].get<double>(), 0) << row.dump();
+  EXPECT_TRUE(row["stages_fwd"].is_object()) << row.dump();
+}
+
 TEST(CliBench, JsonAndPlotHaveTheRequiredContent) {
   TempDir dir;
   const std::string json = dir / "bench.json", svg = dir / "bench.svg";
@@ -396,10 +404,7 @@ TEST(CliBench, JsonAndPlotHaveTheRequiredContent) {
       EXPECT_TRUE(row.contains(key)) << key << " in " << row.dump();
     }
     EXPECT_EQ(row["side_by_side"], false) << row.dump();
-    EXPECT_GT(row["fwd_ms"].get<double>(), 0);
-    EXPECT_GT(row["bwd_ms"].get<double>(), 0);
-    EXPECT_GT(row["fwd_bwd_ms"].get<double>(), 0);
-    EXPECT_TRUE(row["stages_fwd"].is_object()) << row.dump();
+    expect_timed_with_stages(row);
   }
   // Rows in order: dense, lighthouse, floor at N = 512, then at 1024. At N = 1024, L = 2, p = 2,
   // K = 128: S = 512 + 256 = 768, and the floor runs at that length.
@@ -453,10 +458,7 @@ TEST(CliBench, SideBySideTimesLighthouseAndFloorInOneLoop) {
     EXPECT_EQ(row["impl"], impls[i % 3]) << row.dump();
     EXPECT_EQ(row["seq"], i < 3 ? 512 : 1024) << row.dump();
     EXPECT_EQ(row["side_by_side"], row["impl"] != "dense") << row.dump();
-    EXPECT_GT(row["fwd_ms"].get<double>(), 0) << row.dump();
-    EXPECT_GT(row["bwd_ms"].get<double>(), 0) << row.dump();
-    EXPECT_GT(row["fwd_bwd_ms"].get<double>(), 0) << row.dump();
-    EXPECT_TRUE(row["stages_fwd"].is_object()) << row.dump();
+    expect_timed_with_stages(row);
     EXPECT_TRUE(row["stages_bwd"].is_object()) << row.dump();
     EXPECT_TRUE(row["interleaved"].is_null()) << row.dump();  // cpu; side by side: the own times
   }
