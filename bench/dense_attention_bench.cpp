@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/dense_attention.hpp"
+#include "cpu/attention.hpp"
 #include "cpu/gemm.hpp"
 
 namespace lighthouse::cpu {

@@ -9,7 +9,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/dense_attention.hpp"
+#include "cpu/attention.hpp"
 #include "cpu/dtype_dispatch.hpp"
 #include "cpu/parallel.hpp"
 #include "cpu/pyramid.hpp"

@@ -1,4 +1,4 @@
-#include "cpu/dense_attention.hpp"
+#include "cpu/attention.hpp"
 
 #include <omp.h>
 

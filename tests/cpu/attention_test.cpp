@@ -1,7 +1,7 @@
 // The CPU dense causal attention against a naive float64 reference written here: forward
 // (output, lse) and backward (dq, dk, dv), float and double, odd sizes, interleaved heads with
 // padding, several thread counts (bitwise identical), large logits, S = 1.
-#include "cpu/dense_attention.hpp"
+#include "cpu/attention.hpp"
 
 #include <gtest/gtest.h>
 
