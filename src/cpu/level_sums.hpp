@@ -10,11 +10,17 @@
 
 #include "cpu/dtype_dispatch.hpp"
 #include "cpu/parallel.hpp"
-#include "cpu/pyramid.hpp"
 #include "lighthouse/plan.hpp"
 #include "lighthouse/tensor.hpp"
 
 namespace lighthouse::cpu {
+
+// Level (0-based) of a pyramid index: the last level whose offset is <= idx.
+inline int level_of(const Plan& plan, std::int64_t idx) {
+  int l = static_cast<int>(plan.offset.size()) - 1;
+  while (plan.offset[l] > idx) --l;
+  return l;
+}
 
 // The tokens [first, last] of one pyramid entry.
 struct TokenRange {
