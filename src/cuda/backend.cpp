@@ -2,7 +2,7 @@
 // order of the stages. Nothing here waits for the GPU in forward() or backward() unless the
 // caller asks for stage times or a finiteness check.
 //
-// Memory. A context owns one allocation (indices, inverse map, gathered q/k/v/o, softmax
+// Memory. A context owns one allocation (indices, position map, gathered q/k/v/o, softmax
 // statistics) from the device's stream-ordered pool (cudaMallocAsync on the forward's stream,
 // cudaFreeAsync on the same stream when the context dies; the pool keeps freed memory for
 // reuse, so a training loop does not call the driver each step). That stream must outlive the
@@ -174,7 +174,7 @@ class CudaState final : public ContextState {
     if (!external) CUDA_CHECK(cudaMallocAsync(&base_, at.bytes, stream));
     char* base = static_cast<char*>(external ? external : base_);
     indices = reinterpret_cast<std::int32_t*>(base + at.indices);
-    inverse = reinterpret_cast<std::int32_t*>(base + at.position);
+    position = reinterpret_cast<std::int32_t*>(base + at.position);
     stats = reinterpret_cast<float*>(base + at.stats);
     sel = {base + at.q, base + at.k, base + at.v, base + at.o};
     span_ = span_of(base, at.bytes);
@@ -196,10 +196,10 @@ class CudaState final : public ContextState {
   // The bytes of the context (no caller buffer used as scratch may touch them).
   const ByteSpan& span() const { return span_; }
 
-  std::int32_t* indices = nullptr;  // [BH, S]
-  std::int32_t* inverse = nullptr;  // [BH, P]
-  float* stats = nullptr;           // [BH, S]
-  std::array<void*, 4> sel{};       // gathered q, k, v and the attention output, [BH, S, D]
+  std::int32_t* indices = nullptr;   // [BH, S]
+  std::int32_t* position = nullptr;  // [BH, P]
+  float* stats = nullptr;            // [BH, S]
+  std::array<void*, 4> sel{};        // gathered q, k, v and the attention output, [BH, S, D]
 
  private:
   DType dtype_;
@@ -423,7 +423,7 @@ class CudaBackend final : public Backend {
     whole.v = token(v);
     whole.out = token(out);
     whole.indices = state.indices;
-    whole.inverse = state.inverse;
+    whole.position = state.position;
     whole.stats = state.stats;
     whole.sel = state.sel;
     const std::size_t scratch_bytes = forward_scratch(g, q.dtype).bytes;
@@ -467,7 +467,7 @@ class CudaBackend final : public Backend {
   }
 
   // Scatter backward (dout -> do_sel), the attention backward (-> dq_sel, dk_sel, dv_sel) and the
-  // pooling backward (-> dq, dk, dv). Where the four gathered [BH, S, D] blocks live is
+  // gather backward (-> dq, dk, dv). Where the four gathered [BH, S, D] blocks live is
   // choose_gradient_scratch()'s answer: in the caller's dq, dk and dv when they can hold them
   // (the attention backward then needs at most one block of workspace instead of four), else in
   // the workspace. Every layout gives the same bits: the kernels and their sums are the same,
@@ -497,8 +497,8 @@ class CudaBackend final : public Backend {
       sdpa_backward(desc, state.sel[0], state.sel[1], state.sel[2], state.sel[3], ws + at[0],
                     state.stats, ws + at[1], ws + at[2], ws + at[3], stream);
       timer.mark(&StageTimes::attention);
-      launch_pool_backward(g, dtype, state.inverse, ws + at[1], ws + at[2], ws + at[3], token(dq),
-                           token(dk), token(dv), stream);
+      launch_gather_backward(g, dtype, state.position, ws + at[1], ws + at[2], ws + at[3],
+                             token(dq), token(dk), token(dv), stream);
       timer.mark(&StageTimes::gather);
     } else {
       // Stream order makes each reuse safe: a block is dead before the launch that overwrites
@@ -520,7 +520,7 @@ class CudaBackend final : public Backend {
                     state.stats, dq_sel, dk_sel, dv_sel, stream);
       timer.mark(&StageTimes::attention);
       // do_sel (in dq) died with the attention backward.
-      launch_pool_backward(g, dtype, state.inverse, dq_sel, token(dq), stream);
+      launch_gather_backward(g, dtype, state.position, dq_sel, token(dq), stream);
       if (two) {
         // dv_sel must leave dk before dk is written: to cuDNN's workspace, idle until the next
         // attention call, when it is large enough (the fast backward's holds an fp32 dQ
@@ -529,15 +529,15 @@ class CudaBackend final : public Backend {
         void* staged = loan.get() ? loan.get() : workspace_.get(stream, block);
         CUDA_CHECK(cudaMemcpyAsync(staged, dv_sel, block, cudaMemcpyDeviceToDevice, stream));
         // dk holds dead blocks only: dq_sel (read above) and dv_sel (copied).
-        launch_pool_backward(g, dtype, state.inverse, dk_sel, token(dk), stream);
+        launch_gather_backward(g, dtype, state.position, dk_sel, token(dk), stream);
         // dv holds dk_sel, read above.
-        launch_pool_backward(g, dtype, state.inverse, staged, token(dv), stream);
+        launch_gather_backward(g, dtype, state.position, staged, token(dv), stream);
       } else {
         // dk holds dq_sel, read above; dk_sel is in the workspace.
-        launch_pool_backward(g, dtype, state.inverse, dk_sel, token(dk), stream);
+        launch_gather_backward(g, dtype, state.position, dk_sel, token(dk), stream);
         // dv_sel leaves dv for the workspace, free since dk_sel was read from it.
         CUDA_CHECK(cudaMemcpyAsync(ws, dv_sel, block, cudaMemcpyDeviceToDevice, stream));
-        launch_pool_backward(g, dtype, state.inverse, ws, token(dv), stream);
+        launch_gather_backward(g, dtype, state.position, ws, token(dv), stream);
       }
       timer.mark(&StageTimes::gather);
     }

@@ -49,7 +49,7 @@ void run_forward(const ForwardProblem& p, double scale, char* scratch, cudaStrea
   launch_pyramid(p.g, p.dtype, p.q, p.k, p.v, score_q, score_k, coarse[0], coarse[1], coarse[2],
                  stream);
   timer.mark(&StageTimes::pyramid);
-  launch_selection(p.g, score_q, score_k, p.indices, p.inverse, stream);
+  launch_selection(p.g, score_q, score_k, p.indices, p.position, stream);
   timer.mark(&StageTimes::selection);
   launch_gather(p.g, p.dtype, p.q, p.k, p.v, coarse[0], coarse[1], coarse[2], p.indices, p.sel[0],
                 p.sel[1], p.sel[2], stream);
@@ -59,7 +59,7 @@ void run_forward(const ForwardProblem& p, double scale, char* scratch, cudaStrea
   sdpa_forward(gathered_sdpa_desc(p.g, p.dtype, scale, true), p.sel[0], p.sel[1], p.sel[2],
                p.sel[3], p.stats, stream);
   timer.mark(&StageTimes::attention);
-  launch_scatter(p.g, p.dtype, p.inverse, p.sel[3], p.out, stream);
+  launch_scatter(p.g, p.dtype, p.position, p.sel[3], p.out, stream);
   timer.mark(&StageTimes::scatter);
 }
 

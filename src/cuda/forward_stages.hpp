@@ -23,10 +23,10 @@ struct ForwardProblem {
   Geometry g;
   DType dtype = DType::kBFloat16;
   TokenTensor q, k, v, out;
-  std::int32_t* indices = nullptr;  // [BH, S]
-  std::int32_t* inverse = nullptr;  // [BH, P]
-  float* stats = nullptr;           // [BH, S]
-  std::array<void*, 4> sel{};       // gathered q, k, v and the attention output, [BH, S, D]
+  std::int32_t* indices = nullptr;   // [BH, S]
+  std::int32_t* position = nullptr;  // [BH, P]
+  float* stats = nullptr;            // [BH, S]
+  std::array<void*, 4> sel{};        // gathered q, k, v and the attention output, [BH, S, D]
 };
 
 // Where a problem's scratch lies in one buffer: the pooled scores of q and k and the coarsest

@@ -934,8 +934,8 @@ TEST(CudaBackend, LongSequence) {
   std::vector<double> sampled_got, sampled_want;
   for (std::int64_t h = 0; h < s.H; ++h) {
     const std::int32_t* idx = want.data() + h * S;
-    std::vector<std::int32_t> inverse(plan.pyramid_size, -1);
-    for (std::int64_t i = 0; i < S; ++i) inverse[idx[i]] = static_cast<std::int32_t>(i);
+    std::vector<std::int32_t> position(plan.pyramid_size, -1);
+    for (std::int64_t i = 0; i < S; ++i) position[idx[i]] = static_cast<std::int32_t>(i);
     // Gathered rows in float64: means of each entry's tokens.
     auto row = [&](const std::vector<float>& x, std::int32_t index, std::vector<double>& dst) {
       int l = plan.config.levels - 1;
@@ -978,8 +978,8 @@ TEST(CudaBackend, LongSequence) {
       std::vector<double> expect(D, 0.0);
       for (int l = 0; l < plan.config.levels; ++l) {
         const std::int64_t i = (t + 1) / plan.block[l] - 1;
-        if (i < 0 || inverse[plan.offset[l] + i] < 0) continue;
-        const std::vector<double> o = attend(inverse[plan.offset[l] + i]);
+        if (i < 0 || position[plan.offset[l] + i] < 0) continue;
+        const std::vector<double> o = attend(position[plan.offset[l] + i]);
         for (std::int64_t d = 0; d < D; ++d) expect[d] += o[d];
       }
       for (std::int64_t d = 0; d < D; ++d) {

@@ -1,8 +1,8 @@
 // Backward of the gather without staging (the forward scatter's direct design, scatter.cu):
-// dx[t] = sum over levels l in order of dx_sel[inverse(l, t / c_l)] / c_l, for dq, dk and dv.
+// dx[t] = sum over levels l in order of dx_sel[position(l, t / c_l)] / c_l, for dq, dk and dv.
 //
 // The walk of token_groups.cuh: a thread owns one 16-byte vector of U consecutive tokens
-// t0 .. t0 + U - 1 of one head (t0 a multiple of U, U <= p), loads U + L - 1 inverse entries
+// t0 .. t0 + U - 1 of one head (t0 a multiple of U, U <= p), loads U + L - 1 position entries
 // and at most U + L - 1 rows per tensor in one round trip. No shared memory, no barrier, no
 // atomics. The sums are those of the staged kernel (gather.cu): fp32 from +0.0,
 // `acc += grad * (1 / c_l)` level by level in order, unselected entries skipped, rounded once:
@@ -10,7 +10,7 @@
 #include <type_traits>
 
 #include "cuda/check.hpp"
-#include "cuda/pool_backward_direct.hpp"
+#include "cuda/gather_backward_direct.hpp"
 #include "cuda/token_groups.cuh"
 #include "cuda/vec.cuh"
 
@@ -20,10 +20,10 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct PoolDirectArgs {
+struct GatherBackwardDirectArgs {
   Geometry g;
-  const std::int32_t* inverse;  // [BH, P]
-  const void* dsel[3];          // [BH, S, D]
+  const std::int32_t* position;  // [BH, P]
+  const void* dsel[3];           // [BH, S, D]
   TokenTensor dx[3];
   std::int64_t groups;  // token groups per (batch, head): N / U
 };
@@ -32,11 +32,11 @@ struct PoolDirectArgs {
 // entry t / c_l of level l spreads to token t). NT: tensors handled together (1 or 3).
 template <typename T, int U, int L, int NT>
 __global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2)
-    pool_backward_direct_kernel(const PoolDirectArgs a) {
+    gather_backward_direct_kernel(const GatherBackwardDirectArgs a) {
   constexpr int V = kVec<T>;
   const Geometry& g = a.g;
   const int v = static_cast<int>(threadIdx.x);
-  DirectThread<U, L, 0> me(g, a.inverse, a.groups);
+  DirectThread<U, L, 0> me(g, a.position, a.groups);
   if (!me.start()) return;
   while (true) {
     const std::int64_t t0 = me.first_token();
@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2)
                                static_cast<const T*>(a.dsel[x]) + bh * g.S * g.head_dim + v * V,
                                g.head_dim, fine[x], coarse[x]);
     }
-    // 2. The next group's inverse entries, in flight while this group's rows arrive.
+    // 2. The next group's position entries, in flight while this group's rows arrive.
     GroupWalk next;
     GroupLookup<U, L> nxt;
     const bool more = me.prefetch(next, nxt);
@@ -84,36 +84,36 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 4 : 2)
 }
 
 template <typename T, int U, int L, int NT>
-void launch(const Geometry& g, const std::int32_t* inverse, const void* const* dsel,
+void launch(const Geometry& g, const std::int32_t* position, const void* const* dsel,
             const TokenTensor* dx, cudaStream_t stream) {
-  PoolDirectArgs a{};
+  GatherBackwardDirectArgs a{};
   a.g = g;
-  a.inverse = inverse;
+  a.position = position;
   for (int x = 0; x < NT; ++x) {
     a.dsel[x] = dsel[x];
     a.dx[x] = dx[x];
   }
   a.groups = g.seq / U;
-  const auto kernel = pool_backward_direct_kernel<T, U, L, NT>;
+  const auto kernel = gather_backward_direct_kernel<T, U, L, NT>;
   const DirectShape shape =
       direct_shape(g, kernel, kThreads, static_cast<int>(g.head_dim / kVec<T>), a.groups,
-                   "launch_pool_backward");
+                   "launch_gather_backward");
   kernel<<<shape.grid, shape.block, 0, stream>>>(a);
-  CUDA_CHECK_LAUNCH("pool_backward_direct_kernel");
+  CUDA_CHECK_LAUNCH("gather_backward_direct_kernel");
 }
 
 template <typename T, int NT>
-void launch_levels(const Geometry& g, const std::int32_t* inverse, const void* const* dsel,
+void launch_levels(const Geometry& g, const std::int32_t* position, const void* const* dsel,
                    const TokenTensor* dx, cudaStream_t stream) {
   const auto by_levels = [&](auto u) {
     constexpr int U = decltype(u)::value;
     switch (g.levels) {
       case 2:
-        return launch<T, U, 2, NT>(g, inverse, dsel, dx, stream);
+        return launch<T, U, 2, NT>(g, position, dsel, dx, stream);
       case 3:
-        return launch<T, U, 3, NT>(g, inverse, dsel, dx, stream);
+        return launch<T, U, 3, NT>(g, position, dsel, dx, stream);
       default:
-        return launch<T, U, 4, NT>(g, inverse, dsel, dx, stream);
+        return launch<T, U, 4, NT>(g, position, dsel, dx, stream);
     }
   };
   if (g.log2_pool >= 2) {
@@ -125,22 +125,22 @@ void launch_levels(const Geometry& g, const std::int32_t* inverse, const void* c
 
 }  // namespace
 
-bool pool_backward_direct_supported(const Geometry& g) {
-  return g.levels >= 2 && g.levels <= kPoolDirectLevels && g.log2_pool >= 1;
+bool gather_backward_direct_supported(const Geometry& g) {
+  return g.levels >= 2 && g.levels <= kGatherBackwardDirectLevels && g.log2_pool >= 1;
 }
 
-void launch_pool_backward_direct(const Geometry& g, DType dtype, const std::int32_t* inverse,
-                                 const void* const* dsel, const TokenTensor* dx, int count,
-                                 cudaStream_t stream) {
-  if (!pool_backward_direct_supported(g) || (count != 1 && count != 3)) {
-    throw Error("launch_pool_backward_direct: unsupported geometry or tensor count");
+void launch_gather_backward_direct(const Geometry& g, DType dtype, const std::int32_t* position,
+                                   const void* const* dsel, const TokenTensor* dx, int count,
+                                   cudaStream_t stream) {
+  if (!gather_backward_direct_supported(g) || (count != 1 && count != 3)) {
+    throw Error("launch_gather_backward_direct: unsupported geometry or tensor count");
   }
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     if (count == 1) {
-      launch_levels<T, 1>(g, inverse, dsel, dx, stream);
+      launch_levels<T, 1>(g, position, dsel, dx, stream);
     } else {
-      launch_levels<T, 3>(g, inverse, dsel, dx, stream);
+      launch_levels<T, 3>(g, position, dsel, dx, stream);
     }
   });
 }
