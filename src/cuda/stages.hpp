@@ -40,6 +40,9 @@ struct TokenTensor {
   void* data = nullptr;
   std::int64_t sb = 0, sn = 0, sh = 0;
 };
+inline TokenTensor token_tensor(const TensorView& t) {
+  return {t.data, t.strides[0], t.strides[1], t.strides[2]};
+}
 
 // Counts NaN/Inf elements of a [B, N, H, D] view into *count (which must start at 0).
 void launch_count_nonfinite(DType dtype, const TokenTensor& x, std::int64_t batch, std::int64_t seq,

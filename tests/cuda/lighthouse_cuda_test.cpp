@@ -825,8 +825,8 @@ TEST(CudaBackend, ScratchInCallerBuffersGivesTheSameBits) {
       if (dtype == lh::DType::kFloat32) {
         // fp32 attention does not use cuDNN: with its workspace freed, two blocks in dk stage
         // dv_sel in the workspace instead of cuDNN's (after the bf16 runs above, large enough).
-        lh::cuda::sdpa_release_workspace();
-        ASSERT_EQ(lh::cuda::sdpa_workspace_bytes(), 0u);
+        lh::cuda::cudnn_release_workspace();
+        ASSERT_EQ(lh::cuda::cudnn_workspace_bytes(), 0u);
         const Outputs unborrowed = run(in, lh::Device::kCUDA, dtype, config_of(c));
         EXPECT_TRUE(bits_equal(unborrowed.dq, plain.dq) && bits_equal(unborrowed.dk, plain.dk) &&
                     bits_equal(unborrowed.dv, plain.dv))
