@@ -6,19 +6,13 @@
 
 #include <cstdint>
 
+#include "core/scores.hpp"
 #include "lighthouse/plan.hpp"
 #include "lighthouse/tensor.hpp"
 
 namespace lighthouse::cpu {
 
-// Score of one token row: (float) sqrt(s), s = sum_d (double) x_d^2 added in a fixed tree: the
-// row is cut into chunks of kScoreChunk consecutive elements (the last may be shorter), each
-// chunk summed in d order from 0; the chunk sums, padded with zeros to a power-of-two count, are
-// added pairwise, neighbours first: ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + ...). This exact
-// definition is shared by every backend so that selections agree bit for bit (the GPU gives a
-// chunk to each lane and combines the lanes by a butterfly in that order). NaN maps to -inf so
-// that rankings stay a strict order.
-inline constexpr std::int64_t kScoreChunk = 8;
+// Score of one token row, exactly as core/scores.hpp defines it for every backend.
 template <typename T>
 float token_score(const T* row, std::int64_t dim);
 

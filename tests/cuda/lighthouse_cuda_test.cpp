@@ -363,7 +363,7 @@ bool cpu_available() {
 
 // ---- the spec's selection on the host, for sizes where CPU attention would be too slow --------
 
-// ||x|| as both backends define it (cpu/pyramid.hpp, token_score), restated: float64 sums of 8
+// ||x|| as both backends define it (core/scores.hpp), restated: float64 sums of 8
 // consecutive squares in d order, added pairwise (neighbours first, zero-padded to a power of
 // two), rounded once.
 float token_norm(const float* x, std::int64_t d) {
