@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "cpu/attention.hpp"
-#include "cpu/gemm.hpp"
+#include "math/gemm.hpp"
 
 namespace lighthouse::cpu {
 namespace {

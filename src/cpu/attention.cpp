@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu/fast_exp.hpp"
-#include "cpu/gemm.hpp"
+#include "math/fast_exp.hpp"
+#include "math/gemm.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse::cpu {

@@ -1,10 +1,11 @@
-// exp2 for the softmax of the CPU attention kernel, written as straight-line code without branches
-// or library calls so that a loop calling it auto-vectorises (no -ffast-math needed).
+// exp2 for the softmax of the CPU attention kernel (and the trainer's), written as straight-line
+// code without branches or library calls so that a loop calling it auto-vectorises (no
+// -ffast-math needed).
 //
 // Method: x = n + f with n = round(x), f in [-0.5, 0.5]; 2^f is a near-minimax polynomial
 // (Chebyshev fit: degree 6 for float, max error 2e-9; degree 11 for double, 3e-18), and 2^n is
 // built directly in the exponent bits. Measured error: <= 1 ulp (float), <= 2 ulp (double), see
-// tests/cpu/fast_exp_test.cpp.
+// tests/math/fast_exp_test.cpp.
 //
 // Inputs are clamped to [-(bias), +bias]: at the lower end the exponent field becomes 0, so every
 // x <= -(bias + 0.5) - in particular -inf - gives exactly +0 (a masked or hopeless logit

@@ -1,4 +1,4 @@
-#include "cpu/gemm.hpp"
+#include "math/gemm.hpp"
 
 #include <algorithm>
 #include <array>

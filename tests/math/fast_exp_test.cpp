@@ -1,6 +1,6 @@
 // fast_exp2 against the C library's exp2 (long double for the double version): error in ulps
 // over the range the softmax uses, exact zeros at the bottom, exact 1 at 0.
-#include "cpu/fast_exp.hpp"
+#include "math/fast_exp.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // gemm() (OpenBLAS when built with it) and gemm_portable() against a plain triple loop, for every
 // combination of transposes, with padded leading dimensions, and BLAS's beta == 0 rule.
-#include "cpu/gemm.hpp"
+#include "math/gemm.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,5 @@
-// Row-major GEMM for the CPU attention kernel's block products:
+// Row-major GEMM on the host (lighthouse_math: the CPU attention's block products, the trainer's
+// matmuls, the benchmarks):
 //   C[m x n] = alpha * op(A)[m x k] * op(B)[k x n] + beta * C
 // with op(X) = X or X^T. OpenBLAS does the work when the build found it
 // (LIGHTHOUSE_HAVE_OPENBLAS); otherwise a portable loop nest does (correct, slower).
