@@ -17,7 +17,7 @@
 #include "device_io.hpp"
 #include "format.hpp"
 #include "lighthouse/attention.hpp"
-#include "lighthouse/backend.hpp"
+#include "lighthouse/device.hpp"
 #include "lighthouse/npy.hpp"
 #include "staged_outputs.hpp"
 
@@ -155,11 +155,11 @@ int run_attention(const AttentionArgs& a) {
   // 2. Files and the plan.
   Inputs in = read_inputs(a);
   const Shape4 shape{in.q.shape[0], in.q.shape[1], in.q.shape[2], in.q.shape[3]};
-  Backend& backend = backend_for(device);  // lighthouse::Error (exit 1) if not available
+  check_available(device);  // lighthouse::Error (exit 1) if not available
   Plan plan;
   try {
     plan = make_plan(config, shape[0], shape[1], shape[2], shape[3]);
-    backend.check_supported(plan, dtype);
+    check_supported(device, plan, dtype);
   } catch (const InvalidArgument& e) {
     rethrow_for_files(e, a);
   }

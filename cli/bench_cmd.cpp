@@ -17,7 +17,7 @@
 #include "bench_pairing.hpp"
 #include "bench_report.hpp"
 #include "commands.hpp"
-#include "lighthouse/backend.hpp"
+#include "lighthouse/device.hpp"
 #include "lighthouse/plan.hpp"
 #include "machine.hpp"
 #include "progress.hpp"
@@ -140,7 +140,7 @@ int run_bench(const BenchArgs& a) {
   // Every (impl, N) is planned and checked against the backend before the first measurement.
   // A configuration that does not fit an N the user asked for is an error; one that does not
   // fit an N of the default list is skipped with a note (e.g. K=2048 needs N >= 32768).
-  Backend& backend = backend_for(device);
+  check_available(device);
   Config dense_config = report.config;
   dense_config.levels = 1;
   std::vector<Job> jobs;
@@ -172,7 +172,7 @@ int run_bench(const BenchArgs& a) {
       } catch (const InvalidArgument& e) {
         reject("--seq", std::to_string(n), e.what());
       }
-      backend.check_supported(plan, report.dtype);
+      check_supported(device, plan, report.dtype);
       jobs.push_back({impl, n, plan});
     }
   }

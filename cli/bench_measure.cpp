@@ -5,7 +5,7 @@
 #include <optional>
 #include <vector>
 
-#include "lighthouse/backend.hpp"
+#include "lighthouse/device.hpp"
 
 namespace lighthouse::cli {
 
@@ -103,19 +103,19 @@ namespace {
 // workspaces that only grow, their peak. The caches are released first; nothing on the CPU.
 class PeakMemory {
  public:
-  explicit PeakMemory(Backend& backend) : backend_(backend) {
-    backend_.synchronize();
-    backend_.release_cached_memory();
-    before_ = backend_.memory_in_use();
+  explicit PeakMemory(Device device) : device_(device) {
+    synchronize(device_);
+    release_cached_memory(device_);
+    before_ = memory_in_use(device_);
   }
   std::optional<std::int64_t> peak() const {
-    backend_.synchronize();
+    synchronize(device_);
     if (before_ < 0) return std::nullopt;
-    return backend_.memory_in_use() - before_;
+    return memory_in_use(device_) - before_;
   }
 
  private:
-  Backend& backend_;
+  Device device_;
   std::int64_t before_ = -1;
 };
 
@@ -173,7 +173,7 @@ bool is_long_run(double first_fwd_bwd_ms) {
 
 // CUDA: `repeats` forward and backward runs with stage times (they add synchronisations, so
 // these runs are not the timed ones).
-void stage_runs(Backend& backend, Subject& s, int repeats, std::vector<StageTimes>& fwd,
+void stage_runs(Device device, Subject& s, int repeats, std::vector<StageTimes>& fwd,
                 std::vector<StageTimes>& bwd) {
   for (int r = 0; r < repeats; ++r) {
     StageTimes sf, sb;
@@ -182,7 +182,7 @@ void stage_runs(Backend& backend, Subject& s, int repeats, std::vector<StageTime
     fwd.push_back(sf);
     bwd.push_back(sb);
   }
-  backend.synchronize();
+  synchronize(device);
 }
 
 // What measure_side_by_side() measures of each implementation alone.
@@ -195,14 +195,14 @@ struct Alone {
 // One fwd+bwd (the first, for the > 1 s rule; it also grows every workspace and builds every
 // cuDNN graph the implementation needs), then on CUDA with `stages` the per-stage runs, from
 // released caches: the memory held at the end is this implementation's peak.
-Alone measure_alone(Backend& backend, const MeasureCase& c, const MeasureSetup& setup) {
-  const PeakMemory memory(backend);
+Alone measure_alone(Device device, const MeasureCase& c, const MeasureSetup& setup) {
+  const PeakMemory memory(device);
   Subject s(c.config, c.inputs, setup);
   Alone alone;
-  alone.long_run = is_long_run(backend.time_ms([&] { s.forward_backward(); }));
+  alone.long_run = is_long_run(time_ms(device, [&] { s.forward_backward(); }));
   if (setup.device != Device::kCPU && setup.stages) {
     std::vector<StageTimes> fwd, bwd;
-    stage_runs(backend, s, alone.long_run ? std::min(setup.repeats, 3) : setup.repeats, fwd, bwd);
+    stage_runs(device, s, alone.long_run ? std::min(setup.repeats, 3) : setup.repeats, fwd, bwd);
     alone.stages_fwd = median_stages(fwd);
     alone.stages_bwd = median_stages(bwd);
   }
@@ -213,19 +213,19 @@ Alone measure_alone(Backend& backend, const MeasureCase& c, const MeasureSetup& 
 }  // namespace
 
 Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& setup) {
-  Backend& backend = backend_for(setup.device);
-  const PeakMemory memory(backend);
+  const Device device = setup.device;
+  const PeakMemory memory(device);
   Subject s(config, in, setup);
 
   int warmup = setup.warmup, repeats = setup.repeats;
   for (int w = 0; w < warmup; ++w) {
-    const double ms = backend.time_ms([&] { s.forward_backward(); });
+    const double ms = time_ms(device, [&] { s.forward_backward(); });
     if (w == 0 && is_long_run(ms)) {
       warmup = 1;
       repeats = std::min(repeats, 3);
     }
   }
-  backend.synchronize();
+  synchronize(device);
 
   // On the CPU the stage timers cost nothing, so the timed runs fill them; on CUDA they add
   // synchronisations and get runs of their own below.
@@ -235,29 +235,29 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
   std::vector<StageTimes> stages_fwd, stages_bwd;
   for (int r = 0; r < repeats; ++r) {
     StageTimes st;
-    fwd.push_back(backend.time_ms([&] { s.forward(cpu ? &st : nullptr); }));
+    fwd.push_back(time_ms(device, [&] { s.forward(cpu ? &st : nullptr); }));
     if (cpu) stages_fwd.push_back(st);
   }
   for (int r = 0; r < repeats; ++r) {
     StageTimes st;
-    bwd.push_back(backend.time_ms([&] { s.backward(cpu ? &st : nullptr); }));
+    bwd.push_back(time_ms(device, [&] { s.backward(cpu ? &st : nullptr); }));
     if (cpu) stages_bwd.push_back(st);
   }
   for (int r = 0; r < repeats; ++r) {
-    both.push_back(backend.time_ms([&] { s.forward_backward(); }));
+    both.push_back(time_ms(device, [&] { s.forward_backward(); }));
   }
   if (!cpu && setup.interleaved) {
     std::vector<double> f, b, fb;
     for (int r = 0; r < repeats; ++r) {
-      f.push_back(backend.time_ms([&] { s.forward(); }));
-      b.push_back(backend.time_ms([&] { s.backward(); }));
-      fb.push_back(backend.time_ms([&] { s.forward_backward(); }));
+      f.push_back(time_ms(device, [&] { s.forward(); }));
+      b.push_back(time_ms(device, [&] { s.backward(); }));
+      fb.push_back(time_ms(device, [&] { s.forward_backward(); }));
     }
     timing.interleaved_fwd_ms = median(f);
     timing.interleaved_bwd_ms = median(b);
     timing.interleaved_fwd_bwd_ms = median(fb);
   }
-  if (!cpu && setup.stages) stage_runs(backend, s, repeats, stages_fwd, stages_bwd);
+  if (!cpu && setup.stages) stage_runs(device, s, repeats, stages_fwd, stages_bwd);
   timing.fwd_ms = median(fwd);
   timing.bwd_ms = median(bwd);
   timing.fwd_bwd_ms = median(both);
@@ -269,12 +269,12 @@ Timing measure(const Config& config, const HostInputs& in, const MeasureSetup& s
 
 std::array<Timing, 2> measure_side_by_side(const std::array<MeasureCase, 2>& cases,
                                            const MeasureSetup& setup) {
-  Backend& backend = backend_for(setup.device);
+  const Device device = setup.device;
   const bool cpu = setup.device == Device::kCPU;
   std::array<Timing, 2> timing;
   bool any_long = false;
   for (std::size_t i = 0; i < 2; ++i) {
-    const Alone alone = measure_alone(backend, cases[i], setup);
+    const Alone alone = measure_alone(device, cases[i], setup);
     any_long = any_long || alone.long_run;
     timing[i].stages_fwd = alone.stages_fwd;
     timing[i].stages_bwd = alone.stages_bwd;
@@ -285,15 +285,15 @@ std::array<Timing, 2> measure_side_by_side(const std::array<MeasureCase, 2>& cas
 
   // Both alive from here on; the caches left by the last run alone are released so that the
   // warm-up grows them for the two together.
-  backend.synchronize();
-  backend.release_cached_memory();
+  synchronize(device);
+  release_cached_memory(device);
   Subject a(cases[0].config, cases[0].inputs, setup);
   Subject b(cases[1].config, cases[1].inputs, setup);
   const std::array<Subject*, 2> subjects{&a, &b};
   for (int w = 0; w < warmup; ++w) {
     for (Subject* s : subjects) s->forward_backward();
   }
-  backend.synchronize();
+  synchronize(device);
 
   // As in measure(), the CPU's stage times come from the timed runs.
   std::array<std::vector<double>, 2> fwd, bwd, both;
@@ -301,16 +301,16 @@ std::array<Timing, 2> measure_side_by_side(const std::array<MeasureCase, 2>& cas
   for (int r = 0; r < repeats; ++r) {
     for (std::size_t i = 0; i < 2; ++i) {
       StageTimes st;
-      fwd[i].push_back(backend.time_ms([&] { subjects[i]->forward(cpu ? &st : nullptr); }));
+      fwd[i].push_back(time_ms(device, [&] { subjects[i]->forward(cpu ? &st : nullptr); }));
       if (cpu) stages_fwd[i].push_back(st);
     }
     for (std::size_t i = 0; i < 2; ++i) {
       StageTimes st;
-      bwd[i].push_back(backend.time_ms([&] { subjects[i]->backward(cpu ? &st : nullptr); }));
+      bwd[i].push_back(time_ms(device, [&] { subjects[i]->backward(cpu ? &st : nullptr); }));
       if (cpu) stages_bwd[i].push_back(st);
     }
     for (std::size_t i = 0; i < 2; ++i) {
-      both[i].push_back(backend.time_ms([&] { subjects[i]->forward_backward(); }));
+      both[i].push_back(time_ms(device, [&] { subjects[i]->forward_backward(); }));
     }
   }
   for (std::size_t i = 0; i < 2; ++i) {
@@ -323,7 +323,7 @@ std::array<Timing, 2> measure_side_by_side(const std::array<MeasureCase, 2>& cas
       timing[i].stages_bwd = median_stages(stages_bwd[i]);
     }
   }
-  backend.synchronize();
+  synchronize(device);
   return timing;
 }
 

@@ -1,6 +1,6 @@
 #include "device_io.hpp"
 
-#include "lighthouse/backend.hpp"
+#include "lighthouse/device.hpp"
 #include "precision.hpp"
 
 namespace lighthouse::cli {
@@ -12,12 +12,11 @@ Tensor allocate(const Shape4& shape, DType dtype, Device device) {
 Tensor upload(const float* host, const Shape4& shape, DType dtype, Device device) {
   Tensor tensor = allocate(shape, dtype, device);
   const auto count = static_cast<std::size_t>(tensor.numel());
-  Backend& backend = backend_for(device);
   if (dtype == DType::kFloat32) {
-    backend.copy_from_host(tensor.data<void>(), host, count * sizeof(float));
+    copy_from_host(device, tensor.data<void>(), host, count * sizeof(float));
   } else {
     const std::vector<unsigned char> converted = convert_from_float32(host, count, dtype);
-    backend.copy_from_host(tensor.data<void>(), converted.data(), converted.size());
+    copy_from_host(device, tensor.data<void>(), converted.data(), converted.size());
   }
   return tensor;
 }
@@ -26,12 +25,11 @@ std::vector<float> download(const Tensor& tensor) {
   const TensorView& view = tensor.view();
   const auto count = static_cast<std::size_t>(view.numel());
   std::vector<float> out(count);
-  Backend& backend = backend_for(view.device);
   if (view.dtype == DType::kFloat32) {
-    backend.copy_to_host(out.data(), view.data, view.nbytes());
+    copy_to_host(view.device, out.data(), view.data, view.nbytes());
   } else {
     std::vector<unsigned char> raw(view.nbytes());
-    backend.copy_to_host(raw.data(), view.data, raw.size());
+    copy_to_host(view.device, raw.data(), view.data, raw.size());
     convert_to_float32(raw.data(), count, view.dtype, out.data());
   }
   return out;

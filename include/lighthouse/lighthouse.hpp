@@ -3,6 +3,7 @@
 
 #include "lighthouse/attention.hpp"
 #include "lighthouse/config.hpp"
+#include "lighthouse/device.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/npy.hpp"
 #include "lighthouse/plan.hpp"

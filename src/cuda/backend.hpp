@@ -6,7 +6,7 @@
 
 #include <memory>
 
-#include "lighthouse/backend.hpp"
+#include "core/backend.hpp"
 
 namespace lighthouse::cuda {
 

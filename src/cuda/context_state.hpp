@@ -18,8 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/backend.hpp"
 #include "cuda/buffer_reuse.hpp"
-#include "lighthouse/backend.hpp"
 
 namespace lighthouse::cuda {
 

@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <functional>
 
+#include "core/backend.hpp"
 #include "cuda/workspace.hpp"
-#include "lighthouse/backend.hpp"
 
 namespace lighthouse::cuda {
 

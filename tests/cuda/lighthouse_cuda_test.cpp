@@ -21,7 +21,7 @@
 
 #include "cuda/buffer_reuse.hpp"
 #include "cuda/cudnn_attention.hpp"
-#include "lighthouse/backend.hpp"
+#include "lighthouse/device.hpp"
 #include "lighthouse/lighthouse.hpp"
 
 namespace lh = lighthouse;
@@ -229,8 +229,7 @@ void upload(const Buffer& buf, const Shape& s, const std::vector<float>& x, bool
   if (buf.view.device == lh::Device::kCPU) {
     std::memcpy(buf.storage.data<void>(), bytes.data(), bytes.size());
   } else {
-    lh::backend_for(lh::Device::kCUDA)
-        .copy_from_host(buf.storage.data<void>(), bytes.data(), bytes.size());
+    lh::copy_from_host(lh::Device::kCUDA, buf.storage.data<void>(), bytes.data(), bytes.size());
   }
 }
 
@@ -239,8 +238,7 @@ std::vector<float> download(const Buffer& buf, const Shape& s, bool strided) {
   if (buf.view.device == lh::Device::kCPU) {
     std::memcpy(bytes.data(), buf.storage.data<void>(), bytes.size());
   } else {
-    lh::backend_for(lh::Device::kCUDA)
-        .copy_to_host(bytes.data(), buf.storage.data<void>(), bytes.size());
+    lh::copy_to_host(lh::Device::kCUDA, bytes.data(), buf.storage.data<void>(), bytes.size());
   }
   const std::vector<float> ordered = decode(bytes, buf.view.dtype);
   if (!strided) return ordered;
@@ -294,10 +292,10 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   if (flags.context_buffer) {
     lh::forward(cfg, q.view, k.view, v.view, out.view, buffer, options);
     result.indices.resize(static_cast<std::size_t>(plan.batch * plan.heads * plan.S));
-    lh::backend_for(device).synchronize();
-    lh::backend_for(device).copy_to_host(
-        result.indices.data(),
-        static_cast<const char*>(buffer.data) + lh::context_layout(plan, dtype).indices,
+    lh::synchronize(device);
+    lh::copy_to_host(
+        device, result.indices.data(),
+        static_cast<const char*>(buffer.data) + lh::context_indices_offset(plan, dtype),
         result.indices.size() * sizeof(std::int32_t));
   } else {
     lh::forward(cfg, q.view, k.view, v.view, out.view, ctx, options);
@@ -1002,23 +1000,23 @@ TEST(CudaBackend, LongSequence) {
 // What the kernels cannot run is refused up front, naming the parameter.
 TEST(CudaBackend, RejectsUnsupported) {
   SKIP_WITHOUT_GPU();
-  lh::Backend& gpu = lh::backend_for(lh::Device::kCUDA);
+  const lh::Device gpu = lh::Device::kCUDA;
   lh::Config cfg;
   cfg.levels = 3;
   cfg.pool = 4;
   cfg.topk = 128;
   const lh::Plan plan = lh::make_plan(cfg, 1, 8192, 2, 136);
   try {
-    gpu.check_supported(plan, lh::DType::kBFloat16);
+    lh::check_supported(gpu, plan, lh::DType::kBFloat16);
     ADD_FAILURE() << "head_dim 136 in bf16 accepted";
   } catch (const lh::InvalidArgument& e) {
     EXPECT_EQ(e.param(), "head_dim");
   }
   const lh::Plan plan64 = lh::make_plan(cfg, 1, 8192, 2, 64);
-  EXPECT_NO_THROW(gpu.check_supported(plan64, lh::DType::kBFloat16));
-  EXPECT_NO_THROW(gpu.check_supported(plan64, lh::DType::kFloat32));
+  EXPECT_NO_THROW(lh::check_supported(gpu, plan64, lh::DType::kBFloat16));
+  EXPECT_NO_THROW(lh::check_supported(gpu, plan64, lh::DType::kFloat32));
   try {
-    gpu.check_supported(plan64, lh::DType::kFloat64);
+    lh::check_supported(gpu, plan64, lh::DType::kFloat64);
     ADD_FAILURE() << "float64 accepted";
   } catch (const lh::InvalidArgument& e) {
     EXPECT_EQ(e.param(), "dtype");
@@ -1028,7 +1026,7 @@ TEST(CudaBackend, RejectsUnsupported) {
   wide.pool = 128;
   wide.topk = 128;
   try {
-    gpu.check_supported(lh::make_plan(wide, 1, 16384, 1, 64), lh::DType::kBFloat16);
+    lh::check_supported(gpu, lh::make_plan(wide, 1, 16384, 1, 64), lh::DType::kBFloat16);
     ADD_FAILURE() << "pool 128 accepted";
   } catch (const lh::InvalidArgument& e) {
     EXPECT_EQ(e.param(), "pool");

@@ -1,6 +1,8 @@
-// The seam between the backend-neutral API and a device's implementation. Adding a backend
-// means adding a folder under src/ that implements Backend and one line in
-// src/core/backend_registry.cpp; nothing else in the core changes.
+// The implementer interface: the seam between the backend-neutral core and a device's
+// implementation (internal, as ggml's backend-impl.h; what users may ask of a device is the
+// public lighthouse/device.hpp). Adding a backend means adding a folder under src/ that
+// implements Backend and one line in src/core/backend_registry.cpp; nothing else in the core
+// changes.
 #pragma once
 
 #include <cstddef>
@@ -8,6 +10,7 @@
 #include <memory>
 
 #include "lighthouse/attention.hpp"
+#include "lighthouse/device.hpp"
 
 namespace lighthouse {
 
@@ -79,8 +82,7 @@ class Backend {
 };
 
 // The backend for a device; throws lighthouse::Error if it was not compiled in or no device
-// is present.
+// is present (backend_available(), device.hpp, says which).
 Backend& backend_for(Device device);
-bool backend_available(Device device);
 
 }  // namespace lighthouse
