@@ -23,6 +23,7 @@
 #include "cuda/cudnn_attention.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/lighthouse.hpp"
+#include "lighthouse/npy.hpp"
 
 namespace lh = lighthouse;
 
