@@ -1,4 +1,4 @@
-#include "bench_measure.hpp"
+#include "bench/bench_measure.hpp"
 
 #include <algorithm>
 #include <functional>

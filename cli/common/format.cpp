@@ -1,4 +1,4 @@
-#include "format.hpp"
+#include "common/format.hpp"
 
 #include <cmath>
 #include <cstdio>

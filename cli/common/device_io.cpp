@@ -1,7 +1,7 @@
-#include "device_io.hpp"
+#include "common/device_io.hpp"
 
+#include "common/precision.hpp"
 #include "lighthouse/device.hpp"
-#include "precision.hpp"
 
 namespace lighthouse::cli {
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "device_io.hpp"
+#include "common/device_io.hpp"
 #include "lighthouse/attention.hpp"
 
 namespace lighthouse::cli {

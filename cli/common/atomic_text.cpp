@@ -1,4 +1,4 @@
-#include "atomic_text.hpp"
+#include "common/atomic_text.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "args.hpp"
+#include "common/args.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse::cli {

@@ -1,12 +1,12 @@
-#include "svg_plot.hpp"
+#include "plot/svg_plot.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 
-#include "svg_chart.hpp"
-#include "svg_text.hpp"
+#include "plot/svg_chart.hpp"
+#include "plot/svg_text.hpp"
 
 namespace lighthouse::cli {
 

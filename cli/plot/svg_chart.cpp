@@ -1,6 +1,6 @@
-#include "svg_chart.hpp"
+#include "plot/svg_chart.hpp"
 
-#include "svg_text.hpp"
+#include "plot/svg_text.hpp"
 
 namespace lighthouse::cli {
 

@@ -1,4 +1,4 @@
-#include "bench_pairing.hpp"
+#include "bench/bench_pairing.hpp"
 
 namespace lighthouse::cli {
 

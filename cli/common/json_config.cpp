@@ -1,4 +1,4 @@
-#include "json_config.hpp"
+#include "common/json_config.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "args.hpp"
+#include "common/args.hpp"
 
 namespace lighthouse::cli {
 

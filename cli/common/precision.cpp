@@ -1,4 +1,4 @@
-#include "precision.hpp"
+#include "common/precision.hpp"
 
 #include <bit>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "args.hpp"
+#include "common/args.hpp"
 
 #include <charconv>
 #include <cmath>

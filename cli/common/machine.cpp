@@ -1,4 +1,4 @@
-#include "machine.hpp"
+#include "common/machine.hpp"
 
 #include <sys/resource.h>
 #include <unistd.h>

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "bench_measure.hpp"
+#include "bench/bench_measure.hpp"
 
 namespace lighthouse::cli {
 

@@ -1,9 +1,9 @@
-#include "bench_report.hpp"
+#include "bench/bench_report.hpp"
 
 #include <array>
 
-#include "format.hpp"
-#include "svg_plot.hpp"
+#include "common/format.hpp"
+#include "plot/svg_plot.hpp"
 
 namespace lighthouse::cli {
 

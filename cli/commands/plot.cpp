@@ -8,11 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "args.hpp"
-#include "atomic_text.hpp"
-#include "commands.hpp"
-#include "loss_chart.hpp"
-#include "run_plot.hpp"
+#include "common/args.hpp"
+#include "common/atomic_text.hpp"
+#include "common/commands.hpp"
+#include "plot/loss_chart.hpp"
+#include "plot/run_plot.hpp"
 
 namespace lighthouse::cli {
 

@@ -11,16 +11,16 @@
 #include <utility>
 #include <vector>
 
-#include "args.hpp"
-#include "atomic_text.hpp"
-#include "bench_measure.hpp"
-#include "bench_pairing.hpp"
-#include "bench_report.hpp"
-#include "commands.hpp"
+#include "bench/bench_measure.hpp"
+#include "bench/bench_pairing.hpp"
+#include "bench/bench_report.hpp"
+#include "common/args.hpp"
+#include "common/atomic_text.hpp"
+#include "common/commands.hpp"
+#include "common/machine.hpp"
+#include "common/progress.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/plan.hpp"
-#include "machine.hpp"
-#include "progress.hpp"
 
 namespace lighthouse::cli {
 

@@ -12,14 +12,14 @@
 #include <string>
 #include <vector>
 
-#include "args.hpp"
-#include "commands.hpp"
-#include "device_io.hpp"
-#include "format.hpp"
+#include "common/args.hpp"
+#include "common/commands.hpp"
+#include "common/device_io.hpp"
+#include "common/format.hpp"
+#include "common/staged_outputs.hpp"
 #include "lighthouse/attention.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/npy.hpp"
-#include "staged_outputs.hpp"
 
 namespace lighthouse::cli {
 

@@ -7,9 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "args.hpp"
-#include "commands.hpp"
-#include "format.hpp"
+#include "common/args.hpp"
+#include "common/commands.hpp"
+#include "common/format.hpp"
 #include "lighthouse/plan.hpp"
 
 namespace lighthouse::cli {

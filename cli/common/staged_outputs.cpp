@@ -1,4 +1,4 @@
-#include "staged_outputs.hpp"
+#include "common/staged_outputs.hpp"
 
 #include <unistd.h>
 

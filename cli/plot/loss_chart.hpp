@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "svg_plot.hpp"
+#include "plot/svg_plot.hpp"
 
 namespace lighthouse::cli {
 

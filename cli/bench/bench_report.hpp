@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "bench_measure.hpp"
-#include "machine.hpp"
+#include "bench/bench_measure.hpp"
+#include "common/machine.hpp"
 
 namespace lighthouse::cli {
 
