@@ -1,7 +1,8 @@
-// Dense causal attention on the CPU, forward and backward: the only heavy step of Lighthouse
-// (spec, stage 3). Flash-style: key/value blocks stream past a block of queries with an online
-// softmax, so no S x S buffer ever exists; each thread owns a few block-sized scratch buffers.
-// Block products run on gemm() (OpenBLAS when available), the softmax on fast_exp2().
+// The attention on the CPU: dense causal attention over the gathered rows, forward and backward,
+// the only heavy stage of Lighthouse. Flash-style: key/value blocks stream past a block of queries
+// with an online softmax, so no S x S buffer ever exists; each thread owns a few block-sized
+// scratch buffers. Block products run on gemm() (OpenBLAS when available), the softmax on
+// fast_exp2().
 //
 // Determinism: every output element is produced by one fixed sequence of operations that does not
 // depend on the thread count or the schedule, so results are bitwise identical for any `threads`

@@ -1,4 +1,5 @@
-// The CPU backend: the four stages of the spec in order, each one a parallel pass over
+// The CPU backend: the forward and backward stage lists (pyramid, selection, gather, attention,
+// scatter; backward: scatter, attention, gather), each stage a parallel pass over
 // (batch, head, chunk) work items whose results do not depend on the thread count.
 #include "cpu/backend.hpp"
 

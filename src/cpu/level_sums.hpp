@@ -1,5 +1,5 @@
-// The two walks between token rows and selected pyramid rows that stage 1 (gather, and the
-// backward of it) and stage 4 (scatter, and the backward of it) share; they differ only in which
+// The two walks between token rows and selected pyramid rows that the gather (and its
+// backward) and the scatter (and its backward) share; they differ only in which
 // tokens an entry covers and whether the sum is a mean. Sums are in double, in a fixed order,
 // written once: the same bits for any thread count.
 #pragma once

@@ -1,4 +1,4 @@
-// Stage 1 on the GPU: the scores of every pyramid level above the tokens and the means of the
+// The pyramid on the GPU: the scores of every pyramid level above the tokens and the means of the
 // coarsest level, in one streaming pass over q, k and v (each read once, nothing staged).
 //
 // Work split. A "row group" of M lanes (M = the number of 8-element chunks of a row, rounded up

@@ -1,4 +1,4 @@
-// Stage 4 on the GPU: the scatter of the gathered outputs back to the tokens, and its backward.
+// The scatter on the GPU: the scatter of the gathered outputs back to the tokens, and its backward.
 //
 // Forward: the entry of level l whose output reaches token t is i = (t + 1) / c_l - 1 (it covers
 // [i c_l + c_l - 1, i c_l + 2 c_l - 2]), found through the position map; the levels are summed in

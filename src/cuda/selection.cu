@@ -1,5 +1,5 @@
-// Stage 2 (hierarchical top-k selection) and the causal order of Stage 3 on the GPU: one block
-// per (batch, head, tile), everything in shared memory except the scores it reads and the
+// The selection on the GPU (hierarchical top-k, then the causal order of the selected entries):
+// one block per (batch, head, tile), everything in shared memory except the scores it reads and the
 // indices it writes.
 //
 // Selection. At each level >= 2 the tile keeps the 64 candidates ranked highest by query score,

@@ -49,17 +49,17 @@ void launch_count_nonfinite(DType dtype, const TokenTensor& x, std::int64_t batc
                             std::int64_t heads, std::int64_t head_dim, unsigned* count,
                             cudaStream_t stream);
 
-// Stage 1: per-token norms (float64 sums in d order), max-pooled to levels 2..L, and the
+// Pyramid: per-token norms (float64 sums in d order), max-pooled to levels 2..L, and the
 // coarsest level's means of q, k and v. Reads q, k and v once.
 void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
                     const TokenTensor& v, float* score_q, float* score_k, void* coarse_q,
                     void* coarse_k, void* coarse_v, cudaStream_t stream);
 
-// Stage 2 + causal order: writes indices and every entry of position (-1: not selected).
+// Selection, in causal order: writes indices and every entry of position (-1: not selected).
 void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
                       std::int32_t* indices, std::int32_t* position, cudaStream_t stream);
 
-// Gathered q, k, v rows (means of each entry's tokens) in causal order.
+// Gather: the q, k, v rows (means of each entry's tokens) in causal order.
 void launch_gather(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
                    const TokenTensor& v, const void* coarse_q, const void* coarse_k,
                    const void* coarse_v, const std::int32_t* indices, void* q_sel, void* k_sel,
@@ -74,7 +74,7 @@ void launch_gather_backward(const Geometry& g, DType dtype, const std::int32_t* 
 void launch_gather_backward(const Geometry& g, DType dtype, const std::int32_t* position,
                             const void* dx_sel, const TokenTensor& dx, cudaStream_t stream);
 
-// Stage 4: out[t] = sum_l o_sel[position(l, (t + 1) / c_l - 1)], 0 where nothing reaches t.
+// Scatter: out[t] = sum_l o_sel[position(l, (t + 1) / c_l - 1)], 0 where nothing reaches t.
 void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* position, const void* o_sel,
                     const TokenTensor& out, cudaStream_t stream);
 
