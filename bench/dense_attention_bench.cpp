@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu/dense_attention.hpp"
-#include "cpu/gemm.hpp"
+#include "cpu/attention.hpp"
+#include "math/gemm.hpp"
 
 namespace lighthouse::cpu {
 namespace {

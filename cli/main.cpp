@@ -11,8 +11,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include "args.hpp"
-#include "commands.hpp"
+#include "common/args.hpp"
+#include "common/commands.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/version.hpp"
 #include "train/safetensors.hpp"

@@ -16,15 +16,15 @@
 #include <omp.h>
 #include <nlohmann/json.hpp>
 
-#include "args.hpp"
-#include "atomic_text.hpp"
-#include "commands.hpp"
-#include "format.hpp"
-#include "json_config.hpp"
+#include "common/args.hpp"
+#include "common/atomic_text.hpp"
+#include "common/commands.hpp"
+#include "common/format.hpp"
+#include "common/json_config.hpp"
+#include "common/machine.hpp"
+#include "common/progress.hpp"
 #include "lighthouse/error.hpp"
-#include "machine.hpp"
-#include "progress.hpp"
-#include "run_plot.hpp"
+#include "plot/run_plot.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
 #include "train/matmul.hpp"

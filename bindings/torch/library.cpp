@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "convert.hpp"
-#include "lighthouse/backend.hpp"
 
 namespace lighthouse::torch_op {
 
@@ -26,7 +25,7 @@ void validate_op(std::int64_t levels, std::int64_t pool, std::int64_t topk,
 }
 
 // [S, pyramid_size, tiles, context_bytes, indices_offset]: what a configuration costs at these
-// sizes, and where the selected indices lie in its context (ContextLayout::indices).
+// sizes, and where the selected indices lie in its context (context_indices_offset).
 std::vector<std::int64_t> plan_op(std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                   std::int64_t head_dim, std::int64_t levels, std::int64_t pool,
                                   std::int64_t topk, std::optional<double> scale,
@@ -34,10 +33,11 @@ std::vector<std::int64_t> plan_op(std::int64_t batch, std::int64_t seq, std::int
   return translate_errors([&] {
     const Plan plan =
         make_plan(make_config(levels, pool, topk, scale), batch, seq, heads, head_dim);
-    const ContextLayout layout = context_layout(plan, dtype_from("dtype", dtype));
-    return std::vector<std::int64_t>{plan.S, plan.pyramid_size, plan.tiles,
-                                     static_cast<std::int64_t>(layout.bytes),
-                                     static_cast<std::int64_t>(layout.indices)};
+    const DType ctx_dtype = dtype_from("dtype", dtype);
+    return std::vector<std::int64_t>{
+        plan.S, plan.pyramid_size, plan.tiles,
+        static_cast<std::int64_t>(context_bytes(plan, ctx_dtype)),
+        static_cast<std::int64_t>(context_indices_offset(plan, ctx_dtype))};
   });
 }
 

@@ -48,7 +48,7 @@ struct Options {
   bool deterministic = true;
 };
 
-class ContextState;  // backend-specific, see backend.hpp
+class ContextState;  // backend-specific (the implementer interface, src/core/backend.hpp)
 
 class Context {
  public:
@@ -94,6 +94,11 @@ inline constexpr std::size_t kContextAlignment = 64;
 // the same on every device, so that a shape-only ("meta") pass can size the buffer without
 // knowing where the tensors will live.
 std::size_t context_bytes(const Plan& plan, DType dtype);
+
+// Where a context buffer written by forward() holds the selected indices (what
+// Context::indices() returns: [B, H, S] int32 pyramid indices in causal order), in bytes from its
+// start. Like context_bytes(), a pure function of its arguments.
+std::size_t context_indices_offset(const Plan& plan, DType dtype);
 
 struct ContextBuffer {
   void* data = nullptr;   // on the tensors' device, kContextAlignment-aligned

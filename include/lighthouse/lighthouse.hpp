@@ -1,10 +1,11 @@
-// Lighthouse attention: the whole public API.
+// Lighthouse attention: the whole public API but NPY I/O (lighthouse/npy.hpp, included where
+// it is used).
 #pragma once
 
 #include "lighthouse/attention.hpp"
 #include "lighthouse/config.hpp"
+#include "lighthouse/device.hpp"
 #include "lighthouse/error.hpp"
-#include "lighthouse/npy.hpp"
 #include "lighthouse/plan.hpp"
 #include "lighthouse/tensor.hpp"
 #include "lighthouse/version.hpp"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "lighthouse/backend.hpp"
+#include "core/backend.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse {

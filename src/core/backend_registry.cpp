@@ -3,8 +3,8 @@
 #include <memory>
 #include <mutex>
 
+#include "core/backend.hpp"
 #include "cpu/backend.hpp"
-#include "lighthouse/backend.hpp"
 #include "lighthouse/error.hpp"
 #ifdef LIGHTHOUSE_WITH_CUDA
 #include "cuda/backend.hpp"

@@ -2,7 +2,7 @@
 // CPU backend, whose calls return when their work is done).
 #include <chrono>
 
-#include "lighthouse/backend.hpp"
+#include "core/backend.hpp"
 
 namespace lighthouse {
 

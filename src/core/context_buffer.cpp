@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/backend.hpp"
 #include "core/carver.hpp"
-#include "lighthouse/backend.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse {
@@ -33,6 +33,10 @@ ContextLayout context_layout(const Plan& plan, DType dtype) {
 
 std::size_t context_bytes(const Plan& plan, DType dtype) {
   return context_layout(plan, dtype).bytes;
+}
+
+std::size_t context_indices_offset(const Plan& plan, DType dtype) {
+  return context_layout(plan, dtype).indices;
 }
 
 void Backend::forward(const Plan&, const TensorView&, const TensorView&, const TensorView&,

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "lighthouse/backend.hpp"
+#include "core/backend.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse {

@@ -1,4 +1,5 @@
-// The CPU backend: the four stages of the spec in order, each one a parallel pass over
+// The CPU backend: the forward and backward stage lists (pyramid, selection, gather, attention,
+// scatter; backward: scatter, attention, gather), each stage a parallel pass over
 // (batch, head, chunk) work items whose results do not depend on the thread count.
 #include "cpu/backend.hpp"
 
@@ -9,8 +10,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/dense_attention.hpp"
+#include "cpu/attention.hpp"
 #include "cpu/dtype_dispatch.hpp"
+#include "cpu/gather.hpp"
 #include "cpu/parallel.hpp"
 #include "cpu/pyramid.hpp"
 #include "cpu/scatter.hpp"
@@ -133,9 +135,9 @@ void backward_t(const Plan& plan, const void* context, const TensorView& dout, c
                                static_cast<T>(plan.scale), threads);
   clock.lap(&StageTimes::attention);
 
-  spread_rows(plan, dq_sel.data(), state.position, dq, threads);
-  spread_rows(plan, dk_sel.data(), state.position, dk, threads);
-  spread_rows(plan, dv_sel.data(), state.position, dv, threads);
+  gather_rows_backward(plan, dq_sel.data(), state.position, dq, threads);
+  gather_rows_backward(plan, dk_sel.data(), state.position, dk, threads);
+  gather_rows_backward(plan, dv_sel.data(), state.position, dv, threads);
   clock.lap(&StageTimes::gather);
 }
 

@@ -3,7 +3,7 @@
 
 #include <memory>
 
-#include "lighthouse/backend.hpp"
+#include "core/backend.hpp"
 
 namespace lighthouse::cpu {
 

@@ -1,5 +1,5 @@
-// The two walks between token rows and selected pyramid rows that stage 1 (gather, and the
-// backward of it) and stage 4 (scatter, and the backward of it) share; they differ only in which
+// The two walks between token rows and selected pyramid rows that the gather (and its
+// backward) and the scatter (and its backward) share; they differ only in which
 // tokens an entry covers and whether the sum is a mean. Sums are in double, in a fixed order,
 // written once: the same bits for any thread count.
 #pragma once
@@ -10,11 +10,17 @@
 
 #include "cpu/dtype_dispatch.hpp"
 #include "cpu/parallel.hpp"
-#include "cpu/pyramid.hpp"
 #include "lighthouse/plan.hpp"
 #include "lighthouse/tensor.hpp"
 
 namespace lighthouse::cpu {
+
+// Level (0-based) of a pyramid index: the last level whose offset is <= idx.
+inline int level_of(const Plan& plan, std::int64_t idx) {
+  int l = static_cast<int>(plan.offset.size()) - 1;
+  while (plan.offset[l] > idx) --l;
+  return l;
+}
 
 // The tokens [first, last] of one pyramid entry.
 struct TokenRange {

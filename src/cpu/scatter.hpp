@@ -1,4 +1,4 @@
-// Stage 4 of the spec on the CPU: scatter the gathered outputs back to token positions, and its
+// The scatter on the CPU: the gathered outputs scattered back to token positions, and its
 // backward. An entry of level l, local index i, is added to tokens [i c + c - 1, i c + 2c - 2]
 // (c = c_l, clipped to < N): it starts at the block's last token, so no token receives
 // information from its future. Each token receives at most one entry per level, and the sum

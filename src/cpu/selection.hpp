@@ -1,5 +1,5 @@
-// Stages 2 and 3 of the spec on the CPU: the per-tile hierarchical selection cascade and the
-// causal order of the gathered sub-sequence.
+// The selection on the CPU: the per-tile hierarchical selection cascade and the causal order of
+// the gathered sub-sequence.
 #pragma once
 
 #include <cstdint>

@@ -29,7 +29,7 @@ ByteSpan span_of(const void* data, std::size_t bytes);
 // Where the backward keeps the gathered gradients, [BH, S, D] blocks of `block` bytes each:
 // do_sel (the attention backward's input) and dq_sel, dk_sel, dv_sel (its outputs).
 enum class GradientScratch {
-  // All four in the workspace (4 blocks); one pooling-backward launch for dq, dk and dv.
+  // All four in the workspace (4 blocks); one gather-backward launch for dq, dk and dv.
   kWorkspace,
   // Each gradient holds one block: dq <- do_sel, dk <- dq_sel, dv <- dv_sel; dk_sel in the
   // workspace (1 block).

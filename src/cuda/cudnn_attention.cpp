@@ -1,5 +1,7 @@
-// cuDNN fused flash attention through the cuDNN frontend's graph API. A .cpp rather than a .cu:
-// the frontend headers are large and slow to compile, and nothing here is device code.
+// cuDNN fused flash attention through the cuDNN frontend's graph API, for bfloat16 and float16
+// (attention.cpp routes float32 elsewhere and checks what every dtype shares first). A .cpp
+// rather than a .cu: the frontend headers are large and slow to compile, and nothing here is
+// device code.
 //
 // Per thread and device this file keeps one cudnnHandle, the graphs it has built (one per
 // distinct SdpaDesc and direction: building takes milliseconds to seconds, executing
@@ -12,8 +14,8 @@
 #include <cudnn_frontend.h>
 
 #include <bit>
-#include <cmath>
 #include <compare>
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -21,7 +23,6 @@
 #include <unordered_map>
 
 #include "cuda/check.hpp"
-#include "cuda/reference_attention.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse::cuda {
@@ -49,26 +50,9 @@ std::string strides_string(const std::array<std::int64_t, 4>& st) {
          ", " + std::to_string(st[3]) + ")";
 }
 
-void check_dims(const SdpaDesc& desc) {
-  const std::pair<const char*, std::int64_t> dims[] = {
-      {"desc.b", desc.b}, {"desc.h", desc.h}, {"desc.s", desc.s}, {"desc.d", desc.d}};
-  for (const auto& [name, value] : dims) {
-    if (value < 1) throw InvalidArgument(name, std::to_string(value), "must be >= 1");
-  }
-  if (!std::isfinite(desc.scale) || desc.scale <= 0) {
-    throw InvalidArgument("desc.scale", std::to_string(desc.scale), "must be finite and > 0");
-  }
-  if (desc.dtype != DType::kBFloat16 && desc.dtype != DType::kFloat16 &&
-      desc.dtype != DType::kFloat32) {
-    throw InvalidArgument("desc.dtype", dtype_name(desc.dtype),
-                          "dense attention supports bfloat16, float16 and float32");
-  }
-}
-
-void check_pointer(const char* name, const void* ptr, bool cudnn) {
-  if (ptr == nullptr) throw InvalidArgument(name, "null", "must point to device memory");
-  // cuDNN's kernels move Q/K/V/O (and their gradients) with 16-byte vector loads.
-  if (cudnn && reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0) {
+// cuDNN's kernels move Q/K/V/O (and their gradients) with 16-byte vector loads.
+void check_aligned(const char* name, const void* ptr) {
+  if (reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0) {
     throw InvalidArgument(name, std::to_string(reinterpret_cast<std::uintptr_t>(ptr)),
                           "cuDNN attention needs 16-byte aligned pointers");
   }
@@ -430,21 +414,12 @@ void execute(DeviceState& state, const CachedGraph& cached, const SdpaDesc& desc
 
 }  // namespace
 
-void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void* v, void* o,
-                  float* stats, cudaStream_t stream) {
-  check_dims(desc);
-  const bool use_cudnn = desc.dtype != DType::kFloat32;
-  check_pointer("q", q, use_cudnn);
-  check_pointer("k", k, use_cudnn);
-  check_pointer("v", v, use_cudnn);
-  check_pointer("o", o, use_cudnn);
-  check_pointer("stats", stats, false);
-  if (!use_cudnn) {
-    reference_attention_forward(desc, static_cast<const float*>(q), static_cast<const float*>(k),
-                                static_cast<const float*>(v), static_cast<float*>(o), stats,
-                                stream);
-    return;
-  }
+void cudnn_sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void* v, void* o,
+                        float* stats, cudaStream_t stream) {
+  check_aligned("q", q);
+  check_aligned("k", k);
+  check_aligned("v", v);
+  check_aligned("o", o);
   check_cudnn_desc(desc);
 
   DeviceState& state = device_state();
@@ -457,27 +432,17 @@ void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void
   execute(state, cached, desc, /*backward=*/false, pack, stream, describe(desc, "forward"));
 }
 
-void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v, const void* o,
-                   const void* dout, const float* stats, void* dq, void* dk, void* dv,
-                   cudaStream_t stream) {
-  check_dims(desc);
-  const bool use_cudnn = desc.dtype != DType::kFloat32;
-  check_pointer("q", q, use_cudnn);
-  check_pointer("k", k, use_cudnn);
-  check_pointer("v", v, use_cudnn);
-  check_pointer("o", o, use_cudnn);
-  check_pointer("dout", dout, use_cudnn);
-  check_pointer("stats", stats, false);
-  check_pointer("dq", dq, use_cudnn);
-  check_pointer("dk", dk, use_cudnn);
-  check_pointer("dv", dv, use_cudnn);
-  if (!use_cudnn) {
-    reference_attention_backward(desc, static_cast<const float*>(q), static_cast<const float*>(k),
-                                 static_cast<const float*>(v), static_cast<const float*>(o),
-                                 static_cast<const float*>(dout), stats, static_cast<float*>(dq),
-                                 static_cast<float*>(dk), static_cast<float*>(dv), stream);
-    return;
-  }
+void cudnn_sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v,
+                         const void* o, const void* dout, const float* stats, void* dq, void* dk,
+                         void* dv, cudaStream_t stream) {
+  check_aligned("q", q);
+  check_aligned("k", k);
+  check_aligned("v", v);
+  check_aligned("o", o);
+  check_aligned("dout", dout);
+  check_aligned("dq", dq);
+  check_aligned("dk", dk);
+  check_aligned("dv", dv);
   check_cudnn_desc(desc);
   check_cudnn_grad_layout(desc);
 
@@ -495,24 +460,24 @@ void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const voi
   execute(state, cached, desc, /*backward=*/true, pack, stream, describe(desc, "backward"));
 }
 
-std::size_t sdpa_cached_graph_count() {
+std::size_t cudnn_cached_graph_count() {
   return device_state().graphs().size();
 }
-void sdpa_release_workspace() {
+void cudnn_release_workspace() {
   device_state().free_workspace();
 }
 
-std::size_t sdpa_workspace_bytes() {
+std::size_t cudnn_workspace_bytes() {
   return device_state().workspace_bytes();
 }
 
-void* sdpa_borrow_workspace(std::size_t bytes, cudaStream_t stream) {
+void* cudnn_borrow_workspace(std::size_t bytes, cudaStream_t stream) {
   DeviceState& state = device_state();
   if (bytes == 0 || state.workspace_bytes() < bytes) return nullptr;
   return state.acquire_workspace(bytes, stream);  // never grows here; orders after other streams
 }
 
-void sdpa_return_workspace(cudaStream_t stream) {
+void cudnn_return_workspace(cudaStream_t stream) {
   device_state().release_workspace(stream);
 }
 

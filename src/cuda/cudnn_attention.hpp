@@ -1,79 +1,39 @@
-// Dense causal attention on the GPU: the third stage of Lighthouse, run over the selected rows.
-// bf16/fp16 go to cuDNN's fused flash attention (fp32 accumulation and softmax); fp32 goes to
-// the straightforward reference kernels of reference_attention.cu.
-//
-// Layout: q, k, v, o and their gradients are [b, h, s, d] tensors with arbitrary element
-// strides, so [b, s, h, d] buffers are passed without a copy. The mask is causal (row i sees
-// keys 0..i). stats is float32 [b, h, s] contiguous: the natural-log log-sum-exp of the scaled,
-// masked logits of each row, written by the forward and read by the backward.
-//
-// cuDNN needs, for bf16/fp16: d a multiple of 8 (at most 128, or 256 on Hopper), a unit stride
-// on d, the other strides multiples of 8 elements and 16-byte aligned pointers. Violations
-// throw lighthouse::InvalidArgument naming the field.
-//
-// Runs on the calling thread's current device (cudaSetDevice); all work is queued on `stream`;
-// nothing here synchronises with the host except the first call for a new shape (graph build) and
-// workspace growth.
+// cuDNN's fused flash attention (bfloat16 and float16) behind attention.hpp's sdpa_forward and
+// sdpa_backward, which check what every dtype shares and route here. This file and its .cpp
+// hold cuDNN alone: a shape-keyed graph cache and one workspace per thread and device.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <array>
 #include <cstddef>
-#include <cstdint>
 
-#include "lighthouse/tensor.hpp"
+#include "cuda/attention.hpp"
 
 namespace lighthouse::cuda {
 
-// Dense causal attention over [b, h, s, d] tensors with arbitrary element strides.
-struct SdpaDesc {
-  std::int64_t b = 0, h = 0, s = 0, d = 0;
-  DType dtype = DType::kBFloat16;  // kBFloat16/kFloat16 -> cuDNN; kFloat32 -> reference kernel
-  double scale = 0;
-  std::array<std::int64_t, 4> q_stride{}, k_stride{}, v_stride{}, o_stride{};  // (b,h,s,d) element
-  // strides. Backward: dout, dq, dk and dv have strides of their own; left all zero (the
-  // default) they are those of o, q, k and v.
-  std::array<std::int64_t, 4> do_stride{}, dq_stride{}, dk_stride{}, dv_stride{};
-  // Backward only (the forward ignores it): cuDNN's deterministic algorithm (bitwise
-  // reproducible; on Hopper with cuDNN < 9.25 its workspace is about b * h * s^2 * 2 bytes) or
-  // its fast one (dq accumulated with atomics, workspace linear in s). Part of the graph key.
-  bool deterministic = true;
-};
-
-// A gradient's strides: `own` when set, else `like` (the strides of the tensor it belongs to).
-inline std::array<std::int64_t, 4> stride_or(const std::array<std::int64_t, 4>& own,
-                                             const std::array<std::int64_t, 4>& like) {
-  return own == std::array<std::int64_t, 4>{} ? like : own;
-}
-
-// stats: float32 [b, h, s] contiguous: natural-log log-sum-exp of the scaled masked logits per row.
-void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void* v, void* o,
-                  float* stats, cudaStream_t stream);
-// Writes (does not accumulate into) dq, dk and dv. With desc.deterministic (the default) the
-// cuDNN backward is the deterministic algorithm: two calls on the same inputs give bitwise equal
-// gradients. Its workspace (see SdpaDesc::deterministic) is checked against the device's free
-// memory before it is allocated: lighthouse::Error names s, the bytes and the remedy
-// (deterministic = false) when it cannot fit. The float32 reference path is always
-// deterministic.
-void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v, const void* o,
-                   const void* dout, const float* stats, void* dq, void* dk, void* dv,
-                   cudaStream_t stream);
+// sdpa_forward and sdpa_backward (attention.hpp) for desc.dtype bfloat16 or float16, after
+// attention.cpp's checks (dims, scale, dtype, non-null pointers). These add cuDNN's own rules:
+// 16-byte aligned pointers, the head dim and the strides (InvalidArgument naming the field).
+void cudnn_sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void* v, void* o,
+                        float* stats, cudaStream_t stream);
+void cudnn_sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const void* v,
+                         const void* o, const void* dout, const float* stats, void* dq, void* dk,
+                         void* dv, cudaStream_t stream);
 
 // Introspection for tests and benchmarks: the cuDNN graphs this thread has built on the current
 // device (forward and backward count separately) and the bytes of its cached workspace there.
-std::size_t sdpa_cached_graph_count();
-std::size_t sdpa_workspace_bytes();
+std::size_t cudnn_cached_graph_count();
+std::size_t cudnn_workspace_bytes();
 // Frees this thread's cached cuDNN workspace on the current device (waits for its last use).
-void sdpa_release_workspace();
+void cudnn_release_workspace();
 
 // The cached cuDNN workspace lent out as scratch between attention calls: once an attention call
 // is queued on `stream`, its workspace is idle until the next one, and work queued on `stream`
 // in between may use it. Returns null (lends nothing) when the workspace is smaller than `bytes`.
-// A non-null loan must end with sdpa_return_workspace(stream) after the last work that uses it
+// A non-null loan must end with cudnn_return_workspace(stream) after the last work that uses it
 // is queued, and before the next attention call of this thread: later calls on other streams
 // then wait for that work, and a workspace that grows waits for it before it is freed.
-void* sdpa_borrow_workspace(std::size_t bytes, cudaStream_t stream);
-void sdpa_return_workspace(cudaStream_t stream);
+void* cudnn_borrow_workspace(std::size_t bytes, cudaStream_t stream);
+void cudnn_return_workspace(cudaStream_t stream);
 
 }  // namespace lighthouse::cuda

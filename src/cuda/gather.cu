@@ -9,11 +9,11 @@
 //
 // Backward: one thread per (token, head, 16-byte vector) of dq, dk and dv together: for each
 // level in order, the gradient of the entry holding the token, divided by c_l, looked up
-// through the inverse map; fp32 sums, one rounding, no atomics. A block first stages the rows
+// through the position map; fp32 sums, one rounding, no atomics. A block first stages the rows
 // its run of tokens needs in shared memory (token_runs.cuh). Pyramids of 2 to 4 levels take the
-// unstaged kernel of pool_backward_direct.cu instead (same sums, same bits).
+// unstaged kernel of gather_backward_direct.cu instead (same sums, same bits).
 #include "cuda/check.hpp"
-#include "cuda/pool_backward_direct.hpp"
+#include "cuda/gather_backward_direct.hpp"
 #include "cuda/stages.hpp"
 #include "cuda/token_runs.cuh"
 #include "cuda/vec.cuh"
@@ -101,13 +101,13 @@ __global__ void __launch_bounds__(256, 4) gather_kernel(const GatherArgs a) {
   for (int x = 0; x < 3; ++x) store16(static_cast<T*>(a.sel[x]) + row * D + d, out[x]);
 }
 
-struct PoolBackwardArgs {
+struct GatherBackwardArgs {
   Geometry g;
-  const std::int32_t* inverse;  // [BH, P]
-  const void* dsel[3];          // [BH, S, D]; the first X are used
-  TokenTensor dx[3];            // dq, dk, dv (or the one tensor of X = 1)
-  int tokens;                   // tokens per block (a run)
-  int max_entries;              // staged rows per block and tensor, at most
+  const std::int32_t* position;  // [BH, P]
+  const void* dsel[3];           // [BH, S, D]; the first X are used
+  TokenTensor dx[3];             // dq, dk, dv (or the one tensor of X = 1)
+  int tokens;                    // tokens per block (a run)
+  int max_entries;               // staged rows per block and tensor, at most
 };
 
 constexpr int kRunThreads = 256;
@@ -118,7 +118,7 @@ constexpr std::size_t kRunSmemBudget = 48 * 1024;
 // order, grad / c_l of each of the X tensors. Each tensor's sums are independent of the others,
 // so X = 1 (one tensor per launch) gives the bits of X = 3.
 template <typename T, int X>
-__global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBackwardArgs a) {
+__global__ void __launch_bounds__(kRunThreads) gather_backward_kernel(const GatherBackwardArgs a) {
   constexpr int V = kVec<T>;
   extern __shared__ uint4 staged[];
   __shared__ RunLevels lv;
@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBa
   const int per_tensor = a.max_entries * nv;
   uint4* rows = staged;                                        // [X][max_entries][nv]
   int* pos = reinterpret_cast<int*>(staged + X * per_tensor);  // [max_entries]
-  stage_run<X>(g, a.inverse + bh * g.pyramid_size, a.dsel, bh, t0, tokens, /*shift_k=*/0,
+  stage_run<X>(g, a.position + bh * g.pyramid_size, a.dsel, bh, t0, tokens, /*shift_k=*/0,
                a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos, rows);
 
   for (int idx = static_cast<int>(threadIdx.x); idx < tokens * nv; idx += blockDim.x) {
@@ -164,13 +164,13 @@ __global__ void __launch_bounds__(kRunThreads) pool_backward_kernel(const PoolBa
   }
 }
 
-// The launch of pool_backward_kernel<T, X> for the first X tensors of `a` (a.g, inverse, dsel
+// The launch of gather_backward_kernel<T, X> for the first X tensors of `a` (a.g, position, dsel
 // and dx filled in).
 template <int X>
-void launch_pool_backward_kernel(DType dtype, PoolBackwardArgs a, cudaStream_t stream) {
+void launch_gather_backward_kernel(DType dtype, GatherBackwardArgs a, cudaStream_t stream) {
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const auto kernel = pool_backward_kernel<T, X>;
+    const auto kernel = gather_backward_kernel<T, X>;
     const RunShape shape = run_shape(a.g, X, sizeof(T), 32, kRunSmemBudget);
     a.tokens = shape.tokens;
     a.max_entries = shape.max_entries;
@@ -180,27 +180,28 @@ void launch_pool_backward_kernel(DType dtype, PoolBackwardArgs a, cudaStream_t s
                                       static_cast<int>(shape.smem)));
     }
     kernel<<<grid, kRunThreads, shape.smem, stream>>>(a);
-    CUDA_CHECK_LAUNCH("pool_backward_kernel");
+    CUDA_CHECK_LAUNCH("gather_backward_kernel");
   });
 }
 
-// dx[x] from dsel[x] for the X tensors: the unstaged kernel of pool_backward_direct.cu where it
+// dx[x] from dsel[x] for the X tensors: the unstaged kernel of gather_backward_direct.cu where it
 // applies (2..4 levels), else the staged one; the same bits either way.
 template <int X>
-void pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
-                   const void* const (&dsel)[X], const TokenTensor (&dx)[X], cudaStream_t stream) {
-  if (pool_backward_direct_supported(g)) {
-    launch_pool_backward_direct(g, dtype, inverse, dsel, dx, X, stream);
+void gather_backward(const Geometry& g, DType dtype, const std::int32_t* position,
+                     const void* const (&dsel)[X], const TokenTensor (&dx)[X],
+                     cudaStream_t stream) {
+  if (gather_backward_direct_supported(g)) {
+    launch_gather_backward_direct(g, dtype, position, dsel, dx, X, stream);
     return;
   }
-  PoolBackwardArgs a{};
+  GatherBackwardArgs a{};
   a.g = g;
-  a.inverse = inverse;
+  a.position = position;
   for (int x = 0; x < X; ++x) {
     a.dsel[x] = dsel[x];
     a.dx[x] = dx[x];
   }
-  launch_pool_backward_kernel<X>(dtype, a, stream);
+  launch_gather_backward_kernel<X>(dtype, a, stream);
 }
 
 }  // namespace
@@ -229,16 +230,16 @@ void launch_gather(const Geometry& g, DType dtype, const TokenTensor& q, const T
   });
 }
 
-void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
-                          const void* dq_sel, const void* dk_sel, const void* dv_sel,
-                          const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
-                          cudaStream_t stream) {
-  pool_backward<3>(g, dtype, inverse, {dq_sel, dk_sel, dv_sel}, {dq, dk, dv}, stream);
+void launch_gather_backward(const Geometry& g, DType dtype, const std::int32_t* position,
+                            const void* dq_sel, const void* dk_sel, const void* dv_sel,
+                            const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
+                            cudaStream_t stream) {
+  gather_backward<3>(g, dtype, position, {dq_sel, dk_sel, dv_sel}, {dq, dk, dv}, stream);
 }
 
-void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
-                          const void* dx_sel, const TokenTensor& dx, cudaStream_t stream) {
-  pool_backward<1>(g, dtype, inverse, {dx_sel}, {dx}, stream);
+void launch_gather_backward(const Geometry& g, DType dtype, const std::int32_t* position,
+                            const void* dx_sel, const TokenTensor& dx, cudaStream_t stream) {
+  gather_backward<1>(g, dtype, position, {dx_sel}, {dx}, stream);
 }
 
 }  // namespace lighthouse::cuda

@@ -1,4 +1,4 @@
-// Stage 1 on the GPU: the scores of every pyramid level above the tokens and the means of the
+// The pyramid on the GPU: the scores of every pyramid level above the tokens and the means of the
 // coarsest level, in one streaming pass over q, k and v (each read once, nothing staged).
 //
 // Work split. A "row group" of M lanes (M = the number of 8-element chunks of a row, rounded up
@@ -9,9 +9,9 @@
 // a block are consecutive heads of the same tokens: a block reads whole [H, D] token rows. The
 // grid strides over the groups, sized to fill the device once.
 //
-// Scores. A token's norm is the shared definition of cpu/pyramid.hpp (token_score): each lane
-// sums its chunk's squares in float64 in d order, the chunk sums are combined by a butterfly
-// over the lanes (neighbours first, the tree the CPU uses), then (float) sqrt, NaN -> -inf.
+// Scores. A token's norm is the shared definition of core/scores.hpp: each lane sums its
+// chunk's squares in float64 in d order, the chunk sums are combined by a butterfly over the
+// lanes (neighbours first, the tree the CPU uses), then (float) sqrt, NaN -> -inf.
 // The norms of up to 64 tokens are staged in shared memory (per group) and max-pooled into the
 // levels 2..L; levels whose blocks are longer than 64 tokens keep a running maximum.
 //
@@ -20,7 +20,7 @@
 // copies those rows instead of reading all N tokens a second time.
 #include <cfloat>
 
-#include "cpu/pyramid.hpp"
+#include "core/scores.hpp"
 #include "cuda/check.hpp"
 #include "cuda/stages.hpp"
 #include "cuda/vec.cuh"
@@ -32,7 +32,7 @@ namespace {
 constexpr int kThreads = 128;   // threads per block
 constexpr int kMaxGroups = 32;  // row groups per block (small head dims: few lanes each)
 constexpr int kChunk = 8;       // elements per lane: one chunk of the score's sum tree
-static_assert(kChunk == cpu::kScoreChunk, "the GPU must sum a token's score as the CPU does");
+static_assert(kChunk == kScoreChunk, "the GPU must sum a token's score as the CPU does");
 constexpr int kNormTokens = 64;  // token norms staged per group before pooling
 constexpr int kGroupFloats = 2 * kNormTokens + 2 * kMaxLevels;  // shared floats per group
 

@@ -4,13 +4,13 @@
 // results are deterministic without atomics. Cost is O(s^2 d) per (b, h) with no tiling: meant
 // for moderate s (the row's probabilities live in shared memory, s floats per block).
 //
-// Shapes, strides and stats follow SdpaDesc (cudnn_attention.hpp); desc.dtype is ignored (the
+// Shapes, strides and stats follow SdpaDesc (attention.hpp); desc.dtype is ignored (the
 // data are float32). Any element strides, including a non-unit stride on d, are accepted.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include "cuda/cudnn_attention.hpp"
+#include "cuda/attention.hpp"
 
 namespace lighthouse::cuda {
 

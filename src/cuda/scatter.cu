@@ -1,7 +1,7 @@
-// Stage 4 on the GPU: the scatter of the gathered outputs back to the tokens, and its backward.
+// The scatter on the GPU: the scatter of the gathered outputs back to the tokens, and its backward.
 //
 // Forward: the entry of level l whose output reaches token t is i = (t + 1) / c_l - 1 (it covers
-// [i c_l + c_l - 1, i c_l + 2 c_l - 2]), found through the inverse map; the levels are summed in
+// [i c_l + c_l - 1, i c_l + 2 c_l - 2]), found through the position map; the levels are summed in
 // order 1..L in fp32, rounded once and written out. A token that no selected entry reaches gets
 // 0. Each thread owns its outputs: no atomics, the same bits on every run.
 //
@@ -27,8 +27,8 @@ namespace {
 
 struct ScatterArgs {
   Geometry g;
-  const std::int32_t* inverse;  // [BH, P]
-  const void* o_sel;            // [BH, S, D]
+  const std::int32_t* position;  // [BH, P]
+  const void* o_sel;             // [BH, S, D]
   TokenTensor out;
   int tokens;       // tokens per block (a run)
   int max_entries;  // staged rows per block, at most
@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kRunThreads) scatter_kernel(const ScatterArgs 
   uint4* rows = staged;                                            // [max_entries][nv]
   int* pos = reinterpret_cast<int*>(staged + a.max_entries * nv);  // [max_entries]
   const void* const sel[1] = {a.o_sel};
-  stage_run<1>(g, a.inverse + bh * g.pyramid_size, sel, bh, t0, tokens, /*shift_k=*/1,
+  stage_run<1>(g, a.position + bh * g.pyramid_size, sel, bh, t0, tokens, /*shift_k=*/1,
                a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos, rows);
 
   for (int idx = static_cast<int>(threadIdx.x); idx < tokens * nv; idx += blockDim.x) {
@@ -80,8 +80,8 @@ constexpr int kDirectLevels = 4;  // levels the direct kernel keeps in registers
 
 struct ScatterDirectArgs {
   Geometry g;
-  const std::int32_t* inverse;  // [BH, P]
-  const void* o_sel;            // [BH, S, D]
+  const std::int32_t* position;  // [BH, P]
+  const void* o_sel;             // [BH, S, D]
   TokenTensor out;
   std::int64_t groups;  // token groups per (batch, head): ceil((N + 1) / U)
 };
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
   constexpr int V = kVec<T>;
   const Geometry& g = a.g;
   const int v = static_cast<int>(threadIdx.x);
-  DirectThread<U, L, 1> me(g, a.inverse, a.groups);
+  DirectThread<U, L, 1> me(g, a.position, a.groups);
   if (!me.start()) return;
   while (true) {
     const std::int64_t t0 = me.first_token();
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
     uint4 fine[U], coarse[L - 1];
     load_group_rows<T, U, L>(me.cur, static_cast<const T*>(a.o_sel) + bh * g.S * g.head_dim + v * V,
                              g.head_dim, fine, coarse);
-    // 2. The next group's inverse entries, in flight while this group's rows arrive.
+    // 2. The next group's position entries, in flight while this group's rows arrive.
     GroupWalk next;
     GroupLookup<U, L> nxt;
     const bool more = me.prefetch(next, nxt);
@@ -134,11 +134,11 @@ __global__ void __launch_bounds__(kDirectThreads, 4)
 }
 
 template <typename T, int U, int L>
-void launch_scatter_direct(const Geometry& g, const std::int32_t* inverse, const void* o_sel,
+void launch_scatter_direct(const Geometry& g, const std::int32_t* position, const void* o_sel,
                            const TokenTensor& out, cudaStream_t stream) {
   ScatterDirectArgs a{};
   a.g = g;
-  a.inverse = inverse;
+  a.position = position;
   a.o_sel = o_sel;
   a.out = out;
   a.groups = (g.seq + 1 + U - 1) / U;
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(256) scatter_backward_kernel(const ScatterBack
 
 }  // namespace
 
-void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* inverse, const void* o_sel,
+void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* position, const void* o_sel,
                     const TokenTensor& out, cudaStream_t stream) {
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -206,11 +206,11 @@ void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* inverse,
         constexpr int U = decltype(u)::value;
         switch (g.levels) {
           case 2:
-            return launch_scatter_direct<T, U, 2>(g, inverse, o_sel, out, stream);
+            return launch_scatter_direct<T, U, 2>(g, position, o_sel, out, stream);
           case 3:
-            return launch_scatter_direct<T, U, 3>(g, inverse, o_sel, out, stream);
+            return launch_scatter_direct<T, U, 3>(g, position, o_sel, out, stream);
           default:
-            return launch_scatter_direct<T, U, 4>(g, inverse, o_sel, out, stream);
+            return launch_scatter_direct<T, U, 4>(g, position, o_sel, out, stream);
         }
       };
       if (g.log2_pool >= 2) {
@@ -222,7 +222,7 @@ void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* inverse,
     }
     ScatterArgs a{};
     a.g = g;
-    a.inverse = inverse;
+    a.position = position;
     a.o_sel = o_sel;
     a.out = out;
     const RunShape shape = run_shape(g, 1, sizeof(T), 64, kRunSmemBudget);

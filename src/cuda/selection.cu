@@ -1,5 +1,5 @@
-// Stage 2 (hierarchical top-k selection) and the causal order of Stage 3 on the GPU: one block
-// per (batch, head, tile), everything in shared memory except the scores it reads and the
+// The selection on the GPU (hierarchical top-k, then the causal order of the selected entries):
+// one block per (batch, head, tile), everything in shared memory except the scores it reads and the
 // indices it writes.
 //
 // Selection. At each level >= 2 the tile keeps the 64 candidates ranked highest by query score,
@@ -38,10 +38,10 @@ constexpr int kMaxStagedKeys = 8192;  // candidates per level whose keys may be 
 
 struct SelectionArgs {
   Geometry g;
-  const float* score[2];  // q, k: [BH, P - N]
-  std::int32_t* indices;  // [BH, S]
-  std::int32_t* inverse;  // [BH, P]: every entry written here (-1 when not selected)
-  int staged;             // keys per level and score staged in shared memory (0: none)
+  const float* score[2];   // q, k: [BH, P - N]
+  std::int32_t* indices;   // [BH, S]
+  std::int32_t* position;  // [BH, P]: every entry written here (-1 when not selected)
+  int staged;              // keys per level and score staged in shared memory (0: none)
 };
 
 struct Scratch {
@@ -257,15 +257,15 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
     const std::int64_t s = tile_base + pos;
     const std::int64_t index = g.offset[l] + i;
     a.indices[bh * S + s] = static_cast<std::int32_t>(index);
-    a.inverse[bh * P + index] = static_cast<std::int32_t>(s);
+    a.position[bh * P + index] = static_cast<std::int32_t>(s);
   };
 
-  // 0. The tile's share of the inverse map starts as -1 ("not selected"): at level l it owns
+  // 0. The tile's share of the position map starts as -1 ("not selected"): at level l it owns
   // entries [tile C p^(L-1-l), (tile + 1) C p^(L-1-l)). Ordered before the emits below by the
   // barriers in between; the stores overlap the selection's latency-bound passes.
   for (int l = 0; l <= top; ++l) {
     const std::int64_t count = static_cast<std::int64_t>(C) << ((top - l) * lp);
-    std::int32_t* dst = a.inverse + bh * P + g.offset[l] + tile * count;
+    std::int32_t* dst = a.position + bh * P + g.offset[l] + tile * count;
     for (std::int64_t i = tid; i < count; i += kThreads) dst[i] = -1;
   }
   __syncthreads();
@@ -384,13 +384,13 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
 }  // namespace
 
 void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
-                      std::int32_t* indices, std::int32_t* inverse, cudaStream_t stream) {
+                      std::int32_t* indices, std::int32_t* position, cudaStream_t stream) {
   SelectionArgs a{};
   a.g = g;
   a.score[0] = score_q;
   a.score[1] = score_k;
   a.indices = indices;
-  a.inverse = inverse;
+  a.position = position;
   const std::int64_t blocks = g.batch * g.heads * g.tiles;
   if (blocks > 0x7fffffff) throw Error("launch_selection: too many blocks");
   // Every level's candidates fit in the staged keys, or none are staged.

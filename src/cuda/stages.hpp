@@ -4,11 +4,11 @@
 //
 // Buffers the stages pass to each other (all per (batch, head) = bh, row-major):
 // clang-format off
-//   scores   float [BH, P - N]   pooled max-norm scores of levels 2..L (level l at offset_l - N)
-//   coarse   T     [BH, n_L, D]  the coarsest level's means (only when L >= 2)
-//   indices  int32 [BH, S]       selected pyramid indices in causal order
-//   inverse  int32 [BH, P]       pyramid index -> position s in [0, S), or -1
-//   *_sel    T     [BH, S, D]    gathered rows, the layout the dense attention reads
+//   scores    float [BH, P - N]   pooled max-norm scores of levels 2..L (level l at offset_l - N)
+//   coarse    T     [BH, n_L, D]  the coarsest level's means (only when L >= 2)
+//   indices   int32 [BH, S]       selected pyramid indices in causal order
+//   position  int32 [BH, P]       pyramid index -> row s in [0, S) of the gathered rows, or -1
+//   *_sel     T     [BH, S, D]    gathered rows, the layout the dense attention reads
 // clang-format on
 #pragma once
 
@@ -40,39 +40,42 @@ struct TokenTensor {
   void* data = nullptr;
   std::int64_t sb = 0, sn = 0, sh = 0;
 };
+inline TokenTensor token_tensor(const TensorView& t) {
+  return {t.data, t.strides[0], t.strides[1], t.strides[2]};
+}
 
 // Counts NaN/Inf elements of a [B, N, H, D] view into *count (which must start at 0).
 void launch_count_nonfinite(DType dtype, const TokenTensor& x, std::int64_t batch, std::int64_t seq,
                             std::int64_t heads, std::int64_t head_dim, unsigned* count,
                             cudaStream_t stream);
 
-// Stage 1: per-token norms (float64 sums in d order), max-pooled to levels 2..L, and the
+// Pyramid: per-token norms (float64 sums in d order), max-pooled to levels 2..L, and the
 // coarsest level's means of q, k and v. Reads q, k and v once.
 void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
                     const TokenTensor& v, float* score_q, float* score_k, void* coarse_q,
                     void* coarse_k, void* coarse_v, cudaStream_t stream);
 
-// Stage 2 + causal order: writes indices and every entry of inverse (-1: not selected).
+// Selection, in causal order: writes indices and every entry of position (-1: not selected).
 void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
-                      std::int32_t* indices, std::int32_t* inverse, cudaStream_t stream);
+                      std::int32_t* indices, std::int32_t* position, cudaStream_t stream);
 
-// Gathered q, k, v rows (means of each entry's tokens) in causal order.
+// Gather: the q, k, v rows (means of each entry's tokens) in causal order.
 void launch_gather(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
                    const TokenTensor& v, const void* coarse_q, const void* coarse_k,
                    const void* coarse_v, const std::int32_t* indices, void* q_sel, void* k_sel,
                    void* v_sel, cudaStream_t stream);
 
-// Backward of the gather: dq[t] = sum_l dq_sel[inverse(l, t / c_l)] / c_l (same for k, v).
-void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
-                          const void* dq_sel, const void* dk_sel, const void* dv_sel,
-                          const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
-                          cudaStream_t stream);
+// Backward of the gather: dq[t] = sum_l dq_sel[position(l, t / c_l)] / c_l (same for k, v).
+void launch_gather_backward(const Geometry& g, DType dtype, const std::int32_t* position,
+                            const void* dq_sel, const void* dk_sel, const void* dv_sel,
+                            const TokenTensor& dq, const TokenTensor& dk, const TokenTensor& dv,
+                            cudaStream_t stream);
 // The same for one tensor (dx from dx_sel); the bits of the three-tensor launch.
-void launch_pool_backward(const Geometry& g, DType dtype, const std::int32_t* inverse,
-                          const void* dx_sel, const TokenTensor& dx, cudaStream_t stream);
+void launch_gather_backward(const Geometry& g, DType dtype, const std::int32_t* position,
+                            const void* dx_sel, const TokenTensor& dx, cudaStream_t stream);
 
-// Stage 4: out[t] = sum_l o_sel[inverse(l, (t + 1) / c_l - 1)], 0 where nothing reaches t.
-void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* inverse, const void* o_sel,
+// Scatter: out[t] = sum_l o_sel[position(l, (t + 1) / c_l - 1)], 0 where nothing reaches t.
+void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* position, const void* o_sel,
                     const TokenTensor& out, cudaStream_t stream);
 
 // Backward of the scatter: do_sel[s] = sum of dout over the tokens entry s was scattered to.

@@ -1,12 +1,12 @@
 // The "direct" walk shared by the forward scatter (scatter.cu) and the gather's backward
-// (pool_backward_direct.cu): both add up, for every token, the rows of the L entries that cover
+// (gather_backward_direct.cu): both add up, for every token, the rows of the L entries that cover
 // it, one per level, without staging anything in shared memory.
 //
 // A thread owns one 16-byte vector of U consecutive tokens of one head. The group is aligned so
 // that every level above the tokens gives all U tokens the same entry (U <= p), so a thread
-// loads U + L - 1 inverse entries and at most as many rows, all in flight together. A thread
+// loads U + L - 1 position entries and at most as many rows, all in flight together. A thread
 // keeps its head and walks the (batch, token group) pairs with a fixed stride, carrying the
-// batch instead of dividing; the next group's inverse entries are loaded before this group's
+// batch instead of dividing; the next group's position entries are loaded before this group's
 // rows are waited for, so each group costs one exposed round trip.
 //
 // The two users differ only in which entry covers a token: the scatter adds entry
@@ -25,7 +25,7 @@
 
 namespace lighthouse::cuda {
 
-// Inverse entries of one token group: per token (level 1) and shared (levels 2..L); -1 where
+// Position entries of one token group: per token (level 1) and shared (levels 2..L); -1 where
 // the token does not exist or the entry is not selected.
 template <int U, int L>
 struct GroupLookup {
@@ -33,25 +33,25 @@ struct GroupLookup {
   std::int32_t coarse[L - 1];
 };
 
-// Issues the inverse loads of the group whose anchor (first token + Back) is `anchor`; nothing
-// waits here. `inv` is the (batch, head)'s [P] slice of the inverse map. 32-bit arithmetic:
-// pyramid indices are int32, so N, P < 2^31 (check_supported refuses larger pyramids). Level 1
-// is at pyramid offset 0.
+// Issues the position loads of the group whose anchor (first token + Back) is `anchor`; nothing
+// waits here. `position_bh` is the (batch, head)'s [P] slice of the position map. 32-bit
+// arithmetic: pyramid indices are int32, so N, P < 2^31 (check_supported refuses larger pyramids).
+// Level 1 is at pyramid offset 0.
 template <int U, int L, int Back>
 __device__ __forceinline__ GroupLookup<U, L> load_group_lookup(const Geometry& g,
-                                                               const std::int32_t* inv,
+                                                               const std::int32_t* position_bh,
                                                                int anchor) {
   GroupLookup<U, L> r;
   const auto seq = static_cast<unsigned>(g.seq);
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int t = anchor - Back + u;  // -1 (Back = 1, first group) or past the end: no token
-    r.fine[u] = static_cast<unsigned>(t) < seq ? __ldg(inv + t) : -1;
+    r.fine[u] = static_cast<unsigned>(t) < seq ? __ldg(position_bh + t) : -1;
   }
 #pragma unroll
   for (int l = 1; l < L; ++l) {
     const int e = (anchor >> (l * g.log2_pool)) - Back;
-    r.coarse[l - 1] = e >= 0 ? __ldg(inv + static_cast<int>(g.offset[l]) + e) : -1;
+    r.coarse[l - 1] = e >= 0 ? __ldg(position_bh + static_cast<int>(g.offset[l]) + e) : -1;
   }
   return r;
 }
@@ -98,21 +98,22 @@ struct GroupWalk {
   }
 };
 
-// One direct-kernel thread: its head (fixed), its (batch, group) pair and that group's inverse
+// One direct-kernel thread: its head (fixed), its (batch, group) pair and that group's position
 // entries. The kernels' loop is: load the rows `cur` names; prefetch() the next group's entries
 // (in flight while the rows arrive); sum and store; advance().
 template <int U, int L, int Back>
 struct DirectThread {
   const Geometry& g;
-  const std::int32_t* inverse;  // [BH, P]
-  std::int64_t groups;          // token groups per (batch, head)
+  const std::int32_t* position;  // [BH, P]
+  std::int64_t groups;           // token groups per (batch, head)
   std::int64_t h = 0;
   GroupWalk at;
   GroupLookup<U, L> cur;
 
-  __device__ __forceinline__ DirectThread(const Geometry& geometry, const std::int32_t* inv,
+  __device__ __forceinline__ DirectThread(const Geometry& geometry,
+                                          const std::int32_t* position_map,
                                           std::int64_t group_count)
-      : g(geometry), inverse(inv), groups(group_count) {}
+      : g(geometry), position(position_map), groups(group_count) {}
 
   // False when the thread has no head or no pair; else the first group's entries are issued.
   __device__ __forceinline__ bool start() {
@@ -140,7 +141,7 @@ struct DirectThread {
 
  private:
   __device__ __forceinline__ GroupLookup<U, L> lookup(const GroupWalk& w) const {
-    return load_group_lookup<U, L, Back>(g, inverse + (w.b * g.heads + h) * g.pyramid_size,
+    return load_group_lookup<U, L, Back>(g, position + (w.b * g.heads + h) * g.pyramid_size,
                                          w.m * U);
   }
 };

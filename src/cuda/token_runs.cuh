@@ -1,12 +1,12 @@
 // Staging for the kernels that build every token's row from the gathered rows of its pyramid
 // entries (the scatter, and the backward of the gather): out[t] = sum over levels l, in order,
-// of rows[inverse(l, e_l(t))], with e_l(t) = ((t + k) >> (l log2 p)) - k (k = 1 for the scatter,
-// whose entry i reaches tokens [i c + c - 1, i c + 2c - 2]; k = 0 for the pooling backward).
+// of rows[position(l, e_l(t))], with e_l(t) = ((t + k) >> (l log2 p)) - k (k = 1 for the scatter,
+// whose entry i reaches tokens [i c + c - 1, i c + 2c - 2]; k = 0 for the gather backward).
 //
 // A block owns a run of consecutive tokens of one (batch, head). Reading a token's row this way
-// costs two dependent round trips (the inverse map, then the rows); a thread per token would
+// costs two dependent round trips (the position map, then the rows); a thread per token would
 // need its loads in registers for the whole wait, which caps the bytes in flight far below what
-// the write bandwidth needs. Instead the block first loads the inverse entries of the run (one
+// the write bandwidth needs. Instead the block first loads the position entries of the run (one
 // coalesced round trip), then copies every distinct row it needs into shared memory with
 // cp.async (one round trip, no registers held; neighbouring tokens share their coarser entries,
 // so each row is read once per block), and only then combines rows into tokens.
@@ -80,7 +80,7 @@ inline dim3 run_grid(const Geometry& g, int tokens) {
 
 // Shared state of one run, carved from dynamic shared memory:
 //   rows  uint4 [X][max_entries][nv]   staged rows (16-byte aligned, first)
-//   pos   int   [max_entries]          inverse map entry (row in [0, S)) or -1
+//   pos   int   [max_entries]          position map entry (row in [0, S)) or -1
 // plus, in static shared memory, the first entry and the slot base of every level.
 struct RunLevels {
   std::int64_t first[kMaxLevels];  // e_l of the run's first token
@@ -91,9 +91,10 @@ struct RunLevels {
 // already clipped to N) of row bh from the X gathered buffers sel[0..X); `shift_k` is k above.
 // All threads of the block call it; on return every staged row is visible to the whole block.
 template <int X>
-__device__ void stage_run(const Geometry& g, const std::int32_t* inverse_bh, const void* const* sel,
-                          std::int64_t bh, std::int64_t t0, int tokens, int shift_k,
-                          int max_entries, int row_bytes, RunLevels& lv, int* pos, uint4* rows) {
+__device__ void stage_run(const Geometry& g, const std::int32_t* position_bh,
+                          const void* const* sel, std::int64_t bh, std::int64_t t0, int tokens,
+                          int shift_k, int max_entries, int row_bytes, RunLevels& lv, int* pos,
+                          uint4* rows) {
   const int tid = static_cast<int>(threadIdx.x);
   const int nthreads = static_cast<int>(blockDim.x);
   if (tid == 0) {
@@ -108,7 +109,7 @@ __device__ void stage_run(const Geometry& g, const std::int32_t* inverse_bh, con
     }
   }
   __syncthreads();
-  // 1. The inverse map entries of every level (coalesced), -1 before the first entry.
+  // 1. The position map entries of every level (coalesced), -1 before the first entry.
   int total = 0;
   for (int l = 0; l < g.levels; ++l) {
     const int shift = l * g.log2_pool;
@@ -116,7 +117,7 @@ __device__ void stage_run(const Geometry& g, const std::int32_t* inverse_bh, con
     const int count = static_cast<int>(hi - lv.first[l] + 1);
     for (int j = tid; j < count; j += nthreads) {
       const std::int64_t e = lv.first[l] + j;
-      pos[lv.base[l] + j] = e >= 0 ? __ldg(inverse_bh + g.offset[l] + e) : -1;
+      pos[lv.base[l] + j] = e >= 0 ? __ldg(position_bh + g.offset[l] + e) : -1;
     }
     total += count;
   }

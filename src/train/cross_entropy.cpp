@@ -3,7 +3,7 @@
 #include <numbers>
 #include <vector>
 
-#include "cpu/fast_exp.hpp"
+#include "math/fast_exp.hpp"
 #include "train/layers.hpp"
 
 namespace lighthouse::train {

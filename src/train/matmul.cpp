@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "cpu/gemm.hpp"
+#include "math/gemm.hpp"
 
 namespace lighthouse::train {
 

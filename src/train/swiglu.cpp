@@ -1,6 +1,6 @@
 #include <numbers>
 
-#include "cpu/fast_exp.hpp"
+#include "math/fast_exp.hpp"
 #include "train/layers.hpp"
 
 namespace lighthouse::train {

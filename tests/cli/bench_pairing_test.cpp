@@ -1,10 +1,10 @@
-// measurement_groups() (cli/bench_pairing.hpp): which bench jobs share one alternating loop.
+// measurement_groups() (cli/bench/bench_pairing.hpp): which bench jobs share one alternating loop.
 #include <gtest/gtest.h>
 
 #include <cstddef>
 #include <vector>
 
-#include "bench_pairing.hpp"
+#include "bench/bench_pairing.hpp"
 
 namespace lighthouse::cli {
 namespace {

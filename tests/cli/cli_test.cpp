@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lighthouse/lighthouse.hpp"
+#include "lighthouse/npy.hpp"
 
 namespace fs = std::filesystem;
 

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "lighthouse/backend.hpp"
+#include "core/backend.hpp"
 #include "lighthouse/lighthouse.hpp"
 #include "support/invalid_argument.hpp"
 #include "support/library_run.hpp"
@@ -80,10 +80,10 @@ std::pair<lhtest::Outputs, std::vector<std::int32_t>> run_with_buffer(
   r.dq = lhtest::to_vector(dq);
   r.dk = lhtest::to_vector(dk);
   r.dv = lhtest::to_vector(dv);
-  // On the CPU the buffer is host memory: read the indices where the layout puts them.
-  const lighthouse::ContextLayout at = lighthouse::context_layout(plan, dtype);
+  // On the CPU the buffer is host memory: read the indices where the public API says they are.
   std::vector<std::int32_t> indices(static_cast<std::size_t>(plan.batch * plan.heads * plan.S));
-  std::memcpy(indices.data(), ctx.data() + at.indices, indices.size() * sizeof(std::int32_t));
+  std::memcpy(indices.data(), ctx.data() + lighthouse::context_indices_offset(plan, dtype),
+              indices.size() * sizeof(std::int32_t));
   return {std::move(r), std::move(indices)};
 }
 
@@ -138,6 +138,7 @@ TEST(ContextBuffer, LayoutPartsAreAlignedDisjointAndFit) {
       EXPECT_LE(end, at.bytes);
       EXPECT_LT(at.bytes - end, 256u) << "no more than the last part's padding";
       EXPECT_EQ(lighthouse::context_bytes(plan, dtype), at.bytes);
+      EXPECT_EQ(lighthouse::context_indices_offset(plan, dtype), at.indices);
     }
   }
   EXPECT_EQ(lighthouse::context_stats_size(DType::kFloat64), 8u);

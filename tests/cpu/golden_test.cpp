@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lighthouse/lighthouse.hpp"
+#include "lighthouse/npy.hpp"
 #include "support/library_run.hpp"
 #include "support/reference.hpp"
 

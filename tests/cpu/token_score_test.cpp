@@ -1,5 +1,6 @@
-// token_score: the exact definition of a token's score that the CPU and the GPU share (the GPU's
-// pyramid kernel sums chunks per lane and adds the lanes by a butterfly). Checked against a
+// token_score: the exact definition of a token's score that the CPU and the GPU share
+// (core/scores.hpp; the GPU's pyramid kernel sums chunks per lane and adds the lanes by a
+// butterfly). Checked against a
 // recursive restatement of the documented tree, for head dims that fill, split and pad chunks.
 #include "cpu/pyramid.hpp"
 

@@ -21,8 +21,9 @@
 
 #include "cuda/buffer_reuse.hpp"
 #include "cuda/cudnn_attention.hpp"
-#include "lighthouse/backend.hpp"
+#include "lighthouse/device.hpp"
 #include "lighthouse/lighthouse.hpp"
+#include "lighthouse/npy.hpp"
 
 namespace lh = lighthouse;
 
@@ -229,8 +230,7 @@ void upload(const Buffer& buf, const Shape& s, const std::vector<float>& x, bool
   if (buf.view.device == lh::Device::kCPU) {
     std::memcpy(buf.storage.data<void>(), bytes.data(), bytes.size());
   } else {
-    lh::backend_for(lh::Device::kCUDA)
-        .copy_from_host(buf.storage.data<void>(), bytes.data(), bytes.size());
+    lh::copy_from_host(lh::Device::kCUDA, buf.storage.data<void>(), bytes.data(), bytes.size());
   }
 }
 
@@ -239,8 +239,7 @@ std::vector<float> download(const Buffer& buf, const Shape& s, bool strided) {
   if (buf.view.device == lh::Device::kCPU) {
     std::memcpy(bytes.data(), buf.storage.data<void>(), bytes.size());
   } else {
-    lh::backend_for(lh::Device::kCUDA)
-        .copy_to_host(bytes.data(), buf.storage.data<void>(), bytes.size());
+    lh::copy_to_host(lh::Device::kCUDA, bytes.data(), buf.storage.data<void>(), bytes.size());
   }
   const std::vector<float> ordered = decode(bytes, buf.view.dtype);
   if (!strided) return ordered;
@@ -294,10 +293,10 @@ Outputs run(const Inputs& in, lh::Device device, lh::DType dtype, const lh::Conf
   if (flags.context_buffer) {
     lh::forward(cfg, q.view, k.view, v.view, out.view, buffer, options);
     result.indices.resize(static_cast<std::size_t>(plan.batch * plan.heads * plan.S));
-    lh::backend_for(device).synchronize();
-    lh::backend_for(device).copy_to_host(
-        result.indices.data(),
-        static_cast<const char*>(buffer.data) + lh::context_layout(plan, dtype).indices,
+    lh::synchronize(device);
+    lh::copy_to_host(
+        device, result.indices.data(),
+        static_cast<const char*>(buffer.data) + lh::context_indices_offset(plan, dtype),
         result.indices.size() * sizeof(std::int32_t));
   } else {
     lh::forward(cfg, q.view, k.view, v.view, out.view, ctx, options);
@@ -363,7 +362,7 @@ bool cpu_available() {
 
 // ---- the spec's selection on the host, for sizes where CPU attention would be too slow --------
 
-// ||x|| as both backends define it (cpu/pyramid.hpp, token_score), restated: float64 sums of 8
+// ||x|| as both backends define it (core/scores.hpp), restated: float64 sums of 8
 // consecutive squares in d order, added pairwise (neighbours first, zero-padded to a power of
 // two), rounded once.
 float token_norm(const float* x, std::int64_t d) {
@@ -825,8 +824,8 @@ TEST(CudaBackend, ScratchInCallerBuffersGivesTheSameBits) {
       if (dtype == lh::DType::kFloat32) {
         // fp32 attention does not use cuDNN: with its workspace freed, two blocks in dk stage
         // dv_sel in the workspace instead of cuDNN's (after the bf16 runs above, large enough).
-        lh::cuda::sdpa_release_workspace();
-        ASSERT_EQ(lh::cuda::sdpa_workspace_bytes(), 0u);
+        lh::cuda::cudnn_release_workspace();
+        ASSERT_EQ(lh::cuda::cudnn_workspace_bytes(), 0u);
         const Outputs unborrowed = run(in, lh::Device::kCUDA, dtype, config_of(c));
         EXPECT_TRUE(bits_equal(unborrowed.dq, plain.dq) && bits_equal(unborrowed.dk, plain.dk) &&
                     bits_equal(unborrowed.dv, plain.dv))
@@ -934,8 +933,8 @@ TEST(CudaBackend, LongSequence) {
   std::vector<double> sampled_got, sampled_want;
   for (std::int64_t h = 0; h < s.H; ++h) {
     const std::int32_t* idx = want.data() + h * S;
-    std::vector<std::int32_t> inverse(plan.pyramid_size, -1);
-    for (std::int64_t i = 0; i < S; ++i) inverse[idx[i]] = static_cast<std::int32_t>(i);
+    std::vector<std::int32_t> position(plan.pyramid_size, -1);
+    for (std::int64_t i = 0; i < S; ++i) position[idx[i]] = static_cast<std::int32_t>(i);
     // Gathered rows in float64: means of each entry's tokens.
     auto row = [&](const std::vector<float>& x, std::int32_t index, std::vector<double>& dst) {
       int l = plan.config.levels - 1;
@@ -978,8 +977,8 @@ TEST(CudaBackend, LongSequence) {
       std::vector<double> expect(D, 0.0);
       for (int l = 0; l < plan.config.levels; ++l) {
         const std::int64_t i = (t + 1) / plan.block[l] - 1;
-        if (i < 0 || inverse[plan.offset[l] + i] < 0) continue;
-        const std::vector<double> o = attend(inverse[plan.offset[l] + i]);
+        if (i < 0 || position[plan.offset[l] + i] < 0) continue;
+        const std::vector<double> o = attend(position[plan.offset[l] + i]);
         for (std::int64_t d = 0; d < D; ++d) expect[d] += o[d];
       }
       for (std::int64_t d = 0; d < D; ++d) {
@@ -1002,23 +1001,23 @@ TEST(CudaBackend, LongSequence) {
 // What the kernels cannot run is refused up front, naming the parameter.
 TEST(CudaBackend, RejectsUnsupported) {
   SKIP_WITHOUT_GPU();
-  lh::Backend& gpu = lh::backend_for(lh::Device::kCUDA);
+  const lh::Device gpu = lh::Device::kCUDA;
   lh::Config cfg;
   cfg.levels = 3;
   cfg.pool = 4;
   cfg.topk = 128;
   const lh::Plan plan = lh::make_plan(cfg, 1, 8192, 2, 136);
   try {
-    gpu.check_supported(plan, lh::DType::kBFloat16);
+    lh::check_supported(gpu, plan, lh::DType::kBFloat16);
     ADD_FAILURE() << "head_dim 136 in bf16 accepted";
   } catch (const lh::InvalidArgument& e) {
     EXPECT_EQ(e.param(), "head_dim");
   }
   const lh::Plan plan64 = lh::make_plan(cfg, 1, 8192, 2, 64);
-  EXPECT_NO_THROW(gpu.check_supported(plan64, lh::DType::kBFloat16));
-  EXPECT_NO_THROW(gpu.check_supported(plan64, lh::DType::kFloat32));
+  EXPECT_NO_THROW(lh::check_supported(gpu, plan64, lh::DType::kBFloat16));
+  EXPECT_NO_THROW(lh::check_supported(gpu, plan64, lh::DType::kFloat32));
   try {
-    gpu.check_supported(plan64, lh::DType::kFloat64);
+    lh::check_supported(gpu, plan64, lh::DType::kFloat64);
     ADD_FAILURE() << "float64 accepted";
   } catch (const lh::InvalidArgument& e) {
     EXPECT_EQ(e.param(), "dtype");
@@ -1028,7 +1027,7 @@ TEST(CudaBackend, RejectsUnsupported) {
   wide.pool = 128;
   wide.topk = 128;
   try {
-    gpu.check_supported(lh::make_plan(wide, 1, 16384, 1, 64), lh::DType::kBFloat16);
+    lh::check_supported(gpu, lh::make_plan(wide, 1, 16384, 1, 64), lh::DType::kBFloat16);
     ADD_FAILURE() << "pool 128 accepted";
   } catch (const lh::InvalidArgument& e) {
     EXPECT_EQ(e.param(), "pool");

@@ -1,12 +1,13 @@
-// Rejected calls: every rule of cudnn_attention.hpp names the offending field. Validation runs
-// before any CUDA call, so these tests need no GPU (the pointers below are never dereferenced).
+// Rejected calls: every rule of attention.hpp (and cuDNN's own, cudnn_attention.hpp) names the
+// offending field. Validation runs before any CUDA call, so these tests need no GPU (the pointers
+// below are never dereferenced).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 
-#include "cuda/cudnn_attention.hpp"
+#include "cuda/attention.hpp"
 #include "lighthouse/error.hpp"
 #include "support/attention_case.hpp"
 

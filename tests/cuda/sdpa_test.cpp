@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "cuda/attention.hpp"
 #include "cuda/cudnn_attention.hpp"
 #include "lighthouse/error.hpp"
 #include "support/attention_case.hpp"
@@ -142,17 +143,17 @@ TEST_F(CudnnSdpa, RepeatedRunsAreBitwiseEqual) {
 TEST_F(CudnnSdpa, GraphsAreBuiltOncePerShape) {
   const AttentionCase problem = make_case(1, 2, 200, 64, DType::kBFloat16, {}, 3);
   const GpuAttention first = run_sdpa(problem);
-  const std::size_t graphs = cuda::sdpa_cached_graph_count();
-  const std::size_t workspace = cuda::sdpa_workspace_bytes();
+  const std::size_t graphs = cuda::cudnn_cached_graph_count();
+  const std::size_t workspace = cuda::cudnn_workspace_bytes();
   EXPECT_GE(graphs, 2u);  // this shape's forward and backward, at least
   run_sdpa(problem);
-  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs) << "same shape, no new graph";
-  EXPECT_EQ(cuda::sdpa_workspace_bytes(), workspace) << "same shape, no new workspace";
+  EXPECT_EQ(cuda::cudnn_cached_graph_count(), graphs) << "same shape, no new graph";
+  EXPECT_EQ(cuda::cudnn_workspace_bytes(), workspace) << "same shape, no new workspace";
 
   run_sdpa(make_case(1, 2, 201, 64, DType::kBFloat16, {}, 3));
-  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs + 2) << "new s: one forward, one backward";
+  EXPECT_EQ(cuda::cudnn_cached_graph_count(), graphs + 2) << "new s: one forward, one backward";
   run_sdpa(make_case(1, 2, 200, 64, DType::kFloat32, {}, 3));
-  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs + 2) << "float32 does not use cuDNN";
+  EXPECT_EQ(cuda::cudnn_cached_graph_count(), graphs + 2) << "float32 does not use cuDNN";
 }
 
 // cuDNN's fast (atomic dQ) backward, for when the deterministic one's quadratic workspace does
@@ -162,10 +163,10 @@ TEST_F(CudnnSdpa, FastBackwardMatchesFp32Kernel) {
   const cuda::SdpaDesc& desc = problem.desc;
   const GpuAttention ref = run_sdpa(as_float32(problem));
   const GpuAttention deterministic = run_sdpa(problem);
-  const std::size_t graphs = cuda::sdpa_cached_graph_count();
+  const std::size_t graphs = cuda::cudnn_cached_graph_count();
   problem.desc.deterministic = false;
   const GpuAttention fast = run_sdpa(problem);
-  EXPECT_EQ(cuda::sdpa_cached_graph_count(), graphs + 1) << "a backward graph of its own only";
+  EXPECT_EQ(cuda::cudnn_cached_graph_count(), graphs + 1) << "a backward graph of its own only";
   EXPECT_TRUE(fast.raw_o == deterministic.raw_o) << "the forward does not depend on the flag";
   const Tolerance tol = cudnn_tolerance(desc.dtype);
   expect_close("dq", deviation(desc, fast.dq, ref.dq, desc.q_stride), tol.grad);

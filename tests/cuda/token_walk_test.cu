@@ -1,8 +1,8 @@
-// The two token-wise sums over levels, launched directly (cuda/stages.hpp) on random inverse maps
+// The two token-wise sums over levels, launched directly (cuda/stages.hpp) on random position maps
 // and rows, against a host loop in the spec's order, bit for bit: the forward scatter
-// (out[t] = sum_l o_sel[inverse(l, (t + 1) / c_l - 1)]) and the gather's backward
-// (dx[t] = sum_l dx_sel[inverse(l, t / c_l)] / c_l). The shapes cover the direct kernels
-// (token_groups.cuh: 2 <= L <= 4, U = 2 and 4), the staged ones (L = 5) and both pool-backward
+// (out[t] = sum_l o_sel[position(l, (t + 1) / c_l - 1)]) and the gather's backward
+// (dx[t] = sum_l dx_sel[position(l, t / c_l)] / c_l). The shapes cover the direct kernels
+// (token_groups.cuh: 2 <= L <= 4, U = 2 and 4), the staged ones (L = 5) and both gather-backward
 // launches (three tensors, one tensor); the rows include -0.0 and the maps unselected entries,
 // which the direct kernels add as zero rows instead of skipping.
 #include <gtest/gtest.h>
@@ -51,12 +51,12 @@ std::string name_of(const WalkCase& c) {
   return name.str();
 }
 
-// A plan, its geometry, a random inverse map (about 60% selected, positions anywhere in [0, S))
+// A plan, its geometry, a random position map (about 60% selected, positions anywhere in [0, S))
 // and random bf16 rows [BH, S, D] with some -0.0.
 struct Fixture {
   Plan plan;
   Geometry g;
-  std::vector<std::int32_t> inverse;            // [BH, P]
+  std::vector<std::int32_t> position;           // [BH, P]
   std::vector<std::vector<std::uint16_t>> sel;  // 3 x [BH, S, D]
 
   explicit Fixture(const WalkCase& c, std::uint32_t seed) {
@@ -68,10 +68,10 @@ struct Fixture {
     g = make_geometry(plan);
     std::mt19937 gen(seed);
     std::uniform_real_distribution<float> value(-2.f, 2.f);
-    std::uniform_int_distribution<std::int32_t> position(0, static_cast<std::int32_t>(g.S - 1));
+    std::uniform_int_distribution<std::int32_t> any_row(0, static_cast<std::int32_t>(g.S - 1));
     std::bernoulli_distribution selected(0.6), negative_zero(0.02);
-    inverse.resize(static_cast<std::size_t>(g.batch * g.heads * g.pyramid_size));
-    for (auto& p : inverse) p = selected(gen) ? position(gen) : -1;
+    position.resize(static_cast<std::size_t>(g.batch * g.heads * g.pyramid_size));
+    for (auto& p : position) p = selected(gen) ? any_row(gen) : -1;
     sel.resize(3);
     for (auto& rows : sel) {
       rows.resize(static_cast<std::size_t>(g.batch * g.heads * g.S * g.head_dim));
@@ -104,7 +104,7 @@ struct Fixture {
             for (int l = 0; l < g.levels; ++l) {
               const std::int64_t i = entry(l, t);
               if (i < 0) continue;
-              const std::int32_t s = inverse[bh * g.pyramid_size + g.offset[l] + i];
+              const std::int32_t s = position[bh * g.pyramid_size + g.offset[l] + i];
               if (s < 0) continue;
               const float x = bf16_to_float(rows[(bh * g.S + s) * D + d]);
               acc += scaled ? x * std::ldexp(1.f, -l * g.log2_pool) : x;
@@ -140,12 +140,12 @@ class TokenWalk : public ::testing::TestWithParam<WalkCase> {};
 TEST_P(TokenWalk, ScatterMatchesHostBits) {
   LIGHTHOUSE_REQUIRE_GPU();
   const Fixture f(GetParam(), 11);
-  const DeviceBuffer inverse = DeviceBuffer::from_host(f.inverse);
+  const DeviceBuffer position = DeviceBuffer::from_host(f.position);
   const DeviceBuffer rows = DeviceBuffer::from_host(f.sel[0]);
   const DeviceBuffer out(f.token_elements() * 2);
   CUDA_CHECK(cudaMemset(out.get(), 0xff, out.bytes()));  // poison: every element is written
-  launch_scatter(f.g, DType::kBFloat16, inverse.as<std::int32_t>(), rows.get(), f.token_tensor(out),
-                 nullptr);
+  launch_scatter(f.g, DType::kBFloat16, position.as<std::int32_t>(), rows.get(),
+                 f.token_tensor(out), nullptr);
   const auto reach = [&](int l, std::int64_t t) {
     return ((t + 1) >> (l * f.g.log2_pool)) - 1;  // -1 before the first block's end
   };
@@ -154,10 +154,10 @@ TEST_P(TokenWalk, ScatterMatchesHostBits) {
   EXPECT_EQ(first_difference(got, want), -1) << name_of(GetParam());
 }
 
-TEST_P(TokenWalk, PoolBackwardMatchesHostBits) {
+TEST_P(TokenWalk, GatherBackwardMatchesHostBits) {
   LIGHTHOUSE_REQUIRE_GPU();
   const Fixture f(GetParam(), 12);
-  const DeviceBuffer inverse = DeviceBuffer::from_host(f.inverse);
+  const DeviceBuffer position = DeviceBuffer::from_host(f.position);
   const auto spread = [&](int l, std::int64_t t) { return t >> (l * f.g.log2_pool); };
   std::vector<DeviceBuffer> sel, dx;
   for (int x = 0; x < 3; ++x) {
@@ -166,14 +166,14 @@ TEST_P(TokenWalk, PoolBackwardMatchesHostBits) {
     CUDA_CHECK(cudaMemset(dx.back().get(), 0xff, dx.back().bytes()));
   }
   // Three tensors in one launch, then the first again alone (the buffer-reuse order's launch).
-  launch_pool_backward(f.g, DType::kBFloat16, inverse.as<std::int32_t>(), sel[0].get(),
-                       sel[1].get(), sel[2].get(), f.token_tensor(dx[0]), f.token_tensor(dx[1]),
-                       f.token_tensor(dx[2]), nullptr);
+  launch_gather_backward(f.g, DType::kBFloat16, position.as<std::int32_t>(), sel[0].get(),
+                         sel[1].get(), sel[2].get(), f.token_tensor(dx[0]), f.token_tensor(dx[1]),
+                         f.token_tensor(dx[2]), nullptr);
   std::vector<std::vector<std::uint16_t>> three;
   for (int x = 0; x < 3; ++x) three.push_back(dx[x].to_host<std::uint16_t>());
   CUDA_CHECK(cudaMemset(dx[0].get(), 0xff, dx[0].bytes()));
-  launch_pool_backward(f.g, DType::kBFloat16, inverse.as<std::int32_t>(), sel[0].get(),
-                       f.token_tensor(dx[0]), nullptr);
+  launch_gather_backward(f.g, DType::kBFloat16, position.as<std::int32_t>(), sel[0].get(),
+                         f.token_tensor(dx[0]), nullptr);
   const auto alone = dx[0].to_host<std::uint16_t>();
   for (int x = 0; x < 3; ++x) {
     const auto want = f.host_sum(f.sel[x], spread, /*scaled=*/true);

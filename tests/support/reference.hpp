@@ -1,5 +1,5 @@
 // An independent, deliberately slow float64 implementation of Lighthouse attention, written
-// from docs/lighthouse-spec.md (pyramid, selection cascade, causal order, dense causal
+// from the spec, docs/SPEC.md (pyramid, selection cascade in causal order, gather, dense causal
 // attention over the S gathered rows, scatter, backward). It shares no code with the library,
 // so agreement between the two is evidence that both follow the spec. Small sizes only: it
 // materialises the S x S attention matrix of one (batch, head) at a time.
@@ -38,7 +38,7 @@ float token_score(const double* row, std::int64_t D);
 // Length of the gathered sub-sequence: n_L + (L - 1) p K.
 std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N);
 
-// Stage 1 + 2 + 3 for one (batch, head): ordered pyramid indices from token scores.
+// Pyramid and selection for one (batch, head): pyramid indices in causal order from token scores.
 // Throws std::invalid_argument for a configuration the spec rejects.
 std::vector<std::int32_t> select_head(const lighthouse::Config& config,
                                       const std::vector<float>& sq, const std::vector<float>& sk);
@@ -47,7 +47,7 @@ std::vector<std::int32_t> select_head(const lighthouse::Config& config,
 std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
                                  const std::vector<double>& q, const std::vector<double>& k);
 
-// Output for a given selection (stages 1, 3 and 4): [B, N, H, D].
+// Output for a given selection (gather, attention and scatter): [B, N, H, D].
 std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
                            const std::vector<double>& q, const std::vector<double>& k,
                            const std::vector<double>& v, const std::vector<std::int32_t>& indices);

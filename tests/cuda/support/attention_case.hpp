@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "cuda/cudnn_attention.hpp"
+#include "cuda/attention.hpp"
 
 namespace lighthouse::testing {
 

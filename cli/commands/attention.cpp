@@ -1,0 +1,259 @@
+// `lighthouse attention`: run Lighthouse attention on .npy files and write the outputs.
+//
+// Every check -- flags, files, shapes, the config against N, the backend's support -- and the
+// whole computation happen before the first output byte is written; the files are then staged
+// and renamed into place together (StagedOutputs), so a failed run leaves no partial output.
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/args.hpp"
+#include "common/commands.hpp"
+#include "common/device_io.hpp"
+#include "common/format.hpp"
+#include "common/staged_outputs.hpp"
+#include "lighthouse/attention.hpp"
+#include "lighthouse/device.hpp"
+#include "lighthouse/npy.hpp"
+
+namespace lighthouse::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct AttentionArgs {
+  std::string q, k, v, dout, out;
+  std::string levels, pool, topk, scale;
+  std::string device = "cpu", dtype = "float32", threads = "0";
+  bool check_finite = false;
+};
+
+// A float32 [B, N, H, D] array from `path`; anything else is a usage error naming the flag.
+NpyArray read_input(const std::string& flag, const std::string& path) {
+  require_given(flag, path);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) reject(flag, path, "no such file");
+  if (fs::is_directory(path, ec)) reject(flag, path, "is a folder, not a .npy file");
+  NpyArray array;
+  try {
+    array = read_npy(path);
+  } catch (const Error& e) {
+    // The reader's message already starts with the file name; don't repeat it.
+    std::string what = e.what();
+    if (what.rfind(path + ": ", 0) == 0) what = what.substr(path.size() + 2);
+    reject(flag, path, "not a readable .npy file: " + what);
+  }
+  if (array.dtype != DType::kFloat32) {
+    reject(flag, path,
+           std::string("holds ") + dtype_name(array.dtype) +
+               " data; float32 is required (in numpy: a.astype(np.float32))");
+  }
+  if (array.shape.size() != 4) {
+    reject(flag, path, "has shape " + shape_text(array.shape) + "; must be [B, N, H, D]");
+  }
+  return array;
+}
+
+struct Inputs {
+  NpyArray q, k, v;
+  std::optional<NpyArray> dout;
+};
+
+Inputs read_inputs(const AttentionArgs& a) {
+  Inputs in{read_input("--q", a.q), read_input("--k", a.k), read_input("--v", a.v), {}};
+  const auto& shape = in.q.shape;
+  for (const auto& [flag, path, array] :
+       {std::tuple{"--k", a.k, &in.k}, std::tuple{"--v", a.v, &in.v}}) {
+    if (array->shape != shape) {
+      reject(flag, path,
+             "has shape " + shape_text(array->shape) + "; must equal --q's " + shape_text(shape));
+    }
+  }
+  if (!a.dout.empty()) {
+    in.dout = read_input("--dout", a.dout);
+    if (in.dout->shape != shape) {
+      reject("--dout", a.dout,
+             "has shape " + shape_text(in.dout->shape) + "; must equal --q's " + shape_text(shape));
+    }
+  }
+  return in;
+}
+
+// Library rejections that concern the data rather than a flag are reported against the file
+// they came from (e.g. "--q = q.npy: seq = 100: must be divisible by 16").
+[[noreturn]] void rethrow_for_files(const InvalidArgument& e, const AttentionArgs& a) {
+  const std::string& p = e.param();
+  if (p == "levels" || p == "pool" || p == "topk" || p == "scale" || p == "dtype" ||
+      p == "device" || p == "threads" || p == "check_finite") {
+    throw e;  // main() turns these into --levels etc.
+  }
+  if (p == "k") reject("--k", a.k, e.what());
+  if (p == "v") reject("--v", a.v, e.what());
+  if (p == "dout") reject("--dout", a.dout, e.what());
+  reject("--q", a.q, e.what());
+}
+
+void check_finite_host(const std::string& flag, const std::string& path, const NpyArray& array) {
+  const float* data = array.data<float>();
+  for (std::int64_t i = 0; i < array.numel(); ++i) {
+    if (!std::isfinite(data[i])) {
+      const auto& s = array.shape;
+      const std::int64_t d = i % s[3], h = i / s[3] % s[2], n = i / (s[3] * s[2]) % s[1],
+                         b = i / (s[3] * s[2] * s[1]);
+      reject(flag, path,
+             "non-finite value at [" + std::to_string(b) + ", " + std::to_string(n) + ", " +
+                 std::to_string(h) + ", " + std::to_string(d) + "] (--check-finite is on)");
+    }
+  }
+}
+
+void check_out_folder(const std::string& out) {
+  require_given("--out", out);
+  std::error_code ec;
+  if (fs::exists(out, ec) && !fs::is_directory(out, ec)) {
+    reject("--out", out, "exists and is not a folder");
+  }
+}
+
+std::vector<std::int64_t> as_vector(const Shape4& s) {
+  return {s[0], s[1], s[2], s[3]};
+}
+
+int run_attention(const AttentionArgs& a) {
+  // 1. Flags.
+  require_given("--levels", a.levels);
+  require_given("--pool", a.pool);
+  require_given("--topk", a.topk);
+  Config config;
+  config.levels = parse_int32("--levels", a.levels);
+  config.pool = parse_int32("--pool", a.pool);
+  config.topk = parse_int32("--topk", a.topk);
+  if (!a.scale.empty()) config.scale = parse_positive_double("--scale", a.scale);
+  validate(config);
+  const Device device = parse_device(a.device, "--device");
+  const DType dtype = parse_dtype(a.dtype, "--dtype");
+  if (device == Device::kCPU && dtype != DType::kFloat32) {
+    reject("--dtype", a.dtype,
+           "the cpu device computes in float32 only (bfloat16 and float16 "
+           "need --device cuda)");
+  }
+  if (dtype != DType::kFloat32 && dtype != DType::kBFloat16 && dtype != DType::kFloat16) {
+    reject("--dtype", a.dtype, "must be float32, bfloat16 or float16");
+  }
+  Options options;
+  options.threads = parse_int32("--threads", a.threads, 0);
+  // The library checks host tensors only; for a device run the CLI checks the files itself.
+  options.check_finite = a.check_finite && device == Device::kCPU;
+  check_out_folder(a.out);
+
+  // 2. Files and the plan.
+  Inputs in = read_inputs(a);
+  const Shape4 shape{in.q.shape[0], in.q.shape[1], in.q.shape[2], in.q.shape[3]};
+  check_available(device);  // lighthouse::Error (exit 1) if not available
+  Plan plan;
+  try {
+    plan = make_plan(config, shape[0], shape[1], shape[2], shape[3]);
+    check_supported(device, plan, dtype);
+  } catch (const InvalidArgument& e) {
+    rethrow_for_files(e, a);
+  }
+
+  if (a.check_finite && device != Device::kCPU) {
+    check_finite_host("--q", a.q, in.q);
+    check_finite_host("--k", a.k, in.k);
+    check_finite_host("--v", a.v, in.v);
+    if (in.dout) check_finite_host("--dout", a.dout, *in.dout);
+  }
+
+  // 3. Compute everything in memory.
+  std::vector<float> out, dq, dk, dv;
+  std::vector<std::int32_t> indices;
+  try {
+    Tensor q = upload(in.q.data<float>(), shape, dtype, device);
+    Tensor k = upload(in.k.data<float>(), shape, dtype, device);
+    Tensor v = upload(in.v.data<float>(), shape, dtype, device);
+    Tensor o = allocate(shape, dtype, device);
+    Context ctx;
+    forward(config, q, k, v, o, ctx, options);
+    out = download(o);
+    indices = ctx.indices();
+    if (in.dout) {
+      Tensor dout = upload(in.dout->data<float>(), shape, dtype, device);
+      Tensor gq = allocate(shape, dtype, device);
+      Tensor gk = allocate(shape, dtype, device);
+      Tensor gv = allocate(shape, dtype, device);
+      backward(ctx, dout, gq, gk, gv, options);
+      dq = download(gq);
+      dk = download(gk);
+      dv = download(gv);
+    }
+  } catch (const InvalidArgument& e) {
+    rethrow_for_files(e, a);
+  }
+  const std::vector<std::int64_t> index_shape{shape[0], shape[2], plan.S};
+  if (static_cast<std::int64_t>(indices.size()) != shape[0] * shape[2] * plan.S) {
+    throw Error("internal: the context returned " + std::to_string(indices.size()) +
+                " indices, expected B*H*S = " + std::to_string(shape[0] * shape[2] * plan.S));
+  }
+
+  // 4. Write all or nothing.
+  StagedOutputs outputs{fs::path(a.out)};
+  const auto bnhd = as_vector(shape);
+  outputs.add("out.npy", DType::kFloat32, bnhd, out.data());
+  outputs.add("indices.npy", DType::kInt32, index_shape, indices.data());
+  if (in.dout) {
+    outputs.add("dq.npy", DType::kFloat32, bnhd, dq.data());
+    outputs.add("dk.npy", DType::kFloat32, bnhd, dk.data());
+    outputs.add("dv.npy", DType::kFloat32, bnhd, dv.data());
+  }
+  outputs.commit();
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_attention_command(CLI::App& parent) {
+  auto args = std::make_shared<AttentionArgs>();
+  CLI::App* app = parent.add_subcommand(
+      "attention", "Run Lighthouse attention (and its backward) on .npy files");
+  // A flag given twice takes its last value, as in most command-line tools.
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app->footer(
+      "Inputs are [B, N, H, D] float32 .npy files. Writes DIR/out.npy [B, N, H, D] float32 and\n"
+      "DIR/indices.npy [B, H, S] int32; with --dout also DIR/dq.npy, dk.npy, dv.npy.\n"
+      "Everything is checked and computed before the first file is written; a failed run leaves\n"
+      "no output behind. Exit status: 0 ok, 1 runtime failure, 2 bad flags or inputs.");
+  app->add_option("--q", args->q, "queries .npy, [B, N, H, D] float32 (required)")
+      ->type_name("FILE");
+  app->add_option("--k", args->k, "keys .npy, same shape (required)")->type_name("FILE");
+  app->add_option("--v", args->v, "values .npy, same shape (required)")->type_name("FILE");
+  app->add_option("--dout", args->dout, "gradient of the output; also computes dq, dk, dv")
+      ->type_name("FILE");
+  app->add_option("--levels", args->levels, "pyramid levels L >= 1 (required)")->type_name("L");
+  app->add_option("--pool", args->pool, "pooling factor p, a power of two >= 2 (required)")
+      ->type_name("P");
+  app->add_option("--topk", args->topk, "top-k budget K, a multiple of 128 (required)")
+      ->type_name("K");
+  app->add_option("--scale", args->scale, "softmax scale (default 1/sqrt(D))")->type_name("X");
+  app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");
+  app->add_option("--dtype", args->dtype,
+                  "compute dtype: float32, or bfloat16/float16 with --device cuda (files stay "
+                  "float32)")
+      ->capture_default_str()
+      ->type_name("DTYPE");
+  app->add_option("--threads", args->threads, "CPU threads, 0 = all")
+      ->capture_default_str()
+      ->type_name("T");
+  app->add_flag("--check-finite", args->check_finite, "reject NaN/Inf inputs");
+  app->add_option("--out", args->out, "output folder, created if missing (required)")
+      ->type_name("DIR");
+  return {app, [args] { return run_attention(*args); }};
+}
+
+}  // namespace lighthouse::cli

@@ -1,0 +1,151 @@
+// `lighthouse plan`: what a configuration means at a sequence length, before any data exists --
+// the pyramid, the gathered length S, the tiling, FLOPs against dense attention, memory of the
+// gathered tensors -- and whether it is valid at all.
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/args.hpp"
+#include "common/commands.hpp"
+#include "common/format.hpp"
+#include "lighthouse/plan.hpp"
+
+namespace lighthouse::cli {
+
+namespace {
+
+struct PlanArgs {
+  std::string seq, levels, pool, topk;
+  std::string heads = "8", head_dim = "128", batch = "1";
+  bool json = false;
+};
+
+nlohmann::json plan_json(const Plan& p) {
+  nlohmann::json levels = nlohmann::json::array();
+  for (std::size_t l = 0; l < p.block.size(); ++l) {
+    levels.push_back(
+        {{"level", l + 1}, {"block", p.block[l]}, {"entries", p.size[l]}, {"offset", p.offset[l]}});
+  }
+  return {
+      {"valid", true},
+      {"levels", levels},
+      {"pyramid_size", p.pyramid_size},
+      {"S", p.S},
+      {"tiles", p.tiles},
+      {"C", p.tile_entries},
+      {"scale", p.scale},
+      {"flops",
+       {{"lighthouse", {{"fwd", p.attention_fwd_flops()}, {"bwd", p.attention_bwd_flops()}}},
+        {"dense", {{"fwd", p.dense_fwd_flops()}, {"bwd", p.dense_bwd_flops()}}},
+        {"dense_over_lighthouse",
+         {{"fwd", p.dense_fwd_flops() / p.attention_fwd_flops()},
+          {"bwd", p.dense_bwd_flops() / p.attention_bwd_flops()}}}}},
+      {"gathered_bytes", {{"float32", p.gathered_bytes(4)}, {"bfloat16", p.gathered_bytes(2)}}}};
+}
+
+void print_plan(const Plan& p) {
+  std::cout << "pyramid:\n"
+            << "  level    block      entries       offset\n";
+  for (std::size_t l = 0; l < p.block.size(); ++l) {
+    std::cout << "  " << pad_left(std::to_string(l + 1), 5)
+              << pad_left(std::to_string(p.block[l]), 9) << pad_left(std::to_string(p.size[l]), 13)
+              << pad_left(std::to_string(p.offset[l]), 13) << "\n";
+  }
+  std::cout << "  pyramid size: " << p.pyramid_size << "\n";
+  std::cout << "S (gathered length): " << p.S << " (" << fixed(100.0 * p.S / p.seq, 1)
+            << "% of N)\n";
+  std::cout << "tiles: " << p.tiles << ", C (coarsest entries per tile): " << p.tile_entries
+            << "\n";
+  std::cout << "scale: " << p.scale << "\n";
+  const double lf = p.attention_fwd_flops(), lb = p.attention_bwd_flops();
+  const double df = p.dense_fwd_flops(), db = p.dense_bwd_flops();
+  std::cout << "attention FLOPs       lighthouse           dense   dense/lighthouse\n";
+  std::cout << "  fwd       " << pad_left(flops_text(lf), 16) << pad_left(flops_text(df), 16)
+            << pad_left(fixed(df / lf, 2) + "x", 19) << "\n";
+  std::cout << "  bwd       " << pad_left(flops_text(lb), 16) << pad_left(flops_text(db), 16)
+            << pad_left(fixed(db / lb, 2) + "x", 19) << "\n";
+  std::cout << "  fwd+bwd   " << pad_left(flops_text(lf + lb), 16)
+            << pad_left(flops_text(df + db), 16)
+            << pad_left(fixed((df + db) / (lf + lb), 2) + "x", 19) << "\n";
+  std::cout << "gathered tensors (kept for backward): "
+            << bytes_text(static_cast<double>(p.gathered_bytes(4))) << " fp32, "
+            << bytes_text(static_cast<double>(p.gathered_bytes(2))) << " bf16\n";
+}
+
+int run_plan(const PlanArgs& a) {
+  require_given("--seq", a.seq);
+  require_given("--levels", a.levels);
+  require_given("--pool", a.pool);
+  require_given("--topk", a.topk);
+  const std::int64_t seq = parse_int("--seq", a.seq);
+  Config config;
+  config.levels = parse_int32("--levels", a.levels);
+  config.pool = parse_int32("--pool", a.pool);
+  config.topk = parse_int32("--topk", a.topk);
+  const std::int64_t heads = parse_int("--heads", a.heads);
+  const std::int64_t head_dim = parse_int("--head-dim", a.head_dim);
+  const std::int64_t batch = parse_int("--batch", a.batch);
+
+  nlohmann::json request = {{"seq", seq},          {"levels", config.levels}, {"pool", config.pool},
+                            {"topk", config.topk}, {"batch", batch},          {"heads", heads},
+                            {"head_dim", head_dim}};
+  if (!a.json) {
+    std::cout << "Lighthouse plan: N = " << seq << ", L = " << config.levels
+              << ", p = " << config.pool << ", K = " << config.topk << ", B = " << batch
+              << ", H = " << heads << ", D = " << head_dim << "\n";
+  }
+  Plan plan;
+  try {
+    plan = make_plan(config, batch, seq, heads, head_dim);
+  } catch (const InvalidArgument& e) {
+    // Say why on stdout as part of the report, then fail like any other bad input.
+    if (a.json) {
+      std::cout << nlohmann::json{{"config", request}, {"valid", false}, {"error", e.what()}}.dump(
+                       2)
+                << "\n";
+    } else {
+      std::cout << "valid: no \u2014 " << e.what() << "\n";
+    }
+    std::cout.flush();
+    throw;
+  }
+  if (a.json) {
+    nlohmann::json j = plan_json(plan);
+    j["config"] = request;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    print_plan(plan);
+    std::cout << "valid: yes\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_plan_command(CLI::App& parent) {
+  auto args = std::make_shared<PlanArgs>();
+  CLI::App* app = parent.add_subcommand(
+      "plan", "Show the pyramid, S, FLOPs and memory of a configuration, and whether it is valid");
+  // A flag given twice takes its last value, as in most command-line tools.
+  app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app->footer(
+      "Prints per level the block size, entries and offset; S (the gathered length), tiles and C\n"
+      "(coarsest entries per tile); attention FLOPs of Lighthouse vs dense (fwd, bwd, ratio);\n"
+      "the memory of the gathered tensors (fp32, bf16); then \"valid: yes\" or \"valid: no \u2014\n"
+      "<why>\" (exit status 2).");
+  app->add_option("--seq", args->seq, "sequence length N (required; 64k = 65536)")->type_name("N");
+  app->add_option("--levels", args->levels, "pyramid levels L (required)")->type_name("L");
+  app->add_option("--pool", args->pool, "pooling factor p (required)")->type_name("P");
+  app->add_option("--topk", args->topk, "top-k budget K (required)")->type_name("K");
+  app->add_option("--heads", args->heads, "heads H")->capture_default_str()->type_name("H");
+  app->add_option("--head-dim", args->head_dim, "head dim D")
+      ->capture_default_str()
+      ->type_name("D");
+  app->add_option("--batch", args->batch, "batch B")->capture_default_str()->type_name("B");
+  app->add_flag("--json", args->json, "print JSON instead of text");
+  return {app, [args] { return run_plan(*args); }};
+}
+
+}  // namespace lighthouse::cli
