@@ -29,10 +29,12 @@ struct ForwardProblem {
   std::array<void*, 4> sel{};       // gathered q, k, v and the attention output, [BH, S, D]
 };
 
-// Where a problem's scratch lies in one buffer: the pooled scores of q and k and the coarsest
-// means of q, k and v, all dead once the gather has run.
+// Where a problem's scratch lies in one buffer: the pooled scores of q and k, the first-token
+// scores of the causal selection (empty parts otherwise) and the coarsest means of q, k and v,
+// all dead once the gather has run.
 struct ForwardScratch {
   std::size_t score_q = 0, score_k = 0;
+  std::size_t first_q = 0, first_k = 0;
   std::array<std::size_t, 3> coarse{};
   std::size_t bytes = 0;
 };
