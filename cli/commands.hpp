@@ -18,5 +18,6 @@ Command add_plan_command(CLI::App& parent);       // plan_cmd.cpp
 Command add_bench_command(CLI::App& parent);      // bench_cmd.cpp
 Command add_train_command(CLI::App& parent);      // train_cmd.cpp
 Command add_plot_command(CLI::App& parent);       // plot_cmd.cpp
+Command add_leak_test_command(CLI::App& parent);  // leak_test_cmd.cpp
 
 }  // namespace lighthouse::cli
