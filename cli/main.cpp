@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_bench_command(app));
   commands.push_back(add_train_command(app));
   commands.push_back(add_plot_command(app));
+  commands.push_back(add_leak_test_command(app));
   for (Command& c : commands) c.app->allow_extras();
 
   const Command* named = named_command(argc, argv, commands);
@@ -95,9 +96,10 @@ int main(int argc, char** argv) {
   if (!selected) {
     if (!app.remaining().empty()) {
       const std::string word = app.remaining().front();
-      std::cerr << "lighthouse: error: " << one_line(word)
-                << (word.rfind("-", 0) == 0 ? ": unknown option" : ": unknown command")
-                << " (commands: attention, plan, bench, train, plot; see lighthouse --help)\n";
+      std::cerr
+          << "lighthouse: error: " << one_line(word)
+          << (word.rfind("-", 0) == 0 ? ": unknown option" : ": unknown command")
+          << " (commands: attention, plan, bench, train, plot, leak-test; see lighthouse --help)\n";
     } else {
       std::cerr << app.help() << "lighthouse: error: a command is required\n";
     }

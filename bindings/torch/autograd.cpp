@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace lighthouse::torch_op {
@@ -20,9 +21,9 @@ const auto& forward_op() {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("lighthouse::attention_forward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                    const at::Tensor&, std::int64_t, std::int64_t,
-                                                    std::int64_t, std::optional<double>)>();
+          .typed<std::tuple<at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t,
+              std::int64_t, std::optional<double>, c10::string_view)>();
   return op;
 }
 
@@ -31,7 +32,7 @@ const auto& backward_op() {
                              .findSchemaOrThrow("lighthouse::attention_backward", "")
                              .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
                                  const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t,
-                                 std::int64_t, std::optional<double>)>();
+                                 std::int64_t, std::optional<double>, c10::string_view)>();
   return op;
 }
 
@@ -39,14 +40,16 @@ class Attention : public torch::autograd::Function<Attention> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, std::int64_t levels, std::int64_t pool,
-                            std::int64_t topk, std::optional<double> scale) {
+                            std::int64_t topk, std::optional<double> scale,
+                            c10::string_view selection) {
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [out, context] = forward_op().call(q, k, v, levels, pool, topk, scale);
+    auto [out, context] = forward_op().call(q, k, v, levels, pool, topk, scale, selection);
     ctx->save_for_backward({context});
     ctx->saved_data["levels"] = levels;
     ctx->saved_data["pool"] = pool;
     ctx->saved_data["topk"] = topk;
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["selection"] = std::string(selection);
     return out;
   }
 
@@ -58,23 +61,23 @@ class Attention : public torch::autograd::Function<Attention> {
                                             : std::optional<double>(saved.at("scale").toDouble());
     auto [dq, dk, dv] =
         backward_op().call(grads[0], context, saved.at("levels").toInt(), saved.at("pool").toInt(),
-                           saved.at("topk").toInt(), scale);
-    // No gradient for levels, pool, topk and scale.
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+                           saved.at("topk").toInt(), scale, saved.at("selection").toStringRef());
+    // No gradient for levels, pool, topk, scale and selection.
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                              std::optional<double> scale) {
-  return Attention::apply(q, k, v, levels, pool, topk, scale);
+                              std::optional<double> scale, c10::string_view selection) {
+  return Attention::apply(q, k, v, levels, pool, topk, scale, selection);
 }
 
 // Below autograd (inference mode, or any backend key): the forward alone.
 at::Tensor attention_plain(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                           std::optional<double> scale) {
-  return std::get<0>(forward_op().call(q, k, v, levels, pool, topk, scale));
+                           std::optional<double> scale, c10::string_view selection) {
+  return std::get<0>(forward_op().call(q, k, v, levels, pool, topk, scale, selection));
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ DType dtype_from(const std::string& param, c10::ScalarType type) {
 }
 
 Config make_config(std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                   std::optional<double> scale) {
+                   std::optional<double> scale, std::string_view selection) {
   // Values outside int range would wrap silently on conversion: reject them with the rule.
   auto narrow = [](const char* name, std::int64_t value) {
     if (value < INT32_MIN || value > INT32_MAX) {
@@ -52,6 +52,7 @@ Config make_config(std::int64_t levels, std::int64_t pool, std::int64_t topk,
   config.pool = narrow("pool", pool);
   config.topk = narrow("topk", topk);
   config.scale = scale;
+  config.selection = parse_selection(std::string(selection), "selection");
   validate(config);
   return config;
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "lighthouse/lighthouse.hpp"
@@ -18,8 +19,9 @@ namespace lighthouse::torch_op {
 // Lighthouse's dtype for a PyTorch one; InvalidArgument naming `param` for any other.
 DType dtype_from(const std::string& param, c10::ScalarType type);
 
+// `selection`: "original" or "causal" (Config::selection).
 Config make_config(std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                   std::optional<double> scale);
+                   std::optional<double> scale, std::string_view selection);
 
 // A [B, N, H, D] view of `t` (which must stay alive). `name` appears in error messages.
 TensorView view_of(const char* name, const at::Tensor& t);

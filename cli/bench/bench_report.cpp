@@ -67,9 +67,9 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
   const bool with_sgemm = r.sgemm_gflops.has_value();
   out << "# lighthouse bench: " << device_name(r.device) << " " << dtype_name(r.dtype)
       << ", B=" << r.batch << " H=" << r.heads << " D=" << r.head_dim << ", L=" << r.config.levels
-      << " p=" << r.config.pool << " K=" << r.config.topk << ", median of " << r.repeats
-      << " after " << r.warmup << " warm-up, threads "
-      << (r.threads > 0 ? std::to_string(r.threads) : "all")
+      << " p=" << r.config.pool << " K=" << r.config.topk << " "
+      << selection_name(r.config.selection) << ", median of " << r.repeats << " after " << r.warmup
+      << " warm-up, threads " << (r.threads > 0 ? std::to_string(r.threads) : "all")
       << (r.device == Device::kCUDA
               ? (r.deterministic ? ", deterministic backward" : ", cuDNN's fast (atomic) backward")
               : "")
@@ -198,6 +198,7 @@ nlohmann::json report_json(const BenchReport& r) {
   nlohmann::json config = {{"levels", r.config.levels},
                            {"pool", r.config.pool},
                            {"topk", r.config.topk},
+                           {"selection", selection_name(r.config.selection)},
                            {"batch", r.batch},
                            {"heads", r.heads},
                            {"head_dim", r.head_dim},
@@ -286,7 +287,7 @@ std::string report_svg(const BenchReport& r) {
                  dtype_name(r.dtype) + ", B=" + std::to_string(r.batch) +
                  " H=" + std::to_string(r.heads) + " D=" + std::to_string(r.head_dim) +
                  ", L=" + std::to_string(r.config.levels) + " p=" + std::to_string(r.config.pool) +
-                 " K=" + std::to_string(r.config.topk);
+                 " K=" + std::to_string(r.config.topk) + " " + selection_name(r.config.selection);
   labels.x_label = "sequence length N (tokens)";
   labels.y_label = "fwd+bwd latency (ms)";
   return log_log_chart_svg(labels, series);

@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 
 struct AttentionArgs {
   std::string q, k, v, dout, out;
-  std::string levels, pool, topk, scale;
+  std::string levels, pool, topk, scale, selection = "original";
   std::string device = "cpu", dtype = "float32", threads = "0";
   bool check_finite = false;
 };
@@ -89,8 +89,8 @@ Inputs read_inputs(const AttentionArgs& a) {
 // they came from (e.g. "--q = q.npy: seq = 100: must be divisible by 16").
 [[noreturn]] void rethrow_for_files(const InvalidArgument& e, const AttentionArgs& a) {
   const std::string& p = e.param();
-  if (p == "levels" || p == "pool" || p == "topk" || p == "scale" || p == "dtype" ||
-      p == "device" || p == "threads" || p == "check_finite") {
+  if (p == "levels" || p == "pool" || p == "topk" || p == "scale" || p == "selection" ||
+      p == "dtype" || p == "device" || p == "threads" || p == "check_finite") {
     throw e;  // main() turns these into --levels etc.
   }
   if (p == "k") reject("--k", a.k, e.what());
@@ -135,6 +135,7 @@ int run_attention(const AttentionArgs& a) {
   config.pool = parse_int32("--pool", a.pool);
   config.topk = parse_int32("--topk", a.topk);
   if (!a.scale.empty()) config.scale = parse_positive_double("--scale", a.scale);
+  config.selection = parse_selection(a.selection, "--selection");
   validate(config);
   const Device device = parse_device(a.device, "--device");
   const DType dtype = parse_dtype(a.dtype, "--dtype");
@@ -241,6 +242,10 @@ Command add_attention_command(CLI::App& parent) {
   app->add_option("--topk", args->topk, "top-k budget K, a multiple of 128 (required)")
       ->type_name("K");
   app->add_option("--scale", args->scale, "softmax scale (default 1/sqrt(D))")->type_name("X");
+  app->add_option("--selection", args->selection,
+                  "original (the original's top-k; leaks the future, issue 11) or causal")
+      ->capture_default_str()
+      ->type_name("MODE");
   app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");
   app->add_option("--dtype", args->dtype,
                   "compute dtype: float32, or bfloat16/float16 with --device cuda (files stay "

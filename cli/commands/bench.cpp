@@ -30,7 +30,7 @@ struct BenchArgs {
   std::string device = "cpu";
   // Empty = the device's default (see defaults_for).
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
-  std::string threads = "0", seed = "0", sgemm_size = "2048";
+  std::string threads = "0", seed = "0", sgemm_size = "2048", selection = "original";
   std::string json, plot, deterministic, side_by_side;
   bool stages = false, quiet = false;
 };
@@ -103,6 +103,7 @@ int run_bench(const BenchArgs& a) {
   report.config.levels = parse_int32("--levels", or_default(a.levels, d.levels, s5));
   report.config.pool = parse_int32("--pool", or_default(a.pool, d.pool, s6));
   report.config.topk = parse_int32("--topk", or_default(a.topk, d.topk, s7));
+  report.config.selection = parse_selection(a.selection, "--selection");
   validate(report.config);
   report.impls = parse_impls(or_default(a.impl, d.impl, s8));
   report.repeats = parse_int32("--repeats", or_default(a.repeats, d.repeats, s9), 1);
@@ -342,6 +343,11 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--levels", args->levels, "pyramid levels L")->type_name("L");
   app->add_option("--pool", args->pool, "pooling factor p")->type_name("P");
   app->add_option("--topk", args->topk, "top-k budget K")->type_name("K");
+  app->add_option("--selection", args->selection,
+                  "the lighthouse row's selection: original or causal (compare two runs' "
+                  "lighthouse/floor ratios)")
+      ->capture_default_str()
+      ->type_name("MODE");
   app->add_option("--impl", args->impl, "implementations: dense, lighthouse, floor")
       ->type_name("LIST");
   app->add_option("--repeats", args->repeats, "timed runs per measurement (median)")

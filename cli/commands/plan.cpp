@@ -17,7 +17,7 @@ namespace lighthouse::cli {
 namespace {
 
 struct PlanArgs {
-  std::string seq, levels, pool, topk;
+  std::string seq, levels, pool, topk, selection = "original";
   std::string heads = "8", head_dim = "128", batch = "1";
   bool json = false;
 };
@@ -84,17 +84,21 @@ int run_plan(const PlanArgs& a) {
   config.levels = parse_int32("--levels", a.levels);
   config.pool = parse_int32("--pool", a.pool);
   config.topk = parse_int32("--topk", a.topk);
+  config.selection = parse_selection(a.selection, "--selection");
   const std::int64_t heads = parse_int("--heads", a.heads);
   const std::int64_t head_dim = parse_int("--head-dim", a.head_dim);
   const std::int64_t batch = parse_int("--batch", a.batch);
 
-  nlohmann::json request = {{"seq", seq},          {"levels", config.levels}, {"pool", config.pool},
-                            {"topk", config.topk}, {"batch", batch},          {"heads", heads},
-                            {"head_dim", head_dim}};
+  nlohmann::json request = {
+      {"seq", seq},           {"levels", config.levels},
+      {"pool", config.pool},  {"topk", config.topk},
+      {"batch", batch},       {"heads", heads},
+      {"head_dim", head_dim}, {"selection", selection_name(config.selection)}};
   if (!a.json) {
     std::cout << "Lighthouse plan: N = " << seq << ", L = " << config.levels
-              << ", p = " << config.pool << ", K = " << config.topk << ", B = " << batch
-              << ", H = " << heads << ", D = " << head_dim << "\n";
+              << ", p = " << config.pool << ", K = " << config.topk << ", selection "
+              << selection_name(config.selection) << ", B = " << batch << ", H = " << heads
+              << ", D = " << head_dim << "\n";
   }
   Plan plan;
   try {
@@ -139,6 +143,9 @@ Command add_plan_command(CLI::App& parent) {
   app->add_option("--levels", args->levels, "pyramid levels L (required)")->type_name("L");
   app->add_option("--pool", args->pool, "pooling factor p (required)")->type_name("P");
   app->add_option("--topk", args->topk, "top-k budget K (required)")->type_name("K");
+  app->add_option("--selection", args->selection, "original or causal (same S and cost)")
+      ->capture_default_str()
+      ->type_name("MODE");
   app->add_option("--heads", args->heads, "heads H")->capture_default_str()->type_name("H");
   app->add_option("--head-dim", args->head_dim, "head dim D")
       ->capture_default_str()

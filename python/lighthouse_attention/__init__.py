@@ -4,7 +4,8 @@
 
     out = lighthouse_attention(q, k, v, levels=3, pool=2, topk=1536)   # q, k, v: [B, N, H, D]
 
-The operator itself is ``torch.ops.lighthouse.attention(q, k, v, levels, pool, topk, scale)``,
+The operator itself is
+``torch.ops.lighthouse.attention(q, k, v, levels, pool, topk, scale, selection="original")``,
 registered by the compiled extension when this package is imported.
 """
 

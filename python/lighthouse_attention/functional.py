@@ -48,6 +48,7 @@ def lighthouse_attention(
     topk: int = 1536,
     layout: str = "bnhd",
     scale: Optional[float] = None,
+    selection: str = "original",
 ) -> torch.Tensor:
     """Causal Lighthouse attention of ``q``, ``k``, ``v``; differentiable in all three.
 
@@ -57,16 +58,28 @@ def lighthouse_attention(
     must satisfy the library's rules for the sequence length; a violation raises ``ValueError``
     naming the parameter, its value and the rule. ``scale`` defaults to ``1/sqrt(D)``.
 
+    ``selection="original"`` is the original method's selection, which lets a position's output
+    depend on later tokens (a model can learn to read the future through it; the project's
+    issue 11 and README). ``selection="causal"`` decides every block's refinement from tokens up
+    to its first one, so that the output at t and every gradient flowing from it depend on
+    positions <= t only.
+
     CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
     """
     q, k, v = _as_bnhd(q, k, v, layout)
-    out = ops.attention(q, k, v, levels, pool, topk, scale)
+    out = ops.attention(q, k, v, levels, pool, topk, scale, selection)
     return out.transpose(1, 2) if layout == "bhnd" else out
 
 
-def validate(levels: int, pool: int, topk: int, scale: Optional[float] = None) -> None:
+def validate(
+    levels: int,
+    pool: int,
+    topk: int,
+    scale: Optional[float] = None,
+    selection: str = "original",
+) -> None:
     """Checks a configuration's own rules (those that do not involve the sequence length)."""
-    ops.validate(levels, pool, topk, scale)
+    ops.validate(levels, pool, topk, scale, selection)
 
 
 def plan(
@@ -80,12 +93,13 @@ def plan(
     topk: int = 1536,
     scale: Optional[float] = None,
     dtype: torch.dtype = torch.float32,
+    selection: str = "original",
 ) -> dict:
     """What a configuration costs at these sizes (``ValueError`` when it is invalid there):
     ``S`` (rows of the inner dense attention per batch and head), ``pyramid_size`` and
     ``tiles``, and ``context_bytes`` (memory saved for the backward pass)."""
     s, pyramid, tiles, ctx, _ = ops.plan(
-        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype
+        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype, selection
     )
     return {"S": s, "pyramid_size": pyramid, "tiles": tiles, "context_bytes": ctx}
 
@@ -99,13 +113,14 @@ def selected_indices(
     pool: int = 2,
     topk: int = 1536,
     layout: str = "bnhd",
+    selection: str = "original",
 ) -> torch.Tensor:
     """The pyramid entries the selection keeps, ``[B, H, S]`` int32 in causal order (level
     ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``). For analysis and tests:
     it runs a forward pass and reads the indices out of its saved context."""
     q, k, v = _as_bnhd(q, k, v, layout)
     with torch.no_grad():
-        _, ctx = ops.attention_forward(q, k, v, levels, pool, topk, None)
+        _, ctx = ops.attention_forward(q, k, v, levels, pool, topk, None, selection)
     b, n, h, d = q.shape
-    s, _, _, _, at = ops.plan(b, n, h, d, levels, pool, topk, None, q.dtype)
+    s, _, _, _, at = ops.plan(b, n, h, d, levels, pool, topk, None, q.dtype, selection)
     return ctx[at : at + b * h * s * 4].view(torch.int32).view(b, h, s).clone()

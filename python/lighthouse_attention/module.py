@@ -15,7 +15,8 @@ from .functional import _check_layout, _check_rank, lighthouse_attention, valida
 class LighthouseAttention(nn.Module):
     """Causal attention of ``q``, ``k``, ``v`` (no projections, no parameters).
 
-    ``dense=False``: Lighthouse attention (``lighthouse_attention``). ``dense=True``: ordinary
+    ``dense=False``: Lighthouse attention (``lighthouse_attention``, with ``selection``
+    "original" or "causal"). ``dense=True``: ordinary
     causal attention, ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``, the model the
     training ends with. Flip ``.dense`` (or call ``set_dense(model)``) to resume a checkpoint in
     the dense stage: the module has no state, so checkpoints are the same in both stages.
@@ -31,13 +32,14 @@ class LighthouseAttention(nn.Module):
         *,
         layout: str = "bnhd",
         scale: Optional[float] = None,
+        selection: str = "original",
         dense: bool = False,
     ) -> None:
         super().__init__()
         _check_layout(layout)
-        validate(levels, pool, topk, scale)
+        validate(levels, pool, topk, scale, selection)
         self.levels, self.pool, self.topk = levels, pool, topk
-        self.layout, self.scale, self.dense = layout, scale, dense
+        self.layout, self.scale, self.selection, self.dense = layout, scale, selection, dense
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if not self.dense:
@@ -50,6 +52,7 @@ class LighthouseAttention(nn.Module):
                 topk=self.topk,
                 layout=self.layout,
                 scale=self.scale,
+                selection=self.selection,
             )
         _check_rank(q, k, v, self.layout)
         if self.layout == "bnhd":  # SDPA takes [B, H, N, D]
@@ -61,7 +64,7 @@ class LighthouseAttention(nn.Module):
         mode = "dense" if self.dense else "lighthouse"
         return (
             f"{mode}, levels={self.levels}, pool={self.pool}, topk={self.topk}, "
-            f"layout={self.layout!r}, scale={self.scale}"
+            f"layout={self.layout!r}, scale={self.scale}, selection={self.selection!r}"
         )
 
 

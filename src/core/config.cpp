@@ -7,6 +7,26 @@
 
 namespace lighthouse {
 
+namespace {
+constexpr const char* kSelectionChoices = "must be original or causal";
+}  // namespace
+
+const char* selection_name(Selection selection) {
+  switch (selection) {
+    case Selection::kOriginal:
+      return "original";
+    case Selection::kCausal:
+      return "causal";
+  }
+  return "invalid";
+}
+
+Selection parse_selection(const std::string& text, const std::string& param) {
+  if (text == "original") return Selection::kOriginal;
+  if (text == "causal") return Selection::kCausal;
+  throw InvalidArgument(param, text, kSelectionChoices);
+}
+
 void validate(const Config& config) {
   if (config.levels < 1) {
     throw InvalidArgument("levels", std::to_string(config.levels), "must be >= 1");
@@ -23,6 +43,11 @@ void validate(const Config& config) {
   }
   if (config.scale && !(std::isfinite(*config.scale) && *config.scale > 0)) {
     throw InvalidArgument("scale", std::to_string(*config.scale), "must be a finite number > 0");
+  }
+  // An enum can hold any value of its underlying type (a cast from an int, a file).
+  if (config.selection != Selection::kOriginal && config.selection != Selection::kCausal) {
+    throw InvalidArgument("selection", std::to_string(static_cast<int>(config.selection)),
+                          kSelectionChoices);
   }
 }
 

@@ -121,7 +121,7 @@ std::int64_t Plan::gathered_bytes(std::size_t element_size) const {
 std::string Plan::describe() const {
   std::ostringstream os;
   os << "levels " << config.levels << ", pool " << config.pool << ", topk " << config.topk
-     << ", scale " << scale << "\n";
+     << ", scale " << scale << ", selection " << selection_name(config.selection) << "\n";
   os << "B " << batch << ", N " << seq << ", H " << heads << ", D " << head_dim << "\n";
   for (std::size_t l = 0; l < size.size(); ++l) {
     os << "  level " << l + 1 << ": block " << block[l] << ", entries " << size[l] << ", offset "

@@ -18,6 +18,7 @@ struct TileScratch {
   std::vector<std::int64_t> candidates, parents;
   std::vector<std::int32_t> order;
   std::vector<char> kept;
+  std::vector<float> score_q, score_k;  // causal scores by candidate position
   std::vector<std::pair<std::int64_t, std::int32_t>> entries;  // (position key, pyramid index)
 };
 
@@ -33,6 +34,73 @@ void take_best(const float* score, const std::vector<std::int64_t>& candidates,
   std::partial_sort(order.begin() + static_cast<std::ptrdiff_t>(first),
                     order.begin() + static_cast<std::ptrdiff_t>(first + count), order.end(),
                     better);
+}
+
+// The original's rule: the 64 candidates with the highest query score, then the 64 of the rest
+// with the highest key score. Parents are listed in that order (the spec's child order).
+void keep_original(const float* level_q, const float* level_k, TileScratch& w) {
+  const std::size_t n = w.candidates.size();
+  w.order.resize(n);
+  std::iota(w.order.begin(), w.order.end(), 0);
+  take_best(level_q, w.candidates, w.order, 0, kHalf);
+  take_best(level_k, w.candidates, w.order, kHalf, kHalf);
+  w.kept.assign(n, 0);
+  w.parents.resize(kTileSize);
+  for (std::int64_t j = 0; j < kTileSize; ++j) {
+    w.kept[w.order[j]] = 1;
+    w.parents[j] = w.candidates[w.order[j]];
+  }
+}
+
+// The causal rule (docs/SPEC-causal.md), candidates in position order. A block's score is a
+// prediction from its past: the max of the previous block's pooled score (same level) and its
+// own first token's score. A candidate is eligible by query (key) score when that score beats
+// the last w_q (w_k) candidates' scores; it is kept while the query (key) quota of 64 lasts, and
+// once n - 128 candidates have been turned down every later one is kept, so exactly 128 are.
+// Each decision reads scores of tokens up to the candidate's first token only. Parents are the
+// kept candidates in position order.
+void keep_causal(const Plan& plan, int l, const float* sq, const float* sk, TileScratch& w) {
+  const std::int64_t n = static_cast<std::int64_t>(w.candidates.size());
+  const std::int64_t block = plan.block[l];
+  const float* level_q = sq + plan.offset[l];
+  const float* level_k = sk + plan.offset[l];
+  auto causal_score = [&](const float* level, const float* tokens, std::int64_t i) {
+    const float first = tokens[i * block];  // level 1 is at offset 0
+    return i > 0 ? std::max(level[i - 1], first) : first;
+  };
+  w.score_q.resize(static_cast<std::size_t>(n));
+  w.score_k.resize(static_cast<std::size_t>(n));
+  for (std::int64_t j = 0; j < n; ++j) {
+    w.score_q[j] = causal_score(level_q, sq, w.candidates[j]);
+    w.score_k[j] = causal_score(level_k, sk, w.candidates[j]);
+  }
+  const CausalWindows win = causal_windows(n);
+  // Beats every one of the (up to) `window` candidates just before j.
+  auto record = [](const std::vector<float>& score, std::int64_t j, std::int64_t window) {
+    for (std::int64_t i = std::max<std::int64_t>(0, j - window); i < j; ++i) {
+      if (!(score[j] > score[i])) return false;
+    }
+    return true;
+  };
+  w.kept.assign(static_cast<std::size_t>(n), 0);
+  w.parents.clear();
+  std::int64_t by_query = 0, by_key = 0, rejected = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    bool keep = false;
+    if (by_query < kHalf && record(w.score_q, j, win.query)) {
+      keep = true, ++by_query;
+    } else if (by_key < kHalf && record(w.score_k, j, win.key)) {
+      keep = true, ++by_key;
+    } else if (rejected == n - kTileSize) {
+      keep = true;  // the rest must all be kept to fill the tile's 128
+    } else {
+      ++rejected;
+    }
+    if (keep) {
+      w.kept[j] = 1;
+      w.parents.push_back(w.candidates[j]);
+    }
+  }
 }
 
 void select_tile(const Plan& plan, const float* sq, const float* sk, std::int64_t tile,
@@ -62,18 +130,10 @@ void select_tile(const Plan& plan, const float* sq, const float* sk, std::int64_
       }
       break;
     }
-    // 64 by query score, then 64 of the rest by key score.
-    w.order.resize(n);
-    std::iota(w.order.begin(), w.order.end(), 0);
-    const float* level_q = sq + plan.offset[l];
-    const float* level_k = sk + plan.offset[l];
-    take_best(level_q, w.candidates, w.order, 0, kHalf);
-    take_best(level_k, w.candidates, w.order, kHalf, kHalf);
-    w.kept.assign(n, 0);
-    w.parents.resize(kTileSize);
-    for (std::int64_t j = 0; j < kTileSize; ++j) {
-      w.kept[w.order[j]] = 1;
-      w.parents[j] = w.candidates[w.order[j]];
+    if (plan.config.selection == Selection::kCausal) {
+      keep_causal(plan, l, sq, sk, w);
+    } else {
+      keep_original(sq + plan.offset[l], sk + plan.offset[l], w);
     }
     for (std::size_t a = 0; a < n; ++a) {
       const std::int64_t i = w.candidates[a];
@@ -91,6 +151,11 @@ void select_tile(const Plan& plan, const float* sq, const float* sk, std::int64_
 }
 
 }  // namespace
+
+CausalWindows causal_windows(std::int64_t candidates) {
+  const std::int64_t ratio = candidates / kHalf;  // >= 2: a level has >= 128 candidates
+  return {ratio - 1, ratio - 2};
+}
 
 std::int64_t entries_per_tile(const Plan& plan) {
   return plan.tile_entries +

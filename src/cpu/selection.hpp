@@ -1,5 +1,6 @@
-// The selection on the CPU: the per-tile hierarchical selection cascade and the causal order of
-// the gathered sub-sequence.
+// The selection stage on the CPU: the per-tile hierarchical selection cascade (the original's
+// top-k or the causal rule, Config::selection) and the causal order of the gathered
+// sub-sequence.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,16 @@ namespace lighthouse::cpu {
 // inside the tile's token range), so no global sort is needed.
 void select_entries(const Plan& plan, const float* sq, const float* sk, std::int32_t* indices,
                     std::int32_t* position, int threads);
+
+// The causal selection's look-back (docs/SPEC-causal.md) at a level of `candidates` candidates
+// (n >= 128): a candidate is eligible by query score when it beats the `query` candidates before
+// it, by key score when it beats the `key` ones before it. With r = n / 64 (integer division),
+// query = r - 1 and key = r - 2, so that on scores without structure about 64 candidates are
+// eligible by each (1 in r, and 1 in r - 1 of those not taken by query score).
+struct CausalWindows {
+  std::int64_t query, key;
+};
+CausalWindows causal_windows(std::int64_t candidates);
 
 // Entries a tile contributes: its C coarsest entries plus p * 128 candidates per finer level.
 std::int64_t entries_per_tile(const Plan& plan);

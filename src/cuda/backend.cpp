@@ -42,10 +42,11 @@ void forward_stages(const Plan& plan, const TensorView& q, const TensorView& k, 
   const ForwardScratch scratch =
       forward_scratch(g, dtype, q, k, v, out, state.span(), workspace, stream);
 
-  launch_pyramid(g, dtype, tq, tk, tv, scratch.score_q, scratch.score_k, scratch.coarse[0],
-                 scratch.coarse[1], scratch.coarse[2], stream);
+  launch_pyramid(g, dtype, tq, tk, tv, scratch.score_q, scratch.score_k, scratch.first_q,
+                 scratch.first_k, scratch.coarse[0], scratch.coarse[1], scratch.coarse[2], stream);
   timer.mark(&StageTimes::pyramid);
-  launch_selection(g, scratch.score_q, scratch.score_k, state.indices, state.position, stream);
+  launch_selection(g, scratch.score_q, scratch.score_k, scratch.first_q, scratch.first_k,
+                   state.indices, state.position, stream);
   timer.mark(&StageTimes::selection);
   launch_gather(g, dtype, tq, tk, tv, scratch.coarse[0], scratch.coarse[1], scratch.coarse[2],
                 state.indices, state.sel[0], state.sel[1], state.sel[2], stream);

@@ -40,6 +40,7 @@ struct PyramidArgs {
   Geometry g;
   TokenTensor x[3];           // q, k, v
   float* score[2];            // q, k: [BH, P - N]
+  float* first[2];            // q, k: [BH, N / p] first-token norms (causal selection), or null
   void* coarse[3];            // [BH, n_L, D]
   int lanes;                  // M: lanes per row group, a power of two <= 32
   int groups;                 // row groups per block
@@ -190,6 +191,20 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
       }
       __syncwarp(mask);
 
+      // 4b. For the causal selection: the norm of every token m p of the piece (the first token
+      // of a level-2 block). When len >= p the piece starts on a multiple of p (both are powers
+      // of two and c0 advances by kNormTokens from a multiple of c_L); otherwise it holds at most
+      // one such token, its first.
+      if (a.first[0]) {
+        const int p = g.pool;
+        const int count = len >= p ? len >> lp : ((c0 & (p - 1)) == 0 ? 1 : 0);
+        for (int e = lane; e < 2 * count; e += M) {
+          const int x = e >= count ? 1 : 0;
+          const int idx = e - x * count;
+          a.first[x][bh * (N >> lp) + (c0 >> lp) + idx] = norms[x * kNormTokens + (idx << lp)];
+        }
+      }
+
       // 5. Pooled scores (max over the block's tokens) of the levels whose blocks fit in the
       // piece; len and every block size are powers of two.
       for (int l = 1; l <= top; ++l) {
@@ -234,8 +249,9 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
 }  // namespace
 
 void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
-                    const TokenTensor& v, float* score_q, float* score_k, void* coarse_q,
-                    void* coarse_k, void* coarse_v, cudaStream_t stream) {
+                    const TokenTensor& v, float* score_q, float* score_k, float* first_q,
+                    float* first_k, void* coarse_q, void* coarse_k, void* coarse_v,
+                    cudaStream_t stream) {
   if (g.levels < 2) return;  // dense: no scores
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -253,6 +269,8 @@ void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const 
     a.x[2] = v;
     a.score[0] = score_q;
     a.score[1] = score_k;
+    a.first[0] = g.causal ? first_q : nullptr;
+    a.first[1] = g.causal ? first_k : nullptr;
     a.coarse[0] = coarse_q;
     a.coarse[1] = coarse_k;
     a.coarse[2] = coarse_v;

@@ -17,9 +17,13 @@ ForwardScratch forward_scratch(const Geometry& g, DType dtype, const TensorView&
       g.levels >= 2
           ? bh * static_cast<std::size_t>(g.size[g.levels - 1] * g.head_dim) * dtype_size(dtype)
           : 0;
+  const std::size_t first_bytes =
+      g.causal && g.levels >= 2 ? bh * static_cast<std::size_t>(g.seq / g.pool) * sizeof(float) : 0;
   Carver carve;
   const std::size_t score_q = carve.take(score_bytes);
   const std::size_t score_k = carve.take(score_bytes);
+  const std::size_t first_q = carve.take(first_bytes);
+  const std::size_t first_k = carve.take(first_bytes);
   std::array<std::size_t, 3> coarse{};
   for (auto& c : coarse) c = carve.take(coarse_bytes);
   // Dense plans (a ContextBuffer forward of levels == 1) need none: still one aligned part, so
@@ -32,6 +36,10 @@ ForwardScratch forward_scratch(const Geometry& g, DType dtype, const TensorView&
   ForwardScratch at;
   at.score_q = reinterpret_cast<float*>(base + score_q);
   at.score_k = reinterpret_cast<float*>(base + score_k);
+  if (g.causal) {
+    at.first_q = reinterpret_cast<float*>(base + first_q);
+    at.first_k = reinterpret_cast<float*>(base + first_k);
+  }
   for (int x = 0; x < 3; ++x) at.coarse[x] = base + coarse[x];
   return at;
 }

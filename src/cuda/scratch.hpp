@@ -19,12 +19,15 @@
 
 namespace lighthouse::cuda {
 
-// The forward's scratch: in `out` (the scatter writes it last) when out_holds_scratch() allows,
+// The forward's scratch (the pooled scores, the first-token scores of the causal selection and
+// the coarsest means, all dead once the gather has run): in `out` (the scatter writes it last) when out_holds_scratch() allows,
 // else in the workspace, which then does not grow to the coarsest level's size (0.75 N rows at
 // p = 2) for nothing.
 struct ForwardScratch {
   float* score_q = nullptr;       // [BH, P - N] pooled scores of levels 2..L
   float* score_k = nullptr;       //
+  float* first_q = nullptr;       // [BH, N / p] first-token norms (causal selection only; else
+  float* first_k = nullptr;       // null)
   std::array<void*, 3> coarse{};  // the coarsest means of q, k and v, [BH, n_L, D] (L >= 2)
 };
 ForwardScratch forward_scratch(const Geometry& g, DType dtype, const TensorView& q,

@@ -1,10 +1,11 @@
-// The selection on the GPU (hierarchical top-k, then the causal order of the selected entries):
-// one block per (batch, head, tile), everything in shared memory except the scores it reads and the
-// indices it writes.
+// The selection stage (hierarchical selection) and the causal order on the GPU: one block per
+// (batch, head, tile), everything in shared memory except the scores it reads and the indices it
+// writes. Two rules (Config::selection), one kernel each (a template argument), sharing
+// everything but the choice of the 128 kept candidates per level.
 //
-// Selection. At each level >= 2 the tile keeps the 64 candidates ranked highest by query score,
-// then the 64 ranked highest by key score among the rest. Ranking: higher score first, ties to
-// the lower candidate position (the CPU backend's rule, so both pick identical indices). A
+// Original selection. At each level >= 2 the tile keeps the 64 candidates ranked highest by query
+// score, then the 64 ranked highest by key score among the rest. Ranking: higher score first, ties
+// to the lower candidate position (the CPU backend's rule, so both pick identical indices). A
 // candidate's rank key is the order-preserving unsigned image of its float score; the 64 best
 // are found by an MSB-first radix select over those keys (4 histogram passes of 8 bits over the
 // candidates), the ties at the threshold resolved by candidate position with an ordered block
@@ -14,6 +15,14 @@
 // list (C entries, any size) is longer than kMaxStagedKeys; then the passes read L2. The lower
 // levels' lists are implicit (child j of parent slot j / p).
 //
+// Causal selection (docs/SPEC-causal.md). Candidates are in position order (the kept parents
+// are). A candidate's key is the order key of max(previous block's pooled score, first token's
+// score). Eligibility (beats the w previous candidates) is one ballot per 32 consecutive
+// candidates, so that thread t of the block then holds the bits of candidates [32t, 32t + 32);
+// the streaming rule's three running counts (eligible by query; eligible by key and not kept by
+// query; turned down) are three block-wide exclusive sums (CUB) over those words, which gives
+// every decision of the sequential rule at once. Kept candidates are written in position order.
+//
 // Causal order without a sort. Entries of a tile occupy the tile's own token range, so tiles
 // are independent and each fills S / tiles consecutive slots. Within a tile the key order is a
 // post-order walk of the selection tree: the coarsest entries in index order, a kept entry
@@ -21,6 +30,9 @@
 // its subtree's start plus its subtree size - 1, with subtree sizes computed bottom-up over the
 // 128 kept entries per level and starts top-down.
 #include <climits>
+#include <type_traits>
+
+#include <cub/block/block_scan.cuh>
 
 #include "cuda/check.hpp"
 #include "cuda/stages.hpp"
@@ -38,10 +50,11 @@ constexpr int kMaxStagedKeys = 8192;  // candidates per level whose keys may be 
 
 struct SelectionArgs {
   Geometry g;
-  const float* score[2];   // q, k: [BH, P - N]
-  std::int32_t* indices;   // [BH, S]
-  std::int32_t* position;  // [BH, P]: every entry written here (-1 when not selected)
-  int staged;              // keys per level and score staged in shared memory (0: none)
+  const float* score[2];  // q, k: [BH, P - N]
+  const float* first[2];  // q, k: [BH, N / p] first-token norms (causal selection only)
+  std::int32_t* indices;  // [BH, S]
+  std::int32_t* position; // [BH, P]: every entry written here (-1 when not selected)
+  int staged;             // keys per level and score staged in shared memory (0: none)
 };
 
 struct Scratch {
@@ -55,6 +68,14 @@ struct Scratch {
   int sorted_cand[kKeep];  // the coarsest level's kept candidates in index order
   int rank_slot[kKeep];    // kept slot of the r-th of them
   int extra[kKeep + 1];    // exclusive prefix of (subtree size - 1) in that order
+};
+
+// The causal rule's extra scratch: eligibility words of one round of 32 * kThreads candidates and
+// the block scan's storage.
+using BlockScan = cub::BlockScan<int, kThreads>;
+struct CausalScratch {
+  unsigned eligible[2][kThreads];  // [q, k][word]: bit b of word w = candidate 32 w + b
+  typename BlockScan::TempStorage scan;
 };
 
 // Unsigned integers that order like the floats (NaN aside).
@@ -71,13 +92,25 @@ struct Level {
   int log2_pool;
   const unsigned* staged;  // [2][stride] keys by position, or null: read the scores
   int stride;
+  // Causal selection: the first-token norms of this (batch, head) and the shift from an entry
+  // of this level to its first token's level-2 block ((l - 1) log2 p); null in the original.
+  const float* first_token[2];
+  int first_shift;
 
   __device__ std::int64_t entry(int j) const {
     if (!parent) return first + j;
     return (static_cast<std::int64_t>(parent[j >> log2_pool]) << log2_pool) |
            (j & ((1 << log2_pool) - 1));
   }
-  __device__ unsigned load_key(int x, int j) const { return order_key(__ldg(score[x] + entry(j))); }
+  // Original: the block's pooled score. Causal: max(the previous block's pooled score, the
+  // block's first token's score), a prediction from tokens up to the block's first.
+  __device__ unsigned load_key(int x, int j) const {
+    const std::int64_t i = entry(j);
+    if (!first_token[x]) return order_key(__ldg(score[x] + i));
+    float s = __ldg(first_token[x] + (i << first_shift));
+    if (i > 0) s = fmaxf(__ldg(score[x] + i - 1), s);  // no NaN here: the same max as the CPU's
+    return order_key(s);
+  }
   __device__ unsigned key(int x, int j) const {
     return staged ? staged[x * stride + j] : load_key(x, j);
   }
@@ -227,9 +260,88 @@ __device__ Cut top64(const Level& level, int x, int n, Excluded excluded, Scratc
   return cut;
 }
 
+// The `count` lowest set bits of `bits` (all of them when count >= popc, none when count <= 0).
+__device__ __forceinline__ unsigned lowest_bits(unsigned bits, int count) {
+  unsigned out = 0;
+  for (int c = 0; c < count && bits; ++c) {
+    const unsigned low = bits & (0u - bits);
+    out |= low;
+    bits ^= low;
+  }
+  return out;
+}
+
+// Candidate j's key (score x) beats each of the `window` keys before it.
+__device__ bool beats_window(const Level& level, int x, int j, int window) {
+  const unsigned u = level.key(x, j);
+  for (int i = max(0, j - window); i < j; ++i) {
+    if (!(u > level.key(x, i))) return false;
+  }
+  return true;
+}
+
+// The causal rule on the n candidates of `level` (n >= 128): writes the positions of the 128 kept
+// candidates to kept[0..127] in position order. The sequential rule -- for j in order: keep by
+// query if eligible and fewer than 64 were; else by key if eligible and fewer than 64 were; else
+// keep if n - 128 were turned down already; else turn down -- in closed form: with Q(j) the number
+// of query-eligible candidates before j, K(j) the number of key-eligible ones not kept by query
+// before j and R(j) the number before j kept by neither quota, j is kept by query when eligible
+// and Q(j) < 64, by key when eligible, not kept by query and K(j) < 64, and at all when either
+// holds or R(j) >= n - 128; its slot is j - min(R(j), n - 128). All threads call it.
+__device__ void keep_causal(const Level& level, int n, CausalScratch& cs, int* kept) {
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int ratio = n / kHalf;
+  const int window[2] = {ratio - 1, ratio - 2};
+  const int cap = n - kKeep;  // turned down at most
+  int carry[3] = {0, 0, 0};   // Q, K, R over the earlier rounds (the same in every thread)
+  for (int round = 0; round < n; round += 32 * kThreads) {
+    // 1. Eligibility words: word w (lane b) of the round is candidate round + 32 w + b.
+    const int words = min(kThreads, (n - round + 31) / 32);
+    for (int w = warp; w < words; w += kWarps) {
+      const int j = round + 32 * w + lane;
+      for (int x = 0; x < 2; ++x) {
+        const bool e = j < n && beats_window(level, x, j, window[x]);
+        const unsigned word = __ballot_sync(0xffffffffu, e);
+        if (lane == 0) cs.eligible[x][w] = word;
+      }
+    }
+    __syncthreads();
+    // 2. Thread t: candidates [first, first + count) in bits 0..count-1.
+    const int first = round + 32 * tid;
+    const int count = max(0, min(32, n - first));
+    const unsigned valid = count == 32 ? 0xffffffffu : (1u << count) - 1u;
+    const unsigned eq = cs.eligible[0][tid] & valid, ek = cs.eligible[1][tid] & valid;
+    int before, total;
+    BlockScan(cs.scan).ExclusiveSum(__popc(eq), before, total);
+    __syncthreads();
+    const unsigned by_q = lowest_bits(eq, kHalf - (carry[0] + before));
+    carry[0] += total;
+    const unsigned ek_rest = ek & ~by_q;
+    BlockScan(cs.scan).ExclusiveSum(__popc(ek_rest), before, total);
+    __syncthreads();
+    const unsigned by_k = lowest_bits(ek_rest, kHalf - (carry[1] + before));
+    carry[1] += total;
+    const unsigned quota = by_q | by_k;
+    const unsigned neither = valid & ~quota;
+    BlockScan(cs.scan).ExclusiveSum(__popc(neither), before, total);
+    __syncthreads();
+    for (int b = 0; b < count; ++b) {
+      const int r = carry[2] + before + __popc(neither & ((1u << b) - 1u));  // R(j)
+      if (((quota >> b) & 1u) || r >= cap) kept[first + b - min(r, cap)] = first + b;
+    }
+    carry[2] += total;
+  }
+  __syncthreads();
+}
+
+template <bool kCausal>
 __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionArgs a) {
   extern __shared__ int dyn[];
   __shared__ Scratch sh;
+  // Only the causal kernel has it: the original kernel's shared memory stays as it was.
+  [[maybe_unused]] __shared__ std::conditional_t<kCausal, CausalScratch, char> causal_sh;
 
   const Geometry& g = a.g;
   const int L = g.levels;
@@ -244,7 +356,8 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
   const int tid = threadIdx.x;
 
   // Per level l >= 1: kept entry index, kept candidate position, subtree size, subtree start,
-  // each [kKeep], by kept slot (0..63 by query score, 64..127 by key score, best first).
+  // each [kKeep], by kept slot (original: 0..63 by query score, 64..127 by key score, best
+  // first; causal: position order).
   auto kept_idx = [&](int l) { return dyn + l * 4 * kKeep; };
   auto kept_cand = [&](int l) { return dyn + l * 4 * kKeep + kKeep; };
   auto sub_size = [&](int l) { return dyn + l * 4 * kKeep + 2 * kKeep; };
@@ -279,6 +392,9 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
     level.log2_pool = lp;
     level.staged = nullptr;
     level.stride = a.staged;
+    for (int x = 0; x < 2; ++x)
+      level.first_token[x] = kCausal ? a.first[x] + bh * (N >> lp) : nullptr;
+    level.first_shift = (l - 1) * lp;
     const int n = l == top ? C : p * kKeep;
     if (n <= a.staged) {
       for (int j = tid; j < n; j += kThreads) {
@@ -289,8 +405,12 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
       __syncthreads();
       level.staged = keys;
     }
-    const Cut by_q = top64(level, 0, n, NoExclusion{}, sh, kept_cand(l));
-    top64(level, 1, n, ExcludeQuerySelected{level, by_q}, sh, kept_cand(l) + kHalf);
+    if constexpr (kCausal) {
+      keep_causal(level, n, causal_sh, kept_cand(l));
+    } else {
+      const Cut by_q = top64(level, 0, n, NoExclusion{}, sh, kept_cand(l));
+      top64(level, 1, n, ExcludeQuerySelected{level, by_q}, sh, kept_cand(l) + kHalf);
+    }
     if (tid < kKeep) kept_idx(l)[tid] = static_cast<int>(level.entry(kept_cand(l)[tid]));
     __syncthreads();
   }
@@ -384,11 +504,15 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
 }  // namespace
 
 void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
-                      std::int32_t* indices, std::int32_t* position, cudaStream_t stream) {
+                      const float* first_q, const float* first_k, std::int32_t* indices,
+                      std::int32_t* position, cudaStream_t stream) {
   SelectionArgs a{};
   a.g = g;
   a.score[0] = score_q;
   a.score[1] = score_k;
+  a.first[0] = first_q;
+  a.first[1] = first_k;
+  if (g.causal && (!first_q || !first_k)) throw Error("launch_selection: no first-token scores");
   a.indices = indices;
   a.position = position;
   const std::int64_t blocks = g.batch * g.heads * g.tiles;
@@ -400,11 +524,13 @@ void launch_selection(const Geometry& g, const float* score_q, const float* scor
       (static_cast<std::size_t>(g.levels) * 4 * kKeep + static_cast<std::size_t>(g.pool) * kKeep +
        2 * static_cast<std::size_t>(a.staged)) *
       sizeof(int);
-  if (smem + sizeof(Scratch) > 48 * 1024) {  // beyond the default limit (many levels, large pool)
-    CUDA_CHECK(cudaFuncSetAttribute(selection_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  const auto kernel = g.causal ? selection_kernel<true> : selection_kernel<false>;
+  const std::size_t fixed = sizeof(Scratch) + (g.causal ? sizeof(CausalScratch) : 0);
+  if (smem + fixed > 48 * 1024) {  // beyond the default limit (many levels, large pool)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
   }
-  selection_kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
   CUDA_CHECK_LAUNCH("selection_kernel");
 }
 

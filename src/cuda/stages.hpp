@@ -5,6 +5,8 @@
 // Buffers the stages pass to each other (all per (batch, head) = bh, row-major):
 // clang-format off
 //   scores    float [BH, P - N]   pooled max-norm scores of levels 2..L (level l at offset_l - N)
+//   first     float [BH, N / p]   causal selection only: the norm of token m p, the first token of
+//                                 every level-2 block (and so of every block above)
 //   coarse    T     [BH, n_L, D]  the coarsest level's means (only when L >= 2)
 //   indices   int32 [BH, S]       selected pyramid indices in causal order
 //   position  int32 [BH, P]       pyramid index -> row s in [0, S) of the gathered rows, or -1
@@ -28,6 +30,7 @@ struct Geometry {
   std::int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
   int levels = 0, pool = 0, log2_pool = 0;
   std::int64_t pyramid_size = 0, tiles = 0, tile_entries = 0, S = 0;
+  bool causal = false;                   // Selection::kCausal
   std::int64_t offset[kMaxLevels] = {};  // pyramid offset of level l (0-based)
   std::int64_t size[kMaxLevels] = {};    // entries of level l; block size is 1 << (l * log2_pool)
 };
@@ -50,14 +53,18 @@ void launch_count_nonfinite(DType dtype, const TokenTensor& x, std::int64_t batc
                             cudaStream_t stream);
 
 // Pyramid: per-token norms (float64 sums in d order), max-pooled to levels 2..L, and the
-// coarsest level's means of q, k and v. Reads q, k and v once.
+// coarsest level's means of q, k and v. Reads q, k and v once. With g.causal it also writes the
+// norms of the blocks' first tokens to first_q, first_k.
 void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
-                    const TokenTensor& v, float* score_q, float* score_k, void* coarse_q,
-                    void* coarse_k, void* coarse_v, cudaStream_t stream);
+                    const TokenTensor& v, float* score_q, float* score_k, float* first_q,
+                    float* first_k, void* coarse_q, void* coarse_k, void* coarse_v,
+                    cudaStream_t stream);
 
 // Selection, in causal order: writes indices and every entry of position (-1: not selected).
+// first_q, first_k are read with g.causal only.
 void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
-                      std::int32_t* indices, std::int32_t* position, cudaStream_t stream);
+                      const float* first_q, const float* first_k, std::int32_t* indices,
+                      std::int32_t* position, cudaStream_t stream);
 
 // Gather: the q, k, v rows (means of each entry's tokens) in causal order.
 void launch_gather(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,

@@ -1034,4 +1034,165 @@ TEST(CudaBackend, RejectsUnsupported) {
   }
 }
 
+// ---- selection = causal (docs/SPEC-causal.md)
+// ----------------------------------------------------
+
+lh::Config causal_of(const Case& c) {
+  lh::Config cfg = config_of(c);
+  cfg.selection = lh::Selection::kCausal;
+  return cfg;
+}
+
+// Candidate lists of every size class the kernel handles differently: small ones, a coarsest
+// level of 2048 (staged keys), of 12288 (beyond the 8192 staged keys: read from L2) and of 32768
+// (two rounds of 16384 eligibility bits), p = 2..16, 2..4 levels, several tiles, B, H > 1.
+const std::vector<Case>& causal_cases() {
+  static const std::vector<Case> cases = {
+      {{2, 1024, 3, 64}, 2, 2, 256},  {{2, 4096, 2, 128}, 3, 4, 128},
+      {{1, 4096, 2, 64}, 4, 2, 256},  {{2, 2048, 2, 128}, 2, 8, 128},
+      {{1, 8192, 2, 64}, 3, 8, 128},  {{1, 32768, 2, 64}, 3, 16, 128},
+      {{2, 2048, 3, 20}, 2, 4, 128},  {{1, 16384, 1, 32}, 2, 8, 128},
+      {{1, 24576, 1, 16}, 2, 2, 128}, {{1, 65536, 1, 8}, 2, 2, 128},
+  };
+  return cases;
+}
+
+class CudaCausalSelection : public ::testing::TestWithParam<Case> {};
+
+// fp32: the same indices as the CPU backend (comparisons only, on scores both compute alike),
+// outputs and gradients to float32 rounding; bf16 inputs select as the CPU does on the same
+// rounded values.
+TEST_P(CudaCausalSelection, MatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend in this build";
+  const Case& c = GetParam();
+  const bool big = c.shape.N >= 16384;  // the CPU attention would dominate: indices only
+  const Inputs in = random_inputs(c.shape, 2024);
+  const Outputs gpu =
+      run(in, lh::Device::kCUDA, lh::DType::kFloat32, causal_of(c), {.backward = !big});
+  const Outputs cpu =
+      run(in, lh::Device::kCPU, lh::DType::kFloat32, causal_of(c), {.backward = !big});
+  ASSERT_EQ(gpu.indices, cpu.indices)
+      << "first difference " << first_difference(gpu.indices, cpu.indices);
+  if (!big) expect_close(gpu, cpu, 1e-5, name_of(c));
+  // The rule really differs from the original's (the comparison above is not vacuous).
+  const Outputs orig =
+      run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c), {.backward = false});
+  EXPECT_NE(orig.indices, gpu.indices);
+
+  Inputs rounded = in;
+  round_inputs(rounded, lh::DType::kBFloat16);
+  const Outputs gpu16 =
+      run(rounded, lh::Device::kCUDA, lh::DType::kBFloat16, causal_of(c), {.backward = false});
+  const Outputs cpu32 =
+      run(rounded, lh::Device::kCPU, lh::DType::kFloat32, causal_of(c), {.backward = false});
+  EXPECT_EQ(gpu16.indices, cpu32.indices)
+      << "bf16, first difference " << first_difference(gpu16.indices, cpu32.indices);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, CudaCausalSelection, ::testing::ValuesIn(causal_cases()),
+                         [](const auto& info) { return name_of(info.param); });
+
+// Equal scores everywhere (eligibility is a strict comparison, so the forced tail decides) and
+// few distinct ones.
+TEST(CudaCausalSelection, TiedScoresSelectLikeCpu) {
+  SKIP_WITHOUT_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend in this build";
+  const Case c{{2, 4096, 2, 64}, 3, 4, 128};
+  for (int mode = 0; mode < 2; ++mode) {
+    Inputs in = random_inputs(c.shape, 98);
+    std::mt19937 gen(17 + mode);
+    std::uniform_int_distribution<int> pick(-1, 1);
+    for (auto* x : {&in.q, &in.k}) {
+      for (float& f : *x) f = mode == 0 ? static_cast<float>(pick(gen)) : (f < 0 ? -1.f : 1.f);
+    }
+    const Outputs gpu =
+        run(in, lh::Device::kCUDA, lh::DType::kFloat32, causal_of(c), {.backward = false});
+    const Outputs cpu =
+        run(in, lh::Device::kCPU, lh::DType::kFloat32, causal_of(c), {.backward = false});
+    EXPECT_EQ(gpu.indices, cpu.indices)
+        << "mode " << mode << ", first difference " << first_difference(gpu.indices, cpu.indices);
+  }
+}
+
+// Strict causality on the GPU (issue 11): q, k and v after t redrawn with norms over six orders
+// of magnitude leave the outputs at positions <= t and, with dout zero after t, all of dq, dk,
+// dv bitwise unchanged under selection = causal; the same check catches the original selection.
+struct LeakCase {
+  lh::DType dtype;
+  lh::Selection selection;
+};
+
+class CudaStrictCausality : public ::testing::TestWithParam<LeakCase> {};
+
+TEST_P(CudaStrictCausality, FutureChanges) {
+  SKIP_WITHOUT_GPU();
+  const LeakCase lc = GetParam();
+  const Case c{{2, 4096, 2, 64}, 3, 4, 128};
+  const Shape& s = c.shape;
+  lh::Config cfg = config_of(c);
+  cfg.selection = lc.selection;
+  const Inputs in = random_inputs(s, 31);
+  auto row = [&](std::int64_t b, std::int64_t n) {
+    return static_cast<std::size_t>((b * s.N + n) * s.H * s.D);
+  };
+  int broken = 0;
+  std::string first;
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (std::int64_t t : {0, 3, 15, 16, 17, 255, 256, 1000, 2047, 2048, 3071, 4000, 4094}) {
+    Inputs base = in;
+    for (std::int64_t b = 0; b < s.B; ++b) {
+      std::fill(base.dout.begin() + row(b, t + 1), base.dout.begin() + row(b, s.N), 0.f);
+    }
+    round_inputs(base, lc.dtype);
+    Inputs other = base;
+    for (std::int64_t b = 0; b < s.B; ++b) {
+      for (std::int64_t n = t + 1; n < s.N; ++n) {
+        for (std::int64_t h = 0; h < s.H; ++h) {
+          const float gq = std::exp(3.f * normal(gen)), gk = std::exp(3.f * normal(gen));
+          for (std::int64_t d = 0; d < s.D; ++d) {
+            const std::size_t i = row(b, n) + static_cast<std::size_t>(h * s.D + d);
+            other.q[i] = gq * normal(gen);
+            other.k[i] = gk * normal(gen);
+            other.v[i] = 3.f * normal(gen);
+          }
+        }
+      }
+    }
+    round_inputs(other, lc.dtype);
+    const Outputs before = run(base, lh::Device::kCUDA, lc.dtype, cfg);
+    const Outputs after = run(other, lh::Device::kCUDA, lc.dtype, cfg);
+    std::string why;
+    for (std::int64_t b = 0; b < s.B && why.empty(); ++b) {
+      if (std::memcmp(before.out.data() + row(b, 0), after.out.data() + row(b, 0),
+                      (row(b, t + 1) - row(b, 0)) * sizeof(float)) != 0) {
+        why = "an output at a position <= t changed";
+      }
+    }
+    if (why.empty() && !bits_equal(before.dq, after.dq)) why = "dq changed";
+    if (why.empty() && !bits_equal(before.dk, after.dk)) why = "dk changed";
+    if (why.empty() && !bits_equal(before.dv, after.dv)) why = "dv changed";
+    if (!why.empty() && broken++ == 0) first = "t = " + std::to_string(t) + ": " + why;
+  }
+  if (lc.selection == lh::Selection::kCausal) {
+    EXPECT_EQ(broken, 0) << "selection = causal leaked; first: " << first;
+  } else {
+    std::printf(
+        "[ leaks    ] original selection on the GPU broke causality at %d of 13 positions\n",
+        broken);
+    EXPECT_GT(broken, 0) << "the check did not catch the original selection's leak";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, CudaStrictCausality,
+                         ::testing::Values(LeakCase{lh::DType::kBFloat16, lh::Selection::kCausal},
+                                           LeakCase{lh::DType::kFloat32, lh::Selection::kCausal},
+                                           LeakCase{lh::DType::kBFloat16,
+                                                    lh::Selection::kOriginal}),
+                         [](const auto& info) {
+                           return std::string(lh::dtype_name(info.param.dtype)) + "_" +
+                                  lh::selection_name(info.param.selection);
+                         });
+
 }  // namespace

@@ -83,6 +83,56 @@ std::vector<std::int64_t> rank_by(const std::vector<std::int64_t>& positions,
   return order;
 }
 
+// The causal selection rule of one level (docs/SPEC-causal.md), read literally: candidates in
+// position order; a candidate's query (key) score is the max of the previous block's pooled
+// score at its level and its first token's score; with r = n / 64 it is eligible by query score
+// when that score is strictly above each of the r - 1 candidates' query scores just before it
+// (fewer at the start), by key score likewise over r - 2; it is kept by query while fewer than 64
+// were, else by key while fewer than 64 were, else when n - 128 candidates have been turned down
+// already. Returns which candidate positions are kept.
+std::vector<bool> keep_causal(const Geometry& g, std::int64_t l,
+                              const std::vector<std::int64_t>& candidates,
+                              const std::vector<std::vector<float>>& pq,
+                              const std::vector<std::vector<float>>& pk) {
+  const std::int64_t n = static_cast<std::int64_t>(candidates.size());
+  for (std::int64_t j = 1; j < n; ++j) {
+    if (candidates[j] <= candidates[j - 1]) {
+      throw std::logic_error("reference: causal candidates must be in position order");
+    }
+  }
+  const std::int64_t c = g.block[l];
+  auto score = [&](const std::vector<std::vector<float>>& pooled, std::int64_t i) {
+    const float first = pooled[0][i * c];
+    return i == 0 ? first : std::max(pooled[l][i - 1], first);
+  };
+  std::vector<float> cq(n), ck(n);
+  for (std::int64_t j = 0; j < n; ++j) {
+    cq[j] = score(pq, candidates[j]);
+    ck[j] = score(pk, candidates[j]);
+  }
+  const std::int64_t r = n / 64;
+  // How many of the `window` candidates before j score at least as high as j.
+  auto rivals = [&](const std::vector<float>& s, std::int64_t j, std::int64_t window) {
+    std::int64_t count = 0;
+    for (std::int64_t i = j - 1; i >= 0 && i >= j - window; --i) count += s[i] >= s[j] ? 1 : 0;
+    return count;
+  };
+  std::vector<bool> kept(n, false);
+  std::int64_t by_q = 0, by_k = 0, turned_down = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    if (by_q < 64 && rivals(cq, j, r - 1) == 0) {
+      kept[j] = true, ++by_q;
+    } else if (by_k < 64 && rivals(ck, j, r - 2) == 0) {
+      kept[j] = true, ++by_k;
+    } else if (turned_down == n - 128) {
+      kept[j] = true;
+    } else {
+      ++turned_down;
+    }
+  }
+  return kept;
+}
+
 // The causal attention of one (batch, head) over S gathered rows: probabilities P (S x S,
 // zero above the diagonal) and outputs O (S x D).
 struct Attention {
@@ -201,23 +251,35 @@ std::vector<std::int32_t> select_head(const lighthouse::Config& config,
       std::iota(candidates.begin(), candidates.end(), tile * C);
       for (std::int64_t l = top; l >= 1; --l) {
         const std::int64_t n = static_cast<std::int64_t>(candidates.size());
-        std::vector<std::int64_t> positions(n);
-        std::iota(positions.begin(), positions.end(), 0);
-        const std::vector<std::int64_t> by_q = rank_by(positions, candidates, pq[l]);
-        std::vector<bool> taken(n, false);
-        for (std::int64_t r = 0; r < kHalf; ++r) taken[by_q[r]] = true;
-        std::vector<std::int64_t> rest;  // untaken positions, in candidate order
-        for (std::int64_t pos = 0; pos < n; ++pos) {
-          if (!taken[pos]) rest.push_back(pos);
+        std::vector<std::int64_t> kept;  // in the spec's child order
+        std::vector<bool> is_kept(n, false);
+        if (config.selection == lighthouse::Selection::kCausal) {
+          is_kept = keep_causal(g, l, candidates, pq, pk);
+          for (std::int64_t pos = 0; pos < n; ++pos) {  // position order
+            if (is_kept[pos]) kept.push_back(candidates[pos]);
+          }
+        } else {
+          std::vector<std::int64_t> positions(n);
+          std::iota(positions.begin(), positions.end(), 0);
+          const std::vector<std::int64_t> by_q = rank_by(positions, candidates, pq[l]);
+          for (std::int64_t r = 0; r < kHalf; ++r) is_kept[by_q[r]] = true;
+          std::vector<std::int64_t> rest;  // untaken positions, in candidate order
+          for (std::int64_t pos = 0; pos < n; ++pos) {
+            if (!is_kept[pos]) rest.push_back(pos);
+          }
+          const std::vector<std::int64_t> by_k = rank_by(rest, candidates, pk[l]);
+          for (std::int64_t r = 0; r < kHalf; ++r) is_kept[by_k[r]] = true;
+          // 64 by query score, then 64 by key score
+          for (std::int64_t r = 0; r < kHalf; ++r) kept.push_back(candidates[by_q[r]]);
+          for (std::int64_t r = 0; r < kHalf; ++r) kept.push_back(candidates[by_k[r]]);
         }
-        const std::vector<std::int64_t> by_k = rank_by(rest, candidates, pk[l]);
-
-        std::vector<std::int64_t> kept;  // 64 by query score, then 64 by key score
-        for (std::int64_t r = 0; r < kHalf; ++r) kept.push_back(candidates[by_q[r]]);
-        for (std::int64_t r = 0; r < kHalf; ++r) kept.push_back(candidates[by_k[r]]);
+        if (static_cast<std::int64_t>(kept.size()) != kTile) {
+          throw std::logic_error("reference: a level did not keep exactly 128 entries");
+        }
         const double c = static_cast<double>(g.block[l]);
-        for (std::int64_t r = kHalf; r < static_cast<std::int64_t>(by_k.size()); ++r) {
-          const std::int64_t i = candidates[by_k[r]];  // dropped: sits at its block's start
+        for (std::int64_t pos = 0; pos < n; ++pos) {
+          if (is_kept[pos]) continue;
+          const std::int64_t i = candidates[pos];  // dropped: sits at its block's start
           entries.push_back({c * static_cast<double>(i), g.offset[l] + i});
         }
         for (std::int64_t i : kept) {  // refined: just before its block's end
