@@ -60,8 +60,7 @@ void check_tokens(const std::int32_t* inputs, const std::int32_t* targets, std::
 
 }  // namespace
 
-// ---- layout
-// ---------------------------------------------------------------------------------------
+// ---- layout ------------------------------------------------------------------------------------
 
 // A parameter in the arenas: `rows` x `cols` as checkpoints see it (gains: 1 x n), stored as
 // `stored_rows` rows of `ld` elements from `offset`. The vocabulary dimension is padded to a
@@ -129,7 +128,7 @@ CudaModel::StreamHolder::~StreamHolder() {
   if (stream) cudaStreamDestroy(stream);  // returns at once; pending frees complete first
 }
 
-// ---- construction -----------------------------------------------------------------------------
+// ---- construction ------------------------------------------------------------------------------
 
 CudaModel::CudaModel(const ModelConfig& config, std::uint64_t seed, const AdamWConfig& adamw,
                      const CudaModelOptions& options)
@@ -276,7 +275,7 @@ void CudaModel::set_attention(std::vector<Config> per_layer) {
   attention_ = std::move(per_layer);
 }
 
-// ---- parameters ---------------------------------------------------------------------------------
+// ---- parameters --------------------------------------------------------------------------------
 
 std::int64_t CudaModel::offset(int param) const {
   return slots_[static_cast<std::size_t>(param)].offset;
@@ -403,7 +402,7 @@ double CudaModel::optimizer_step(double lr, double clip) {
   return norm;
 }
 
-// ---- activations --------------------------------------------------------------------------------
+// ---- activations -------------------------------------------------------------------------------
 
 // Every buffer of one shape, with its name and size; the slots are pointers in `acts`.
 std::vector<CudaModel::Request> CudaModel::plan(Activations& acts) const {
@@ -573,8 +572,7 @@ void CudaModel::upload_tokens(const std::int32_t* inputs, const std::int32_t* ta
   CUDA_CHECK(cudaMemcpyAsync(acts_->targets, targets, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
-// ---- forward
-// ---------------------------------------------------------------------------------------
+// ---- forward -----------------------------------------------------------------------------------
 
 void CudaModel::mm(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::int64_t k,
                    const Operand& a, const Operand& b, float beta, const void* c, void* d,
@@ -611,6 +609,10 @@ void CudaModel::rethrow_attention(int l, const char* pass, const Error& error) c
     throw OutOfDeviceMemory(where + "out of device memory (" + what + "); " +
                             out_of_memory_remedy());
   }
+  // cuDNN's deterministic backward needs ~2 B H S^2 bytes of workspace; the library refuses it
+  // when that cannot fit, and its message names the remedy (--deterministic off). Not switched
+  // silently: the run asked for bitwise reproducibility.
+  if (what.find("--deterministic off") != std::string::npos) throw OutOfDeviceMemory(where + what);
   throw Error(where + what);
 }
 
@@ -778,8 +780,7 @@ void CudaModel::logits_rows(const std::vector<std::int64_t>& rows, float* out) {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-// ---- backward
-// ------------------------------------------------------------------------------------
+// ---- backward ----------------------------------------------------------------------------------
 
 // The LM head and cross-entropy, a chunk of rows at a time: logits again (one small product),
 // dlogits, dn_final and the head's weight gradient; then the final norm's backward into dx.
@@ -903,7 +904,7 @@ void CudaModel::backward(double scale) {
      1.0f, grad(embedding_), grad(embedding_), DType::kFloat32, C);
 }
 
-// ---- measurement -----------------------------------------------------------------------------
+// ---- measurement -------------------------------------------------------------------------------
 
 WorkTimes CudaModel::take_times() {
   return timer_->take();
@@ -916,7 +917,7 @@ std::int64_t CudaModel::take_peak_memory() {
 
 }  // namespace lighthouse::train::cuda
 
-// ---- the factory ------------------------------------------------------------------------------
+// ---- the factory -------------------------------------------------------------------------------
 
 namespace lighthouse::train {
 

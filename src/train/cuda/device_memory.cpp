@@ -1,5 +1,6 @@
 #include "train/cuda/device_memory.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -94,8 +95,11 @@ void DeviceArray::reset() noexcept {
 
 std::int64_t take_pool_peak() {
   const cudaMemPool_t pool = default_pool();
-  const std::uint64_t peak = pool_attribute(pool, cudaMemPoolAttrUsedMemHigh);
-  std::uint64_t zero = 0;  // resets the high-water mark to the current use
+  // The high-water mark after a reset may read 0 until the next allocation: what is in use now
+  // is a floor.
+  const std::uint64_t peak = std::max(pool_attribute(pool, cudaMemPoolAttrUsedMemHigh),
+                                      pool_attribute(pool, cudaMemPoolAttrUsedMemCurrent));
+  std::uint64_t zero = 0;  // resets the high-water mark
   CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
   return static_cast<std::int64_t>(peak);
 }

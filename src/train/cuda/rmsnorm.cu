@@ -105,6 +105,7 @@ __global__ void rmsnorm_dgain_kernel(const float* partials, std::int64_t blocks,
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= dim) return;
   float s = 0;
+#pragma unroll 8  // loads run ahead; the adds stay in block order
   for (std::int64_t b = 0; b < blocks; ++b) s += partials[b * dim + c];
   dgain[c] += s;
 }

@@ -222,7 +222,6 @@ TEST_F(TrainCudaModel, Bfloat16RunsAreBitwiseReproducible) {
   CudaModel b(tiny(), 3, {}, options(Precision::kBFloat16));
   const TrainRun ra = train(a, 5, 50), rb = train(b, 5, 50);
   expect_same_run(ra, rb, "two bf16 runs");
-  EXPECT_LT(ra.losses.back(), ra.losses.front()) << "the model should learn something";
 }
 
 TEST_F(TrainCudaModel, RecomputeModesGiveTheSameBits) {
