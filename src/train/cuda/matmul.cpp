@@ -4,6 +4,7 @@
 
 #include "cuda/check.hpp"
 #include "lighthouse/error.hpp"
+#include "train/cuda/column_major.hpp"
 
 namespace lighthouse::train::cuda {
 
@@ -37,9 +38,7 @@ std::string shape_text(Trans ta, Trans tb, std::int64_t m, std::int64_t n, std::
 
 }  // namespace
 
-// The row-major product D = op(A) op(B) is the column-major product D^T = op(B)^T op(A)^T: a
-// row-major [r, c] matrix with leading dimension ld is the column-major [c, r] one. So cuBLASLt
-// sees M = n, N = m, K = k, its "A" is our B (transposed when tb is) and its "B" is our A.
+// cuBLASLt's "A" is our B and its "B" our A (column_major.hpp).
 struct Matmul::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, cd = nullptr;
@@ -71,26 +70,21 @@ Matmul::Plan& Matmul::plan_for(const Key& key) {
   const cudaDataType_t in = cuda_type(static_cast<DType>(in_i));
   const cudaDataType_t out = cuda_type(static_cast<DType>(out_i));
   auto plan = std::make_unique<Plan>();
+  const ColumnMajorProduct cm = column_major(ta, tb, m, n, k, lda, ldb, ldd);
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t op_a = tb == Trans::kYes ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_b = ta == Trans::kYes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = cm.transpose_first ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = cm.transpose_second ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
-  // Stored shapes (before the op): our B is [k, n] or [n, k] row-major, our A [m, k] or [k, m].
-  const auto u = [](std::int64_t v) { return static_cast<std::uint64_t>(v); };
-  if (tb == Trans::kNo) {
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in, u(n), u(k), ldb));
-  } else {
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, in, u(k), u(n), ldb));
-  }
-  if (ta == Trans::kNo) {
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in, u(k), u(m), lda));
-  } else {
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, in, u(m), u(k), lda));
-  }
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->cd, out, u(n), u(m), ldd));
+  const auto layout = [](cublasLtMatrixLayout_t* out, cudaDataType_t type, const StoredMatrix& x) {
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(out, type, static_cast<std::uint64_t>(x.rows),
+                                            static_cast<std::uint64_t>(x.cols), x.ld));
+  };
+  layout(&plan->a, in, cm.first);
+  layout(&plan->b, in, cm.second);
+  layout(&plan->cd, out, cm.result);
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
