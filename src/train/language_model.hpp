@@ -98,8 +98,9 @@ std::unique_ptr<LanguageModel> make_cpu_model(const ModelConfig& config, std::ui
 // The CUDA model (src/train/cuda/). Weights are drawn on the host from `seed` exactly as the CPU
 // model draws them, then copied to the device, so both start from the same bits.
 enum class Precision { kBFloat16, kFloat32 };  // activations and matmul inputs
-// What the backward pass recomputes instead of keeping: nothing; each attention layer (its
-// Lighthouse context and output are rebuilt from the saved qkv); or every layer from its input.
+// What the backward pass recomputes instead of keeping: nothing; each attention layer (qkv, the
+// attention output and its context are rebuilt from the saved norm output, see cuda_model.hpp);
+// or every layer from its input.
 enum class Recompute { kNone, kAttention, kLayer };
 struct CudaModelOptions {
   Precision precision = Precision::kBFloat16;
