@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lighthouse/config.hpp"
+#include "lighthouse/error.hpp"
 #include "lighthouse/tensor.hpp"
 #include "train/model.hpp"
 #include "train/optimizer.hpp"
@@ -97,8 +98,9 @@ std::unique_ptr<LanguageModel> make_cpu_model(const ModelConfig& config, std::ui
 // The CUDA model (src/train/cuda/). Weights are drawn on the host from `seed` exactly as the CPU
 // model draws them, then copied to the device, so both start from the same bits.
 enum class Precision { kBFloat16, kFloat32 };  // activations and matmul inputs
-// What the backward pass recomputes instead of keeping: nothing; each attention layer (its
-// Lighthouse context and output are rebuilt from the saved qkv); or every layer from its input.
+// What the backward pass recomputes instead of keeping: nothing; each attention layer (qkv, the
+// attention output and its context are rebuilt from the saved norm output, see cuda_model.hpp);
+// or every layer from its input.
 enum class Recompute { kNone, kAttention, kLayer };
 struct CudaModelOptions {
   Precision precision = Precision::kBFloat16;
@@ -108,7 +110,15 @@ struct CudaModelOptions {
   bool deterministic = true;
   int device = 0;  // CUDA device ordinal
 };
-// Throws lighthouse::Error when the library was built without CUDA or no GPU is present.
+// Device memory ran out. The message names what was being allocated, the bytes needed and free,
+// and the flags that help (--recompute layer, a smaller --batch or --seq); the run asked for more
+// than the device has, so the CLI treats it like bad input (exit status 2).
+class OutOfDeviceMemory : public Error {
+ public:
+  using Error::Error;
+};
+// Throws lighthouse::Error when the library was built without CUDA or no GPU is present, and
+// OutOfDeviceMemory when the weights and optimizer state do not fit.
 std::unique_ptr<LanguageModel> make_cuda_model(const ModelConfig& config, std::uint64_t seed,
                                                const AdamWConfig& adamw,
                                                const CudaModelOptions& options);

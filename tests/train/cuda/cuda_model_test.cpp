@@ -1,0 +1,427 @@
+// The whole CUDA model against the CPU trainer's: initial weights, loss and every gradient in
+// fp32 against Model<double>, 20 AdamW steps in fp32 against Model<float> + AdamW<float>, dense
+// and Lighthouse layers, tied and untied heads; and its own guarantees: bitwise determinism in
+// bf16, recompute modes equal to keeping everything, evaluate() equal to forward(), checkpoint
+// round trips that resume bit for bit, out-of-memory errors that leave a usable model, and the
+// timing and memory counters.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpu_test_support.hpp"
+#include "lighthouse/error.hpp"
+#include "support/require_gpu.hpp"
+#include "train/attention_backend.hpp"
+#include "train/cuda/cuda_model.hpp"
+#include "train/cuda/device_memory.hpp"
+#include "train/layers.hpp"
+#include "train/model.hpp"
+#include "train/optimizer.hpp"
+
+namespace lhtest::gpu {
+namespace {
+
+using lighthouse::Config;
+using lighthouse::InvalidArgument;
+using lighthouse::testing::GpuTest;
+using lighthouse::train::AdamWConfig;
+using lighthouse::train::CudaModelOptions;
+using lighthouse::train::Model;
+using lighthouse::train::ModelConfig;
+using lighthouse::train::OutOfDeviceMemory;
+using lighthouse::train::Precision;
+using lighthouse::train::Recompute;
+using lighthouse::train::cuda::CudaModel;
+
+class TrainCudaModel : public GpuTest {};
+
+ModelConfig tiny(bool tied = true) {
+  ModelConfig c;
+  c.dim = 64;
+  c.heads = 2;
+  c.layers = 2;
+  c.hidden = 64;
+  c.tied = tied;
+  c.init_std = 0.1;  // gradients of every layer well above rounding noise
+  return c;
+}
+
+// Layer 0 Lighthouse (2 levels, pool 4, topk 128: S = 256 + 512 = 768 of 1024 tokens), layer 1
+// dense; or both dense.
+std::vector<Config> attention(bool lighthouse) {
+  Config sparse;
+  sparse.levels = 2;
+  sparse.pool = 4;
+  sparse.topk = 128;
+  return lighthouse ? lighthouse::train::layer_attention(2, sparse, {1})
+                    : lighthouse::train::all_dense(2);
+}
+
+CudaModelOptions options(Precision precision, Recompute recompute = Recompute::kNone) {
+  CudaModelOptions o;
+  o.precision = precision;
+  o.recompute = recompute;
+  return o;
+}
+
+struct Batch {
+  std::vector<std::int32_t> inputs, targets;
+  std::int64_t batch, seq;
+};
+
+Batch batch_of(std::int64_t batch, std::int64_t seq, std::uint64_t seed) {
+  Batch b{random_tokens(batch * seq, 257, seed), random_tokens(batch * seq, 257, seed + 1000),
+          batch, seq};
+  b.targets[1] = -1;  // an ignored position
+  return b;
+}
+
+double forward(lighthouse::train::LanguageModel& m, const Batch& b) {
+  return m.forward(b.inputs.data(), b.targets.data(), b.batch, b.seq);
+}
+template <typename T>
+double forward(Model<T>& m, const Batch& b) {
+  return m.forward(b.inputs.data(), b.targets.data(), b.batch, b.seq);
+}
+
+template <typename T>
+void copy_weights(const CudaModel& from, Model<T>& to) {
+  const auto values = from.read_params();
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    to.params()[i].value.assign(values[i].begin(), values[i].end());
+  }
+}
+
+TEST_F(TrainCudaModel, InitialWeightsAreTheCpuModels) {
+  for (const bool tied : {true, false}) {
+    for (const Precision p : {Precision::kBFloat16, Precision::kFloat32}) {
+      const auto model = lighthouse::train::make_cuda_model(tiny(tied), 5, {}, options(p));
+      const Model<float> cpu(tiny(tied), 5, nullptr);
+      const auto values = model->read_params();
+      ASSERT_EQ(values.size(), cpu.params().size());
+      ASSERT_EQ(model->params().size(), cpu.params().size());
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        EXPECT_EQ(model->params()[i].name, cpu.params()[i].name);
+        EXPECT_EQ(model->params()[i].shape, cpu.params()[i].shape);
+        EXPECT_EQ(model->params()[i].decay, cpu.params()[i].decay);
+        expect_same_bits(values[i], cpu.params()[i].value, cpu.params()[i].name);
+      }
+      EXPECT_EQ(model->device(), lighthouse::Device::kCUDA);
+    }
+  }
+}
+
+// fp32 on the GPU against the CPU model in float64 on the same weights: the loss and every
+// parameter's gradient.
+TEST_F(TrainCudaModel, Float32GradientsMatchCpuFloat64) {
+  for (const bool lighthouse : {false, true}) {
+    for (const bool tied : {true, false}) {
+      SCOPED_TRACE(std::string(lighthouse ? "lighthouse" : "dense") + (tied ? " tied" : " untied"));
+      CudaModel gpu(tiny(tied), 7, {}, options(Precision::kFloat32));
+      Model<double> cpu(tiny(tied), 7, lighthouse::train::make_cpu_attention(1));
+      copy_weights(gpu, cpu);
+      gpu.set_attention(attention(lighthouse));
+      cpu.set_attention(attention(lighthouse));
+      const Batch b = lighthouse ? batch_of(1, 1024, 1) : batch_of(2, 64, 1);
+      gpu.zero_grad();
+      cpu.zero_grad();
+      const double loss_gpu = forward(gpu, b), loss_cpu = forward(cpu, b);
+      EXPECT_NEAR(loss_gpu, loss_cpu, 1e-5 * loss_cpu);
+      gpu.backward(1.0);
+      cpu.backward(1.0);
+      const auto grads = gpu.read_grads();
+      for (std::size_t i = 0; i < grads.size(); ++i) {
+        expect_close(std::vector<double>(grads[i].begin(), grads[i].end()), cpu.params()[i].grad,
+                     1e-5, "grad " + cpu.params()[i].name);
+      }
+    }
+  }
+}
+
+// Twenty steps of two accumulated micro-batches, clipping at 1: fp32 on the GPU against the CPU
+// trainer's float32 model and optimizer, step for step.
+TEST_F(TrainCudaModel, TwentyFloat32StepsMatchCpuTrainer) {
+  for (const bool lighthouse : {false, true}) {
+    SCOPED_TRACE(lighthouse ? "lighthouse" : "dense");
+    const AdamWConfig adamw;
+    CudaModel gpu(tiny(), 11, adamw, options(Precision::kFloat32));
+    Model<float> cpu(tiny(), 11, lighthouse::train::make_cpu_attention(1));
+    lighthouse::train::AdamW<float> opt(adamw, cpu.params());
+    gpu.set_attention(attention(lighthouse));
+    cpu.set_attention(attention(lighthouse));
+    const double lr = 3e-3, clip = 1.0;
+    for (int step = 0; step < 20; ++step) {
+      gpu.zero_grad();
+      cpu.zero_grad();
+      double loss_gpu = 0, loss_cpu = 0;
+      for (int micro = 0; micro < 2; ++micro) {
+        const Batch b = lighthouse ? batch_of(1, 1024, 100 + 2 * step + micro)
+                                   : batch_of(2, 64, 100 + 2 * step + micro);
+        loss_gpu += 0.5 * forward(gpu, b);
+        gpu.backward(0.5);
+        loss_cpu += 0.5 * forward(cpu, b);
+        cpu.backward(0.5);
+      }
+      const double norm_gpu = gpu.optimizer_step(lr, clip);
+      const double norm_cpu = lighthouse::train::clip_grad_norm<float>(cpu.params(), clip);
+      opt.step(cpu.params(), lr);
+      EXPECT_NEAR(loss_gpu, loss_cpu, 1e-4 * loss_cpu) << "step " << step;
+      EXPECT_NEAR(norm_gpu, norm_cpu, 1e-3 * norm_cpu) << "step " << step;
+      std::printf("  step %2d loss gpu %.7f cpu %.7f  norm gpu %.5f cpu %.5f\n", step, loss_gpu,
+                  loss_cpu, norm_gpu, norm_cpu);
+    }
+  }
+}
+
+// One training run: per-step losses, the first step's gradients, the final weights and moments.
+struct TrainRun {
+  std::vector<double> losses;
+  std::vector<std::vector<float>> first_grads, weights, m, v;
+};
+
+TrainRun train(CudaModel& model, int steps, std::uint64_t data_seed) {
+  TrainRun run;
+  model.set_attention(attention(true));
+  for (int step = 0; step < steps; ++step) {
+    model.zero_grad();
+    double loss = 0;
+    for (int micro = 0; micro < 2; ++micro) {
+      loss += forward(model, batch_of(2, 1024, data_seed + 2 * step + micro));
+      model.backward(0.5);
+    }
+    if (step == 0) run.first_grads = model.read_grads();
+    model.optimizer_step(1e-2, 1.0);
+    run.losses.push_back(loss);
+  }
+  run.weights = model.read_params();
+  const auto state = model.read_optimizer();
+  run.m = state.m;
+  run.v = state.v;
+  return run;
+}
+
+void expect_same_run(const TrainRun& a, const TrainRun& b, const std::string& what) {
+  ASSERT_EQ(a.losses.size(), b.losses.size());
+  for (std::size_t i = 0; i < a.losses.size(); ++i) {
+    EXPECT_EQ(a.losses[i], b.losses[i]) << what << ": loss of step " << i;
+  }
+  for (std::size_t i = 0; i < a.weights.size(); ++i) {
+    expect_same_bits(a.first_grads[i], b.first_grads[i],
+                     what + ": first gradient " + std::to_string(i));
+    expect_same_bits(a.weights[i], b.weights[i], what + ": weight " + std::to_string(i));
+    expect_same_bits(a.m[i], b.m[i], what + ": m " + std::to_string(i));
+    expect_same_bits(a.v[i], b.v[i], what + ": v " + std::to_string(i));
+  }
+}
+
+TEST_F(TrainCudaModel, Bfloat16RunsAreBitwiseReproducible) {
+  CudaModel a(tiny(), 3, {}, options(Precision::kBFloat16));
+  CudaModel b(tiny(), 3, {}, options(Precision::kBFloat16));
+  const TrainRun ra = train(a, 5, 50), rb = train(b, 5, 50);
+  expect_same_run(ra, rb, "two bf16 runs");
+}
+
+TEST_F(TrainCudaModel, RecomputeModesGiveTheSameBits) {
+  for (const Precision p : {Precision::kBFloat16, Precision::kFloat32}) {
+    CudaModel keep(tiny(), 4, {}, options(p, Recompute::kNone));
+    const TrainRun base = train(keep, 3, 70);
+    for (const Recompute r : {Recompute::kAttention, Recompute::kLayer}) {
+      CudaModel model(tiny(), 4, {}, options(p, r));
+      expect_same_run(base, train(model, 3, 70),
+                      std::string(p == Precision::kFloat32 ? "fp32" : "bf16") + " recompute " +
+                          (r == Recompute::kLayer ? "layer" : "attention"));
+      // Less is kept for the backward pass.
+      EXPECT_LT(model.activation_bytes(2, 1024), keep.activation_bytes(2, 1024));
+    }
+  }
+}
+
+TEST_F(TrainCudaModel, EvaluateEqualsForwardAndLogitsMatchCpu) {
+  for (const Precision p : {Precision::kFloat32, Precision::kBFloat16}) {
+    CudaModel gpu(tiny(), 9, {}, options(p));
+    gpu.set_attention(attention(true));
+    const Batch b = batch_of(2, 1024, 5);
+    const double loss = forward(gpu, b);
+    std::vector<double> token_losses(b.inputs.size(), -1.0);
+    const double eval =
+        gpu.evaluate(b.inputs.data(), b.targets.data(), b.batch, b.seq, token_losses.data());
+    EXPECT_EQ(loss, eval) << "evaluate runs the same kernels on the same inputs";
+    EXPECT_EQ(token_losses[1], 0.0) << "ignored position";
+    // Logits of a few rows against the CPU model in float64 on the same weights.
+    if (p == Precision::kFloat32) {
+      Model<double> cpu(tiny(), 9, lighthouse::train::make_cpu_attention(1));
+      copy_weights(gpu, cpu);
+      cpu.set_attention(attention(true));
+      EXPECT_NEAR(forward(cpu, b), eval, 1e-5 * eval);
+      const std::vector<std::int64_t> rows = {0, 5, 1023, 1024, 2047};
+      std::vector<float> got(rows.size() * 257);
+      gpu.logits_rows(rows, got.data());
+      std::vector<double> got_d(got.begin(), got.end()), want;
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const std::int64_t r = rows[i];
+        want.insert(want.end(), cpu.logits() + r * 257, cpu.logits() + (r + 1) * 257);
+        const auto t = static_cast<std::size_t>(r);
+        const double from_logits = b.targets[t] < 0 ? 0.0
+                                                    : lighthouse::train::token_loss(
+                                                          got.data() + i * 257, 257, b.targets[t]);
+        EXPECT_NEAR(token_losses[t], from_logits, 1e-5) << "row " << r;
+      }
+      expect_close(got_d, want, 1e-5, "logits rows");
+    }
+    EXPECT_THROW(gpu.backward(1.0), lighthouse::Error)
+        << "evaluate() keeps nothing to differentiate";
+  }
+}
+
+// Save weights and optimizer state after three steps; a second model loaded from them continues
+// with the same bits as the first.
+TEST_F(TrainCudaModel, CheckpointRoundTripResumesBitForBit) {
+  CudaModel a(tiny(false), 1, {}, options(Precision::kBFloat16));
+  train(a, 3, 200);
+  CudaModel b(tiny(false), 2, {}, options(Precision::kBFloat16));
+  b.write_params(a.read_params());
+  b.write_optimizer(a.read_optimizer());
+  expect_same_run(train(a, 2, 300), train(b, 2, 300), "resumed");
+}
+
+TEST_F(TrainCudaModel, TimesAndPeakMemory) {
+  CudaModel model(tiny(), 1, {}, options(Precision::kBFloat16));
+  (void)model.take_times();
+  (void)model.take_peak_memory();
+  train(model, 1, 1);
+  const auto t = model.take_times();
+  EXPECT_GT(t.matmul, 0);
+  EXPECT_GT(t.dense_attention, 0);
+  EXPECT_GT(t.lighthouse_attention, 0);
+  EXPECT_GT(t.other, 0);
+  EXPECT_EQ(model.take_times().total(), 0.0) << "take_times resets";
+  const std::int64_t peak = model.take_peak_memory();
+  EXPECT_GE(peak, model.parameter_bytes() + model.activation_bytes(2, 1024) / 2);
+  const std::int64_t now = model.take_peak_memory();
+  EXPECT_LE(now, peak);
+  EXPECT_GE(now, model.parameter_bytes());
+}
+
+TEST_F(TrainCudaModel, OutOfMemoryNamesTheNeedAndLeavesAUsableModel) {
+  // Weights, gradients and moments of ~50 billion parameters fit no GPU; the host model is never
+  // drawn (it would need 400 GB of host memory).
+  ModelConfig huge;
+  huge.dim = 8192;
+  huge.heads = 64;
+  huge.layers = 64;
+  try {
+    CudaModel model(huge, 1, {}, options(Precision::kBFloat16));
+    ADD_FAILURE() << "expected OutOfDeviceMemory";
+  } catch (const OutOfDeviceMemory& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("parameters"), std::string::npos) << what;
+    EXPECT_NE(what.find("bytes"), std::string::npos) << what;
+    EXPECT_NE(what.find("free"), std::string::npos) << what;
+    std::printf("  %s\n", what.c_str());
+  }
+  // Activations of 64M tokens do not fit either; the model stays usable for a batch that does.
+  CudaModel model(tiny(), 6, {}, options(Precision::kBFloat16));
+  CudaModel fresh(tiny(), 6, {}, options(Precision::kBFloat16));
+  const Batch big = batch_of(16, std::int64_t{1} << 22, 1);
+  try {
+    forward(model, big);
+    ADD_FAILURE() << "expected OutOfDeviceMemory";
+  } catch (const OutOfDeviceMemory& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("activations of batch 16 x seq 4194304"), std::string::npos) << what;
+    EXPECT_NE(what.find("--recompute layer"), std::string::npos) << what;
+    EXPECT_NE(what.find("--batch"), std::string::npos) << what;
+    std::printf("  %s\n", what.c_str());
+  }
+  EXPECT_THROW(model.backward(1.0), lighthouse::Error);
+  const Batch small = batch_of(2, 64, 3);
+  EXPECT_EQ(forward(model, small), forward(fresh, small));
+  model.backward(1.0);
+  // And one allocation larger than the device, through the helper every buffer uses.
+  std::size_t free = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  const std::size_t too_much = (total + (std::size_t{1} << 30)) / 256 * 256;
+  try {
+    lighthouse::train::cuda::DeviceArray array("a test buffer", too_much, nullptr);
+    ADD_FAILURE() << "expected OutOfDeviceMemory";
+  } catch (const OutOfDeviceMemory& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("a test buffer: needs " + std::to_string(too_much) + " bytes"),
+        std::string::npos)
+        << e.what();
+  }
+}
+
+// The memory target: the 30-layer paper preset trains one step at 98304 tokens with
+// --recompute layer in well under 80 GB (docs/DESIGN.md has the arithmetic: ~21 GiB). cuDNN's
+// fast dense backward: its deterministic one would need ~145 GiB at this length.
+TEST_F(TrainCudaModel, PaperPresetTrainsAt98KWithRecomputeLayer) {
+  ModelConfig paper;
+  paper.layers = 30;
+  paper.dim = 1024;
+  paper.heads = 8;
+  paper.hidden = 1536;
+  CudaModelOptions o = options(Precision::kBFloat16, Recompute::kLayer);
+  o.deterministic = false;
+  CudaModel model(paper, 1, {}, o);
+  Config sparse;
+  sparse.levels = 3;
+  sparse.pool = 4;
+  sparse.topk = 1536;
+  model.set_attention(lighthouse::train::layer_attention(30, sparse, {0, 1, 28, 29}));
+  const std::int64_t seq = 98304;
+  const double planned =
+      static_cast<double>(model.parameter_bytes() + model.activation_bytes(1, seq));
+  EXPECT_LT(planned, 24.0 * (1u << 30));
+  (void)model.take_peak_memory();
+  model.zero_grad();
+  const double loss = forward(model, batch_of(1, seq, 1));
+  model.backward(1.0);
+  const double norm = model.optimizer_step(1e-4, 1.0);
+  const auto peak = static_cast<double>(model.take_peak_memory());
+  std::printf("  paper preset at 98K: loss %.4f, grad norm %.4f, planned %.2f GiB, peak %.2f GiB\n",
+              loss, norm, planned / (1u << 30), peak / (1u << 30));
+  EXPECT_TRUE(std::isfinite(loss) && std::isfinite(norm));
+  EXPECT_NEAR(loss, std::log(257.0), 1.0) << "an untrained model predicts about uniformly";
+  EXPECT_LT(peak, 70.0 * (1u << 30)) << "must fit an 80 GB H100 with room to spare";
+}
+
+TEST_F(TrainCudaModel, BadInputIsRejectedWithTheParameterNamed) {
+  CudaModel model(tiny(), 1, {}, options(Precision::kBFloat16));
+  Batch b = batch_of(1, 64, 1);
+  b.inputs[3] = 300;
+  try {
+    forward(model, b);
+    ADD_FAILURE() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "inputs[3]");
+  }
+  b = batch_of(1, 64, 1);
+  b.targets[4] = 257;
+  EXPECT_THROW(forward(model, b), InvalidArgument);
+  EXPECT_THROW(model.backward(1.0), lighthouse::Error);
+  EXPECT_THROW(model.set_attention(lighthouse::train::all_dense(3)), InvalidArgument);
+  auto values = model.read_params();
+  values[2].pop_back();
+  try {
+    model.write_params(values);
+    ADD_FAILURE() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "params layers.0.wqkv");
+  }
+  ModelConfig odd = tiny();
+  odd.dim = 24;  // head_dim 12: not a multiple of 8 for cuDNN
+  EXPECT_THROW(CudaModel(odd, 1, {}, options(Precision::kBFloat16)), InvalidArgument);
+  odd = tiny();
+  odd.hidden = 60;
+  EXPECT_THROW(CudaModel(odd, 1, {}, options(Precision::kBFloat16)), InvalidArgument);
+  // A Lighthouse config that does not fit the sequence is refused before anything runs.
+  model.set_attention(attention(true));
+  EXPECT_THROW(forward(model, batch_of(1, 64, 1)), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace lhtest::gpu
