@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lighthouse/config.hpp"
+#include "lighthouse/error.hpp"
 #include "lighthouse/tensor.hpp"
 #include "train/model.hpp"
 #include "train/optimizer.hpp"
@@ -108,7 +109,15 @@ struct CudaModelOptions {
   bool deterministic = true;
   int device = 0;  // CUDA device ordinal
 };
-// Throws lighthouse::Error when the library was built without CUDA or no GPU is present.
+// Device memory ran out. The message names what was being allocated, the bytes needed and free,
+// and the flags that help (--recompute layer, a smaller --batch or --seq); the run asked for more
+// than the device has, so the CLI treats it like bad input (exit status 2).
+class OutOfDeviceMemory : public Error {
+ public:
+  using Error::Error;
+};
+// Throws lighthouse::Error when the library was built without CUDA or no GPU is present, and
+// OutOfDeviceMemory when the weights and optimizer state do not fit.
 std::unique_ptr<LanguageModel> make_cuda_model(const ModelConfig& config, std::uint64_t seed,
                                                const AdamWConfig& adamw,
                                                const CudaModelOptions& options);
