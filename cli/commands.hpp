@@ -16,7 +16,7 @@ struct Command {
 Command add_attention_command(CLI::App& parent);  // attention_cmd.cpp
 Command add_plan_command(CLI::App& parent);       // plan_cmd.cpp
 Command add_bench_command(CLI::App& parent);      // bench_cmd.cpp
-Command add_train_command(CLI::App& parent);      // train_cmd.cpp
+Command add_train_command(CLI::App& parent);      // commands/train.cpp
 Command add_plot_command(CLI::App& parent);       // plot_cmd.cpp
 
 }  // namespace lighthouse::cli
