@@ -1,9 +1,11 @@
-// `lighthouse train`: trains the byte-level LM of src/train with the two-stage recipe --
-// stage 1 with Lighthouse attention in every layer but the dense ones, stage 2 dense, on the same
-// weights, optimizer state and schedule -- evaluating on held-out data with dense attention.
-// Progress on stderr, one JSON object per line in --metrics, a summary table on stdout.
+// `lighthouse train`: the flags of the two-stage recipe (src/train/run.hpp) -- stage 1 with
+// Lighthouse attention in every layer but the dense ones, stage 2 dense, on the same weights,
+// optimizer state and schedule -- parsed into configs, and the run printed: progress on stderr,
+// one JSON object per line in --metrics, a summary table on stdout. The loop itself, the probes,
+// the checkpoints and --compare live in src/train/.
+#include <omp.h>
+
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,23 +15,22 @@
 #include <string>
 #include <vector>
 
-#include <omp.h>
-#include <nlohmann/json.hpp>
-
 #include "args.hpp"
 #include "atomic_text.hpp"
 #include "commands.hpp"
 #include "format.hpp"
 #include "json_config.hpp"
+#include "lighthouse/backend.hpp"
 #include "lighthouse/error.hpp"
 #include "machine.hpp"
 #include "progress.hpp"
 #include "run_plot.hpp"
-#include "train/checkpoint.hpp"
-#include "train/data.hpp"
-#include "train/matmul.hpp"
-#include "train/probes.hpp"
-#include "train/trainer.hpp"
+#include "train/compare.hpp"
+#include "train/device_info.hpp"
+#include "train/flops.hpp"
+#include "train/language_model.hpp"
+#include "train/presets.hpp"
+#include "train/run.hpp"
 
 namespace lighthouse::cli {
 
@@ -55,11 +56,15 @@ struct TrainArgs {
   std::vector<std::string> data;
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
   std::string metrics, threads = "0", sgemm_size = "1024";
-  std::string save, save_every = "0", resume, config;
+  std::string save, save_every = "0", resume, config, dump_batches;
+  bool save_initial = false;
   bool leak_probe = false, compare = false;
   std::string compare_dir = "compare";
   std::string leak_samples = "32", passkey_trials = "2", passkey_lengths = "auto";
-  bool quiet = false;
+  std::string device = "auto", precision = "auto", recompute = "none", deterministic = "auto";
+  std::string preset, peak_tflops = "0";
+  bool quiet = false, dry_run = false;
+  std::vector<std::string> preset_flags;  // the flags --preset set (not given explicitly)
 };
 
 std::vector<int> parse_dense_layers(const std::string& text, int layers) {
@@ -109,59 +114,6 @@ train::TrainConfig build_config(const TrainArgs& a) {
   return c;
 }
 
-std::string duration_text(double seconds) {
-  const auto s = static_cast<long long>(seconds + 0.5);
-  if (s < 60) return std::to_string(s) + "s";
-  if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
-  return std::to_string(s / 3600) + "h" + std::to_string(s / 60 % 60) + "m";
-}
-
-std::string rate_text(double tokens_per_s) {
-  return tokens_per_s >= 1000 ? fixed(tokens_per_s / 1000, 1) + "k" : fixed(tokens_per_s, 0);
-}
-
-// Totals of one stage, measured around the training steps only (not evaluation).
-struct StageTotals {
-  std::int64_t steps = 0, tokens = 0;
-  double seconds = 0, matmul_seconds = 0, matmul_flops = 0;
-  double dense_attention = 0, lighthouse_attention = 0;
-  double last_loss = 0;
-};
-
-nlohmann::json config_json(const train::TrainConfig& c, const TrainArgs& a,
-                           std::int64_t parameters) {
-  nlohmann::json dense = c.dense_layers ? nlohmann::json(*c.dense_layers) : nlohmann::json();
-  return {
-      {"type", "config"},
-      {"model",
-       {{"dim", c.model.dim},
-        {"layers", c.model.layers},
-        {"heads", c.model.heads},
-        {"hidden", c.model.ffn()},
-        {"init_std", c.model.init_std},
-        {"tied", c.model.tied},
-        {"vocab", c.model.vocab},
-        {"parameters", parameters}}},
-      {"seq", c.seq},
-      {"batch", c.batch},
-      {"accum", c.accum},
-      {"stage1_steps", c.stage1_steps},
-      {"stage2_steps", c.stage2_steps},
-      {"lighthouse",
-       {{"levels", c.lighthouse.levels}, {"pool", c.lighthouse.pool}, {"topk", c.lighthouse.topk}}},
-      {"dense_layers", dense},
-      {"lr", c.schedule.lr},
-      {"min_lr_ratio", c.schedule.min_ratio},
-      {"warmup", c.schedule.warmup},
-      {"decay", a.decay},
-      {"cooldown", c.schedule.cooldown},
-      {"weight_decay", c.adamw.weight_decay},
-      {"betas", {c.adamw.beta1, c.adamw.beta2}},
-      {"grad_clip", c.grad_clip},
-      {"seed", c.seed},
-      {"data", a.data.empty() ? nlohmann::json("built-in") : nlohmann::json(a.data)}};
-}
-
 std::vector<std::int64_t> parse_passkey_lengths(const std::string& text, std::int64_t seq) {
   if (text == "auto") {
     std::vector<std::int64_t> out;
@@ -177,249 +129,307 @@ std::vector<std::int64_t> parse_passkey_lengths(const std::string& text, std::in
   return out;
 }
 
-// Runs the leak probe under the stage-1 attention, prints it and returns its JSONL record.
-nlohmann::json run_leak_probe(train::Trainer& trainer, int samples) {
-  const train::LeakProbeResult r =
-      train::leak_probe(trainer.model(), trainer.stage1_attention(), trainer.heldout(),
-                        trainer.config().seq, samples, trainer.rng());
-  std::cout << "leak probe at step " << trainer.step_count() << " (" << r.samples.size()
-            << " positions, stage-1 attention): loss with the real future " << fixed(r.mean_real, 4)
-            << ", with random bytes after t " << fixed(r.mean_corrupt, 4) << ", difference "
-            << fixed(r.mean_diff, 4) << " +- " << fixed(r.ci95, 4) << " (95% CI)\n";
-  return {{"type", "leak_probe"},
-          {"step", trainer.step_count()},
-          {"samples", r.samples.size()},
-          {"mean_real", r.mean_real},
-          {"mean_corrupt", r.mean_corrupt},
-          {"mean_diff", r.mean_diff},
-          {"ci95", r.ci95}};
-}
+// ---- the device ----------------------------------------------------------------------------
 
-// What --compare needs from one run: the summary record and the per-step training losses.
-struct RunReport {
-  nlohmann::json summary;
-  std::vector<std::pair<std::int64_t, double>> losses;  // (step, training loss)
+struct DeviceChoice {
+  train::DeviceSetup setup;
+  train::CudaModelOptions cuda;
+  std::optional<train::CudaDeviceInfo> info;
 };
 
-int run_train(const TrainArgs& a, RunReport* report = nullptr) {
-  train::TrainConfig config = build_config(a);
-  const std::int64_t eval_every = parse_int("--eval-every", a.eval_every, 0, 1 << 30);
-  const double heldout_fraction = parse_double("--heldout", a.heldout, 1e-6, 0.5);
-  const int sgemm_size = parse_int32("--sgemm-size", a.sgemm_size, 0, 8192);
-  if (!a.metrics.empty()) check_writable_path("--metrics", a.metrics);
-  const std::int64_t save_every = parse_int("--save-every", a.save_every, 0, 1 << 30);
-  const int leak_samples = parse_int32("--leak-samples", a.leak_samples, 2, 1 << 20);
-  const int passkey_trials = parse_int32("--passkey-trials", a.passkey_trials, 0, 1 << 20);
-  const std::vector<std::int64_t> passkey_lengths =
-      parse_passkey_lengths(a.passkey_lengths, config.seq);
-  if (save_every > 0 && a.save.empty()) {
-    reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
+void expect_one_of(const char* flag, const std::string& value,
+                   const std::vector<std::string>& choices) {
+  if (std::find(choices.begin(), choices.end(), value) != choices.end()) return;
+  std::string list;
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    list += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
   }
+  reject(flag, value, "must be " + list);
+}
 
-  // Data: text files as bytes, or the built-in long-range corpus with documents half a sequence
-  // long: a packed sequence starts anywhere in the stream, and with documents that short most
-  // queries find their facts in the same window (with whole-sequence documents, about a quarter).
-  train::TokenStream train_tokens, heldout_tokens;
-  if (!a.data.empty()) {
-    train::split_heldout(train::read_text_files(a.data), heldout_fraction, &train_tokens,
-                         &heldout_tokens);
+// Why --device cuda cannot run here.
+std::string no_cuda_reason() {
+#if LIGHTHOUSE_WITH_CUDA
+  if (!backend_available(Device::kCUDA)) return "no CUDA device is present (use --device cpu)";
+  return "this build has no CUDA model (src/train/cuda); use --device cpu";
+#else
+  return "this lighthouse was built without CUDA (use --device cpu, or build with nvcc present)";
+#endif
+}
+
+// The bytes of cuDNN's deterministic attention backward for a dense layer at this shape.
+double deterministic_workspace_bytes(const train::TrainConfig& c) {
+  const auto n = static_cast<double>(c.seq);
+  return 2.0 * static_cast<double>(c.batch) * c.model.heads * n * n;
+}
+
+DeviceChoice resolve_device(const TrainArgs& a, const train::TrainConfig& c) {
+  expect_one_of("--device", a.device, {"cpu", "cuda", "auto"});
+  expect_one_of("--precision", a.precision, {"auto", "bf16", "fp32"});
+  expect_one_of("--recompute", a.recompute, {"none", "attention", "layer"});
+  expect_one_of("--deterministic", a.deterministic, {"auto", "on", "off"});
+  if (a.device == "cuda" && !train::cuda_model_available()) {
+    reject("--device", a.device, no_cuda_reason());
+  }
+  DeviceChoice d;
+  const bool cuda = a.device == "cuda" || (a.device == "auto" && train::cuda_model_available());
+  if (!cuda) {
+    if (a.precision == "bf16") {
+      reject("--precision", a.precision, "the CPU model trains in float32 (bf16 needs a GPU)");
+    }
+    // A preset's recompute is for its GPU runs; on the CPU there is nothing to recompute.
+    const bool preset_recompute = std::find(a.preset_flags.begin(), a.preset_flags.end(),
+                                            "recompute") != a.preset_flags.end();
+    if (a.recompute != "none" && !preset_recompute) {
+      reject("--recompute", a.recompute,
+             "the CPU model keeps every activation: only none (recomputation needs a GPU)");
+    }
+    if (a.deterministic == "off") {
+      reject("--deterministic", a.deterministic, "the CPU model is always deterministic");
+    }
+    d.setup.kind = "cpu";
+    return d;
+  }
+  d.info = train::cuda_device_info(0);
+  d.cuda.precision =
+      a.precision == "fp32" ? train::Precision::kFloat32 : train::Precision::kBFloat16;
+  d.cuda.recompute = a.recompute == "layer"       ? train::Recompute::kLayer
+                     : a.recompute == "attention" ? train::Recompute::kAttention
+                                                  : train::Recompute::kNone;
+  if (a.deterministic == "auto") {
+    // On where the deterministic backward's workspace takes at most a quarter of the GPU.
+    d.cuda.deterministic = !d.info || deterministic_workspace_bytes(c) <=
+                                          0.25 * static_cast<double>(d.info->total_bytes);
   } else {
-    const std::int64_t tokens = parse_int("--corpus-tokens", a.corpus_tokens, 2, 1ll << 32);
-    std::int64_t doc_bytes = parse_int("--doc-bytes", a.doc_bytes, 0, 1ll << 30);
-    if (doc_bytes == 0) doc_bytes = std::max<std::int64_t>(config.seq / 2, 256);
-    train::split_heldout(train::generate_corpus(tokens, config.seed, doc_bytes), heldout_fraction,
-                         &train_tokens, &heldout_tokens);
+    d.cuda.deterministic = a.deterministic == "on";
+  }
+  d.setup.kind = "cuda";
+  d.setup.name = d.info ? d.info->name : "";
+  d.setup.precision = a.precision == "fp32" ? "fp32" : "bf16";
+  d.setup.recompute = a.recompute;
+  d.setup.deterministic = d.cuda.deterministic;
+  return d;
+}
+
+// What MFU is measured against: --peak-tflops; on the GPU its datasheet peak for the run's
+// precision; on the CPU the SGEMM rate measured now.
+std::optional<train::PeakRate> peak_rate(const TrainArgs& a, const DeviceChoice& d,
+                                         const train::TrainConfig& c) {
+  const double tflops = parse_double("--peak-tflops", a.peak_tflops, 0.0, 1e6);
+  if (tflops > 0) return train::PeakRate{tflops * 1e12, "--peak-tflops", false};
+  if (d.setup.kind == "cuda") {
+    const bool bf16 = d.setup.precision == "bf16";
+    if (!d.info) return std::nullopt;
+    const std::optional<double> peak = train::gpu_peak_flops(d.info->name, bf16);
+    if (!peak) return std::nullopt;
+    return train::PeakRate{*peak, d.info->name + (bf16 ? " bf16" : " fp32") + " dense peak", false};
+  }
+  const int n = parse_int32("--sgemm-size", a.sgemm_size, 0, 8192);
+  if (n == 0) return std::nullopt;
+  const std::optional<double> gflops = measure_sgemm_gflops(n, c.threads, 3);
+  if (!gflops) return std::nullopt;
+  return train::PeakRate{*gflops * 1e9, std::to_string(n) + "^3 on OpenBLAS's threads, this run",
+                         true};
+}
+
+// ---- printing --------------------------------------------------------------------------------
+
+std::string duration_text(double seconds) {
+  const auto s = static_cast<long long>(seconds + 0.5);
+  if (s < 60) return std::to_string(s) + "s";
+  if (s < 3600) return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  return std::to_string(s / 3600) + "h" + std::to_string(s / 60 % 60) + "m";
+}
+
+std::string rate_text(double tokens_per_s) {
+  return tokens_per_s >= 1000 ? fixed(tokens_per_s / 1000, 1) + "k" : fixed(tokens_per_s, 0);
+}
+
+std::string sci(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2e", value);
+  return text;
+}
+
+std::string percent(const std::optional<double>& fraction, int decimals = 1) {
+  return fraction ? fixed(100 * *fraction, decimals) + "%" : std::string("-");
+}
+
+std::string memory_text(std::int64_t bytes) {
+  return bytes < 0 ? std::string("-") : bytes_text(static_cast<double>(bytes));
+}
+
+// One run's output: the progress bar, the metrics file (opened at the first record, so that a
+// run that fails before it starts leaves no file), and the events worth a line.
+class RunPrinter {
+ public:
+  RunPrinter(const TrainArgs& a, const train::RunOptions& o, std::string metrics)
+      : args_(a), options_(o), metrics_path_(std::move(metrics)) {}
+
+  train::RunHooks hooks() {
+    train::RunHooks h;
+    h.record = [this](const std::string& json) { record(json); };
+    h.started = [this](const train::RunStart& s) { started(s); };
+    h.step = [this](const train::StepMetrics& m) { step(m); };
+    h.evaluated = [this](std::int64_t step, const train::EvalResult& e) { evaluated(step, e); };
+    h.leak_probe = [this](std::int64_t step, const train::LeakProbeResult& r) {
+      if (progress_) progress_->finish();
+      print_leak(step, r);
+    };
+    h.saved = [this](std::int64_t step, const std::string& folder) {
+      note("step " + std::to_string(step) + ": checkpoint " + folder);
+    };
+    h.finished = [this](const train::RunReport& r) { summary(r); };
+    return h;
   }
 
-  // One pool of worker threads for everything (attention, matmuls, the other layers): the
-  // matmuls run single-threaded BLAS inside OpenMP's workers.
-  if (config.threads > 0) omp_set_num_threads(config.threads);
-  std::shared_ptr<train::AttentionBackend> backend = train::make_cpu_attention(config.threads);
-  train::Trainer trainer(config, &train_tokens, &heldout_tokens, backend);
-  std::int64_t resumed_from = 0;
-  if (!a.resume.empty()) {
-    const std::string folder = train::resolve_checkpoint(a.resume);
-    resumed_from = train::load_checkpoint(trainer, folder);
-    std::cout << "resumed from " << folder << " at step " << resumed_from << "\n";
+  void summary(const train::RunReport& r);
+
+ private:
+  void record(const std::string& json) {
+    if (metrics_path_.empty()) return;
+    if (!metrics_.is_open()) {
+      metrics_.open(metrics_path_, std::ios::trunc);
+      if (!metrics_) throw Error(metrics_path_ + ": cannot open for writing");
+    }
+    metrics_ << json << "\n" << std::flush;
   }
-  auto save = [&] {
-    const std::string folder = train::save_checkpoint(trainer, a.save);
-    return folder;
-  };
 
-  std::ofstream metrics;
-  if (!a.metrics.empty()) {
-    metrics.open(a.metrics, std::ios::trunc);
-    if (!metrics) throw Error(a.metrics + ": cannot open for writing");
+  void note(const std::string& line) {
+    if (progress_) {
+      progress_->note(line);
+    } else if (!args_.quiet) {
+      std::cerr << line << "\n";
+    }
   }
-  auto log = [&](const nlohmann::json& j) {
-    if (metrics.is_open()) metrics << j.dump() << "\n" << std::flush;
-  };
-  // What a model without attention reaches: the trained model's loss is read against these.
-  const double unigram = train::ngram_cross_entropy(train_tokens, heldout_tokens, 0);
-  const double bigram = train::ngram_cross_entropy(train_tokens, heldout_tokens, 1);
-  nlohmann::json config_line = config_json(config, a, trainer.model().parameter_count());
-  config_line["baselines"] = {{"unigram", unigram}, {"bigram", bigram}};
-  if (!a.resume.empty()) config_line["resumed_from"] = resumed_from;
-  log(config_line);
 
-  std::cout << "lighthouse train: " << trainer.model().parameter_count() << " parameters, "
-            << config.model.layers << " layers x " << config.model.dim << ", seq " << config.seq
-            << ", " << config.batch * config.accum << " sequences/step; stage 1 "
-            << config.stage1_steps << " steps (levels " << config.lighthouse.levels << ", pool "
-            << config.lighthouse.pool << ", topk " << config.lighthouse.topk << "), stage 2 "
-            << config.stage2_steps << " steps dense; " << train_tokens.size()
-            << " training tokens, " << heldout_tokens.size() << " held-out\n"
-            << std::flush;
-
-  StageTotals stages[2];
-  std::vector<std::pair<std::int64_t, train::EvalResult>> evals;
-  auto evaluate = [&] {
-    const train::EvalResult e = trainer.evaluate();
-    evals.emplace_back(trainer.step_count(), e);
-    nlohmann::json j = {{"type", "eval"},
-                        {"step", trainer.step_count()},
-                        {"stage", trainer.step_count() <= config.stage1_steps ? 1 : 2},
-                        {"dense_loss", e.dense_loss}};
-    if (e.train_attention_loss) j["train_attention_loss"] = *e.train_attention_loss;
-    if (e.recall_loss) j["recall_loss"] = *e.recall_loss, j["recall_tokens"] = e.recall_tokens;
-    log(j);
-    return e;
-  };
-
-  nlohmann::json leak;
-  if (a.leak_probe && !a.resume.empty()) {  // the probe of a checkpoint
-    leak = run_leak_probe(trainer, leak_samples);
-    log(leak);
+  void started(const train::RunStart& s) {
+    const train::TrainConfig& c = options_.config;
+    if (!s.resumed_folder.empty()) {
+      std::cout << "resumed from " << s.resumed_folder << " at step " << s.resumed_from << "\n";
+    }
+    std::cout << "lighthouse train: " << s.parameters << " parameters, " << c.model.layers
+              << " layers x " << c.model.dim << ", seq " << c.seq << ", " << c.batch * c.accum
+              << " sequences/step; stage 1 " << c.stage1_steps << " steps (levels "
+              << c.lighthouse.levels << ", pool " << c.lighthouse.pool << ", topk "
+              << c.lighthouse.topk << "), stage 2 " << c.stage2_steps << " steps dense; "
+              << s.train_tokens << " training tokens, " << s.heldout_tokens << " held-out\n";
+    const train::DeviceSetup& d = options_.device;
+    std::cout << "device: " << d.kind << (d.name.empty() ? "" : " (" + d.name + ")") << ", "
+              << d.precision;
+    if (d.kind == "cuda") {
+      std::cout << ", recompute " << d.recompute << ", deterministic "
+                << (d.deterministic ? "on" : "off");
+    }
+    std::cout << "; MFU against "
+              << (options_.peak
+                      ? fixed(options_.peak->flops / 1e12, 3) + " TFLOP/s (" +
+                            (options_.peak->sgemm ? "SGEMM " : "") + options_.peak->source + ")"
+                      : std::string("no known peak (--peak-tflops)"))
+              << "\n"
+              << std::flush;
+    progress_ =
+        std::make_unique<Progress>(static_cast<int>(s.total_steps - s.resumed_from), args_.quiet);
   }
-  Progress progress(static_cast<int>(trainer.total_steps() - resumed_from), a.quiet);
-  const auto run_start = std::chrono::steady_clock::now();
-  double recent = 0;  // exponential average of the step time, for the ETA
-  while (!trainer.done()) {
-    train::reset_matmul_stats();
-    backend->reset_seconds();
-    const train::StepResult r = trainer.step();
-    const train::MatmulStats mm = train::matmul_stats();
-    StageTotals& t = stages[r.stage - 1];
-    ++t.steps;
-    t.tokens += r.tokens;
-    t.seconds += r.seconds;
-    t.matmul_seconds += mm.seconds;
-    t.matmul_flops += mm.flops;
-    t.dense_attention += backend->seconds().dense;
-    t.lighthouse_attention += backend->seconds().lighthouse;
-    t.last_loss = r.loss;
-    if (report) report->losses.emplace_back(r.step, r.loss);
-    recent = recent == 0 ? r.seconds : 0.8 * recent + 0.2 * r.seconds;
+
+  // llm.c's line: step | loss | norm | lr | ms | MFU | tok/s, then the time left.
+  void step(const train::StepMetrics& m) {
+    const train::StepResult& r = m.result;
+    recent_ = recent_ == 0 ? r.seconds : 0.8 * recent_ + 0.2 * r.seconds;
     const double tok_s = static_cast<double>(r.tokens) / r.seconds;
-    log({{"type", "step"},
-         {"step", r.step},
-         {"stage", r.stage},
-         {"loss", r.loss},
-         {"lr", r.lr},
-         {"grad_norm", r.grad_norm},
-         {"tokens", r.tokens},
-         {"seconds", r.seconds},
-         {"tok_per_s", tok_s},
-         {"elapsed",
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()}});
-    progress.step("stage " + std::to_string(r.stage) + " loss " + fixed(r.loss, 4) + " " +
-                  rate_text(tok_s) + " tok/s ETA " +
-                  duration_text(recent * static_cast<double>(trainer.total_steps() - r.step)));
-    const bool stage_end = r.step == config.stage1_steps || trainer.done();
-    if ((eval_every > 0 && r.step % eval_every == 0) || stage_end) {
-      const train::EvalResult e = evaluate();
-      progress.note(
-          "step " + std::to_string(r.step) + ": held-out loss " + fixed(e.dense_loss, 4) +
-          " (dense)" +
-          (e.train_attention_loss
-               ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
-               : std::string()) +
-          (e.recall_loss ? "; long-range answers " + fixed(*e.recall_loss, 3) : std::string()));
-    }
-    if (a.leak_probe && r.step == config.stage1_steps) {
-      progress.finish();
-      leak = run_leak_probe(trainer, leak_samples);
-      log(leak);
-    }
-    if (!a.save.empty() && ((save_every > 0 && r.step % save_every == 0) || trainer.done())) {
-      progress.note("step " + std::to_string(r.step) + ": checkpoint " + save());
-    }
+    progress_->step(
+        "stage " + std::to_string(r.stage) + " | loss " + fixed(r.loss, 4) + " | norm " +
+        fixed(r.grad_norm, 4) + " | lr " + sci(r.lr) + " | " + fixed(1e3 * r.seconds, 1) +
+        " ms | MFU " + percent(m.mfu) + " (dense-eq " + percent(m.mfu_dense_equivalent) + ") | " +
+        rate_text(tok_s) + " tok/s ETA " +
+        duration_text(recent_ * static_cast<double>(options_.config.stage1_steps +
+                                                    options_.config.stage2_steps - r.step)));
   }
-  progress.finish();
-  const double wall =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
 
-  std::optional<double> sgemm;
-  if (sgemm_size > 0) sgemm = measure_sgemm_gflops(sgemm_size, config.threads, 3);
+  void evaluated(std::int64_t step, const train::EvalResult& e) {
+    note("step " + std::to_string(step) + ": held-out loss " + fixed(e.dense_loss, 4) + " (dense)" +
+         (e.train_attention_loss
+              ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
+              : std::string()) +
+         (e.recall_loss ? "; long-range answers " + fixed(*e.recall_loss, 3) : std::string()));
+  }
 
-  // Summary table: where a training step's time went (attention split into the dense layers'
-  // and the Lighthouse layers'), and the matmuls' rate against the SGEMM measured just now.
+  static void print_leak(std::int64_t step, const train::LeakProbeResult& r) {
+    std::cout << "leak probe at step " << step << " (" << r.samples.size()
+              << " positions, stage-1 attention): loss with the real future "
+              << fixed(r.mean_real, 4) << ", with random bytes after t " << fixed(r.mean_corrupt, 4)
+              << ", difference " << fixed(r.mean_diff, 4) << " +- " << fixed(r.ci95, 4)
+              << " (95% CI)\n";
+  }
+
+  const TrainArgs& args_;
+  const train::RunOptions& options_;
+  std::string metrics_path_;
+  std::ofstream metrics_;
+  std::unique_ptr<Progress> progress_;
+  double recent_ = 0;  // exponential average of the step time, for the ETA
+};
+
+// The per-stage table (where a training step's time went, attention split into the dense
+// layers' and the Lighthouse layers'; the matmuls' rate against the peak; MFU both ways; peak
+// memory), then the evaluations at the end.
+void RunPrinter::summary(const train::RunReport& r) {
+  if (progress_) progress_->finish();
+  const std::optional<train::PeakRate>& peak = r.peak;
+  const bool sgemm = peak && peak->sgemm;
+  const bool cpu = options_.device.kind == "cpu";
   std::cout << "\nstage  attention    steps     tokens   seconds    tok/s  matmul%  attn% (dense"
-               "   lh)  matmul GFLOP/s  of SGEMM  last loss\n";
-  nlohmann::json summary = {{"type", "summary"}, {"wall_seconds", wall}};
+               "   lh)  matmul GFLOP/s  "
+            << (cpu ? "of SGEMM" : " of peak")
+            << "  last loss     MFU  dense-eq MFU  peak memory\n";
   for (int s = 0; s < 2; ++s) {
-    const StageTotals& t = stages[s];
+    const train::StageTotals& t = r.stages[s];
     if (t.steps == 0) continue;
-    const double attn = t.dense_attention + t.lighthouse_attention;
-    const double gflops = t.matmul_seconds > 0 ? t.matmul_flops / t.matmul_seconds / 1e9 : 0;
+    const double attn = t.times.dense_attention + t.times.lighthouse_attention;
+    const double gflops = t.times.matmul > 0 ? t.flops.matmul / t.times.matmul / 1e9 : 0;
+    std::optional<double> of_peak, mfu, mfu_dense;
+    if (peak && (sgemm || !cpu)) of_peak = gflops * 1e9 / peak->flops;
+    if (peak) {
+      mfu = t.flops.executed() / t.seconds / peak->flops;
+      mfu_dense = t.flops.dense_equivalent() / t.seconds / peak->flops;
+    }
     std::cout << pad_left(std::to_string(s + 1), 5) << "  "
               << pad_right(s == 0 ? "lighthouse" : "dense", 10)
               << pad_left(std::to_string(t.steps), 8) << pad_left(std::to_string(t.tokens), 11)
-              << pad_left(fixed(t.seconds, 1), 10)
-              << pad_left(rate_text(static_cast<double>(t.tokens) / t.seconds), 9)
-              << pad_left(fixed(100 * t.matmul_seconds / t.seconds, 1), 9)
+              << pad_left(fixed(t.seconds, 1), 10) << pad_left(rate_text(t.tokens_per_second()), 9)
+              << pad_left(fixed(100 * t.times.matmul / t.seconds, 1), 9)
               << pad_left(fixed(100 * attn / t.seconds, 1), 7)
-              << pad_left(fixed(100 * t.dense_attention / t.seconds, 1), 7)
-              << pad_left(fixed(100 * t.lighthouse_attention / t.seconds, 1), 6)
-              << pad_left(fixed(gflops, 1), 16)
-              << pad_left(sgemm ? fixed(100 * gflops / *sgemm, 0) + "%" : std::string("-"), 10)
-              << pad_left(fixed(t.last_loss, 4), 11) << "\n";
-    nlohmann::json& j = summary["stage" + std::to_string(s + 1)];
-    j = {{"steps", t.steps},
-         {"tokens", t.tokens},
-         {"seconds", t.seconds},
-         {"tok_per_s", static_cast<double>(t.tokens) / t.seconds},
-         {"matmul_fraction", t.matmul_seconds / t.seconds},
-         {"matmul_gflops", gflops},
-         {"attention_fraction",
-          {{"dense", t.dense_attention / t.seconds},
-           {"lighthouse", t.lighthouse_attention / t.seconds}}},
-         {"last_train_loss", t.last_loss}};
-    if (sgemm) j["matmul_of_sgemm"] = gflops / *sgemm;
+              << pad_left(fixed(100 * t.times.dense_attention / t.seconds, 1), 7)
+              << pad_left(fixed(100 * t.times.lighthouse_attention / t.seconds, 1), 6)
+              << pad_left(fixed(gflops, 1), 16) << pad_left(percent(of_peak, 0), 10)
+              << pad_left(fixed(t.last_loss, 4), 11) << pad_left(percent(mfu), 8)
+              << pad_left(percent(mfu_dense), 14) << pad_left(memory_text(t.peak_memory_bytes), 13)
+              << "\n";
   }
   if (sgemm) {
-    std::cout << "SGEMM reference (" << sgemm_size
-              << "^3 on OpenBLAS's threads, this run): " << fixed(*sgemm, 1) << " GFLOP/s\n";
-    summary["sgemm_gflops"] = *sgemm;
+    std::cout << "SGEMM reference (" << peak->source << "): " << fixed(peak->flops / 1e9, 1)
+              << " GFLOP/s\n";
+  } else if (peak) {
+    std::cout << "peak rate (" << peak->source << "): " << fixed(peak->flops / 1e12, 1)
+              << " TFLOP/s\n";
   }
-  if (!evals.empty()) {
-    std::cout << "final held-out loss (dense attention): "
-              << fixed(evals.back().second.dense_loss, 4) << " at step " << evals.back().first
-              << "\n";
-    summary["final_dense_eval_loss"] = evals.back().second.dense_loss;
-    std::cout << "count-model baselines on the held-out data: unigram " << fixed(unigram, 4)
-              << ", bigram " << fixed(bigram, 4) << "\n";
-    summary["unigram_loss"] = unigram;
-    summary["bigram_loss"] = bigram;
-    if (const auto& recall = evals.back().second.recall_loss) {
-      std::cout << "held-out loss on long-range answers (dense attention): " << fixed(*recall, 3)
-                << " over " << evals.back().second.recall_tokens
+  if (!r.evals.empty()) {
+    const train::EvalResult& last = r.evals.back().second;
+    std::cout << "final held-out loss (dense attention): " << fixed(last.dense_loss, 4)
+              << " at step " << r.evals.back().first << "\n";
+    std::cout << "count-model baselines on the held-out data: unigram " << fixed(r.start.unigram, 4)
+              << ", bigram " << fixed(r.start.bigram, 4) << "\n";
+    if (last.recall_loss) {
+      std::cout << "held-out loss on long-range answers (dense attention): "
+                << fixed(*last.recall_loss, 3) << " over " << last.recall_tokens
                 << " digits (about 2.3 = ln 10 without the fact)\n";
-      summary["final_recall_loss"] = *recall;
     }
   }
-  if (passkey_trials > 0 && !passkey_lengths.empty()) {
-    const train::PasskeyReport pk = train::passkey_eval(
-        trainer.model(), passkey_lengths, {0.0, 0.25, 0.5, 0.75, 1.0}, passkey_trials, config.seed);
+  if (r.passkey) {
+    const train::PasskeyReport& pk = *r.passkey;
     std::cout << "passkey accuracy (dense attention): " << fixed(100 * pk.accuracy(), 1) << "% of "
               << pk.trials << " (chance 10%)";
-    nlohmann::json cells = nlohmann::json::array();
-    for (const auto& c : pk.cells) {
-      cells.push_back(
-          {{"length", c.length}, {"depth", c.depth}, {"correct", c.correct}, {"trials", c.trials}});
-    }
-    for (std::int64_t n : passkey_lengths) {
+    for (std::int64_t n : options_.passkey_lengths) {
       int correct = 0, trials = 0;
       for (const auto& c : pk.cells) {
         if (c.length == n) correct += c.correct, trials += c.trials;
@@ -427,119 +437,248 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
       std::cout << "; " << n << ": " << correct << "/" << trials;
     }
     std::cout << "\n";
-    summary["passkey"] = {{"accuracy", pk.accuracy()}, {"cells", cells}};
   }
-  if (!leak.is_null()) summary["leak_probe"] = leak;
-  std::cout << "wall-clock: " << duration_text(wall) << "\n";
-  log(summary);
-  if (!a.metrics.empty()) std::cout << "metrics: " << a.metrics << "\n";
-  if (report) report->summary = summary;
+  std::cout << "wall-clock: " << duration_text(r.wall_seconds) << "\n";
+  if (!metrics_path_.empty()) std::cout << "metrics: " << metrics_path_ << "\n";
+}
+
+// ---- the two commands ------------------------------------------------------------------------
+
+// Everything a run needs from the flags; the data is generated or read here.
+struct Prepared {
+  train::RunOptions options;
+  train::TokenStream train_tokens, heldout_tokens;
+};
+
+// Checks every flag before anything is written or computed at length; then, unless `dry`,
+// generates or reads the data and measures the peak rate.
+std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
+  auto p = std::make_unique<Prepared>();
+  train::RunOptions& o = p->options;
+  o.config = build_config(a);
+  o.eval_every = parse_int("--eval-every", a.eval_every, 0, 1 << 30);
+  const double heldout_fraction = parse_double("--heldout", a.heldout, 1e-6, 0.5);
+  parse_int32("--sgemm-size", a.sgemm_size, 0, 8192);
+  parse_double("--peak-tflops", a.peak_tflops, 0.0, 1e6);
+  if (!a.metrics.empty()) check_writable_path("--metrics", a.metrics);
+  if (!a.dump_batches.empty()) check_writable_path("--dump-batches", a.dump_batches);
+  o.save = a.save;
+  o.save_every = parse_int("--save-every", a.save_every, 0, 1 << 30);
+  o.save_initial = a.save_initial;
+  o.resume = a.resume;
+  o.leak_probe = a.leak_probe;
+  o.leak_samples = parse_int32("--leak-samples", a.leak_samples, 2, 1 << 20);
+  o.passkey_trials = parse_int32("--passkey-trials", a.passkey_trials, 0, 1 << 20);
+  o.passkey_lengths = parse_passkey_lengths(a.passkey_lengths, o.config.seq);
+  o.dump_batches = a.dump_batches;
+  if (o.save_every > 0 && a.save.empty()) {
+    reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
+  }
+  if (o.save_initial && a.save.empty()) {
+    reject("--save-initial", "true", "needs --save DIR (where the checkpoints go)");
+  }
+  const DeviceChoice device = resolve_device(a, o.config);
+  o.device = device.setup;
+  if (dry) return p;
+
+  // Data: text files as bytes, or the built-in long-range corpus with documents half a sequence
+  // long: a packed sequence starts anywhere in the stream, and with documents that short most
+  // queries find their facts in the same window (with whole-sequence documents, about a quarter).
+  if (!a.data.empty()) {
+    train::split_heldout(train::read_text_files(a.data), heldout_fraction, &p->train_tokens,
+                         &p->heldout_tokens);
+  } else {
+    const std::int64_t tokens = parse_int("--corpus-tokens", a.corpus_tokens, 2, 1ll << 32);
+    std::int64_t doc_bytes = parse_int("--doc-bytes", a.doc_bytes, 0, 1ll << 30);
+    if (doc_bytes == 0) doc_bytes = std::max<std::int64_t>(o.config.seq / 2, 256);
+    train::split_heldout(train::generate_corpus(tokens, o.config.seed, doc_bytes), heldout_fraction,
+                         &p->train_tokens, &p->heldout_tokens);
+  }
+  o.train = &p->train_tokens;
+  o.heldout = &p->heldout_tokens;
+  o.data_files = a.data;
+
+  // One pool of worker threads for everything on the CPU (attention, matmuls, the other
+  // layers): the matmuls run single-threaded BLAS inside OpenMP's workers.
+  if (o.config.threads > 0) omp_set_num_threads(o.config.threads);
+  if (device.setup.kind == "cuda") {
+    const train::CudaModelOptions cuda = device.cuda;
+    o.make_model = [cuda](const train::TrainConfig& c) {
+      return train::make_cuda_model(c.model, c.seed, c.adamw, cuda);
+    };
+  } else {
+    o.make_model = [](const train::TrainConfig& c) {
+      return train::make_cpu_model(c.model, c.seed, c.adamw, train::make_cpu_attention(c.threads));
+    };
+  }
+  o.peak = peak_rate(a, device, o.config);
+  return p;
+}
+
+// --dry-run: the configuration the flags give, and the FLOPs of a step of each stage.
+int run_dry(const TrainArgs& a) {
+  const std::unique_ptr<Prepared> p = prepare(a, true);
+  const train::TrainConfig& c = p->options.config;
+  std::cout << train::config_record_json(p->options, train::parameter_count(c.model)) << "\n";
+  const std::vector<Config> stage1 =
+      c.stage1_steps > 0 ? train::layer_attention(c.model.layers, c.lighthouse, *c.dense_layers)
+                         : train::all_dense(c.model.layers);
+  const auto per_step = [&](const std::vector<Config>& layers) {
+    const train::StepFlops f = train::training_flops(c.model, layers, c.batch, c.seq);
+    return flops_text(f.executed() * static_cast<double>(c.accum)) + " executed, " +
+           flops_text(f.dense_equivalent() * static_cast<double>(c.accum)) + " dense-equivalent";
+  };
+  std::cout << "FLOPs per step: stage 1 " << per_step(stage1) << "; stage 2 "
+            << per_step(train::all_dense(c.model.layers)) << "\n";
   return kExitOk;
 }
 
-std::string cell(const nlohmann::json& j, const char* key, int digits, double scale = 1) {
-  return j.contains(key) && j[key].is_number() ? fixed(scale * j[key].get<double>(), digits) : "-";
+int run_train(const TrainArgs& a) {
+  const std::unique_ptr<Prepared> p = prepare(a);
+  RunPrinter printer(a, p->options, a.metrics);
+  train::run_training(p->options, printer.hooks());
+  return kExitOk;
+}
+
+std::string cell(const std::optional<double>& v, int digits) {
+  return v ? fixed(*v, digits) : "-";
+}
+
+std::optional<double> final_loss(const train::RunReport& r) {
+  if (r.evals.empty()) return std::nullopt;
+  return r.evals.back().second.dense_loss;
+}
+
+std::optional<double> final_recall(const train::RunReport& r) {
+  if (r.evals.empty()) return std::nullopt;
+  return r.evals.back().second.recall_loss;
+}
+
+// The side-by-side table's cells from one run.
+std::string stage_rate(const train::RunReport& r, int stage) {
+  const train::StageTotals& t = r.stages[stage - 1];
+  return t.steps > 0 ? rate_text(t.tokens_per_second()) : std::string("-");
+}
+
+// "A% (lh B%)": the share of a stage's step time in attention, and in Lighthouse attention.
+std::string attention_share(const train::RunReport& r, int stage) {
+  const train::StageTotals& t = r.stages[stage - 1];
+  if (t.steps == 0) return "-";
+  const double dense = t.times.dense_attention / t.seconds;
+  const double lh = t.times.lighthouse_attention / t.seconds;
+  return fixed(100 * (dense + lh), 0) + "%" + (lh > 0 ? " (lh " + fixed(100 * lh, 0) + "%)" : "");
+}
+
+// "G (P%)": the matmuls' GFLOP/s in a stage and their share of the peak (the CPU: the SGEMM).
+std::string matmul_rate(const train::RunReport& r, int stage, bool cpu) {
+  const train::StageTotals& t = r.stages[stage - 1];
+  if (t.steps == 0) return "-";
+  const double gflops = t.times.matmul > 0 ? t.flops.matmul / t.times.matmul / 1e9 : 0;
+  const bool share = r.peak && (r.peak->sgemm || !cpu);
+  return fixed(gflops, 0) +
+         (share ? " (" + fixed(100 * gflops * 1e9 / r.peak->flops, 0) + "%)" : std::string());
+}
+
+// "E% / D%": MFU of a stage counted with the executed and with the dense-equivalent FLOPs.
+std::string stage_mfu(const train::RunReport& r, int stage) {
+  const train::StageTotals& t = r.stages[stage - 1];
+  if (t.steps == 0 || !r.peak) return "-";
+  return fixed(100 * t.flops.executed() / t.seconds / r.peak->flops, 1) + "% / " +
+         fixed(100 * t.flops.dense_equivalent() / t.seconds / r.peak->flops, 1) + "%";
+}
+
+std::string passkey_cell(const train::RunReport& r) {
+  return r.passkey ? fixed(100 * r.passkey->accuracy(), 1) + "%" : std::string("-");
 }
 
 // Dense from scratch vs Lighthouse -> dense with the same seed, data and token budget.
 int run_compare(const TrainArgs& a) {
-  const train::TrainConfig c = build_config(a);
+  const std::unique_ptr<Prepared> p = prepare(a);
+  const train::TrainConfig& c = p->options.config;
   if (c.stage1_steps < 1) reject("--stage1-steps", a.stage1_steps, "--compare needs >= 1");
   if (!a.resume.empty()) reject("--resume", a.resume, "cannot be combined with --compare");
   std::error_code ec;
   std::filesystem::create_directories(a.compare_dir, ec);
   if (ec) reject("--compare-dir", a.compare_dir, "cannot create the folder: " + ec.message());
   const std::string dir = a.compare_dir + "/";
-  TrainArgs dense = a, lh = a;
-  dense.stage1_steps = "0";
-  dense.stage2_steps = std::to_string(c.stage1_steps + c.stage2_steps);
-  dense.leak_probe = false;
-  dense.metrics = dir + "dense.jsonl";
-  lh.leak_probe = true;
-  lh.metrics = dir + "lighthouse.jsonl";
-  if (!a.save.empty()) dense.save = a.save + "/dense", lh.save = a.save + "/lighthouse";
-  RunReport rd, rl;
-  std::cout << "== run 1/2: dense attention from scratch ==\n";
-  run_train(dense, &rd);
-  std::cout << "\n== run 2/2: Lighthouse (stage 1) -> dense (stage 2) ==\n";
-  run_train(lh, &rl);
+  const std::string metrics[2] = {dir + "dense.jsonl", dir + "lighthouse.jsonl"};
+  const train::RunOptions arms[2] = {train::dense_arm(p->options),
+                                     train::lighthouse_arm(p->options)};
+  std::unique_ptr<RunPrinter> printers[2];
+  const train::CompareReport cmp = train::run_compare(p->options, [&](int i, const std::string&) {
+    std::cout << (i == 0 ? "== run 1/2: dense attention from scratch ==\n"
+                         : "\n== run 2/2: Lighthouse (stage 1) -> dense (stage 2) ==\n");
+    printers[i] = std::make_unique<RunPrinter>(a, arms[i], metrics[i]);
+    return printers[i]->hooks();
+  });
 
-  // The switch: the last stage-1 training loss against the stage-2 losses that follow it.
-  double before = 0, jump = 0;
-  std::string recover = "not within the run";
-  for (std::size_t i = 0; i < rl.losses.size(); ++i) {
-    if (rl.losses[i].first != c.stage1_steps) continue;
-    before = rl.losses[i].second;
-    if (i + 1 < rl.losses.size()) jump = rl.losses[i + 1].second - before;
-    for (std::size_t k = i + 1; k < rl.losses.size(); ++k) {
-      if (rl.losses[k].second <= before) {
-        recover = std::to_string(rl.losses[k].first - c.stage1_steps) + " steps";
-        break;
-      }
-    }
+  const train::RunReport& d = cmp.dense;
+  const train::RunReport& l = cmp.lighthouse;
+  const bool cpu = p->options.device.kind == "cpu";
+  const std::optional<double> loss_d = final_loss(d), loss_l = final_loss(l);
+  std::string lh_loss = cell(loss_l, 4);
+  if (loss_d && loss_l) {
+    lh_loss += " (" + std::string(*loss_l >= *loss_d ? "+" : "") +
+               fixed(100 * (*loss_l - *loss_d) / *loss_d, 1) + "%)";
   }
-  const nlohmann::json& sd = rd.summary;
-  const nlohmann::json& sl = rl.summary;
-  auto tok = [](const nlohmann::json& s, const char* stage) {
-    return s.contains(stage) ? rate_text(s[stage]["tok_per_s"].get<double>()) : std::string("-");
-  };
-  // "A% (lh B%)": the share of a stage's step time in attention, and in Lighthouse attention.
-  auto attention = [](const nlohmann::json& s, const char* stage) {
-    if (!s.contains(stage)) return std::string("-");
-    const nlohmann::json& f = s[stage]["attention_fraction"];
-    const double dense = f["dense"].get<double>(), lh = f["lighthouse"].get<double>();
-    return fixed(100 * (dense + lh), 0) + "%" + (lh > 0 ? " (lh " + fixed(100 * lh, 0) + "%)" : "");
-  };
-  // "G (P%)": the matmuls' GFLOP/s in a stage and their share of the run's SGEMM rate.
-  auto matmul = [](const nlohmann::json& s, const char* stage) {
-    if (!s.contains(stage)) return std::string("-");
-    const nlohmann::json& t = s[stage];
-    return fixed(t["matmul_gflops"].get<double>(), 0) +
-           (t.contains("matmul_of_sgemm")
-                ? " (" + fixed(100 * t["matmul_of_sgemm"].get<double>(), 0) + "%)"
-                : std::string());
-  };
-  auto passkey = [](const nlohmann::json& s) {
-    return s.contains("passkey") ? fixed(100 * s["passkey"]["accuracy"].get<double>(), 1) + "%"
-                                 : std::string("-");
-  };
-  const double loss_d = sd.value("final_dense_eval_loss", 0.0);
-  const double loss_l = sl.value("final_dense_eval_loss", 0.0);
-  const double wall_d = sd["wall_seconds"].get<double>(), wall_l = sl["wall_seconds"].get<double>();
   // One row of the table: what, the dense run's value, the Lighthouse -> dense run's value.
   auto row = [](const std::string& what, const std::string& dense, const std::string& lh) {
     return pad_right(what, 34) + pad_left(dense, 14) + pad_left(lh, 20) + "\n";
   };
-  std::cout << "\n== comparison at "
-            << (c.stage1_steps + c.stage2_steps) * c.seq * c.batch * c.accum
-            << " training tokens each ==\n"
+  const std::string matmul_label = cpu ? "matmul GFLOP/s (of SGEMM)" : "matmul GFLOP/s (of peak)";
+  std::cout << "\n== comparison at " << cmp.tokens_per_run << " training tokens each ==\n"
             << row("", "dense", "lighthouse->dense")
-            << row("wall-clock (training + evals)", duration_text(wall_d), duration_text(wall_l))
-            << row("tok/s stage 1 (lighthouse)", "-", tok(sl, "stage1"))
-            << row("tok/s dense steps", tok(sd, "stage2"), tok(sl, "stage2"))
-            << row("attention share, stage 1", "-", attention(sl, "stage1"))
-            << row("attention share, dense steps", attention(sd, "stage2"), attention(sl, "stage2"))
-            << row("matmul GFLOP/s (of SGEMM), stage 1", "-", matmul(sl, "stage1"))
-            << row("matmul GFLOP/s (of SGEMM), dense", matmul(sd, "stage2"), matmul(sl, "stage2"))
-            << row("final held-out loss (dense)", fixed(loss_d, 4),
-                   fixed(loss_l, 4) + " (" + (loss_l >= loss_d ? "+" : "") +
-                       fixed(100 * (loss_l - loss_d) / loss_d, 1) + "%)")
+            << row("wall-clock (training + evals)", duration_text(d.wall_seconds),
+                   duration_text(l.wall_seconds))
+            << row("tok/s stage 1 (lighthouse)", "-", stage_rate(l, 1))
+            << row("tok/s dense steps", stage_rate(d, 2), stage_rate(l, 2))
+            << row("attention share, stage 1", "-", attention_share(l, 1))
+            << row("attention share, dense steps", attention_share(d, 2), attention_share(l, 2))
+            << row(matmul_label + ", stage 1", "-", matmul_rate(l, 1, cpu))
+            << row(matmul_label + ", dense", matmul_rate(d, 2, cpu), matmul_rate(l, 2, cpu))
+            << row("MFU stage 1 (executed / dense-eq)", "-", stage_mfu(l, 1))
+            << row("MFU dense steps", stage_mfu(d, 2), stage_mfu(l, 2))
+            << row("final held-out loss (dense)", cell(loss_d, 4), lh_loss)
             << row("unigram / bigram baseline",
-                   cell(sd, "unigram_loss", 2) + " / " + cell(sd, "bigram_loss", 2), "(same data)")
-            << row("long-range answers loss (dense)", cell(sd, "final_recall_loss", 3),
-                   cell(sl, "final_recall_loss", 3))
-            << row("passkey accuracy", passkey(sd), passkey(sl))
-            << row("loss jump at the switch", "-", fixed(jump, 4))
-            << row("steps to recover the stage-1 loss", "-", recover);
-  if (sl.contains("leak_probe")) {
-    std::cout << row(
-        "leak probe (loss diff, 95% CI)", "-",
-        cell(sl["leak_probe"], "mean_diff", 4) + " +- " + cell(sl["leak_probe"], "ci95", 4));
+                   fixed(d.start.unigram, 2) + " / " + fixed(d.start.bigram, 2), "(same data)")
+            << row("long-range answers loss (dense)", cell(final_recall(d), 3),
+                   cell(final_recall(l), 3))
+            << row("passkey accuracy", passkey_cell(d), passkey_cell(l))
+            << row("loss jump at the switch", "-", fixed(cmp.jump, 4))
+            << row("steps to recover the stage-1 loss", "-",
+                   cmp.recover_steps ? std::to_string(*cmp.recover_steps) + " steps"
+                                     : std::string("not within the run"));
+  if (l.leak) {
+    std::cout << row("leak probe (loss diff, 95% CI)", "-",
+                     fixed(l.leak->mean_diff, 4) + " +- " + fixed(l.leak->ci95, 4));
   }
   const std::string svg = dir + "compare.svg";
-  write_text_atomically(svg, plot_runs_svg({{"dense", dense.metrics}, {"lighthouse", lh.metrics}}));
-  std::cout << "metrics: " << dense.metrics << ", " << lh.metrics << "\nplot: " << svg << "\n";
+  write_text_atomically(svg, plot_runs_svg({{"dense", metrics[0]}, {"lighthouse", metrics[1]}}));
+  std::cout << "metrics: " << metrics[0] << ", " << metrics[1] << "\nplot: " << svg << "\n";
   return kExitOk;
+}
+
+// The presets' lines for --help.
+std::string presets_help() {
+  std::string out =
+      "Presets (--preset NAME; flags given on the command line or in --config override them):\n";
+  for (const train::Preset& p : train::presets()) {
+    out += "  " + pad_right(p.name, 12) + p.summary + "\n";
+  }
+  return out;
+}
+
+// Sets every flag of the preset that neither the command line nor --config gave.
+void apply_preset(CLI::App& app, TrainArgs& args) {
+  const train::Preset* preset = train::find_preset(args.preset);
+  if (preset == nullptr) reject("--preset", args.preset, "must be one of " + train::preset_names());
+  for (const auto& [flag, value] : preset->flags) {
+    CLI::Option* opt = app.get_option("--" + flag);
+    if (opt->count() > 0) continue;
+    opt->add_result(value);
+    opt->run_callback();
+    args.preset_flags.push_back(flag);
+  }
 }
 
 }  // namespace
@@ -555,10 +694,51 @@ Command add_train_command(CLI::App& parent) {
       "continues dense from the same weights, AdamW state and learning-rate schedule. Held-out\n"
       "evaluation is always dense. Without --data the built-in corpus is generated: documents\n"
       "about --seq/2 bytes long whose facts, set near the top, are queried in the second half.\n"
-      "The defaults are the main job: `lighthouse train --compare` in a few minutes on 2 cores.");
-  auto opt = [&](const char* name, std::string& value, const char* help, const char* type) {
+      "The defaults are the main job: `lighthouse train --compare` in a few minutes on 2 cores.\n"
+      "\n"
+      "Devices: the same flags, metrics, evaluations, probes, checkpoints and --compare on both.\n"
+      "The CPU trains in float32 and is deterministic (the same bits for any --threads). On the\n"
+      "GPU, a run is bit-reproducible (and --resume continues it bit for bit) with\n"
+      "--deterministic on, on the same GPU model and build, with any --precision and --recompute;\n"
+      "--deterministic off uses cuDNN's fast attention backward, whose atomics change the last\n"
+      "bits from run to run. auto: on when the deterministic backward's workspace (about\n"
+      "2*batch*heads*seq^2 bytes for a dense layer) fits in a quarter of the GPU's memory.\n"
+      "Checkpoints are float32 safetensors on every device: a run saved on the GPU resumes on\n"
+      "the CPU and the other way round.\n"
+      "\n"
+      "Each step reports tokens/s, MFU two ways (executed FLOPs: Lighthouse layers at their\n"
+      "gathered length S; dense-equivalent: every layer dense at N; matmuls counted from their\n"
+      "shapes, recomputation not counted) against the peak (GPU: its bf16 or fp32 datasheet\n"
+      "peak, e.g. 989.4 TFLOP/s bf16 on H100 SXM and H200; CPU: the SGEMM measured at the\n"
+      "start; --peak-tflops overrides), peak memory (GPU: device; CPU: the process's RSS) and\n"
+      "the split of the step between dense attention, Lighthouse attention, matmuls and the\n"
+      "rest.\n"
+      "\n" +
+      presets_help());
+  auto opt = [&](const char* name, std::string& value, const std::string& help, const char* type) {
     app->add_option(name, value, help)->capture_default_str()->type_name(type);
   };
+  opt("--preset", args->preset,
+      "start from a named model and configuration (listed below): " + train::preset_names(),
+      "NAME");
+  opt("--device", args->device,
+      "cpu, cuda, or auto (the GPU when this build has CUDA and a GPU is present)", "DEV");
+  opt("--precision", args->precision,
+      "cuda: bf16 (bf16 activations and products, fp32 master weights) or fp32 (everything "
+      "float32, for tests); auto = bf16 on the GPU, fp32 on the CPU (always)",
+      "P");
+  opt("--recompute", args->recompute,
+      "cuda: what backward recomputes instead of keeping: none, attention (each attention "
+      "layer) or layer (every layer from its input: the least memory)",
+      "R");
+  opt("--deterministic", args->deterministic,
+      "cuda: on (cuDNN's deterministic attention backward: bit-reproducible runs), off (its "
+      "fast one) or auto (see below)",
+      "D");
+  opt("--peak-tflops", args->peak_tflops,
+      "the peak TFLOP/s MFU is measured against (0 = the GPU's datasheet peak, or the CPU's "
+      "SGEMM)",
+      "T");
   opt("--stage1-steps", args->stage1_steps, "optimizer steps with Lighthouse attention", "S1");
   opt("--stage2-steps", args->stage2_steps, "optimizer steps with dense attention", "S2");
   opt("--levels", args->levels, "Lighthouse pyramid levels L (stage 1)", "L");
@@ -599,16 +779,25 @@ Command add_train_command(CLI::App& parent) {
   opt("--doc-bytes", args->doc_bytes, "built-in document length, 0 = --seq / 2", "D");
   opt("--heldout", args->heldout, "fraction of the data held out for evaluation", "F");
   app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
-  opt("--threads", args->threads, "worker threads (attention, matmuls, layers), 0 = all", "T");
-  opt("--sgemm-size", args->sgemm_size, "n of the reference SGEMM at the end (0 = skip)", "n");
+  opt("--threads", args->threads, "CPU worker threads (attention, matmuls, layers), 0 = all", "T");
+  opt("--sgemm-size", args->sgemm_size,
+      "CPU: n of the SGEMM measured at the start, the peak of MFU (0 = skip)", "n");
   app->add_option("--save", args->save, "write checkpoints under DIR (step-NNNNNNNN folders)")
       ->type_name("DIR");
   opt("--save-every", args->save_every, "checkpoint every M steps (and at the end), 0 = end only",
       "M");
+  app->add_flag("--save-initial", args->save_initial,
+                "also checkpoint the initial weights (step-00000000) before the first step: "
+                "what `python -m lighthouse_attention.twin` starts from");
   app->add_option("--resume", args->resume,
                   "continue bit-exactly from a checkpoint folder, or the latest under DIR; the "
-                  "model, data and --seq/--batch/--accum/--stage1-steps must match")
+                  "model, data and --seq/--batch/--accum/--stage1-steps must match (the device "
+                  "need not)")
       ->type_name("DIR");
+  app->add_option("--dump-batches", args->dump_batches,
+                  "write every step's token batches to FILE (.npy, int32 [steps, accum, 2, "
+                  "batch, seq]: inputs, targets) for the PyTorch twin")
+      ->type_name("FILE");
   app->add_flag("--leak-probe", args->leak_probe,
                 "at the end of stage 1 (or on the --resume checkpoint), compare the loss at t with "
                 "the real input vs random bytes after t, under the stage-1 attention");
@@ -624,13 +813,26 @@ Command add_train_command(CLI::App& parent) {
   opt("--compare-dir", args->compare_dir,
       "where --compare writes dense.jsonl, lighthouse.jsonl and compare.svg", "DIR");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
+  app->add_flag("--dry-run", args->dry_run,
+                "check the flags, print the run's configuration (the metrics' config record, one "
+                "JSON line) and the FLOPs of a step, and exit: no data, no model, no files");
   app->add_option("--config", args->config,
                   "JSON object of flag: value (keys are the flag names without dashes); flags on "
                   "the command line override it, unknown keys are errors")
       ->type_name("FILE");
   return {app, [args, app] {
             if (!args->config.empty()) apply_json_config(*app, args->config);
-            return args->compare ? run_compare(*args) : run_train(*args);
+            if (!args->preset.empty()) apply_preset(*app, *args);
+            try {
+              if (args->dry_run) return run_dry(*args);
+              return args->compare ? run_compare(*args) : run_train(*args);
+            } catch (const train::OutOfDeviceMemory& e) {
+              // The run asked for more than the device has: bad input, not a failure.
+              std::string message = e.what();
+              std::replace(message.begin(), message.end(), '\n', ' ');
+              std::cerr << "lighthouse train: error: " << message << "\n";
+              return kExitUsage;
+            }
           }};
 }
 
