@@ -979,7 +979,7 @@ TEST(CudaBackend, RejectsUnsupported) {
   }
 }
 
-// ---- selection = causal (docs/SPEC-causal.md)
+// ---- selection = causal (docs/SPEC.md)
 // ----------------------------------------------------
 
 lh::Config causal_of(const Case& c) {
