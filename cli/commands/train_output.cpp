@@ -272,7 +272,7 @@ void print_comparison(const train::CompareReport& cmp, bool cpu) {
   // One row of the table: what, then one cell per arm; `f` gives an arm's cell.
   auto row = [&](const std::string& what, const auto& f) {
     std::string line = pad_right(what, 36);
-    for (const train::ArmReport& a : cmp.arms) line += pad_left(f(a), 22);
+    for (const train::ArmReport& a : cmp.arms) line += pad_left(f(a), 18);
     return line + "\n";
   };
   auto lh_only = [](const train::ArmReport& a, const std::string& v) {
