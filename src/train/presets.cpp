@@ -74,6 +74,7 @@ const std::vector<Preset>& presets() {
         {"stage2-steps", "150"},
         {"eval-every", "75"},
         {"passkey-trials", "8"},
+        {"leak-samples", "128"},
         {"corpus-tokens", "32m"}}},
       {"paper-530m",
        "30 x 1024 (8 x 128, SwiGLU 1536), seq 96k, L3 p4 K1536, dense 0,1,28,29",
