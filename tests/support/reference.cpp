@@ -139,26 +139,35 @@ struct Attention {
   std::vector<double> P, O;
 };
 
+// Row s of the causal attention over S gathered rows: its probabilities (p_row, S entries, zero
+// above the diagonal; may be null) and its output (o_row, D entries).
+void attention_row(const std::vector<double>& Q, const std::vector<double>& K,
+                   const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale,
+                   std::int64_t s, double* p_row, double* o_row) {
+  std::vector<double> logits(s + 1);
+  double m = -std::numeric_limits<double>::infinity();
+  for (std::int64_t j = 0; j <= s; ++j) {
+    double dot = 0;
+    for (std::int64_t d = 0; d < D; ++d) dot += Q[s * D + d] * K[j * D + d];
+    logits[j] = dot * scale;
+    m = std::max(m, logits[j]);
+  }
+  double sum = 0;
+  for (std::int64_t j = 0; j <= s; ++j) sum += std::exp(logits[j] - m);
+  std::fill_n(o_row, D, 0.0);
+  if (p_row != nullptr) std::fill_n(p_row, S, 0.0);
+  for (std::int64_t j = 0; j <= s; ++j) {
+    const double p = std::exp(logits[j] - m) / sum;
+    if (p_row != nullptr) p_row[j] = p;
+    for (std::int64_t d = 0; d < D; ++d) o_row[d] += p * V[j * D + d];
+  }
+}
+
 Attention attention(const std::vector<double>& Q, const std::vector<double>& K,
                     const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale) {
   Attention a{std::vector<double>(S * S, 0.0), std::vector<double>(S * D, 0.0)};
-  std::vector<double> logits(S);
-  for (std::int64_t s = 0; s < S; ++s) {
-    double m = -std::numeric_limits<double>::infinity();
-    for (std::int64_t j = 0; j <= s; ++j) {
-      double dot = 0;
-      for (std::int64_t d = 0; d < D; ++d) dot += Q[s * D + d] * K[j * D + d];
-      logits[j] = dot * scale;
-      m = std::max(m, logits[j]);
-    }
-    double sum = 0;
-    for (std::int64_t j = 0; j <= s; ++j) sum += std::exp(logits[j] - m);
-    for (std::int64_t j = 0; j <= s; ++j) {
-      const double p = std::exp(logits[j] - m) / sum;
-      a.P[s * S + j] = p;
-      for (std::int64_t d = 0; d < D; ++d) a.O[s * D + d] += p * V[j * D + d];
-    }
-  }
+  for (std::int64_t s = 0; s < S; ++s)
+    attention_row(Q, K, V, S, D, scale, s, &a.P[s * S], &a.O[s * D]);
   return a;
 }
 
@@ -202,9 +211,22 @@ std::int64_t heads_length(const Shape& s, const std::vector<std::int32_t>& indic
 }  // namespace
 
 float token_score(const double* row, std::int64_t D) {
-  double sum = 0;
-  for (std::int64_t d = 0; d < D; ++d) sum += row[d] * row[d];
-  return static_cast<float>(std::sqrt(sum));
+  // Chunks of 8 consecutive elements, each summed in d order; the chunk sums, zero-padded to a
+  // power-of-two count, added pairwise, neighbours first (docs/SPEC.md, Pyramid).
+  constexpr std::int64_t kChunk = 8;
+  std::vector<double> sums;
+  for (std::int64_t first = 0; first < D; first += kChunk) {
+    double sum = 0;
+    for (std::int64_t d = first; d < std::min(D, first + kChunk); ++d) sum += row[d] * row[d];
+    sums.push_back(sum);
+  }
+  while (sums.size() & (sums.size() - 1)) sums.push_back(0.0);
+  while (sums.size() > 1) {
+    for (std::size_t i = 0; i < sums.size() / 2; ++i) sums[i] = sums[2 * i] + sums[2 * i + 1];
+    sums.resize(sums.size() / 2);
+  }
+  const float score = static_cast<float>(std::sqrt(sums.empty() ? 0.0 : sums[0]));
+  return std::isnan(score) ? -std::numeric_limits<float>::infinity() : score;  // a strict order
 }
 
 std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N) {
@@ -341,6 +363,41 @@ std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
         const auto [first, last] = g.scatter_range(l, i);
         for (std::int64_t t = first; t <= last; ++t) {
           for (std::int64_t d = 0; d < D; ++d) out[at(shape, b, t, h) + d] += a.O[e * D + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<double> attend_tokens(const lighthouse::Config& config, const Shape& shape,
+                                  const std::vector<double>& q, const std::vector<double>& k,
+                                  const std::vector<double>& v,
+                                  const std::vector<std::int32_t>& indices,
+                                  const std::vector<std::int64_t>& tokens) {
+  const Geometry g(config, shape.N);
+  const std::int64_t S = heads_length(shape, indices), D = shape.D;
+  const double scale = softmax_scale(config, shape);
+  const auto T = static_cast<std::int64_t>(tokens.size());
+  std::vector<double> out(shape.B * T * shape.H * D, 0.0), row(D);
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      const Gathered rows = gather(g, shape, q, k, v, indices, S, b, h);
+      std::vector<std::int64_t> position(g.total, -1);  // gathered row of each pyramid index
+      for (std::int64_t e = 0; e < S; ++e) position[rows.index[e]] = e;
+      for (std::int64_t j = 0; j < T; ++j) {
+        const std::int64_t t = tokens[j];
+        if (t < 0 || t >= shape.N) throw std::invalid_argument("reference: token out of range");
+        double* dst = &out[((b * T + j) * shape.H + h) * D];
+        for (std::int64_t l = 0; l < g.L; ++l) {  // the entry of each level whose range holds t
+          const std::int64_t i = (t + 1) / g.block[l] - 1;
+          if (i < 0 || position[g.offset[l] + i] < 0) continue;
+          if (g.scatter_range(l, i).first > t || g.scatter_range(l, i).second < t) {
+            throw std::logic_error("reference: scatter ranges and their inverse disagree");
+          }
+          attention_row(rows.Q, rows.K, rows.V, S, D, scale, position[g.offset[l] + i], nullptr,
+                        row.data());
+          for (std::int64_t d = 0; d < D; ++d) dst[d] += row[d];
         }
       }
     }

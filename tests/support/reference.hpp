@@ -30,9 +30,10 @@ inline lighthouse::Config make_config(int levels, int pool, int topk,
   return config;
 }
 
-// The selection score of one token row: the float32 value of its L2 norm, summed in order in
-// float64. The library computes it the same way, so both see bit-identical scores and the
-// selected indices can be compared exactly.
+// The selection score of one token row (float32-representable values): the float32 value of its
+// L2 norm, the squares summed in float64 in the spec's fixed tree (chunks of 8 in d order, the
+// chunk sums added pairwise); NaN scores -inf. Every backend computes it the same way, so all see
+// bit-identical scores and the selected indices can be compared exactly.
 float token_score(const double* row, std::int64_t D);
 
 // Length of the gathered sub-sequence: n_L + (L - 1) p K.
@@ -51,6 +52,14 @@ std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& 
 std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
                            const std::vector<double>& q, const std::vector<double>& k,
                            const std::vector<double>& v, const std::vector<std::int32_t>& indices);
+
+// The output at the given tokens only, [B, tokens.size(), H, D]: row by row, for sequences whose
+// S x S attention matrix attend() could not hold.
+std::vector<double> attend_tokens(const lighthouse::Config& config, const Shape& shape,
+                                  const std::vector<double>& q, const std::vector<double>& k,
+                                  const std::vector<double>& v,
+                                  const std::vector<std::int32_t>& indices,
+                                  const std::vector<std::int64_t>& tokens);
 
 struct Gradients {
   std::vector<double> dq, dk, dv;  // [B, N, H, D]

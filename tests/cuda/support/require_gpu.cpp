@@ -2,6 +2,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <filesystem>
+
 namespace lighthouse::testing {
 
 const std::string& gpu_unavailable_reason() {
@@ -17,6 +20,13 @@ const std::string& gpu_unavailable_reason() {
     return std::string();
   }();
   return reason;
+}
+
+bool gpu_expected() {
+  const char* expect = std::getenv("LIGHTHOUSE_EXPECT_GPU");
+  if (expect != nullptr && std::string(expect) == "1") return true;
+  std::error_code ignored;
+  return std::filesystem::exists("/dev/nvidiactl", ignored);
 }
 
 }  // namespace lighthouse::testing
