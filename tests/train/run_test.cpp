@@ -217,7 +217,7 @@ TEST(Compare, ArmsShareTheTokenBudgetAndTheSwitchIsMeasured) {
     EXPECT_EQ(lh->config.stage2_steps, 2);
     EXPECT_TRUE(lh->leak_probe);
     EXPECT_EQ(lh->config.seed, base.config.seed);
-    EXPECT_EQ(lh->config.lr, base.config.lr);
+    EXPECT_EQ(lh->config.schedule.lr, base.config.schedule.lr);
   }
   EXPECT_EQ(original.config.lighthouse.selection, lighthouse::Selection::kOriginal);
   EXPECT_EQ(causal.config.lighthouse.selection, lighthouse::Selection::kCausal);
