@@ -32,6 +32,10 @@ struct Plan {
   double attention_bwd_flops() const;  // 2.5 x forward (5 products instead of 2)
   double dense_fwd_flops() const;      // the same at length N
   double dense_bwd_flops() const;
+  // FLOPs of the scores (forward only; no gradient flows through them): the norm scorer's squares
+  // and sums (4 B H N D: q and k), or the dilated scorer's two causal attentions per
+  // subsequence, 2 x dilation x 4 (N/dilation)^2/2 D per (batch, head) = 4 B H N^2 D / dilation.
+  double scorer_flops() const;
   // Bytes of the gathered q, k, v, o (and softmax stats) kept for the backward pass.
   std::int64_t gathered_bytes(std::size_t element_size) const;
 

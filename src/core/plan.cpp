@@ -88,6 +88,13 @@ Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::
                                 "levels or a longer seq");
     }
     plan.S = coarse_entries + static_cast<std::int64_t>(L - 1) * config.pool * config.topk;
+    // The dilated scorer splits the tokens into `dilation` subsequences of equal length.
+    if (config.scorer == Scorer::kDilated && seq % config.dilation != 0) {
+      throw InvalidArgument("dilation", s(config.dilation),
+                            "must divide seq = " + s(seq) +
+                                " (the dilated scorer splits the tokens into dilation "
+                                "interleaved subsequences of equal length)");
+    }
   }
   // Pyramid indices are stored as int32.
   if (plan.pyramid_size > std::numeric_limits<std::int32_t>::max()) {
@@ -112,6 +119,14 @@ double Plan::dense_bwd_flops() const {
   return 2.5 * dense_fwd_flops();
 }
 
+double Plan::scorer_flops() const {
+  if (dense()) return 0;
+  const double bh = static_cast<double>(batch * heads), n = static_cast<double>(seq),
+               d = static_cast<double>(head_dim);
+  if (config.scorer == Scorer::kDilated) return 4.0 * bh * n * n * d / config.dilation;
+  return 4.0 * bh * n * d;
+}
+
 std::int64_t Plan::gathered_bytes(std::size_t element_size) const {
   const std::int64_t rows = batch * heads * S;
   // q, k, v, o rows + float32 log-sum-exp + int32 index per row.
@@ -121,7 +136,10 @@ std::int64_t Plan::gathered_bytes(std::size_t element_size) const {
 std::string Plan::describe() const {
   std::ostringstream os;
   os << "levels " << config.levels << ", pool " << config.pool << ", topk " << config.topk
-     << ", scale " << scale << ", selection " << selection_name(config.selection) << "\n";
+     << ", scale " << scale << ", selection " << selection_name(config.selection) << ", scorer "
+     << scorer_name(config.scorer);
+  if (config.scorer == Scorer::kDilated) os << " (dilation " << config.dilation << ")";
+  os << "\n";
   os << "B " << batch << ", N " << seq << ", H " << heads << ", D " << head_dim << "\n";
   for (std::size_t l = 0; l < size.size(); ++l) {
     os << "  level " << l + 1 << ": block " << block[l] << ", entries " << size[l] << ", offset "

@@ -85,7 +85,7 @@ void forward_t(const Plan& plan, const TensorView& q, const TensorView& k, const
   const Parts<T> state = parts_of<T>(plan, context);
 
   Buffer<float> sq(static_cast<std::size_t>(BH * P)), sk(static_cast<std::size_t>(BH * P));
-  level_scores(plan, q, k, sq.data(), sk.data(), threads);
+  level_scores(plan, q, k, v, sq.data(), sk.data(), threads);
   clock.lap(&StageTimes::pyramid);
 
   select_entries(plan, sq.data(), sk.data(), state.indices, state.position, threads);

@@ -1,6 +1,8 @@
 // Golden cases produced by the original authors' implementation on an H200: the CPU backend
 // (float32) and the float64 reference must select the same indices and reproduce the
-// outputs and gradients to float32 rounding (relative L2 error < 1e-5).
+// outputs and gradients to float32 rounding (relative L2 error < 1e-5). The norm scorer's cases
+// live under LIGHTHOUSE_GOLDEN_DIR, the dilated scorer's under LIGHTHOUSE_GOLDEN_DILATED_DIR
+// (their config.json names the scorer and the dilation).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -48,6 +50,8 @@ Golden load(const fs::path& dir) {
                       .pool = json.at("pool").get<int>(),
                       .topk = json.at("topk").get<int>(),
                       .scale = {}};
+  g.problem.config.scorer = lighthouse::parse_scorer(json.value("scorer", std::string("norm")));
+  g.problem.config.dilation = json.value("dilation", 4);
   g.problem.shape = {json.at("batch").get<std::int64_t>(), json.at("seq_len").get<std::int64_t>(),
                      json.at("heads").get<std::int64_t>(), json.at("head_dim").get<std::int64_t>()};
   const lhtest::Shape& s = g.problem.shape;
@@ -68,10 +72,10 @@ Golden load(const fs::path& dir) {
   return g;
 }
 
-// Every folder under LIGHTHOUSE_GOLDEN_DIR that holds a config.json, in name order.
-std::vector<fs::path> golden_dirs() {
+// Every folder under `root` that holds a config.json, in name order.
+std::vector<fs::path> golden_dirs(const char* root_dir = LIGHTHOUSE_GOLDEN_DIR) {
   std::vector<fs::path> dirs;
-  const fs::path root(LIGHTHOUSE_GOLDEN_DIR);
+  const fs::path root(root_dir);
   std::error_code ec;
   if (!fs::is_directory(root, ec)) return dirs;
   for (const auto& entry : fs::directory_iterator(root, ec)) {
@@ -83,16 +87,19 @@ std::vector<fs::path> golden_dirs() {
   return dirs;
 }
 
-#define SKIP_WITHOUT_GOLDEN(dirs)                                                             \
-  if ((dirs).empty()) {                                                                       \
-    std::fprintf(stderr,                                                                      \
-                 "WARNING: no golden cases under %s -- the comparison with the original "     \
-                 "implementation was NOT run\n",                                              \
-                 LIGHTHOUSE_GOLDEN_DIR);                                                      \
-    GTEST_SKIP() << "no golden cases under " LIGHTHOUSE_GOLDEN_DIR                            \
-                    " (configure with -DLIGHTHOUSE_GOLDEN_DIR=...): NOT CHECKED AGAINST THE " \
-                    "ORIGINAL";                                                               \
+#define SKIP_WITHOUT_GOLDEN_IN(dirs, root, option)                                        \
+  if ((dirs).empty()) {                                                                   \
+    std::fprintf(stderr,                                                                  \
+                 "WARNING: no golden cases under %s -- the comparison with the original " \
+                 "implementation was NOT run\n",                                          \
+                 root);                                                                   \
+    GTEST_SKIP() << "no golden cases under " root " (configure with -D" option            \
+                    "=...): NOT CHECKED AGAINST THE ORIGINAL";                            \
   }
+#define SKIP_WITHOUT_GOLDEN(dirs) \
+  SKIP_WITHOUT_GOLDEN_IN(dirs, LIGHTHOUSE_GOLDEN_DIR, "LIGHTHOUSE_GOLDEN_DIR")
+#define SKIP_WITHOUT_DILATED_GOLDEN(dirs) \
+  SKIP_WITHOUT_GOLDEN_IN(dirs, LIGHTHOUSE_GOLDEN_DILATED_DIR, "LIGHTHOUSE_GOLDEN_DILATED_DIR")
 
 void expect_close(const char* what, const Golden& g, const std::vector<double>& got,
                   const std::vector<double>& want, const char* who) {
@@ -139,11 +146,52 @@ TEST(Golden, ReferenceMatchesOriginal) {
   SKIP_WITHOUT_GOLDEN(dirs);
   for_each_golden(dirs, [](const Golden& g) {
     const lhtest::Problem& p = g.problem;
-    const auto indices = lhtest::select(p.config, p.shape, p.q, p.k);
+    const auto indices = lhtest::select(p.config, p.shape, p.q, p.k, p.v);
     EXPECT_TRUE(indices == g.indices) << g.name << ": the reference selects other indices";
     const auto out = lhtest::attend(p.config, p.shape, p.q, p.k, p.v, g.indices);
     const auto grads = lhtest::backward(p.config, p.shape, p.q, p.k, p.v, g.indices, p.dout);
     expect_all_close(g, "reference", out, grads.dq, grads.dk, grads.dv);
+  });
+}
+
+// The dilated scorer's cases (the original's DilatedLighthouseScorer with fp32 SDPA): the CPU
+// backend's scorer runs its float32 attention stage, so its scores differ from the original's in
+// the last bits; the selected indices must still be identical.
+TEST(GoldenDilated, LibraryFloat32MatchesOriginal) {
+  const std::vector<fs::path> dirs = golden_dirs(LIGHTHOUSE_GOLDEN_DILATED_DIR);
+  SKIP_WITHOUT_DILATED_GOLDEN(dirs);
+  for_each_golden(dirs, [](const Golden& g) {
+    ASSERT_EQ(g.problem.config.scorer, lighthouse::Scorer::kDilated) << g.name;
+    const lhtest::Outputs lib = lhtest::run_library(g.problem, DType::kFloat32);
+    EXPECT_EQ(lib.indices.size(), g.indices.size());
+    EXPECT_TRUE(lib.indices == g.indices) << g.name << ": selected indices differ";
+    expect_all_close(g, "library", lib.out, lib.dq, lib.dk, lib.dv);
+  });
+}
+
+// The float64 reference's dilated scorer against the original's selection.
+TEST(GoldenDilated, ReferenceMatchesOriginal) {
+  const std::vector<fs::path> dirs = golden_dirs(LIGHTHOUSE_GOLDEN_DILATED_DIR);
+  SKIP_WITHOUT_DILATED_GOLDEN(dirs);
+  for_each_golden(dirs, [](const Golden& g) {
+    const lhtest::Problem& p = g.problem;
+    const auto indices = lhtest::select(p.config, p.shape, p.q, p.k, p.v);
+    EXPECT_TRUE(indices == g.indices) << g.name << ": the reference selects other indices";
+    const auto out = lhtest::attend(p.config, p.shape, p.q, p.k, p.v, g.indices);
+    const auto grads = lhtest::backward(p.config, p.shape, p.q, p.k, p.v, g.indices, p.dout);
+    expect_all_close(g, "reference", out, grads.dq, grads.dk, grads.dv);
+  });
+}
+
+// The golden loader must not fall back to the norm scorer for the dilated cases: with norms the
+// original's dilated selection is not reproduced (a check that the comparison above can fail).
+TEST(GoldenDilated, NormScorerSelectsOtherIndices) {
+  const std::vector<fs::path> dirs = golden_dirs(LIGHTHOUSE_GOLDEN_DILATED_DIR);
+  SKIP_WITHOUT_DILATED_GOLDEN(dirs);
+  for_each_golden(dirs, [](const Golden& g) {
+    lhtest::Problem p = g.problem;
+    p.config.scorer = lighthouse::Scorer::kNorm;
+    EXPECT_FALSE(lhtest::select(p.config, p.shape, p.q, p.k) == g.indices) << g.name;
   });
 }
 

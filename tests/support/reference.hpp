@@ -43,9 +43,21 @@ std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N);
 std::vector<std::int32_t> select_head(const lighthouse::Config& config,
                                       const std::vector<float>& sq, const std::vector<float>& sk);
 
-// Selected indices of every (batch, head): [B, H, S].
+// The dilated scorer's token scores of one (batch, head), read literally from the spec: for each
+// residue j < dilation, the tokens {t : t mod dilation = j} in order; causal softmax attention
+// in float64 at scale 1/sqrt(D) among them, Attn(Q, K, V) and Attn(K, Q, V); a token's query
+// (key) score is the float32 value of the L2 norm of its row of the first (second) output.
+void dilated_scores(const Shape& shape, const std::vector<double>& q, const std::vector<double>& k,
+                    const std::vector<double>& v, std::int64_t b, std::int64_t h, int dilation,
+                    std::vector<float>& sq, std::vector<float>& sk);
+
+// Selected indices of every (batch, head): [B, H, S], with the norm scorer.
 std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
                                  const std::vector<double>& q, const std::vector<double>& k);
+// The same with config.scorer's token scores (the dilated scorer reads v too).
+std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
+                                 const std::vector<double>& q, const std::vector<double>& k,
+                                 const std::vector<double>& v);
 
 // Output for a given selection (gather, attention and scatter): [B, N, H, D].
 std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
