@@ -19,6 +19,7 @@
 // tokens in order and writes sum / c_L (rounded once) when a coarsest block ends; the gather
 // copies those rows instead of reading all N tokens a second time.
 #include <cfloat>
+#include <string>
 
 #include "core/scores.hpp"
 #include "cuda/check.hpp"
@@ -246,7 +247,104 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
   }
 }
 
+// The dilated scorer's level 0 and pooling (pyramid_dilated.cpp). Plain kernels: the scorer's
+// two attentions cost orders of magnitude more than these passes.
+
+__device__ __forceinline__ float element(const float* p) {
+  return *p;
+}
+__device__ __forceinline__ float element(const __nv_bfloat16* p) {
+  return __bfloat162float(*p);
+}
+__device__ __forceinline__ float element(const __half* p) {
+  return __half2float(*p);
+}
+
+constexpr int kMaxScoreChunks = 32;  // head_dim <= 256
+
+// One thread per row (b, t, h), h fastest: the score of core/scores.hpp, read literally.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    token_scores_kernel(const Geometry g, const TokenTensor x, float* scores) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t H = g.heads, N = g.seq;
+  if (row >= g.batch * N * H) return;
+  const std::int64_t h = row % H, t = row / H % N, b = row / (H * N);
+  const T* src = token_ptr<T>(x, b, t, h, 0);
+  const int D = static_cast<int>(g.head_dim);
+  const int chunks = (D + kChunk - 1) / kChunk;
+  int width = 1;
+  while (width < chunks) width *= 2;
+  double partial[kMaxScoreChunks];
+  for (int c = 0; c < width; ++c) {
+    double sum = 0.0;
+    for (int d = c * kChunk; d < min(D, (c + 1) * kChunk); ++d) {
+      const double e = element(src + d);
+      sum = fma(e, e, sum);  // the product is exact: one rounding, as sum + e * e
+    }
+    partial[c] = sum;
+  }
+  for (int step = 1; step < width; step *= 2) {
+    for (int c = 0; c + step < width; c += 2 * step) partial[c] += partial[c + step];
+  }
+  const float n = __double2float_rn(sqrt(partial[0]));
+  scores[(b * H + h) * N + t] = isnan(n) ? -INFINITY : n;
+}
+
+// One thread per (bh, entry i of level l >= 1): the max of its p children one level down (the
+// tokens for l = 1). With `first`, level 1 also writes the score of its first token.
+__global__ void __launch_bounds__(256)
+    pool_level_kernel(const Geometry g, int l, const float* token_q, const float* token_k,
+                      float* score_q, float* score_k, float* first_q, float* first_k) {
+  const std::int64_t n = g.size[l];
+  const std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (w >= g.batch * g.heads * n) return;
+  const std::int64_t bh = w / n, i = w % n;
+  const std::int64_t N = g.seq, stride = g.pyramid_size - N;
+  const int p = g.pool;
+  const float* tokens[2] = {token_q, token_k};
+  float* score[2] = {score_q, score_k};
+  float* first[2] = {first_q, first_k};
+#pragma unroll
+  for (int x = 0; x < 2; ++x) {
+    const float* child =
+        l == 1 ? tokens[x] + bh * N : score[x] + bh * stride + (g.offset[l - 1] - N);
+    float m = child[i * p];
+    for (int j = 1; j < p; ++j) m = fmaxf(m, child[i * p + j]);
+    score[x][bh * stride + (g.offset[l] - N) + i] = m;
+    if (l == 1 && first[x]) first[x][bh * (N / p) + i] = child[i * p];
+  }
+}
+
 }  // namespace
+
+void launch_token_scores(const Geometry& g, DType dtype, const TokenTensor& x, float* scores,
+                         cudaStream_t stream) {
+  if (g.head_dim > kMaxScoreChunks * kChunk) {
+    throw Error("launch_token_scores: head_dim " + std::to_string(g.head_dim) + " above " +
+                std::to_string(kMaxScoreChunks * kChunk));
+  }
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const std::int64_t rows = g.batch * g.seq * g.heads;
+    const std::int64_t blocks = (rows + 255) / 256;
+    token_scores_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(g, x, scores);
+    CUDA_CHECK_LAUNCH("token_scores_kernel");
+  });
+}
+
+void launch_pool_scores(const Geometry& g, const float* token_q, const float* token_k,
+                        float* score_q, float* score_k, float* first_q, float* first_k,
+                        cudaStream_t stream) {
+  for (int l = 1; l < g.levels; ++l) {  // in order: level l reads level l - 1
+    const std::int64_t work = g.batch * g.heads * g.size[l];
+    const std::int64_t blocks = (work + 255) / 256;
+    pool_level_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+        g, l, token_q, token_k, score_q, score_k, g.causal ? first_q : nullptr,
+        g.causal ? first_k : nullptr);
+    CUDA_CHECK_LAUNCH("pool_level_kernel");
+  }
+}
 
 void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
                     const TokenTensor& v, float* score_q, float* score_k, float* first_q,

@@ -60,6 +60,23 @@ void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const 
                     float* first_k, void* coarse_q, void* coarse_k, void* coarse_v,
                     cudaStream_t stream);
 
+// The token scores (core/scores.hpp) of every row of a [B, N, H, D] view x into scores [BH, N]:
+// one thread per row, the chunked sum tree literally (the CPU's order, so the same bits for the
+// same row). The dilated scorer's level 0 (pyramid_dilated.cpp).
+void launch_token_scores(const Geometry& g, DType dtype, const TokenTensor& x, float* scores,
+                         cudaStream_t stream);
+
+// Levels 2..L of the scores [BH, P - N] max-pooled from token scores [BH, N] (q and k), and with
+// g.causal the first-token scores [BH, N / p]: what launch_pyramid writes for the norm scorer.
+void launch_pool_scores(const Geometry& g, const float* token_q, const float* token_k,
+                        float* score_q, float* score_k, float* first_q, float* first_k,
+                        cudaStream_t stream);
+
+// dst <- src, two [batch, seq, heads, head_dim] views of `dtype` (16-byte aligned rows).
+void launch_copy_tokens(DType dtype, const TokenTensor& src, const TokenTensor& dst,
+                        std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                        std::int64_t head_dim, cudaStream_t stream);
+
 // Selection, in causal order: writes indices and every entry of position (-1: not selected).
 // first_q, first_k are read with g.causal only.
 void launch_selection(const Geometry& g, const float* score_q, const float* score_k,
