@@ -23,6 +23,7 @@
 #include "common/json_config.hpp"
 #include "common/machine.hpp"
 #include "common/progress.hpp"
+#include "common/scorer_flags.hpp"
 #include "lighthouse/error.hpp"
 #include "plot/run_plot.hpp"
 #include "train/checkpoint.hpp"
@@ -47,6 +48,7 @@ struct TrainArgs {
   std::string stage1_steps = "200", stage2_steps = "50";
   std::string levels = "2", pool = "8", topk = "256", dense_layers = "default";
   std::string selection = "original";
+  ScorerFlags scorer;
   std::string dim = "128", layers = "4", heads = "4", hidden = "0", init_std = "0.06";
   bool untied = false;
   std::string seq = "4096", batch = "1", accum = "1";
@@ -90,6 +92,7 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.lighthouse.pool = parse_int32("--pool", a.pool, 2, 1 << 16);
   c.lighthouse.topk = parse_int32("--topk", a.topk, 1, 1 << 30);
   c.lighthouse.selection = parse_selection(a.selection, "--selection");
+  apply_scorer_flags(a.scorer, c.lighthouse);
   c.dense_layers = parse_dense_layers(a.dense_layers, c.model.layers);
   c.schedule.lr = parse_positive_double("--lr", a.lr);
   c.schedule.min_ratio = parse_double("--min-lr-ratio", a.min_lr_ratio, 0.0, 1.0);
@@ -262,6 +265,8 @@ int run_train(const TrainArgs& a, RunReport* report = nullptr) {
   const double bigram = train::ngram_cross_entropy(train_tokens, heldout_tokens, 1);
   nlohmann::json config_line = config_json(config, a, trainer.model().parameter_count());
   config_line["lighthouse"]["selection"] = selection_name(config.lighthouse.selection);
+  config_line["lighthouse"]["scorer"] = scorer_name(config.lighthouse.scorer);
+  config_line["lighthouse"]["dilation"] = config.lighthouse.dilation;
   config_line["baselines"] = {{"unigram", unigram}, {"bigram", bigram}};
   if (!a.resume.empty()) config_line["resumed_from"] = resumed_from;
   log(config_line);
@@ -569,6 +574,7 @@ Command add_train_command(CLI::App& parent) {
   opt("--topk", args->topk, "Lighthouse top-k budget K (stage 1)", "K");
   opt("--selection", args->selection,
       "Lighthouse selection (stage 1): original (leaks the future, issue 11) or causal", "MODE");
+  add_scorer_flags(app, args->scorer);
   opt("--dense-layers", args->dense_layers,
       "layers kept dense in stage 1: default, none or a list like 0,1,4,5", "LIST");
   opt("--dim", args->dim, "model width", "C");

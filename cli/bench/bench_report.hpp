@@ -19,6 +19,7 @@ struct BenchRow {
   std::int64_t seq = 0;                 // the N this row belongs to (floor rows too)
   std::int64_t S = 0;                   // the length the attention runs at (N for dense)
   double fwd_flops = 0, bwd_flops = 0;  // the plan's attention FLOPs
+  double scorer_flops = 0;              // the plan's scorer FLOPs (lighthouse rows; forward only)
   std::optional<Timing> timing;         // empty if the run failed
   std::string error;
 };

@@ -16,6 +16,7 @@
 #include "common/commands.hpp"
 #include "common/device_io.hpp"
 #include "common/format.hpp"
+#include "common/scorer_flags.hpp"
 #include "common/staged_outputs.hpp"
 #include "lighthouse/attention.hpp"
 #include "lighthouse/device.hpp"
@@ -31,6 +32,7 @@ struct AttentionArgs {
   std::string q, k, v, dout, out;
   std::string levels, pool, topk, scale, selection = "original";
   std::string device = "cpu", dtype = "float32", threads = "0";
+  ScorerFlags scorer;
   bool check_finite = false;
 };
 
@@ -90,7 +92,8 @@ Inputs read_inputs(const AttentionArgs& a) {
 [[noreturn]] void rethrow_for_files(const InvalidArgument& e, const AttentionArgs& a) {
   const std::string& p = e.param();
   if (p == "levels" || p == "pool" || p == "topk" || p == "scale" || p == "selection" ||
-      p == "dtype" || p == "device" || p == "threads" || p == "check_finite") {
+      p == "scorer" || p == "dilation" || p == "dtype" || p == "device" || p == "threads" ||
+      p == "check_finite") {
     throw e;  // main() turns these into --levels etc.
   }
   if (p == "k") reject("--k", a.k, e.what());
@@ -136,6 +139,7 @@ int run_attention(const AttentionArgs& a) {
   config.topk = parse_int32("--topk", a.topk);
   if (!a.scale.empty()) config.scale = parse_positive_double("--scale", a.scale);
   config.selection = parse_selection(a.selection, "--selection");
+  apply_scorer_flags(a.scorer, config);
   validate(config);
   const Device device = parse_device(a.device, "--device");
   const DType dtype = parse_dtype(a.dtype, "--dtype");
@@ -246,6 +250,7 @@ Command add_attention_command(CLI::App& parent) {
                   "original (the original's top-k; leaks the future, issue 11) or causal")
       ->capture_default_str()
       ->type_name("MODE");
+  add_scorer_flags(app, args->scorer);
   app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");
   app->add_option("--dtype", args->dtype,
                   "compute dtype: float32, or bfloat16/float16 with --device cuda (files stay "

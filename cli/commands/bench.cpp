@@ -19,6 +19,7 @@
 #include "common/commands.hpp"
 #include "common/machine.hpp"
 #include "common/progress.hpp"
+#include "common/scorer_flags.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/plan.hpp"
 
@@ -32,6 +33,7 @@ struct BenchArgs {
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
   std::string threads = "0", seed = "0", sgemm_size = "2048", selection = "original";
   std::string json, plot, deterministic, side_by_side;
+  ScorerFlags scorer;
   bool stages = false, quiet = false;
 };
 
@@ -104,6 +106,7 @@ int run_bench(const BenchArgs& a) {
   report.config.pool = parse_int32("--pool", or_default(a.pool, d.pool, s6));
   report.config.topk = parse_int32("--topk", or_default(a.topk, d.topk, s7));
   report.config.selection = parse_selection(a.selection, "--selection");
+  apply_scorer_flags(a.scorer, report.config);
   validate(report.config);
   report.impls = parse_impls(or_default(a.impl, d.impl, s8));
   report.repeats = parse_int32("--repeats", or_default(a.repeats, d.repeats, s9), 1);
@@ -236,6 +239,7 @@ int run_bench(const BenchArgs& a) {
     if (job.impl == Impl::kLighthouse) {
       row.fwd_flops = job.plan.attention_fwd_flops();
       row.bwd_flops = job.plan.attention_bwd_flops();
+      row.scorer_flops = job.plan.scorer_flops();
     } else {
       row.fwd_flops = job.plan.dense_fwd_flops();
       row.bwd_flops = job.plan.dense_bwd_flops();
@@ -332,6 +336,8 @@ Command add_bench_command(CLI::App& parent) {
       "                impl dense,lighthouse,floor; repeats 10, warmup 3\n"
       "A configuration whose first warm-up fwd+bwd takes over 1 s (side by side: either one's)\n"
       "gets 1 warm-up and at most 3 repeats. CUDA times are CUDA events on the default stream.\n"
+      "The scorer's cost is part of the pyramid stage (--stages): compare a --scorer dilated run\n"
+      "with a --scorer norm run of the same lengths.\n"
       "Lengths of the default list that the configuration does not fit are skipped with a note;\n"
       "an explicit --seq that it does not fit is an error.");
   app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");
@@ -348,6 +354,7 @@ Command add_bench_command(CLI::App& parent) {
                   "lighthouse/floor ratios)")
       ->capture_default_str()
       ->type_name("MODE");
+  add_scorer_flags(app, args->scorer);
   app->add_option("--impl", args->impl, "implementations: dense, lighthouse, floor")
       ->type_name("LIST");
   app->add_option("--repeats", args->repeats, "timed runs per measurement (median)")
