@@ -21,10 +21,11 @@ std::tuple<at::Tensor, at::Tensor> forward_kernel(const at::Tensor& q_in, const 
                                                   const at::Tensor& v_in, std::int64_t levels,
                                                   std::int64_t pool, std::int64_t topk,
                                                   std::optional<double> scale,
-                                                  c10::string_view selection) {
+                                                  c10::string_view selection,
+                                                  c10::string_view scorer, std::int64_t dilation) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(q_in.device());
-    const Config config = make_config(levels, pool, topk, scale, selection);
+    const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor q = readable(q_in), k = readable(k_in), v = readable(v_in);
     const TensorView qv = view_of("q", q), kv = view_of("k", k), vv = view_of("v", v);
     at::Tensor out = new_like_bnhd(q);
@@ -42,10 +43,11 @@ std::tuple<at::Tensor, at::Tensor> forward_kernel(const at::Tensor& q_in, const 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
     const at::Tensor& dout_in, const at::Tensor& ctx_in, std::int64_t levels, std::int64_t pool,
-    std::int64_t topk, std::optional<double> scale, c10::string_view selection) {
+    std::int64_t topk, std::optional<double> scale, c10::string_view selection,
+    c10::string_view scorer, std::int64_t dilation) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(dout_in.device());
-    const Config config = make_config(levels, pool, topk, scale, selection);
+    const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor dout = readable(dout_in);
     if (ctx_in.scalar_type() != at::kByte || ctx_in.dim() != 1 ||
         ctx_in.device() != dout.device()) {
@@ -71,10 +73,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> library_kernel(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& dout_in, std::int64_t levels, std::int64_t pool, std::int64_t topk,
-    std::optional<double> scale, c10::string_view selection) {
+    std::optional<double> scale, c10::string_view selection, c10::string_view scorer,
+    std::int64_t dilation) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(q_in.device());
-    const Config config = make_config(levels, pool, topk, scale, selection);
+    const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor q = readable(q_in), k = readable(k_in), v = readable(v_in),
                      dout = readable(dout_in);
     at::Tensor out = new_like_bnhd(q), dq = new_like_bnhd(q), dk = new_like_bnhd(q),

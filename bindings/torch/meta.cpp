@@ -37,7 +37,8 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& q, const at::T
                                                 const at::Tensor& v, std::int64_t levels,
                                                 std::int64_t pool, std::int64_t topk,
                                                 std::optional<double> scale,
-                                                c10::string_view selection) {
+                                                c10::string_view selection, c10::string_view scorer,
+                                                std::int64_t dilation) {
   return translate_errors([&] {
     const auto sizes = concrete_bnhd("q", q);
     for (const auto& [name, t] : {std::pair{"k", &k}, std::pair{"v", &v}}) {
@@ -46,8 +47,8 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& q, const at::T
                               "must have the shape and dtype of q");
       }
     }
-    const Plan plan = make_plan(make_config(levels, pool, topk, scale, selection), sizes[0],
-                                sizes[1], sizes[2], sizes[3]);
+    const Plan plan = make_plan(make_config(levels, pool, topk, scale, selection, scorer, dilation),
+                                sizes[0], sizes[1], sizes[2], sizes[3]);
     const DType dtype = dtype_from("q.dtype", q.scalar_type());
     at::Tensor ctx = at::empty({static_cast<std::int64_t>(context_bytes(plan, dtype))},
                                q.options().dtype(at::kByte));
@@ -57,11 +58,12 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& q, const at::T
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_meta(
     const at::Tensor& dout, const at::Tensor& /*ctx*/, std::int64_t levels, std::int64_t pool,
-    std::int64_t topk, std::optional<double> scale, c10::string_view selection) {
+    std::int64_t topk, std::optional<double> scale, c10::string_view selection,
+    c10::string_view scorer, std::int64_t dilation) {
   return translate_errors([&] {
     const auto sizes = concrete_bnhd("dout", dout);
-    make_plan(make_config(levels, pool, topk, scale, selection), sizes[0], sizes[1], sizes[2],
-              sizes[3]);
+    make_plan(make_config(levels, pool, topk, scale, selection, scorer, dilation), sizes[0],
+              sizes[1], sizes[2], sizes[3]);
     return std::make_tuple(empty_bnhd(sizes, dout), empty_bnhd(sizes, dout),
                            empty_bnhd(sizes, dout));
   });

@@ -50,6 +50,25 @@ def golden_cases():
     return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
 
 
+def golden_dilated_dir() -> Path | None:
+    """The dilated scorer's cases: LIGHTHOUSE_GOLDEN_DILATED_DIR, else tests/data/golden-dilated,
+    else shared/golden-dilated beside or inside the repository."""
+    candidates = [os.environ.get("LIGHTHOUSE_GOLDEN_DILATED_DIR")]
+    candidates += [REPO / "tests" / "data" / "golden-dilated", REPO / "shared" / "golden-dilated",
+                   REPO.parent / "shared" / "golden-dilated"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def golden_dilated_cases():
+    root = golden_dilated_dir()
+    if root is None:
+        return []
+    return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+
+
 def load_golden(case: Path) -> dict:
     np = pytest.importorskip("numpy")
     config = json.loads((case / "config.json").read_text())

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import lighthouse_attention as la
-from conftest import golden_cases, golden_dir, load_golden, rel_l2, requires_cuda, skip_loudly
+from conftest import (golden_cases, golden_dilated_cases, golden_dilated_dir, golden_dir,
+                      load_golden, rel_l2, requires_cuda, skip_loudly)
 
 CASES = golden_cases()
+DILATED = golden_dilated_cases()
 
 
 def _ids(cases):
@@ -30,7 +32,8 @@ def test_golden_cases_are_present():
 def _run(case, device, dtype):
     g = load_golden(case)
     c = g["config"]
-    kw = dict(levels=c["levels"], pool=c["pool"], topk=c["topk"])
+    kw = dict(levels=c["levels"], pool=c["pool"], topk=c["topk"],
+              scorer=c.get("scorer", "norm"), dilation=c.get("dilation", 4))
     q, k, v = (g[n].to(device=device, dtype=dtype).requires_grad_() for n in ("q", "k", "v"))
     out = la.lighthouse_attention(q, k, v, **kw)
     out.backward(g["dout"].to(device=device, dtype=dtype))
@@ -51,6 +54,37 @@ def test_golden_cpu(case, dtype):
 @requires_cuda
 @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
 def test_golden_cuda_float32(case):
+    g, out, dq, dk, dv, indices = _run(case, "cuda", torch.float32)
+    assert torch.equal(indices.cpu(), g["indices"].to(torch.int32))
+    for name, got in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv)):
+        err = rel_l2(got.cpu(), g[name])
+        assert err < 1e-5, f"{name}: relative L2 error {err:.3e}"
+
+
+def test_golden_dilated_cases_are_present():
+    if not DILATED:
+        where = golden_dilated_dir() or "no such folder"
+        skip_loudly(
+            "no dilated golden cases found (LIGHTHOUSE_GOLDEN_DILATED_DIR, tests/data/golden-dilated "
+            f"or shared/golden-dilated: {where}): the dilated scorer's golden comparison did not run"
+        )
+    assert len(DILATED) >= 1
+
+
+@pytest.mark.parametrize("case", DILATED, ids=_ids(DILATED))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_golden_dilated_cpu(case, dtype):
+    g, out, dq, dk, dv, indices = _run(case, "cpu", dtype)
+    assert g["config"]["scorer"] == "dilated"
+    assert torch.equal(indices, g["indices"].to(torch.int32))
+    for name, got in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv)):
+        err = rel_l2(got, g[name])
+        assert err < 1e-5, f"{name}: relative L2 error {err:.3e}"
+
+
+@requires_cuda
+@pytest.mark.parametrize("case", DILATED, ids=_ids(DILATED))
+def test_golden_dilated_cuda_float32(case):
     g, out, dq, dk, dv, indices = _run(case, "cuda", torch.float32)
     assert torch.equal(indices.cpu(), g["indices"].to(torch.int32))
     for name, got in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv)):
