@@ -28,12 +28,12 @@ const auto& forward_op() {
 }
 
 const auto& backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("lighthouse::attention_backward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t, std::int64_t,
-              std::optional<double>, c10::string_view, c10::string_view, std::int64_t)>();
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lighthouse::attention_backward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                                 const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t,
+                                 std::int64_t, std::optional<double>, c10::string_view,
+                                 c10::string_view, std::int64_t, std::int64_t)>();
   return op;
 }
 
@@ -55,6 +55,7 @@ class Attention : public torch::autograd::Function<Attention> {
     ctx->saved_data["selection"] = std::string(selection);
     ctx->saved_data["scorer"] = std::string(scorer);
     ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["kv_heads"] = k.size(2);
     return out;
   }
 
@@ -67,7 +68,8 @@ class Attention : public torch::autograd::Function<Attention> {
     auto [dq, dk, dv] =
         backward_op().call(grads[0], context, saved.at("levels").toInt(), saved.at("pool").toInt(),
                            saved.at("topk").toInt(), scale, saved.at("selection").toStringRef(),
-                           saved.at("scorer").toStringRef(), saved.at("dilation").toInt());
+                           saved.at("scorer").toStringRef(), saved.at("dilation").toInt(),
+                           saved.at("kv_heads").toInt());
     // No gradient for levels, pool, topk, scale, selection, scorer and dilation.
     return {dq,           dk,           dv,           at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

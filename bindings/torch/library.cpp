@@ -7,7 +7,8 @@
 //   attention_backward(dout, ctx, levels, ...) -> (dq, dk, dv)
 //   library_forward_backward(q, k, v, dout, ...)               the library's own Context path
 //                                                              (tests, benchmark)
-// q, k, v, out and the gradients are [B, N, H, D]; levels/pool/topk/scale/selection/scorer/
+// q, out, dq are [B, N, H, D]; k, v, dk, dv [B, N, Hkv, D] (grouped-query attention when Hkv < H;
+// attention_backward takes Hkv as kv_heads, 0 meaning H); levels/pool/topk/scale/selection/scorer/
 // dilation are lighthouse::Config ("original" or "causal": Config::selection; "norm" or
 // "dilated": Config::scorer).
 #include <torch/library.h>
@@ -29,15 +30,17 @@ void validate_op(std::int64_t levels, std::int64_t pool, std::int64_t topk,
 }
 
 // [S, pyramid_size, tiles, context_bytes, indices_offset]: what a configuration costs at these
-// sizes, and where the selected indices lie in its context (context_indices_offset).
+// sizes (kv_heads: the heads of k and v, 0 meaning `heads`), and where the selected indices lie in
+// its context (context_indices_offset).
 std::vector<std::int64_t> plan_op(std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                   std::int64_t head_dim, std::int64_t levels, std::int64_t pool,
                                   std::int64_t topk, std::optional<double> scale,
                                   c10::ScalarType dtype, c10::string_view selection,
-                                  c10::string_view scorer, std::int64_t dilation) {
+                                  c10::string_view scorer, std::int64_t dilation,
+                                  std::int64_t kv_heads) {
   return translate_errors([&] {
     const Plan plan = make_plan(make_config(levels, pool, topk, scale, selection, scorer, dilation),
-                                batch, seq, heads, head_dim);
+                                batch, seq, heads, head_dim, kv_heads);
     const DType ctx_dtype = dtype_from("dtype", dtype);
     return std::vector<std::int64_t>{
         plan.S, plan.pyramid_size, plan.tiles,
@@ -64,8 +67,8 @@ TORCH_LIBRARY(lighthouse, m) {
       compliant);
   m.def(
       "attention_backward(Tensor dout, Tensor ctx, int levels, int pool, int topk, "
-      "float? scale=None, str selection=\"original\", str scorer=\"norm\", int dilation=4) -> "
-      "(Tensor dq, Tensor dk, Tensor dv)",
+      "float? scale=None, str selection=\"original\", str scorer=\"norm\", int dilation=4, "
+      "int kv_heads=0) -> (Tensor dq, Tensor dk, Tensor dv)",
       compliant);
   m.def(
       "library_forward_backward(Tensor q, Tensor k, Tensor v, Tensor dout, int levels, int pool, "
@@ -79,6 +82,6 @@ TORCH_LIBRARY(lighthouse, m) {
   m.def(
       "plan(int batch, int seq, int heads, int head_dim, int levels, int pool, int topk, "
       "float? scale=None, ScalarType dtype=float, str selection=\"original\", str scorer=\"norm\", "
-      "int dilation=4) -> int[]",
+      "int dilation=4, int kv_heads=0) -> int[]",
       &lighthouse::torch_op::plan_op);
 }

@@ -19,7 +19,7 @@ namespace {
 
 struct PlanArgs {
   std::string seq, levels, pool, topk, selection = "original";
-  std::string heads = "8", head_dim = "128", batch = "1";
+  std::string heads = "8", head_dim = "128", batch = "1", kv_heads = "0";
   ScorerFlags scorer;
   bool json = false;
 };
@@ -82,8 +82,9 @@ void print_plan(const Plan& p) {
   if (p.config.scorer == Scorer::kDilated) std::cout << ", dilation " << p.config.dilation;
   std::cout << ", forward only): " << flops_text(sf) << " (" << fixed(100.0 * sf / (lf + lb), 1)
             << "% of the Lighthouse attention's fwd+bwd)\n";
-  std::cout << "gathered tensors (kept for backward): "
-            << bytes_text(static_cast<double>(p.gathered_bytes(4))) << " fp32, "
+  std::cout << "gathered tensors (kept for backward"
+            << (p.kv_heads != p.heads ? ", k and v once per KV group" : "")
+            << "): " << bytes_text(static_cast<double>(p.gathered_bytes(4))) << " fp32, "
             << bytes_text(static_cast<double>(p.gathered_bytes(2))) << " bf16\n";
 }
 
@@ -102,6 +103,7 @@ int run_plan(const PlanArgs& a) {
   const std::int64_t heads = parse_int("--heads", a.heads);
   const std::int64_t head_dim = parse_int("--head-dim", a.head_dim);
   const std::int64_t batch = parse_int("--batch", a.batch);
+  const std::int64_t kv_heads = parse_int("--kv-heads", a.kv_heads, 0);
 
   nlohmann::json request = {{"seq", seq},
                             {"levels", config.levels},
@@ -112,7 +114,8 @@ int run_plan(const PlanArgs& a) {
                             {"head_dim", head_dim},
                             {"selection", selection_name(config.selection)},
                             {"scorer", scorer_name(config.scorer)},
-                            {"dilation", config.dilation}};
+                            {"dilation", config.dilation},
+                            {"kv_heads", kv_heads == 0 ? heads : kv_heads}};
   if (!a.json) {
     std::cout << "Lighthouse plan: N = " << seq << ", L = " << config.levels
               << ", p = " << config.pool << ", K = " << config.topk << ", selection "
@@ -120,11 +123,14 @@ int run_plan(const PlanArgs& a) {
               << (config.scorer == Scorer::kDilated
                       ? " (dilation " + std::to_string(config.dilation) + ")"
                       : std::string())
-              << ", B = " << batch << ", H = " << heads << ", D = " << head_dim << "\n";
+              << ", B = " << batch << ", H = " << heads
+              << (kv_heads != 0 && kv_heads != heads ? " (" + std::to_string(kv_heads) + " KV)"
+                                                     : std::string())
+              << ", D = " << head_dim << "\n";
   }
   Plan plan;
   try {
-    plan = make_plan(config, batch, seq, heads, head_dim);
+    plan = make_plan(config, batch, seq, heads, head_dim, kv_heads);
   } catch (const InvalidArgument& e) {
     // Say why on stdout as part of the report, then fail like any other bad input.
     if (a.json) {
@@ -171,6 +177,10 @@ Command add_plan_command(CLI::App& parent) {
       ->type_name("MODE");
   add_scorer_flags(app, args->scorer);
   app->add_option("--heads", args->heads, "heads H")->capture_default_str()->type_name("H");
+  app->add_option("--kv-heads", args->kv_heads,
+                  "heads of k and v (grouped-query attention), dividing H; 0 = H")
+      ->capture_default_str()
+      ->type_name("HKV");
   app->add_option("--head-dim", args->head_dim, "head dim D")
       ->capture_default_str()
       ->type_name("D");

@@ -71,6 +71,10 @@ def lighthouse_attention(
     subsequences (``dilation`` must divide N), the norms of its outputs as the scores (forward
     only, about ``4 B H N^2 D / dilation`` FLOPs more).
 
+    ``k`` and ``v`` may have fewer heads than ``q`` (grouped-query attention; one head is
+    multi-query attention): ``Hkv`` must divide ``H``; each group of ``H / Hkv`` query heads
+    shares one selection and its K/V rows.
+
     CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
     """
     q, k, v = _as_bnhd(q, k, v, layout)
@@ -105,12 +109,15 @@ def plan(
     selection: str = "original",
     scorer: str = "norm",
     dilation: int = 4,
+    kv_heads: int = 0,
 ) -> dict:
     """What a configuration costs at these sizes (``ValueError`` when it is invalid there):
     ``S`` (rows of the inner dense attention per batch and head), ``pyramid_size`` and
-    ``tiles``, and ``context_bytes`` (memory saved for the backward pass)."""
+    ``tiles``, and ``context_bytes`` (memory saved for the backward pass). ``kv_heads``: the
+    heads of k and v (grouped-query attention; 0 means ``heads``)."""
     s, pyramid, tiles, ctx, _ = ops.plan(
-        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype, selection, scorer, dilation
+        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype, selection, scorer,
+        dilation, kv_heads
     )
     return {"S": s, "pyramid_size": pyramid, "tiles": tiles, "context_bytes": ctx}
 
@@ -128,16 +135,18 @@ def selected_indices(
     scorer: str = "norm",
     dilation: int = 4,
 ) -> torch.Tensor:
-    """The pyramid entries the selection keeps, ``[B, H, S]`` int32 in causal order (level
-    ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``). For analysis and tests:
-    it runs a forward pass and reads the indices out of its saved context."""
+    """The pyramid entries the selection keeps, ``[B, Hkv, S]`` int32 in causal order (level
+    ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``; ``Hkv`` = k's heads, one
+    selection per KV group). For analysis and tests: it runs a forward pass and reads the indices
+    out of its saved context."""
     q, k, v = _as_bnhd(q, k, v, layout)
     with torch.no_grad():
         _, ctx = ops.attention_forward(
             q, k, v, levels, pool, topk, None, selection, scorer, dilation
         )
     b, n, h, d = q.shape
+    hkv = k.shape[2]
     s, _, _, _, at = ops.plan(
-        b, n, h, d, levels, pool, topk, None, q.dtype, selection, scorer, dilation
+        b, n, h, d, levels, pool, topk, None, q.dtype, selection, scorer, dilation, hkv
     )
-    return ctx[at : at + b * h * s * 4].view(torch.int32).view(b, h, s).clone()
+    return ctx[at : at + b * hkv * s * 4].view(torch.int32).view(b, hkv, s).clone()

@@ -62,7 +62,9 @@ class LighthouseAttention(nn.Module):
         _check_rank(q, k, v, self.layout)
         if self.layout == "bnhd":  # SDPA takes [B, H, N, D]
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        # Grouped-query attention (k, v with fewer heads): SDPA's enable_gqa.
+        gqa = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, **gqa)
         return out.transpose(1, 2) if self.layout == "bnhd" else out
 
     def extra_repr(self) -> str:

@@ -51,3 +51,96 @@ def test_dilated_scorer_errors():
         la.LighthouseAttention(levels=3, pool=2, topk=128, scorer="dilated", dilation=0)
     module = la.LighthouseAttention(levels=3, pool=2, topk=128, scorer="dilated", dilation=8)
     assert "scorer='dilated', dilation=8" in repr(module)
+
+
+# ---- grouped-query attention: k and v with fewer heads ------------------------------------------
+
+def _gqa_inputs(b, n, h, hkv, d, dtype=torch.float32, seed=0, requires_grad=False):
+    q = qkv(b, n, h, d, dtype=dtype, seed=seed)[0]
+    _, k, v = qkv(b, n, hkv, d, dtype=dtype, seed=seed + 1)
+    return [t.detach().requires_grad_(requires_grad) for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hkv", [1, 2, 4])
+def test_gqa_same_bits_as_the_library(dtype, hkv):
+    b, n, h, d = 2, 1024, 4, 16
+    q, k, v = _gqa_inputs(b, n, h, hkv, d, dtype=dtype, seed=3, requires_grad=True)
+    dout = torch.randn(b, n, h, d, dtype=dtype, generator=torch.Generator().manual_seed(9))
+    out = la.lighthouse_attention(q, k, v, levels=3, pool=2, topk=128)
+    out.backward(dout)
+    assert k.grad.shape == (b, n, hkv, d) and v.grad.shape == (b, n, hkv, d)
+    ref = la.ops.library_forward_backward(q.detach(), k.detach(), v.detach(), dout, 3, 2, 128,
+                                          None)
+    for name, got, want in zip(("out", "dq", "dk", "dv"), (out, q.grad, k.grad, v.grad), ref):
+        assert torch.equal(got.detach(), want), name
+    idx = la.selected_indices(q.detach(), k.detach(), v.detach(), levels=3, pool=2, topk=128)
+    info = la.plan(b, n, h, d, levels=3, pool=2, topk=128, kv_heads=hkv)
+    assert idx.shape == (b, hkv, info["S"])
+
+
+def test_gqa_gradcheck_float64():
+    q, k, v = _gqa_inputs(1, 512, 4, 2, 4, dtype=torch.float64, seed=5, requires_grad=True)
+
+    def f(q, k, v):
+        return la.lighthouse_attention(q, k, v, levels=3, pool=2, topk=128)
+
+    assert torch.autograd.gradcheck(f, (q, k, v), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
+def test_gqa_with_copied_query_heads_is_the_expanded_multi_head_run():
+    """Query heads copied within each group and K/V repeated per head: the same selection and
+    the same attention rows per head, so the same forward bits; K/V gradients are the sums of the
+    expanded heads' gradients."""
+    b, n, h, hkv, d = 1, 1024, 4, 2, 8
+    q, k, v = _gqa_inputs(b, n, h, hkv, d, seed=7)
+    q = q[:, :, ::2].repeat_interleave(2, dim=2).contiguous().requires_grad_()
+    k, v = k.requires_grad_(), v.requires_grad_()
+    ke = k.detach().repeat_interleave(2, dim=2).requires_grad_()
+    ve = v.detach().repeat_interleave(2, dim=2).requires_grad_()
+    kw = dict(levels=3, pool=2, topk=128)
+    out = la.lighthouse_attention(q, k, v, **kw)
+    qe = q.detach().clone().requires_grad_()
+    oute = la.lighthouse_attention(qe, ke, ve, **kw)
+    assert torch.equal(out, oute)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    out.backward(dout)
+    oute.backward(dout)
+    assert torch.equal(q.grad, qe.grad)
+    torch.testing.assert_close(k.grad, ke.grad.view(b, n, hkv, 2, d).sum(3), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(v.grad, ve.grad.view(b, n, hkv, 2, d).sum(3), rtol=1e-5, atol=1e-6)
+
+
+def test_gqa_compiles_to_one_graph_and_the_dense_module_takes_gqa():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    q, k, v = _gqa_inputs(1, 512, 4, 1, 8, seed=2, requires_grad=True)
+    module = la.LighthouseAttention(levels=2, pool=2, topk=128)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(module, fullgraph=True, backend=counter)
+    got = compiled(q, k, v)
+    got.sum().backward()
+    assert counter.frame_count == 1
+    want = la.lighthouse_attention(q.detach(), k.detach(), v.detach(), levels=2, pool=2, topk=128)
+    assert torch.equal(got.detach(), want)
+    assert k.grad.shape == k.shape
+    la.set_dense(module)
+    dense = module(q.detach(), k.detach(), v.detach())
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.detach().transpose(1, 2), k.detach().repeat_interleave(4, 2).transpose(1, 2),
+        v.detach().repeat_interleave(4, 2).transpose(1, 2), is_causal=True).transpose(1, 2)
+    torch.testing.assert_close(dense, ref)
+
+
+def test_gqa_errors():
+    q = torch.randn(1, 512, 6, 8)
+    with pytest.raises(ValueError, match="kv_heads = 4: must divide heads = 6"):
+        la.lighthouse_attention(q, torch.randn(1, 512, 4, 8), torch.randn(1, 512, 4, 8),
+                                levels=2, pool=2, topk=128)
+    with pytest.raises(ValueError, match="must have the shape of k"):
+        la.lighthouse_attention(q, torch.randn(1, 512, 2, 8), torch.randn(1, 512, 3, 8),
+                                levels=2, pool=2, topk=128)
+    with pytest.raises(ValueError, match="scorer = dilated"):
+        k = torch.randn(1, 512, 2, 8)
+        la.lighthouse_attention(q, k, k, levels=2, pool=2, topk=128, scorer="dilated")

@@ -61,25 +61,30 @@ void dilated_token_scores_t(const Plan& plan, const TensorView& q, const TensorV
 template <typename T>
 void level_scores_t(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                     float* sq, float* sk, int threads) {
-  const std::int64_t B = plan.batch, H = plan.heads, N = plan.seq, D = plan.head_dim;
-  const std::int64_t P = plan.pyramid_size;
+  const std::int64_t B = plan.batch, Hkv = plan.kv_heads, N = plan.seq, D = plan.head_dim;
+  const std::int64_t P = plan.pyramid_size, G = plan.group();
   // Level 1: the token scores.
   if (plan.config.scorer == Scorer::kDilated) {
     dilated_token_scores_t<T>(plan, q, k, v, sq, sk, P, threads);
   } else {
-    parallel_chunks(B * H, N, kTokenGrain, 0, threads,
-                    [&](std::int64_t bh, std::int64_t begin, std::int64_t end, auto&) {
-                      const std::int64_t b = bh / H, h = bh % H;
+    parallel_chunks(B * Hkv, N, kTokenGrain, 0, threads,
+                    [&](std::int64_t bg, std::int64_t begin, std::int64_t end, auto&) {
+                      const std::int64_t b = bg / Hkv, g = bg % Hkv;
                       for (std::int64_t n = begin; n < end; ++n) {
-                        sq[bh * P + n] = token_score(row_ptr<const T>(q, b, n, h), D);
-                        sk[bh * P + n] = token_score(row_ptr<const T>(k, b, n, h), D);
+                        float query = token_score(row_ptr<const T>(q, b, n, g * G), D);
+                        for (std::int64_t i = 1; i < G; ++i) {
+                          query =
+                              std::max(query, token_score(row_ptr<const T>(q, b, n, g * G + i), D));
+                        }
+                        sq[bg * P + n] = query;
+                        sk[bg * P + n] = token_score(row_ptr<const T>(k, b, n, g), D);
                       }
                     });
   }
   // Coarser levels: a block's max is the max of its p children's maxima.
   const std::int64_t p = plan.config.pool;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (std::int64_t bh = 0; bh < B * H; ++bh) {
+  for (std::int64_t bh = 0; bh < B * Hkv; ++bh) {
     for (std::size_t l = 1; l < plan.size.size(); ++l) {
       for (float* s : {sq + bh * P, sk + bh * P}) {
         const float* child = s + plan.offset[l - 1];

@@ -16,9 +16,10 @@ namespace lighthouse::cpu {
 template <typename T>
 float token_score(const T* row, std::int64_t dim);
 
-// Level scores of every (b, h), query scores into sq and key scores into sk: [B*H][pyramid_size]
-// floats, level l at plan.offset[l], entry i = max of its tokens' scores. v is read by the
-// dilated scorer only.
+// Level scores of every (b, g) of the KV groups, query scores into sq and key scores into sk:
+// [B*Hkv][pyramid_size] floats, level l at plan.offset[l], entry i = max of its tokens' scores.
+// A token's key score is its KV head's; its query score the max over the group's query heads
+// (the head's own without GQA). v is read by the dilated scorer only (which needs Hkv = H).
 void level_scores(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                   float* sq, float* sk, int threads);
 

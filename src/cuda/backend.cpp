@@ -52,8 +52,9 @@ void forward_stages(const Plan& plan, const TensorView& q, const TensorView& k, 
                    scratch.first_k, stream);
   }
   timer.mark(&StageTimes::pyramid);
-  launch_selection(g, scratch.score_q, scratch.score_k, scratch.first_q, scratch.first_k,
-                   state.indices, state.position, stream);
+  // One selection per KV group (per head without grouped-query attention).
+  launch_selection(kv_geometry(g), scratch.score_q, scratch.score_k, scratch.first_q,
+                   scratch.first_k, state.indices, state.position, stream);
   timer.mark(&StageTimes::selection);
   launch_gather(g, dtype, tq, tk, tv, scratch.coarse[0], scratch.coarse[1], scratch.coarse[2],
                 state.indices, state.sel[0], state.sel[1], state.sel[2], stream);

@@ -129,4 +129,48 @@ TEST(CliShapes, DilatedScorerOnFilesAndItsUsageErrors) {
   EXPECT_NE(zero.err.find("--dilation = 0"), std::string::npos) << zero.err;
 }
 
+// Grouped-query attention from the files' shapes: k and v with fewer heads than q.
+TEST(CliShapes, AttentionReadsTheKvHeadsFromTheFiles) {
+  TempDir dir;
+  write_input(dir / "q.npy", 1, 1024, 4, 16, 1);
+  write_input(dir / "k.npy", 1, 1024, 2, 16, 2);
+  write_input(dir / "v.npy", 1, 1024, 2, 16, 3);
+  write_input(dir / "dout.npy", 1, 1024, 4, 16, 4);
+  write_input(dir / "k3.npy", 1, 1024, 3, 16, 5);
+  const std::string common = " --levels 3 --pool 2 --topk 128 --q " + (dir / "q.npy");
+  const Result r = run_cli(dir, "attention" + common + " --k " + (dir / "k.npy") + " --v " +
+                                    (dir / "v.npy") + " --dout " + (dir / "dout.npy") +
+                                    " --out " + (dir / "gqa"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const lighthouse::NpyArray idx = lighthouse::read_npy(dir / "gqa/indices.npy");
+  const lighthouse::Plan plan =
+      lighthouse::make_plan(lighthouse::Config{.levels = 3, .pool = 2, .topk = 128}, 1, 1024, 4,
+                            16, 2);
+  EXPECT_EQ(idx.shape, (std::vector<std::int64_t>{1, 2, plan.S}));
+  EXPECT_EQ(lighthouse::read_npy(dir / "gqa/dk.npy").shape,
+            (std::vector<std::int64_t>{1, 1024, 2, 16}));
+  EXPECT_EQ(lighthouse::read_npy(dir / "gqa/dq.npy").shape,
+            (std::vector<std::int64_t>{1, 1024, 4, 16}));
+
+  const Result bad = run_cli(dir, "attention" + common + " --k " + (dir / "k3.npy") + " --v " +
+                                      (dir / "k3.npy") + " --out " + (dir / "bad"));
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--k = "), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("must divide heads = 4"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(dir / "bad/out.npy"));
+  const Result mismatch = run_cli(dir, "attention" + common + " --k " + (dir / "k.npy") +
+                                           " --v " + (dir / "k3.npy") + " --out " + (dir / "bad"));
+  EXPECT_EQ(mismatch.status, 2);
+  EXPECT_NE(mismatch.err.find("must equal --k's"), std::string::npos) << mismatch.err;
+  const Result plan_text = run_cli(dir, "plan --seq 64k --levels 3 --pool 4 --topk 2048 --heads 8 "
+                                        "--kv-heads 2");
+  ASSERT_EQ(plan_text.status, 0) << plan_text.err;
+  EXPECT_NE(plan_text.out.find("H = 8 (2 KV)"), std::string::npos) << plan_text.out;
+  const Result plan_bad = run_cli(dir, "plan --seq 64k --levels 3 --pool 4 --topk 2048 --heads 8 "
+                                       "--kv-heads 3");
+  EXPECT_EQ(plan_bad.status, 2);
+  EXPECT_NE(plan_bad.err.find("--kv-heads = 3: must divide heads = 8"), std::string::npos)
+      << plan_bad.err;
+}
+
 }  // namespace

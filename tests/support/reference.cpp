@@ -371,6 +371,78 @@ std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& 
   return all;
 }
 
+std::vector<std::int32_t> select_gqa(const lighthouse::Config& config, const Shape& shape,
+                                     std::int64_t kv_heads, const std::vector<double>& q,
+                                     const std::vector<double>& k) {
+  if (kv_heads < 1 || shape.H % kv_heads != 0) {
+    throw std::invalid_argument("reference: kv_heads must divide H");
+  }
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<std::int32_t> all;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t g = 0; g < kv_heads; ++g) {
+      std::vector<float> sq(shape.N), sk(shape.N);
+      for (std::int64_t t = 0; t < shape.N; ++t) {
+        sq[t] = -std::numeric_limits<float>::infinity();
+        for (std::int64_t h = g * G; h < (g + 1) * G; ++h) {
+          sq[t] = std::max(sq[t], token_score(&q[at(shape, b, t, h)], shape.D));
+        }
+        sk[t] = token_score(&k[at(kv, b, t, g)], shape.D);
+      }
+      const std::vector<std::int32_t> one = select_head(config, sq, sk);
+      all.insert(all.end(), one.begin(), one.end());
+    }
+  }
+  return all;
+}
+
+std::vector<double> expand_kv(const Shape& shape, std::int64_t kv_heads,
+                              const std::vector<double>& x) {
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<double> out(shape.numel());
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t t = 0; t < shape.N; ++t) {
+      for (std::int64_t h = 0; h < shape.H; ++h) {
+        std::copy_n(&x[at(kv, b, t, h / G)], shape.D, &out[at(shape, b, t, h)]);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<std::int32_t> expand_indices(const Shape& shape, std::int64_t kv_heads,
+                                         const std::vector<std::int32_t>& indices) {
+  const std::int64_t G = shape.H / kv_heads;
+  const std::int64_t S = static_cast<std::int64_t>(indices.size()) / (shape.B * kv_heads);
+  std::vector<std::int32_t> out;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      const auto row = indices.begin() + (b * kv_heads + h / G) * S;
+      out.insert(out.end(), row, row + S);
+    }
+  }
+  return out;
+}
+
+std::vector<double> sum_kv_groups(const Shape& shape, std::int64_t kv_heads,
+                                  const std::vector<double>& grad) {
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<double> out(kv.numel(), 0.0);
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t t = 0; t < shape.N; ++t) {
+      for (std::int64_t h = 0; h < shape.H; ++h) {
+        for (std::int64_t d = 0; d < shape.D; ++d) {
+          out[at(kv, b, t, h / G) + d] += grad[at(shape, b, t, h) + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
                            const std::vector<double>& q, const std::vector<double>& k,
                            const std::vector<double>& v, const std::vector<std::int32_t>& indices) {
