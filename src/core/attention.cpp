@@ -57,7 +57,7 @@ void check_kv(const char* name, const TensorView& t, const char* ref_name, const
   check_bnhd(name, t);
   if (t.shape[0] != ref.shape[0] || t.shape[1] != ref.shape[1] || t.shape[3] != ref.shape[3]) {
     throw InvalidArgument(name, t.shape_string(),
-                          std::string("must be [B, N, Hkv, D] with B, N and D of ") + ref_name +
+                          std::string("must have the shape [B, N, Hkv, D] with B, N and D of ") + ref_name +
                               " " + ref.shape_string() + " (Hkv, the KV heads, dividing H)");
   }
   TensorView like = ref;
@@ -148,8 +148,8 @@ void validate_gradients(const Plan& plan, const TensorView& dout, const TensorVi
   check_kv("dk", dk, "dout", dout);
   if (dk.shape[2] != plan.kv_heads) {
     throw InvalidArgument("dk", dk.shape_string(),
-                          "must have the forward's " + std::to_string(plan.kv_heads) +
-                              " KV heads (the head count of k)");
+                          "must have the shape of the forward's k: " +
+                              std::to_string(plan.kv_heads) + " KV heads");
   }
   check_like("dv", dv, "dk", dk);
   check_threads(options);

@@ -1,6 +1,7 @@
 // The modes of issue 14 on the GPU, against the CPU backend and the golden cases: the dilated
-// scorer (golden d1 in fp32, CPU agreement, layouts that need a copy). Every test skips when no
-// GPU is present.
+// scorer (CPU agreement, layouts that need a copy; golden d1 runs in CudaGolden), grouped-query
+// attention (CPU agreement in fp32 and bf16, the expanded multi-head run, strided inputs). Every
+// test skips when no GPU is present.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,10 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -244,68 +242,8 @@ lh::Config dilated(int levels, int pool, int topk, int dilation,
 
 // ---- the dilated scorer ---------------------------------------------------------------------
 
-#ifdef LIGHTHOUSE_GOLDEN_DILATED_DIR
-const char* const kGoldenDilatedDir = LIGHTHOUSE_GOLDEN_DILATED_DIR;
-#else
-const char* const kGoldenDilatedDir = "";
-#endif
-
-std::int64_t json_int(const std::string& text, const std::string& key) {
-  const std::size_t at = text.find("\"" + key + "\"");
-  if (at == std::string::npos) throw std::runtime_error("config.json: no " + key);
-  return std::stoll(text.substr(text.find(':', at) + 1));
-}
-
-// The original's dilated scorer (fp32 SDPA on an H100), through the fp32 path: the scorer's
-// attention and the gathered attention both run the reference kernels. Indices exact, values to
-// float32 rounding.
-TEST(CudaDilated, MatchesOriginalGolden) {
-  LIGHTHOUSE_REQUIRE_GPU();
-  namespace fs = std::filesystem;
-  std::vector<std::string> dirs;
-  std::error_code ec;
-  if (std::string(kGoldenDilatedDir).empty() || !fs::is_directory(kGoldenDilatedDir, ec)) {
-    std::fprintf(stderr, "WARNING: no dilated golden cases under '%s': NOT CHECKED\n",
-                 kGoldenDilatedDir);
-    GTEST_SKIP() << "DILATED GOLDEN CASES MISSING under '" << kGoldenDilatedDir << "'";
-  }
-  for (const auto& entry : fs::directory_iterator(kGoldenDilatedDir, ec)) {
-    if (fs::exists(entry.path() / "config.json")) dirs.push_back(entry.path().string());
-  }
-  ASSERT_FALSE(dirs.empty());
-  std::sort(dirs.begin(), dirs.end());
-  for (const std::string& dir : dirs) {
-    SCOPED_TRACE(dir);
-    std::ifstream file(dir + "/config.json");
-    std::stringstream text;
-    text << file.rdbuf();
-    const std::string json = text.str();
-    ASSERT_NE(json.find("\"dilated\""), std::string::npos);
-    auto load = [&](const char* name) {
-      const lh::NpyArray a = lh::read_npy(dir + "/" + name + ".npy");
-      return std::vector<float>(a.data<float>(), a.data<float>() + a.numel());
-    };
-    Problem p;
-    p.B = json_int(json, "batch");
-    p.N = json_int(json, "seq_len");
-    p.H = p.Hkv = json_int(json, "heads");
-    p.D = json_int(json, "head_dim");
-    p.q = load("q");
-    p.k = load("k");
-    p.v = load("v");
-    p.dout = load("dout");
-    const lh::Config config = dilated(
-        static_cast<int>(json_int(json, "levels")), static_cast<int>(json_int(json, "pool")),
-        static_cast<int>(json_int(json, "topk")), static_cast<int>(json_int(json, "dilation")));
-    const lh::NpyArray idx = lh::read_npy(dir + "/indices.npy");
-    const std::vector<std::int32_t> want(idx.data<std::int32_t>(),
-                                         idx.data<std::int32_t>() + idx.numel());
-    const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kFloat32, config);
-    EXPECT_EQ(gpu.indices, want);
-    Outputs golden{want, load("out"), load("dq"), load("dk"), load("dv")};
-    expect_close(gpu, golden, 1e-5, "golden " + fs::path(dir).filename().string());
-  }
-}
+// The original's dilated case (tests/data/golden-dilated/d1) runs in CudaGolden.MatchesOriginal
+// (lighthouse_cuda_test.cpp): the one golden loader reads its scorer and dilation into the Config.
 
 // fp32: the GPU's scorer attention (reference kernels) and the CPU's differ in rounding only; on
 // these inputs the selection is the same and every value agrees to float32 rounding. Original
@@ -359,6 +297,165 @@ TEST(CudaDilated, StridedInputsGiveTheSameBits) {
     EXPECT_TRUE(bits_equal(packed.out, strided.out)) << lh::dtype_name(dtype);
     EXPECT_TRUE(bits_equal(packed.dq, strided.dq)) << lh::dtype_name(dtype);
   }
+}
+
+// ---- grouped-query attention ----------------------------------------------------------------
+
+lh::Config norm_config(int levels, int pool, int topk,
+                       lh::Selection selection = lh::Selection::kOriginal) {
+  lh::Config c;
+  c.levels = levels;
+  c.pool = pool;
+  c.topk = topk;
+  c.selection = selection;
+  return c;
+}
+
+// [B, N, Hkv, D] -> [B, N, H, D]: query head h reads KV head h / (H / Hkv).
+std::vector<float> expand_kv(const Problem& p, const std::vector<float>& x) {
+  std::vector<float> out(p.q_numel());
+  const std::int64_t G = p.H / p.Hkv;
+  for (std::int64_t bn = 0; bn < p.B * p.N; ++bn) {
+    for (std::int64_t h = 0; h < p.H; ++h) {
+      std::copy_n(&x[(bn * p.Hkv + h / G) * p.D], p.D, &out[(bn * p.H + h) * p.D]);
+    }
+  }
+  return out;
+}
+
+// [B, N, H, D] -> [B, N, Hkv, D]: the sum over each group's heads (double, head order).
+std::vector<float> sum_groups(const Problem& p, const std::vector<float>& x) {
+  std::vector<float> out(p.kv_numel());
+  const std::int64_t G = p.H / p.Hkv;
+  for (std::int64_t bn = 0; bn < p.B * p.N; ++bn) {
+    for (std::int64_t g = 0; g < p.Hkv; ++g) {
+      for (std::int64_t d = 0; d < p.D; ++d) {
+        double sum = 0;
+        for (std::int64_t i = 0; i < G; ++i) sum += x[(bn * p.H + g * G + i) * p.D + d];
+        out[(bn * p.Hkv + g) * p.D + d] = static_cast<float>(sum);
+      }
+    }
+  }
+  return out;
+}
+
+// [B, Hkv, S] -> [B, H, S].
+std::vector<std::int32_t> expand_indices(const Problem& p, const std::vector<std::int32_t>& idx) {
+  const std::int64_t G = p.H / p.Hkv;
+  const std::int64_t S = static_cast<std::int64_t>(idx.size()) / (p.B * p.Hkv);
+  std::vector<std::int32_t> out(static_cast<std::size_t>(p.B * p.H * S));
+  for (std::int64_t b = 0; b < p.B; ++b) {
+    for (std::int64_t h = 0; h < p.H; ++h) {
+      std::copy_n(&idx[(b * p.Hkv + h / G) * S], S, &out[(b * p.H + h) * S]);
+    }
+  }
+  return out;
+}
+
+struct GqaCase {
+  std::int64_t heads, kv_heads;
+  lh::Selection selection;
+};
+
+class CudaGqa : public ::testing::TestWithParam<GqaCase> {};
+
+// fp32 (the reference attention kernels): the same selection as the CPU backend (the scores are
+// the same bits on both: norms of the same float32 rows, maximum over the group), the values to
+// float32 rounding (the CPU sums the group's K/V gradients in double, the GPU in float). GQA and
+// MQA, original and causal selection.
+TEST_P(CudaGqa, CloseToCpuInFloat32) {
+  LIGHTHOUSE_REQUIRE_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend";
+  const GqaCase c = GetParam();
+  const Problem p = random_problem(2, 4096, c.heads, c.kv_heads, 64, 41);
+  const lh::Config config = norm_config(3, 4, 256, c.selection);
+  const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kFloat32, config);
+  const Outputs cpu = run(p, lh::Device::kCPU, lh::DType::kFloat32, config);
+  EXPECT_EQ(gpu.indices, cpu.indices);
+  expect_close(gpu, cpu, 1e-5, "gqa fp32 vs cpu, H " + std::to_string(c.heads) + " Hkv " +
+                                   std::to_string(c.kv_heads) + " " +
+                                   lh::selection_name(c.selection));
+}
+
+// bf16 and fp16 through cuDNN's native grouped-query attention: the same selection as the CPU
+// (float32, on the same rounded inputs) and values within 1e-2.
+TEST_P(CudaGqa, CloseToCpuInBfloat16) {
+  LIGHTHOUSE_REQUIRE_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend";
+  const GqaCase c = GetParam();
+  const Problem p = random_problem(1, 8192, c.heads, c.kv_heads, 128, 43, lh::DType::kBFloat16);
+  const lh::Config config = norm_config(3, 4, 512, c.selection);
+  const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kBFloat16, config);
+  const Outputs cpu = run(p, lh::Device::kCPU, lh::DType::kFloat32, config);
+  EXPECT_EQ(gpu.indices, cpu.indices);
+  expect_close(gpu, cpu, 1e-2, "gqa bf16 vs cpu fp32, H " + std::to_string(c.heads) + " Hkv " +
+                                   std::to_string(c.kv_heads));
+}
+
+// Strided inputs and gradients (views of [B, H, N, D] buffers): the same bits as packed ones.
+TEST_P(CudaGqa, StridedInputsGiveTheSameBits) {
+  LIGHTHOUSE_REQUIRE_GPU();
+  const GqaCase c = GetParam();
+  for (const lh::DType dtype : {lh::DType::kFloat32, lh::DType::kBFloat16}) {
+    const Problem p = random_problem(1, 2048, c.heads, c.kv_heads, 64, 47, dtype);
+    const lh::Config config = norm_config(3, 4, 128, c.selection);
+    const Outputs packed = run(p, lh::Device::kCUDA, dtype, config);
+    const Outputs strided = run(p, lh::Device::kCUDA, dtype, config, {.strided = true});
+    EXPECT_EQ(packed.indices, strided.indices) << lh::dtype_name(dtype);
+    EXPECT_TRUE(bits_equal(packed.out, strided.out)) << lh::dtype_name(dtype);
+    EXPECT_TRUE(bits_equal(packed.dq, strided.dq)) << lh::dtype_name(dtype);
+    EXPECT_TRUE(bits_equal(packed.dk, strided.dk)) << lh::dtype_name(dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaGqa,
+                         ::testing::Values(GqaCase{4, 2, lh::Selection::kOriginal},
+                                           GqaCase{4, 1, lh::Selection::kOriginal},
+                                           GqaCase{8, 2, lh::Selection::kCausal}),
+                         [](const auto& info) {
+                           return "H" + std::to_string(info.param.heads) + "Hkv" +
+                                  std::to_string(info.param.kv_heads) +
+                                  lh::selection_name(info.param.selection);
+                         });
+
+// Query heads that are copies within each group and K/V expanded to every head: the GQA run on
+// the GPU is the multi-head run on the expanded tensors (fp32: same selection, same forward bits;
+// dq to rounding; dk, dv the sums over each group's heads).
+TEST(CudaGqaExpanded, CopiedQueryHeadsGiveTheExpandedMultiHeadRun) {
+  LIGHTHOUSE_REQUIRE_GPU();
+  Problem gqa = random_problem(1, 4096, 4, 2, 64, 53);
+  for (std::int64_t t = 0; t < gqa.N; ++t) {  // query head 2g + 1 := head 2g
+    for (std::int64_t g = 0; g < gqa.Hkv; ++g) {
+      std::copy_n(&gqa.q[(t * gqa.H + 2 * g) * gqa.D], gqa.D, &gqa.q[(t * gqa.H + 2 * g + 1) * gqa.D]);
+    }
+  }
+  Problem mha = gqa;
+  mha.Hkv = mha.H;
+  mha.k = expand_kv(gqa, gqa.k);
+  mha.v = expand_kv(gqa, gqa.v);
+  for (const lh::DType dtype : {lh::DType::kFloat32, lh::DType::kBFloat16}) {
+    const lh::Config config = norm_config(3, 4, 256);
+    const Outputs g = run(gqa, lh::Device::kCUDA, dtype, config);
+    const Outputs m = run(mha, lh::Device::kCUDA, dtype, config);
+    EXPECT_EQ(expand_indices(gqa, g.indices), m.indices) << lh::dtype_name(dtype);
+    const double tol = dtype == lh::DType::kFloat32 ? 1e-5 : 1e-2;
+    if (dtype == lh::DType::kFloat32) {
+      EXPECT_TRUE(bits_equal(g.out, m.out)) << "forward differs from the expanded MHA run";
+    }
+    Outputs want{m.indices, m.out, m.dq, sum_groups(gqa, m.dk), sum_groups(gqa, m.dv)};
+    expect_close(g, want, tol, std::string("gqa vs expanded mha, ") + lh::dtype_name(dtype));
+  }
+}
+
+// levels == 1 (no selection: dense causal attention on the tokens) in GQA form, against the CPU.
+TEST(CudaGqaExpanded, OneLevelIsDenseGroupedQueryAttention) {
+  LIGHTHOUSE_REQUIRE_GPU();
+  if (!cpu_available()) GTEST_SKIP() << "no CPU backend";
+  const Problem p = random_problem(1, 1024, 4, 1, 64, 59);
+  const lh::Config config = norm_config(1, 4, 1024);
+  const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kFloat32, config);
+  const Outputs cpu = run(p, lh::Device::kCPU, lh::DType::kFloat32, config);
+  expect_close(gpu, cpu, 1e-5, "gqa levels 1 fp32 vs cpu");
 }
 
 }  // namespace
