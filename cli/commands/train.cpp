@@ -50,7 +50,7 @@ struct TrainArgs {
   std::string levels = "2", pool = "8", topk = "256", dense_layers = "default";
   std::string selection = "original";
   ScorerFlags scorer;
-  std::string dim = "128", layers = "4", heads = "4", hidden = "0", init_std = "0.06";
+  std::string dim = "128", layers = "4", heads = "4", kv_heads = "0", hidden = "0", init_std = "0.06";
   bool untied = false;
   std::string seq = "4096", batch = "1", accum = "1";
   std::string lr = "5e-3", min_lr_ratio = "0.1", warmup = "10", decay = "wsd", cooldown = "0.2";
@@ -85,6 +85,7 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.model.dim = parse_int32("--dim", a.dim, 2, 1 << 16);
   c.model.layers = parse_int32("--layers", a.layers, 1, 1024);
   c.model.heads = parse_int32("--heads", a.heads, 1, 1024);
+  c.model.kv_heads = parse_int32("--kv-heads", a.kv_heads, 0, 1024);
   c.model.hidden = parse_int32("--hidden", a.hidden, 0, 1 << 20);
   c.model.tied = !a.untied;
   c.model.init_std = parse_positive_double("--init-std", a.init_std);
@@ -456,6 +457,9 @@ Command add_train_command(CLI::App& parent) {
   opt("--dim", args->dim, "model width", "C");
   opt("--layers", args->layers, "decoder layers", "L");
   opt("--heads", args->heads, "attention heads (dim / heads must be even)", "H");
+  opt("--kv-heads", args->kv_heads,
+      "heads of k and v (grouped-query attention; a divisor of --heads; 0 = --heads; CPU model)",
+      "HKV");
   opt("--hidden", args->hidden, "SwiGLU width, 0 = about 8/3 * dim", "F");
   opt("--init-std", args->init_std,
       "standard deviation of the initial weights (output projections: / sqrt(2 * layers))", "S");

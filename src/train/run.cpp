@@ -51,6 +51,7 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
        {{"dim", c.model.dim},
         {"layers", c.model.layers},
         {"heads", c.model.heads},
+        {"kv_heads", c.model.kv_head_count()},
         {"hidden", c.model.ffn()},
         {"init_std", c.model.init_std},
         {"tied", c.model.tied},

@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "cuda/check.hpp"
-#include "cuda/cudnn_attention.hpp"  // cudnn_workspace_bytes: cuDNN's workspace, for the peak
+#include "cuda/cudnn_attention.hpp"  // sdpa_workspace_bytes: cuDNN's workspace, for the peak
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"
 #include "train/cuda/ops.hpp"
@@ -134,6 +134,11 @@ CudaModel::CudaModel(const ModelConfig& config, std::uint64_t seed, const AdamWC
                      const CudaModelOptions& options)
     : config_(config), adamw_(adamw), options_(options) {
   config_.validate();
+  if (config_.kv_head_count() != config_.heads) {
+    throw InvalidArgument("kv_heads", s(config_.kv_heads),
+                          "must equal heads on CUDA: grouped-query attention is in the CPU model "
+                          "only so far");
+  }
   adamw_.validate();
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
@@ -912,7 +917,7 @@ WorkTimes CudaModel::take_times() {
 
 std::int64_t CudaModel::take_peak_memory() {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return take_pool_peak() + static_cast<std::int64_t>(lighthouse::cuda::cudnn_workspace_bytes());
+  return take_pool_peak() + static_cast<std::int64_t>(lighthouse::cuda::sdpa_workspace_bytes());
 }
 
 }  // namespace lighthouse::train::cuda
