@@ -50,7 +50,8 @@ struct TrainArgs {
   std::string levels = "2", pool = "8", topk = "256", dense_layers = "default";
   std::string selection = "original";
   ScorerFlags scorer;
-  std::string dim = "128", layers = "4", heads = "4", kv_heads = "0", hidden = "0", init_std = "0.06";
+  std::string dim = "128", layers = "4", heads = "4", kv_heads = "0", hidden = "0";
+  std::string init_std = "0.06";
   bool untied = false;
   std::string seq = "4096", batch = "1", accum = "1";
   std::string lr = "5e-3", min_lr_ratio = "0.1", warmup = "10", decay = "wsd", cooldown = "0.2";

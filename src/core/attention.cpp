@@ -57,8 +57,9 @@ void check_kv(const char* name, const TensorView& t, const char* ref_name, const
   check_bnhd(name, t);
   if (t.shape[0] != ref.shape[0] || t.shape[1] != ref.shape[1] || t.shape[3] != ref.shape[3]) {
     throw InvalidArgument(name, t.shape_string(),
-                          std::string("must have the shape [B, N, Hkv, D] with B, N and D of ") + ref_name +
-                              " " + ref.shape_string() + " (Hkv, the KV heads, dividing H)");
+                          std::string("must have the shape [B, N, Hkv, D] with B, N and D of ") +
+                              ref_name + " " + ref.shape_string() +
+                              " (Hkv, the KV heads, dividing H)");
   }
   TensorView like = ref;
   like.shape[2] = t.shape[2];
@@ -147,9 +148,9 @@ void validate_gradients(const Plan& plan, const TensorView& dout, const TensorVi
   check_like("dq", dq, "dout", dout);
   check_kv("dk", dk, "dout", dout);
   if (dk.shape[2] != plan.kv_heads) {
-    throw InvalidArgument("dk", dk.shape_string(),
-                          "must have the shape of the forward's k: " +
-                              std::to_string(plan.kv_heads) + " KV heads");
+    throw InvalidArgument(
+        "dk", dk.shape_string(),
+        "must have the shape of the forward's k: " + std::to_string(plan.kv_heads) + " KV heads");
   }
   check_like("dv", dv, "dk", dk);
   check_threads(options);

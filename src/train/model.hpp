@@ -29,7 +29,7 @@ struct ModelConfig {
   int layers = 4;
   int heads = 4;
   int kv_heads = 0;  // heads of k and v (grouped-query attention): a divisor of heads; 0 = heads
-  int hidden = 0;  // SwiGLU width; 0 = about 8/3 * dim, rounded up to a multiple of 16
+  int hidden = 0;    // SwiGLU width; 0 = about 8/3 * dim, rounded up to a multiple of 16
   bool tied = true;
   double rope_base = 10000.0;
   double norm_eps = 1e-5;

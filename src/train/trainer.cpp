@@ -52,8 +52,8 @@ Trainer::Trainer(const TrainConfig& config, const TokenStream* train, const Toke
   const ModelConfig& m = model_->config();
   if (m.vocab != config_.model.vocab || m.dim != config_.model.dim ||
       m.layers != config_.model.layers || m.heads != config_.model.heads ||
-      m.kv_head_count() != config_.model.kv_head_count() ||
-      m.ffn() != config_.model.ffn() || m.tied != config_.model.tied) {
+      m.kv_head_count() != config_.model.kv_head_count() || m.ffn() != config_.model.ffn() ||
+      m.tied != config_.model.tied) {
     throw InvalidArgument("model", "a model of another shape",
                           "the trainer's model must be built from TrainConfig::model");
   }

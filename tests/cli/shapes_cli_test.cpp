@@ -138,14 +138,13 @@ TEST(CliShapes, AttentionReadsTheKvHeadsFromTheFiles) {
   write_input(dir / "dout.npy", 1, 1024, 4, 16, 4);
   write_input(dir / "k3.npy", 1, 1024, 3, 16, 5);
   const std::string common = " --levels 3 --pool 2 --topk 128 --q " + (dir / "q.npy");
-  const Result r = run_cli(dir, "attention" + common + " --k " + (dir / "k.npy") + " --v " +
-                                    (dir / "v.npy") + " --dout " + (dir / "dout.npy") +
-                                    " --out " + (dir / "gqa"));
+  const Result r =
+      run_cli(dir, "attention" + common + " --k " + (dir / "k.npy") + " --v " + (dir / "v.npy") +
+                       " --dout " + (dir / "dout.npy") + " --out " + (dir / "gqa"));
   ASSERT_EQ(r.status, 0) << r.err;
   const lighthouse::NpyArray idx = lighthouse::read_npy(dir / "gqa/indices.npy");
-  const lighthouse::Plan plan =
-      lighthouse::make_plan(lighthouse::Config{.levels = 3, .pool = 2, .topk = 128}, 1, 1024, 4,
-                            16, 2);
+  const lighthouse::Plan plan = lighthouse::make_plan(
+      lighthouse::Config{.levels = 3, .pool = 2, .topk = 128}, 1, 1024, 4, 16, 2);
   EXPECT_EQ(idx.shape, (std::vector<std::int64_t>{1, 2, plan.S}));
   EXPECT_EQ(lighthouse::read_npy(dir / "gqa/dk.npy").shape,
             (std::vector<std::int64_t>{1, 1024, 2, 16}));
@@ -158,16 +157,18 @@ TEST(CliShapes, AttentionReadsTheKvHeadsFromTheFiles) {
   EXPECT_NE(bad.err.find("--k = "), std::string::npos) << bad.err;
   EXPECT_NE(bad.err.find("must divide heads = 4"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(dir / "bad/out.npy"));
-  const Result mismatch = run_cli(dir, "attention" + common + " --k " + (dir / "k.npy") +
-                                           " --v " + (dir / "k3.npy") + " --out " + (dir / "bad"));
+  const Result mismatch = run_cli(dir, "attention" + common + " --k " + (dir / "k.npy") + " --v " +
+                                           (dir / "k3.npy") + " --out " + (dir / "bad"));
   EXPECT_EQ(mismatch.status, 2);
   EXPECT_NE(mismatch.err.find("must equal --k's"), std::string::npos) << mismatch.err;
-  const Result plan_text = run_cli(dir, "plan --seq 64k --levels 3 --pool 4 --topk 2048 --heads 8 "
-                                        "--kv-heads 2");
+  const Result plan_text = run_cli(dir,
+                                   "plan --seq 64k --levels 3 --pool 4 --topk 2048 --heads 8 "
+                                   "--kv-heads 2");
   ASSERT_EQ(plan_text.status, 0) << plan_text.err;
   EXPECT_NE(plan_text.out.find("H = 8 (2 KV)"), std::string::npos) << plan_text.out;
-  const Result plan_bad = run_cli(dir, "plan --seq 64k --levels 3 --pool 4 --topk 2048 --heads 8 "
-                                       "--kv-heads 3");
+  const Result plan_bad = run_cli(dir,
+                                  "plan --seq 64k --levels 3 --pool 4 --topk 2048 --heads 8 "
+                                  "--kv-heads 3");
   EXPECT_EQ(plan_bad.status, 2);
   EXPECT_NE(plan_bad.err.find("--kv-heads = 3: must divide heads = 8"), std::string::npos)
       << plan_bad.err;

@@ -102,7 +102,8 @@ TEST(Golden, LoaderReadsTheScorer) {
   EXPECT_EQ(d1.config.dilation, 4);
   EXPECT_EQ(lhtest::load_golden(data / "golden" / "g2").config.scorer, lighthouse::Scorer::kNorm);
 
-  const fs::path root = fs::temp_directory_path() / ("lh_golden_scorer_" + std::to_string(::getpid()));
+  const fs::path root =
+      fs::temp_directory_path() / ("lh_golden_scorer_" + std::to_string(::getpid()));
   fs::create_directories(root / "x1");
   std::ofstream(root / "x1" / "config.json") << R"({"scorer": "learned"})";
   EXPECT_TRUE(lhtest::golden_case_dirs({root}).empty()) << "a case of an unknown scorer was kept";

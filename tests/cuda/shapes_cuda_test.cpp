@@ -372,9 +372,9 @@ TEST_P(CudaGqa, CloseToCpuInFloat32) {
   const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kFloat32, config);
   const Outputs cpu = run(p, lh::Device::kCPU, lh::DType::kFloat32, config);
   EXPECT_EQ(gpu.indices, cpu.indices);
-  expect_close(gpu, cpu, 1e-5, "gqa fp32 vs cpu, H " + std::to_string(c.heads) + " Hkv " +
-                                   std::to_string(c.kv_heads) + " " +
-                                   lh::selection_name(c.selection));
+  expect_close(gpu, cpu, 1e-5,
+               "gqa fp32 vs cpu, H " + std::to_string(c.heads) + " Hkv " +
+                   std::to_string(c.kv_heads) + " " + lh::selection_name(c.selection));
 }
 
 // bf16 and fp16 through cuDNN's native grouped-query attention: the same selection as the CPU
@@ -388,8 +388,9 @@ TEST_P(CudaGqa, CloseToCpuInBfloat16) {
   const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kBFloat16, config);
   const Outputs cpu = run(p, lh::Device::kCPU, lh::DType::kFloat32, config);
   EXPECT_EQ(gpu.indices, cpu.indices);
-  expect_close(gpu, cpu, 1e-2, "gqa bf16 vs cpu fp32, H " + std::to_string(c.heads) + " Hkv " +
-                                   std::to_string(c.kv_heads));
+  expect_close(
+      gpu, cpu, 1e-2,
+      "gqa bf16 vs cpu fp32, H " + std::to_string(c.heads) + " Hkv " + std::to_string(c.kv_heads));
 }
 
 // Strided inputs and gradients (views of [B, H, N, D] buffers): the same bits as packed ones.
@@ -426,7 +427,8 @@ TEST(CudaGqaExpanded, CopiedQueryHeadsGiveTheExpandedMultiHeadRun) {
   Problem gqa = random_problem(1, 4096, 4, 2, 64, 53);
   for (std::int64_t t = 0; t < gqa.N; ++t) {  // query head 2g + 1 := head 2g
     for (std::int64_t g = 0; g < gqa.Hkv; ++g) {
-      std::copy_n(&gqa.q[(t * gqa.H + 2 * g) * gqa.D], gqa.D, &gqa.q[(t * gqa.H + 2 * g + 1) * gqa.D]);
+      std::copy_n(&gqa.q[(t * gqa.H + 2 * g) * gqa.D], gqa.D,
+                  &gqa.q[(t * gqa.H + 2 * g + 1) * gqa.D]);
     }
   }
   Problem mha = gqa;
