@@ -73,11 +73,12 @@ nlohmann::json optional_json(std::optional<double> value) {
 void print_table(const BenchReport& r, bool stages, std::ostream& out) {
   const bool with_sgemm = r.sgemm_gflops.has_value();
   out << "# lighthouse bench: " << device_name(r.device) << " " << dtype_name(r.dtype)
-      << ", B=" << r.batch << " H=" << r.heads << " D=" << r.head_dim << ", L=" << r.config.levels
-      << " p=" << r.config.pool << " K=" << r.config.topk << " "
-      << selection_name(r.config.selection) << " " << scorer_text(r.config) << ", median of "
-      << r.repeats << " after " << r.warmup << " warm-up, threads "
-      << (r.threads > 0 ? std::to_string(r.threads) : "all")
+      << ", B=" << r.batch << " H=" << r.heads
+      << (r.kv_heads && r.kv_heads != r.heads ? " Hkv=" + std::to_string(r.kv_heads) : "")
+      << " D=" << r.head_dim << ", L=" << r.config.levels << " p=" << r.config.pool
+      << " K=" << r.config.topk << " " << selection_name(r.config.selection) << " "
+      << scorer_text(r.config) << ", median of " << r.repeats << " after " << r.warmup
+      << " warm-up, threads " << (r.threads > 0 ? std::to_string(r.threads) : "all")
       << (r.device == Device::kCUDA
               ? (r.deterministic ? ", deterministic backward" : ", cuDNN's fast (atomic) backward")
               : "")
@@ -214,6 +215,7 @@ nlohmann::json report_json(const BenchReport& r) {
                            {"dilation", r.config.dilation},
                            {"batch", r.batch},
                            {"heads", r.heads},
+                           {"kv_heads", r.kv_heads ? r.kv_heads : r.heads},
                            {"head_dim", r.head_dim},
                            {"dtype", dtype_name(r.dtype)},
                            {"repeats", r.repeats},
@@ -299,10 +301,11 @@ std::string report_svg(const BenchReport& r) {
   PlotLabels labels;
   labels.title = std::string("Lighthouse attention fwd+bwd: ") + device_name(r.device) + " " +
                  dtype_name(r.dtype) + ", B=" + std::to_string(r.batch) +
-                 " H=" + std::to_string(r.heads) + " D=" + std::to_string(r.head_dim) +
-                 ", L=" + std::to_string(r.config.levels) + " p=" + std::to_string(r.config.pool) +
-                 " K=" + std::to_string(r.config.topk) + " " + selection_name(r.config.selection) +
-                 " " + scorer_text(r.config);
+                 " H=" + std::to_string(r.heads) +
+                 (r.kv_heads && r.kv_heads != r.heads ? " Hkv=" + std::to_string(r.kv_heads) : "") +
+                 " D=" + std::to_string(r.head_dim) + ", L=" + std::to_string(r.config.levels) +
+                 " p=" + std::to_string(r.config.pool) + " K=" + std::to_string(r.config.topk) +
+                 " " + selection_name(r.config.selection) + " " + scorer_text(r.config);
   labels.x_label = "sequence length N (tokens)";
   labels.y_label = "fwd+bwd latency (ms)";
   return log_log_chart_svg(labels, series);

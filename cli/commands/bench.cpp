@@ -31,6 +31,7 @@ struct BenchArgs {
   std::string device = "cpu";
   // Empty = the device's default (see defaults_for).
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
+  std::string kv_heads = "0";
   std::string threads = "0", seed = "0", sgemm_size = "2048", selection = "original";
   std::string json, plot, deterministic, side_by_side;
   ScorerFlags scorer;
@@ -102,6 +103,11 @@ int run_bench(const BenchArgs& a) {
   report.batch = parse_int("--batch", or_default(a.batch, d.batch, s2), 1);
   report.heads = parse_int("--heads", or_default(a.heads, d.heads, s3), 1);
   report.head_dim = parse_int("--head-dim", or_default(a.head_dim, d.head_dim, s4), 1);
+  report.kv_heads = parse_int("--kv-heads", a.kv_heads, 0);
+  if (report.kv_heads != 0 && report.heads % report.kv_heads != 0) {
+    reject("--kv-heads", a.kv_heads,
+           "must divide --heads = " + std::to_string(report.heads) + " (0 = --heads)");
+  }
   report.config.levels = parse_int32("--levels", or_default(a.levels, d.levels, s5));
   report.config.pool = parse_int32("--pool", or_default(a.pool, d.pool, s6));
   report.config.topk = parse_int32("--topk", or_default(a.topk, d.topk, s7));
@@ -151,7 +157,8 @@ int run_bench(const BenchArgs& a) {
   for (std::int64_t n : report.seqs) {
     std::optional<Plan> lighthouse_plan;
     try {
-      lighthouse_plan = make_plan(report.config, report.batch, n, report.heads, report.head_dim);
+      lighthouse_plan =
+          make_plan(report.config, report.batch, n, report.heads, report.head_dim, report.kv_heads);
     } catch (const InvalidArgument& e) {
       const bool needs_it = std::find_if(report.impls.begin(), report.impls.end(), [](Impl i) {
                               return i != Impl::kDense;
@@ -171,7 +178,8 @@ int run_bench(const BenchArgs& a) {
           plan = *lighthouse_plan;
         } else {
           const std::int64_t length = impl == Impl::kDense ? n : lighthouse_plan->S;
-          plan = make_plan(dense_config, report.batch, length, report.heads, report.head_dim);
+          plan = make_plan(dense_config, report.batch, length, report.heads, report.head_dim,
+                           report.kv_heads);
         }
       } catch (const InvalidArgument& e) {
         reject("--seq", std::to_string(n), e.what());
@@ -211,13 +219,14 @@ int run_bench(const BenchArgs& a) {
   HostInputs inputs, floor_inputs;
   auto inputs_of = [&](const Job& job) -> const HostInputs& {
     const Shape4 shape{report.batch, job.seq, report.heads, report.head_dim};
-    if (inputs.shape != shape) inputs = random_inputs(report.seed, shape);
+    if (inputs.shape != shape) inputs = random_inputs(report.seed, shape, report.kv_heads);
     if (job.impl != Impl::kFloor) return inputs;
     if (job.plan.seq <= job.seq) {
       floor_inputs = first_tokens(inputs, job.plan.seq);
     } else {
       floor_inputs =
-          random_inputs(report.seed, {report.batch, job.plan.seq, report.heads, report.head_dim});
+          random_inputs(report.seed, {report.batch, job.plan.seq, report.heads, report.head_dim},
+                        report.kv_heads);
     }
     return floor_inputs;
   };
@@ -345,6 +354,9 @@ Command add_bench_command(CLI::App& parent) {
       ->type_name("N[,N...]");
   app->add_option("--batch", args->batch, "batch B")->type_name("B");
   app->add_option("--heads", args->heads, "heads H")->type_name("H");
+  app->add_option("--kv-heads", args->kv_heads,
+                  "heads of k and v (grouped-query attention; a divisor of H; 0 = H)")
+      ->type_name("HKV");
   app->add_option("--head-dim", args->head_dim, "head dim D")->type_name("D");
   app->add_option("--levels", args->levels, "pyramid levels L")->type_name("L");
   app->add_option("--pool", args->pool, "pooling factor p")->type_name("P");

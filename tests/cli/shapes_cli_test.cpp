@@ -175,3 +175,25 @@ TEST(CliShapes, AttentionReadsTheKvHeadsFromTheFiles) {
 }
 
 }  // namespace
+
+namespace {
+
+// bench --kv-heads: the header and the JSON name the KV heads, the rows run in GQA form; a
+// --kv-heads that does not divide --heads exits 2 naming the flag and the rule.
+TEST(CliShapes, BenchTakesTheKvHeads) {
+  TempDir dir;
+  const fs::path json = dir / "b.json";
+  const Result r = run_cli(dir,
+                           "bench --seq 1024 --heads 4 --kv-heads 2 --head-dim 16 --levels 2 "
+                           "--pool 2 --topk 256 --repeats 1 --warmup 0 --threads 1 --json '" +
+                               json.string() + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("H=4 Hkv=2"), std::string::npos) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(read_file(json));
+  EXPECT_EQ(j["config"]["kv_heads"], 2) << j.dump();
+  const Result bad = run_cli(dir, "bench --seq 1024 --heads 4 --kv-heads 3");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--kv-heads = 3: must divide --heads = 4"), std::string::npos) << bad.err;
+}
+
+}  // namespace
