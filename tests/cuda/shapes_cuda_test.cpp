@@ -357,6 +357,17 @@ struct GqaCase {
   lh::Selection selection;
 };
 
+// "H4Hkv2original": appended piece by piece (GCC 12 warns falsely, -Wrestrict, on
+// "literal" + std::string&&).
+std::string gqa_name(const GqaCase& c) {
+  std::string name = "H";
+  name += std::to_string(c.heads);
+  name += "Hkv";
+  name += std::to_string(c.kv_heads);
+  name += lh::selection_name(c.selection);
+  return name;
+}
+
 class CudaGqa : public ::testing::TestWithParam<GqaCase> {};
 
 // fp32 (the reference attention kernels): the same selection as the CPU backend (the scores are
@@ -372,12 +383,10 @@ TEST_P(CudaGqa, CloseToCpuInFloat32) {
   const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kFloat32, config);
   const Outputs cpu = run(p, lh::Device::kCPU, lh::DType::kFloat32, config);
   EXPECT_EQ(gpu.indices, cpu.indices);
-  expect_close(gpu, cpu, 1e-5,
-               "gqa fp32 vs cpu, H " + std::to_string(c.heads) + " Hkv " +
-                   std::to_string(c.kv_heads) + " " + lh::selection_name(c.selection));
+  expect_close(gpu, cpu, 1e-5, std::string("gqa fp32 vs cpu, ") += gqa_name(c));
 }
 
-// bf16 and fp16 through cuDNN's native grouped-query attention: the same selection as the CPU
+// bf16 through cuDNN's native grouped-query attention: the same selection as the CPU
 // (float32, on the same rounded inputs) and values within 1e-2.
 TEST_P(CudaGqa, CloseToCpuInBfloat16) {
   LIGHTHOUSE_REQUIRE_GPU();
@@ -388,9 +397,7 @@ TEST_P(CudaGqa, CloseToCpuInBfloat16) {
   const Outputs gpu = run(p, lh::Device::kCUDA, lh::DType::kBFloat16, config);
   const Outputs cpu = run(p, lh::Device::kCPU, lh::DType::kFloat32, config);
   EXPECT_EQ(gpu.indices, cpu.indices);
-  expect_close(
-      gpu, cpu, 1e-2,
-      "gqa bf16 vs cpu fp32, H " + std::to_string(c.heads) + " Hkv " + std::to_string(c.kv_heads));
+  expect_close(gpu, cpu, 1e-2, std::string("gqa bf16 vs cpu fp32, ") += gqa_name(c));
 }
 
 // Strided inputs and gradients (views of [B, H, N, D] buffers): the same bits as packed ones.
@@ -413,11 +420,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaGqa,
                          ::testing::Values(GqaCase{4, 2, lh::Selection::kOriginal},
                                            GqaCase{4, 1, lh::Selection::kOriginal},
                                            GqaCase{8, 2, lh::Selection::kCausal}),
-                         [](const auto& info) {
-                           return "H" + std::to_string(info.param.heads) + "Hkv" +
-                                  std::to_string(info.param.kv_heads) +
-                                  lh::selection_name(info.param.selection);
-                         });
+                         [](const auto& info) { return gqa_name(info.param); });
 
 // Query heads that are copies within each group and K/V expanded to every head: the GQA run on
 // the GPU is the multi-head run on the expanded tensors (fp32: same selection, same forward bits;
