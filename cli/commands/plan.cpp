@@ -10,6 +10,7 @@
 #include "common/args.hpp"
 #include "common/commands.hpp"
 #include "common/format.hpp"
+#include "common/scorer_flags.hpp"
 #include "lighthouse/plan.hpp"
 
 namespace lighthouse::cli {
@@ -18,7 +19,8 @@ namespace {
 
 struct PlanArgs {
   std::string seq, levels, pool, topk, selection = "original";
-  std::string heads = "8", head_dim = "128", batch = "1";
+  std::string heads = "8", head_dim = "128", batch = "1", kv_heads = "0";
+  ScorerFlags scorer;
   bool json = false;
 };
 
@@ -42,6 +44,12 @@ nlohmann::json plan_json(const Plan& p) {
         {"dense_over_lighthouse",
          {{"fwd", p.dense_fwd_flops() / p.attention_fwd_flops()},
           {"bwd", p.dense_bwd_flops() / p.attention_bwd_flops()}}}}},
+      {"scorer",
+       {{"name", scorer_name(p.config.scorer)},
+        {"dilation", p.config.dilation},
+        {"flops", p.scorer_flops()},
+        {"over_lighthouse_fwd_bwd",
+         p.scorer_flops() / (p.attention_fwd_flops() + p.attention_bwd_flops())}}},
       {"gathered_bytes", {{"float32", p.gathered_bytes(4)}, {"bfloat16", p.gathered_bytes(2)}}}};
 }
 
@@ -69,8 +77,14 @@ void print_plan(const Plan& p) {
   std::cout << "  fwd+bwd   " << pad_left(flops_text(lf + lb), 16)
             << pad_left(flops_text(df + db), 16)
             << pad_left(fixed((df + db) / (lf + lb), 2) + "x", 19) << "\n";
-  std::cout << "gathered tensors (kept for backward): "
-            << bytes_text(static_cast<double>(p.gathered_bytes(4))) << " fp32, "
+  const double sf = p.scorer_flops();
+  std::cout << "scorer FLOPs (" << scorer_name(p.config.scorer);
+  if (p.config.scorer == Scorer::kDilated) std::cout << ", dilation " << p.config.dilation;
+  std::cout << ", forward only): " << flops_text(sf) << " (" << fixed(100.0 * sf / (lf + lb), 1)
+            << "% of the Lighthouse attention's fwd+bwd)\n";
+  std::cout << "gathered tensors (kept for backward"
+            << (p.kv_heads != p.heads ? ", k and v once per KV group" : "")
+            << "): " << bytes_text(static_cast<double>(p.gathered_bytes(4))) << " fp32, "
             << bytes_text(static_cast<double>(p.gathered_bytes(2))) << " bf16\n";
 }
 
@@ -85,24 +99,38 @@ int run_plan(const PlanArgs& a) {
   config.pool = parse_int32("--pool", a.pool);
   config.topk = parse_int32("--topk", a.topk);
   config.selection = parse_selection(a.selection, "--selection");
+  apply_scorer_flags(a.scorer, config);
   const std::int64_t heads = parse_int("--heads", a.heads);
   const std::int64_t head_dim = parse_int("--head-dim", a.head_dim);
   const std::int64_t batch = parse_int("--batch", a.batch);
+  const std::int64_t kv_heads = parse_int("--kv-heads", a.kv_heads, 0);
 
-  nlohmann::json request = {
-      {"seq", seq},           {"levels", config.levels},
-      {"pool", config.pool},  {"topk", config.topk},
-      {"batch", batch},       {"heads", heads},
-      {"head_dim", head_dim}, {"selection", selection_name(config.selection)}};
+  nlohmann::json request = {{"seq", seq},
+                            {"levels", config.levels},
+                            {"pool", config.pool},
+                            {"topk", config.topk},
+                            {"batch", batch},
+                            {"heads", heads},
+                            {"head_dim", head_dim},
+                            {"selection", selection_name(config.selection)},
+                            {"scorer", scorer_name(config.scorer)},
+                            {"dilation", config.dilation},
+                            {"kv_heads", kv_heads == 0 ? heads : kv_heads}};
   if (!a.json) {
     std::cout << "Lighthouse plan: N = " << seq << ", L = " << config.levels
               << ", p = " << config.pool << ", K = " << config.topk << ", selection "
-              << selection_name(config.selection) << ", B = " << batch << ", H = " << heads
+              << selection_name(config.selection) << ", scorer " << scorer_name(config.scorer)
+              << (config.scorer == Scorer::kDilated
+                      ? " (dilation " + std::to_string(config.dilation) + ")"
+                      : std::string())
+              << ", B = " << batch << ", H = " << heads
+              << (kv_heads != 0 && kv_heads != heads ? " (" + std::to_string(kv_heads) + " KV)"
+                                                     : std::string())
               << ", D = " << head_dim << "\n";
   }
   Plan plan;
   try {
-    plan = make_plan(config, batch, seq, heads, head_dim);
+    plan = make_plan(config, batch, seq, heads, head_dim, kv_heads);
   } catch (const InvalidArgument& e) {
     // Say why on stdout as part of the report, then fail like any other bad input.
     if (a.json) {
@@ -137,6 +165,7 @@ Command add_plan_command(CLI::App& parent) {
   app->footer(
       "Prints per level the block size, entries and offset; S (the gathered length), tiles and C\n"
       "(coarsest entries per tile); attention FLOPs of Lighthouse vs dense (fwd, bwd, ratio);\n"
+      "the scorer's FLOPs (forward only; the dilated scorer's two attentions per subsequence);\n"
       "the memory of the gathered tensors (fp32, bf16); then \"valid: yes\" or \"valid: no \u2014\n"
       "<why>\" (exit status 2).");
   app->add_option("--seq", args->seq, "sequence length N (required; 64k = 65536)")->type_name("N");
@@ -146,7 +175,12 @@ Command add_plan_command(CLI::App& parent) {
   app->add_option("--selection", args->selection, "original or causal (same S and cost)")
       ->capture_default_str()
       ->type_name("MODE");
+  add_scorer_flags(app, args->scorer);
   app->add_option("--heads", args->heads, "heads H")->capture_default_str()->type_name("H");
+  app->add_option("--kv-heads", args->kv_heads,
+                  "heads of k and v (grouped-query attention), dividing H; 0 = H")
+      ->capture_default_str()
+      ->type_name("HKV");
   app->add_option("--head-dim", args->head_dim, "head dim D")
       ->capture_default_str()
       ->type_name("D");

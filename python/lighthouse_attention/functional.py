@@ -49,6 +49,8 @@ def lighthouse_attention(
     layout: str = "bnhd",
     scale: Optional[float] = None,
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
 ) -> torch.Tensor:
     """Causal Lighthouse attention of ``q``, ``k``, ``v``; differentiable in all three.
 
@@ -64,10 +66,19 @@ def lighthouse_attention(
     to its first one, so that the output at t and every gradient flowing from it depend on
     positions <= t only.
 
+    ``scorer="norm"`` scores tokens by the L2 norms of their q and k rows; ``scorer="dilated"``
+    is the original's dilated scorer: causal attention within ``dilation`` interleaved
+    subsequences (``dilation`` must divide N), the norms of its outputs as the scores (forward
+    only, about ``4 B H N^2 D / dilation`` FLOPs more).
+
+    ``k`` and ``v`` may have fewer heads than ``q`` (grouped-query attention; one head is
+    multi-query attention): ``Hkv`` must divide ``H``; each group of ``H / Hkv`` query heads
+    shares one selection and its K/V rows.
+
     CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
     """
     q, k, v = _as_bnhd(q, k, v, layout)
-    out = ops.attention(q, k, v, levels, pool, topk, scale, selection)
+    out = ops.attention(q, k, v, levels, pool, topk, scale, selection, scorer, dilation)
     return out.transpose(1, 2) if layout == "bhnd" else out
 
 
@@ -77,9 +88,11 @@ def validate(
     topk: int,
     scale: Optional[float] = None,
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
 ) -> None:
     """Checks a configuration's own rules (those that do not involve the sequence length)."""
-    ops.validate(levels, pool, topk, scale, selection)
+    ops.validate(levels, pool, topk, scale, selection, scorer, dilation)
 
 
 def plan(
@@ -94,12 +107,17 @@ def plan(
     scale: Optional[float] = None,
     dtype: torch.dtype = torch.float32,
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
+    kv_heads: int = 0,
 ) -> dict:
     """What a configuration costs at these sizes (``ValueError`` when it is invalid there):
     ``S`` (rows of the inner dense attention per batch and head), ``pyramid_size`` and
-    ``tiles``, and ``context_bytes`` (memory saved for the backward pass)."""
+    ``tiles``, and ``context_bytes`` (memory saved for the backward pass). ``kv_heads``: the
+    heads of k and v (grouped-query attention; 0 means ``heads``)."""
     s, pyramid, tiles, ctx, _ = ops.plan(
-        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype, selection
+        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype, selection, scorer,
+        dilation, kv_heads
     )
     return {"S": s, "pyramid_size": pyramid, "tiles": tiles, "context_bytes": ctx}
 
@@ -114,13 +132,21 @@ def selected_indices(
     topk: int = 1536,
     layout: str = "bnhd",
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
 ) -> torch.Tensor:
-    """The pyramid entries the selection keeps, ``[B, H, S]`` int32 in causal order (level
-    ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``). For analysis and tests:
-    it runs a forward pass and reads the indices out of its saved context."""
+    """The pyramid entries the selection keeps, ``[B, Hkv, S]`` int32 in causal order (level
+    ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``; ``Hkv`` = k's heads, one
+    selection per KV group). For analysis and tests: it runs a forward pass and reads the indices
+    out of its saved context."""
     q, k, v = _as_bnhd(q, k, v, layout)
     with torch.no_grad():
-        _, ctx = ops.attention_forward(q, k, v, levels, pool, topk, None, selection)
+        _, ctx = ops.attention_forward(
+            q, k, v, levels, pool, topk, None, selection, scorer, dilation
+        )
     b, n, h, d = q.shape
-    s, _, _, _, at = ops.plan(b, n, h, d, levels, pool, topk, None, q.dtype, selection)
-    return ctx[at : at + b * h * s * 4].view(torch.int32).view(b, h, s).clone()
+    hkv = k.shape[2]
+    s, _, _, _, at = ops.plan(
+        b, n, h, d, levels, pool, topk, None, q.dtype, selection, scorer, dilation, hkv
+    )
+    return ctx[at : at + b * hkv * s * 4].view(torch.int32).view(b, hkv, s).clone()

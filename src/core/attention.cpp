@@ -51,6 +51,21 @@ void check_like(const char* name, const TensorView& t, const char* ref_name,
   }
 }
 
+// k and v (or dk and dv): [B, N, Hkv, D] like `ref` ([B, N, H, D]) but for the head count, which
+// make_plan() checks (Hkv must divide H).
+void check_kv(const char* name, const TensorView& t, const char* ref_name, const TensorView& ref) {
+  check_bnhd(name, t);
+  if (t.shape[0] != ref.shape[0] || t.shape[1] != ref.shape[1] || t.shape[3] != ref.shape[3]) {
+    throw InvalidArgument(name, t.shape_string(),
+                          std::string("must have the shape [B, N, Hkv, D] with B, N and D of ") +
+                              ref_name + " " + ref.shape_string() +
+                              " (Hkv, the KV heads, dividing H)");
+  }
+  TensorView like = ref;
+  like.shape[2] = t.shape[2];
+  check_like(name, t, ref_name, like);
+}
+
 template <typename T>
 void check_finite_host(const char* name, const TensorView& t, const T* base) {
   for (std::int64_t b = 0; b < t.shape[0]; ++b)
@@ -101,7 +116,7 @@ std::string shape_of(const Plan& plan) {
 
 std::vector<std::int32_t> Context::indices() const {
   if (!state_) throw InvalidArgument("ctx", "undefined", "forward() must run first");
-  std::vector<std::int32_t> out(static_cast<std::size_t>(plan_.batch * plan_.heads * plan_.S));
+  std::vector<std::int32_t> out(static_cast<std::size_t>(plan_.batch * plan_.kv_heads * plan_.S));
   state_->copy_indices(out.data());
   return out;
 }
@@ -112,11 +127,11 @@ namespace {
 Plan validate_forward(const Config& config, const TensorView& q, const TensorView& k,
                       const TensorView& v, const TensorView& out, const Options& options) {
   check_bnhd("q", q);
-  check_like("k", k, "q", q);
-  check_like("v", v, "q", q);
+  check_kv("k", k, "q", q);
+  check_like("v", v, "k", k);
   check_like("out", out, "q", q);
   check_threads(options);
-  Plan plan = make_plan(config, q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+  Plan plan = make_plan(config, q.shape[0], q.shape[1], q.shape[2], q.shape[3], k.shape[2]);
   backend_for(q.device).check_supported(plan, q.dtype);
   if (options.check_finite) {
     check_finite("q", q);
@@ -126,12 +141,18 @@ Plan validate_forward(const Config& config, const TensorView& q, const TensorVie
   return plan;
 }
 
-// dq, dk, dv against dout, and the options (dout itself is checked by the caller).
-void validate_gradients(const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                        const TensorView& dv, const Options& options) {
+// dq, dk, dv against dout and the plan's KV heads, and the options (dout itself is checked by the
+// caller).
+void validate_gradients(const Plan& plan, const TensorView& dout, const TensorView& dq,
+                        const TensorView& dk, const TensorView& dv, const Options& options) {
   check_like("dq", dq, "dout", dout);
-  check_like("dk", dk, "dout", dout);
-  check_like("dv", dv, "dout", dout);
+  check_kv("dk", dk, "dout", dout);
+  if (dk.shape[2] != plan.kv_heads) {
+    throw InvalidArgument(
+        "dk", dk.shape_string(),
+        "must have the shape of the forward's k: " + std::to_string(plan.kv_heads) + " KV heads");
+  }
+  check_like("dv", dv, "dk", dk);
   check_threads(options);
   if (options.check_finite) check_finite("dout", dout);
 }
@@ -195,7 +216,7 @@ void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
         "dout.device", device_name(dout.device),
         std::string("must equal the forward's device ") + device_name(ctx.device_));
   }
-  validate_gradients(dout, dq, dk, dv, options);
+  validate_gradients(plan, dout, dq, dk, dv, options);
   backend_for(ctx.device_).backward(plan, *ctx.state_, dout, dq, dk, dv, options);
 }
 
@@ -203,10 +224,13 @@ void backward(const Config& config, const ContextBuffer& ctx, const TensorView& 
               const TensorView& dq, const TensorView& dk, const TensorView& dv,
               const Options& options) {
   check_bnhd("dout", dout);
-  const Plan plan = make_plan(config, dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3]);
+  check_bnhd("dk", dk);
+  // The KV heads of the forward are dk's (a context buffer does not record them).
+  const Plan plan =
+      make_plan(config, dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3], dk.shape[2]);
   Backend& backend = backend_for(dout.device);
   backend.check_supported(plan, dout.dtype);
-  validate_gradients(dout, dq, dk, dv, options);
+  validate_gradients(plan, dout, dq, dk, dv, options);
   check_buffer(ctx, plan, dout.dtype);
   backend.backward(plan, ctx.data, dout, dq, dk, dv, options);
 }

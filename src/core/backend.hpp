@@ -18,19 +18,21 @@ namespace lighthouse {
 class ContextState {
  public:
   virtual ~ContextState() = default;
-  // Writes the [B, H, S] int32 selected indices to host memory.
+  // Writes the [B, Hkv, S] int32 selected indices to host memory.
   virtual void copy_indices(std::int32_t* host_dst) const = 0;
 };
 
 // Where the parts of a context lie in a caller's buffer (ContextBuffer), in bytes from its start,
 // each part 256-byte aligned. One layout for every backend: context_bytes() must not depend on
 // the device (attention.hpp).
+// Hkv = plan.kv_heads (the selection is made once per KV group; Hkv = H without GQA).
 struct ContextLayout {
-  std::size_t indices = 0;   // int32 [B*H, S]: pyramid indices in causal order
-  std::size_t position = 0;  // int32 [B*H, pyramid_size]: row s of each pyramid entry, or -1
+  std::size_t indices = 0;   // int32 [B*Hkv, S]: pyramid indices in causal order
+  std::size_t position = 0;  // int32 [B*Hkv, pyramid_size]: row s of each pyramid entry, or -1
   std::size_t stats = 0;     // [B*H, S] log-sum-exp: float64 for float64 tensors, else float32
-  std::size_t q = 0, k = 0, v = 0, o = 0;  // [B*H, S, D] gathered rows of the tensors' dtype
-  std::size_t bytes = 0;                   // the whole buffer
+  std::size_t q = 0, o = 0;  // [B*H, S, D] gathered rows of the tensors' dtype
+  std::size_t k = 0, v = 0;  // [B*Hkv, S, D]
+  std::size_t bytes = 0;     // the whole buffer
 };
 ContextLayout context_layout(const Plan& plan, DType dtype);
 // Bytes of one softmax statistic (the log-sum-exp) of a context of this dtype.

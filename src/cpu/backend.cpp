@@ -3,6 +3,7 @@
 // (batch, head, chunk) work items whose results do not depend on the thread count.
 #include "cpu/backend.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -43,11 +44,13 @@ class StageClock {
 
 // What the backward pass needs: the selection and the gathered rows with their softmax stats,
 // at the places context_layout() gives inside one buffer (the caller's or a CpuState's own).
+// Hkv = plan.kv_heads: one selection, and one set of k and v rows, per KV group.
 template <typename T>
 struct Parts {
-  std::int32_t* indices;   // [B*H][S]
-  std::int32_t* position;  // [B*H][pyramid_size]
-  T *q, *k, *v, *o;        // [B*H][S][D]
+  std::int32_t* indices;   // [B*Hkv][S]
+  std::int32_t* position;  // [B*Hkv][pyramid_size]
+  T *q, *o;                // [B*H][S][D]
+  T *k, *v;                // [B*Hkv][S][D]
   T* lse;                  // [B*H][S]
 };
 
@@ -60,9 +63,9 @@ Parts<T> parts_of(const Plan& plan, void* context) {
   return {reinterpret_cast<std::int32_t*>(base + at.indices),
           reinterpret_cast<std::int32_t*>(base + at.position),
           reinterpret_cast<T*>(base + at.q),
+          reinterpret_cast<T*>(base + at.o),
           reinterpret_cast<T*>(base + at.k),
           reinterpret_cast<T*>(base + at.v),
-          reinterpret_cast<T*>(base + at.o),
           reinterpret_cast<T*>(base + at.stats)};
 }
 
@@ -75,17 +78,41 @@ struct CpuState final : ContextState {
   }
 };
 
+// Grouped-query attention's K/V gradient: block g of x ([groups][count]) becomes the sum of blocks
+// g * G .. g * G + G - 1 ([groups * G][count]), in head order, accumulated in double and rounded
+// once. In place: block g is written after blocks < (g + 1) G were read, and the blocks are
+// processed in order within a chunk of elements.
+template <typename T>
+void sum_groups(T* x, std::int64_t groups, std::int64_t G, std::int64_t count, int threads) {
+  constexpr std::int64_t kChunk = 4096;
+  const std::int64_t chunks = (count + kChunk - 1) / kChunk;
+  // Chunk c of every group is independent of the other chunks; groups run in order inside it, so
+  // the in-place writes never overtake a read.
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::int64_t lo = c * kChunk, hi = std::min(count, lo + kChunk);
+    for (std::int64_t g = 0; g < groups; ++g) {
+      for (std::int64_t e = lo; e < hi; ++e) {
+        double sum = 0;
+        for (std::int64_t i = 0; i < G; ++i) sum += static_cast<double>(x[(g * G + i) * count + e]);
+        x[g * count + e] = static_cast<T>(sum);
+      }
+    }
+  }
+}
+
 template <typename T>
 void forward_t(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                const TensorView& out, void* context, const Options& options) {
   const int threads = resolve_threads(options.threads);
   const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
-  const std::int64_t P = plan.pyramid_size;
+  const std::int64_t P = plan.pyramid_size, G = plan.group();
+  const std::int64_t groups = plan.batch * plan.kv_heads;
   StageClock clock(options.times);
   const Parts<T> state = parts_of<T>(plan, context);
 
-  Buffer<float> sq(static_cast<std::size_t>(BH * P)), sk(static_cast<std::size_t>(BH * P));
-  level_scores(plan, q, k, sq.data(), sk.data(), threads);
+  Buffer<float> sq(static_cast<std::size_t>(groups * P)), sk(static_cast<std::size_t>(groups * P));
+  level_scores(plan, q, k, v, sq.data(), sk.data(), threads);
   clock.lap(&StageTimes::pyramid);
 
   select_entries(plan, sq.data(), sk.data(), state.indices, state.position, threads);
@@ -96,10 +123,11 @@ void forward_t(const Plan& plan, const TensorView& q, const TensorView& k, const
   gather_rows(plan, v, state.indices, state.v, threads);
   clock.lap(&StageTimes::gather);
 
+  // Grouped-query attention: query head bh reads its group's k and v rows.
   std::vector<AttentionHead<T>> heads(static_cast<std::size_t>(BH));
   for (std::int64_t bh = 0; bh < BH; ++bh) {
-    const std::int64_t off = bh * S * D;
-    heads[bh] = {state.q + off, state.k + off, state.v + off, state.o + off, state.lse + bh * S};
+    const std::int64_t off = bh * S * D, kv = bh / G * S * D;
+    heads[bh] = {state.q + off, state.k + kv, state.v + kv, state.o + off, state.lse + bh * S};
   }
   causal_attention_forward<T>(std::span<const AttentionHead<T>>(heads), S, D, D,
                               static_cast<T>(plan.scale), threads);
@@ -114,6 +142,7 @@ void backward_t(const Plan& plan, const void* context, const TensorView& dout, c
                 const TensorView& dk, const TensorView& dv, const Options& options) {
   const int threads = resolve_threads(options.threads);
   const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
+  const std::int64_t G = plan.group();
   StageClock clock(options.times);
   const auto rows = static_cast<std::size_t>(BH * S * D);
   // Backward only reads the context; Parts carries mutable pointers for the forward's sake.
@@ -123,16 +152,21 @@ void backward_t(const Plan& plan, const void* context, const TensorView& dout, c
   scatter_rows_backward(plan, dout, state.indices, do_sel.data(), threads);
   clock.lap(&StageTimes::scatter);
 
+  // dk_sel and dv_sel per query head; with GQA they are then summed over each group.
   Buffer<T> dq_sel(rows), dk_sel(rows), dv_sel(rows);
   std::vector<AttentionGradHead<T>> heads(static_cast<std::size_t>(BH));
   for (std::int64_t bh = 0; bh < BH; ++bh) {
-    const std::int64_t off = bh * S * D;
-    heads[bh] = {state.q + off,       state.k + off,       state.v + off,
+    const std::int64_t off = bh * S * D, kv = bh / G * S * D;
+    heads[bh] = {state.q + off,       state.k + kv,        state.v + kv,
                  state.o + off,       state.lse + bh * S,  do_sel.data() + off,
                  dq_sel.data() + off, dk_sel.data() + off, dv_sel.data() + off};
   }
   causal_attention_backward<T>(std::span<const AttentionGradHead<T>>(heads), S, D, D,
                                static_cast<T>(plan.scale), threads);
+  if (G > 1) {
+    sum_groups(dk_sel.data(), plan.batch * plan.kv_heads, G, S * D, threads);
+    sum_groups(dv_sel.data(), plan.batch * plan.kv_heads, G, S * D, threads);
+  }
   clock.lap(&StageTimes::attention);
 
   gather_rows_backward(plan, dq_sel.data(), state.position, dq, threads);
@@ -154,7 +188,7 @@ class CpuBackend final : public Backend {
                                         const Options& options) override {
     auto state = std::make_shared<CpuState>();
     state->storage = Buffer<unsigned char>(context_bytes(plan, q.dtype));
-    state->index_count = static_cast<std::size_t>(plan.batch * plan.heads * plan.S);
+    state->index_count = static_cast<std::size_t>(plan.batch * plan.kv_heads * plan.S);
     forward(plan, q, k, v, out, state->storage.data(), options);
     return state;
   }

@@ -17,6 +17,7 @@
 #include "cuda/checks.hpp"
 #include "cuda/context_state.hpp"
 #include "cuda/device.hpp"
+#include "cuda/pyramid_dilated.hpp"
 #include "cuda/scratch.hpp"
 #include "cuda/stage_timer.hpp"
 #include "cuda/stages.hpp"
@@ -44,9 +45,16 @@ void forward_stages(const Plan& plan, const TensorView& q, const TensorView& k, 
 
   launch_pyramid(g, dtype, tq, tk, tv, scratch.score_q, scratch.score_k, scratch.first_q,
                  scratch.first_k, scratch.coarse[0], scratch.coarse[1], scratch.coarse[2], stream);
+  // The dilated scorer replaces the norm scores the pyramid kernel wrote (its coarsest means
+  // stay); its cost is the pyramid stage's.
+  if (plan.config.scorer == Scorer::kDilated) {
+    dilated_scores(plan, g, dtype, q, k, v, scratch.score_q, scratch.score_k, scratch.first_q,
+                   scratch.first_k, stream);
+  }
   timer.mark(&StageTimes::pyramid);
-  launch_selection(g, scratch.score_q, scratch.score_k, scratch.first_q, scratch.first_k,
-                   state.indices, state.position, stream);
+  // One selection per KV group (per head without grouped-query attention).
+  launch_selection(kv_geometry(g), scratch.score_q, scratch.score_k, scratch.first_q,
+                   scratch.first_k, state.indices, state.position, stream);
   timer.mark(&StageTimes::selection);
   launch_gather(g, dtype, tq, tk, tv, scratch.coarse[0], scratch.coarse[1], scratch.coarse[2],
                 state.indices, state.sel[0], state.sel[1], state.sel[2], stream);

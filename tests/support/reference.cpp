@@ -330,8 +330,54 @@ std::vector<std::int32_t> select_head(const lighthouse::Config& config,
   return order;
 }
 
+void dilated_scores(const Shape& shape, const std::vector<double>& q, const std::vector<double>& k,
+                    const std::vector<double>& v, std::int64_t b, std::int64_t h, int dilation,
+                    std::vector<float>& sq, std::vector<float>& sk) {
+  if (dilation < 1 || shape.N % dilation != 0) {
+    throw std::invalid_argument("reference: the dilation must divide N");
+  }
+  const std::int64_t n = shape.N / dilation, D = shape.D;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  sq.assign(shape.N, 0.f);
+  sk.assign(shape.N, 0.f);
+  for (std::int64_t j = 0; j < dilation; ++j) {
+    std::vector<double> Q(n * D), K(n * D), V(n * D);
+    for (std::int64_t m = 0; m < n; ++m) {
+      const std::int64_t t = m * dilation + j;
+      std::copy_n(&q[at(shape, b, t, h)], D, &Q[m * D]);
+      std::copy_n(&k[at(shape, b, t, h)], D, &K[m * D]);
+      std::copy_n(&v[at(shape, b, t, h)], D, &V[m * D]);
+    }
+    const Attention qk = attention(Q, K, V, n, D, scale);
+    const Attention kq = attention(K, Q, V, n, D, scale);
+    for (std::int64_t m = 0; m < n; ++m) {
+      sq[m * dilation + j] = token_score(&qk.O[m * D], D);
+      sk[m * dilation + j] = token_score(&kq.O[m * D], D);
+    }
+  }
+}
+
+std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
+                                 const std::vector<double>& q, const std::vector<double>& k,
+                                 const std::vector<double>& v) {
+  if (config.scorer == lighthouse::Scorer::kNorm) return select(config, shape, q, k);
+  std::vector<std::int32_t> all;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      std::vector<float> sq, sk;
+      dilated_scores(shape, q, k, v, b, h, config.dilation, sq, sk);
+      const std::vector<std::int32_t> one = select_head(config, sq, sk);
+      all.insert(all.end(), one.begin(), one.end());
+    }
+  }
+  return all;
+}
+
 std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
                                  const std::vector<double>& q, const std::vector<double>& k) {
+  if (config.scorer != lighthouse::Scorer::kNorm) {
+    throw std::invalid_argument("reference: this scorer reads v; call select(..., q, k, v)");
+  }
   std::vector<std::int32_t> all;
   for (std::int64_t b = 0; b < shape.B; ++b) {
     for (std::int64_t h = 0; h < shape.H; ++h) {
@@ -345,6 +391,78 @@ std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& 
     }
   }
   return all;
+}
+
+std::vector<std::int32_t> select_gqa(const lighthouse::Config& config, const Shape& shape,
+                                     std::int64_t kv_heads, const std::vector<double>& q,
+                                     const std::vector<double>& k) {
+  if (kv_heads < 1 || shape.H % kv_heads != 0) {
+    throw std::invalid_argument("reference: kv_heads must divide H");
+  }
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<std::int32_t> all;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t g = 0; g < kv_heads; ++g) {
+      std::vector<float> sq(shape.N), sk(shape.N);
+      for (std::int64_t t = 0; t < shape.N; ++t) {
+        sq[t] = -std::numeric_limits<float>::infinity();
+        for (std::int64_t h = g * G; h < (g + 1) * G; ++h) {
+          sq[t] = std::max(sq[t], token_score(&q[at(shape, b, t, h)], shape.D));
+        }
+        sk[t] = token_score(&k[at(kv, b, t, g)], shape.D);
+      }
+      const std::vector<std::int32_t> one = select_head(config, sq, sk);
+      all.insert(all.end(), one.begin(), one.end());
+    }
+  }
+  return all;
+}
+
+std::vector<double> expand_kv(const Shape& shape, std::int64_t kv_heads,
+                              const std::vector<double>& x) {
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<double> out(shape.numel());
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t t = 0; t < shape.N; ++t) {
+      for (std::int64_t h = 0; h < shape.H; ++h) {
+        std::copy_n(&x[at(kv, b, t, h / G)], shape.D, &out[at(shape, b, t, h)]);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<std::int32_t> expand_indices(const Shape& shape, std::int64_t kv_heads,
+                                         const std::vector<std::int32_t>& indices) {
+  const std::int64_t G = shape.H / kv_heads;
+  const std::int64_t S = static_cast<std::int64_t>(indices.size()) / (shape.B * kv_heads);
+  std::vector<std::int32_t> out;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      const auto row = indices.begin() + (b * kv_heads + h / G) * S;
+      out.insert(out.end(), row, row + S);
+    }
+  }
+  return out;
+}
+
+std::vector<double> sum_kv_groups(const Shape& shape, std::int64_t kv_heads,
+                                  const std::vector<double>& grad) {
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<double> out(kv.numel(), 0.0);
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t t = 0; t < shape.N; ++t) {
+      for (std::int64_t h = 0; h < shape.H; ++h) {
+        for (std::int64_t d = 0; d < shape.D; ++d) {
+          out[at(kv, b, t, h / G) + d] += grad[at(shape, b, t, h) + d];
+        }
+      }
+    }
+  }
+  return out;
 }
 
 std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
