@@ -26,7 +26,7 @@ namespace lighthouse::cli {
 namespace {
 
 // Small defaults: about a minute on 2 CPU cores, enough for the original selection to show its
-// leak clearly (docs/SPEC-causal.md has the measurements).
+// leak clearly (docs/RESULTS.md has the measurements).
 struct LeakArgs {
   std::string levels = "2", pool = "4", topk = "128", selection = "original";
   std::string dense_layers = "none";

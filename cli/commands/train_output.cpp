@@ -5,6 +5,8 @@
 #include <optional>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "common/format.hpp"
 #include "lighthouse/error.hpp"
 
@@ -87,8 +89,6 @@ std::string stage_mfu(const train::RunReport& r, int stage) {
 std::string passkey_cell(const train::RunReport& r) {
   return r.passkey ? fixed(100 * r.passkey->accuracy(), 1) + "%" : std::string("-");
 }
-
-// Dense from scratch vs Lighthouse -> dense with the same seed, data and token budget.
 
 }  // namespace
 
@@ -257,46 +257,140 @@ void RunPrinter::summary(const train::RunReport& r) {
   if (!metrics_path_.empty()) std::cout << "metrics: " << metrics_path_ << "\n";
 }
 
-void print_comparison(const train::CompareReport& cmp, bool cpu) {
-  const train::RunReport& d = cmp.dense;
-  const train::RunReport& l = cmp.lighthouse;
-  const std::optional<double> loss_d = final_loss(d), loss_l = final_loss(l);
-  std::string lh_loss = cell(loss_l, 4);
-  if (loss_d && loss_l) {
-    lh_loss += " (" + std::string(*loss_l >= *loss_d ? "+" : "") +
-               fixed(100 * (*loss_l - *loss_d) / *loss_d, 1) + "%)";
+// The evaluation at the end of stage 1 (the last one with the stage-1 attention's loss).
+static const train::EvalResult* stage1_end_eval(const train::RunReport& r) {
+  const train::EvalResult* out = nullptr;
+  for (const auto& [step, e] : r.evals) {
+    if (e.train_attention_loss) out = &e;
   }
-  // One row of the table: what, the dense run's value, the Lighthouse -> dense run's value.
-  auto row = [](const std::string& what, const std::string& dense, const std::string& lh) {
-    return pad_right(what, 34) + pad_left(dense, 14) + pad_left(lh, 20) + "\n";
+  return out;
+}
+
+void print_comparison(const train::CompareReport& cmp, bool cpu) {
+  const train::ArmReport* dense = cmp.find(train::Arm::kDense);
+  const std::optional<double> loss_d = dense ? final_loss(dense->report) : std::nullopt;
+  // One row of the table: what, then one cell per arm; `f` gives an arm's cell.
+  auto row = [&](const std::string& what, const auto& f) {
+    std::string line = pad_right(what, 36);
+    for (const train::ArmReport& a : cmp.arms) line += pad_left(f(a), 18);
+    return line + "\n";
+  };
+  auto lh_only = [](const train::ArmReport& a, const std::string& v) {
+    return a.arm == train::Arm::kDense ? std::string("-") : v;
   };
   const std::string matmul_label = cpu ? "matmul GFLOP/s (of SGEMM)" : "matmul GFLOP/s (of peak)";
-  std::cout << "\n== comparison at " << cmp.tokens_per_run << " training tokens each ==\n"
-            << row("", "dense", "lighthouse->dense")
-            << row("wall-clock (training + evals)", duration_text(d.wall_seconds),
-                   duration_text(l.wall_seconds))
-            << row("tok/s stage 1 (lighthouse)", "-", stage_rate(l, 1))
-            << row("tok/s dense steps", stage_rate(d, 2), stage_rate(l, 2))
-            << row("attention share, stage 1", "-", attention_share(l, 1))
-            << row("attention share, dense steps", attention_share(d, 2), attention_share(l, 2))
-            << row(matmul_label + ", stage 1", "-", matmul_rate(l, 1, cpu))
-            << row(matmul_label + ", dense", matmul_rate(d, 2, cpu), matmul_rate(l, 2, cpu))
-            << row("MFU stage 1 (executed / dense-eq)", "-", stage_mfu(l, 1))
-            << row("MFU dense steps", stage_mfu(d, 2), stage_mfu(l, 2))
-            << row("final held-out loss (dense)", cell(loss_d, 4), lh_loss)
-            << row("unigram / bigram baseline",
-                   fixed(d.start.unigram, 2) + " / " + fixed(d.start.bigram, 2), "(same data)")
-            << row("long-range answers loss (dense)", cell(final_recall(d), 3),
-                   cell(final_recall(l), 3))
-            << row("passkey accuracy", passkey_cell(d), passkey_cell(l))
-            << row("loss jump at the switch", "-", fixed(cmp.jump, 4))
-            << row("steps to recover the stage-1 loss", "-",
-                   cmp.recover_steps ? std::to_string(*cmp.recover_steps) + " steps"
-                                     : std::string("not within the run"));
-  if (l.leak) {
-    std::cout << row("leak probe (loss diff, 95% CI)", "-",
-                     fixed(l.leak->mean_diff, 4) + " +- " + fixed(l.leak->ci95, 4));
+  std::cout
+      << "\n== comparison at " << cmp.tokens_per_run << " training tokens each ==\n"
+      << row("",
+             [](const train::ArmReport& a) {
+               return a.arm == train::Arm::kDense ? std::string("dense")
+                                                  : std::string(arm_name(a.arm)) + "->dense";
+             })
+      << row("wall-clock (training + evals)",
+             [](const auto& a) { return duration_text(a.report.wall_seconds); })
+      << row("seconds stage 1 / dense steps",
+             [&](const auto& a) {
+               return lh_only(a, fixed(a.report.stages[0].seconds, 1)) + " / " +
+                      fixed(a.report.stages[1].seconds, 1);
+             })
+      << row("tok/s stage 1 (lighthouse)", [](const auto& a) { return stage_rate(a.report, 1); })
+      << row("tok/s dense steps", [](const auto& a) { return stage_rate(a.report, 2); })
+      << row("attention share, stage 1", [](const auto& a) { return attention_share(a.report, 1); })
+      << row("attention share, dense steps",
+             [](const auto& a) { return attention_share(a.report, 2); })
+      << row(matmul_label + ", stage 1",
+             [&](const auto& a) { return matmul_rate(a.report, 1, cpu); })
+      << row(matmul_label + ", dense", [&](const auto& a) { return matmul_rate(a.report, 2, cpu); })
+      << row("MFU stage 1 (executed / dense-eq)",
+             [](const auto& a) { return stage_mfu(a.report, 1); })
+      << row("MFU dense steps", [](const auto& a) { return stage_mfu(a.report, 2); })
+      << row("stage-1 end held-out, own attention",
+             [](const auto& a) {
+               const train::EvalResult* e = stage1_end_eval(a.report);
+               return e ? fixed(*e->train_attention_loss, 4) : std::string("-");
+             })
+      << row("stage-1 end held-out, dense",
+             [](const auto& a) {
+               const train::EvalResult* e = stage1_end_eval(a.report);
+               return e ? fixed(e->dense_loss, 4) : std::string("-");
+             })
+      << row("final held-out loss (dense)",
+             [&](const auto& a) {
+               const std::optional<double> l = final_loss(a.report);
+               std::string out = cell(l, 4);
+               if (l && loss_d && a.arm != train::Arm::kDense) {
+                 out += " (" + std::string(*l >= *loss_d ? "+" : "") +
+                        fixed(100 * (*l - *loss_d) / *loss_d, 1) + "%)";
+               }
+               return out;
+             })
+      << row("unigram / bigram baseline",
+             [](const auto& a) {
+               return fixed(a.report.start.unigram, 2) + " / " + fixed(a.report.start.bigram, 2);
+             })
+      << row("long-range answers loss (dense)",
+             [](const auto& a) { return cell(final_recall(a.report), 3); })
+      << row("passkey accuracy", [](const auto& a) { return passkey_cell(a.report); })
+      << row("loss jump at the switch", [&](const auto& a) { return lh_only(a, fixed(a.jump, 4)); })
+      << row("steps to recover the stage-1 loss", [&](const auto& a) {
+           return lh_only(a, a.recover_steps ? std::to_string(*a.recover_steps) + " steps"
+                                             : std::string("not within the run"));
+         });
+  std::cout << row("leak probe (loss diff, 95% CI)", [](const auto& a) {
+    return a.report.leak
+               ? fixed(a.report.leak->mean_diff, 4) + " +- " + fixed(a.report.leak->ci95, 4)
+               : std::string("-");
+  });
+}
+
+std::string comparison_json(const train::CompareReport& cmp) {
+  nlohmann::json arms = nlohmann::json::array();
+  for (const train::ArmReport& a : cmp.arms) {
+    const train::RunReport& r = a.report;
+    nlohmann::json j = {{"arm", train::arm_name(a.arm)}, {"wall_seconds", r.wall_seconds}};
+    for (int s = 0; s < 2; ++s) {
+      const train::StageTotals& t = r.stages[s];
+      j[s == 0 ? "stage1" : "stage2"] = {{"steps", t.steps},
+                                         {"tokens", t.tokens},
+                                         {"seconds", t.seconds},
+                                         {"tokens_per_second", t.tokens_per_second()},
+                                         {"last_loss", t.last_loss}};
+    }
+    const auto opt = [](const std::optional<double>& v) {
+      return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+    };
+    j["final_dense_loss"] = opt(final_loss(r));
+    j["recall_loss"] = opt(final_recall(r));
+    if (const train::EvalResult* e = stage1_end_eval(r)) {
+      j["stage1_end"] = {{"own_attention_loss", *e->train_attention_loss},
+                         {"dense_loss", e->dense_loss}};
+    }
+    if (r.passkey) {
+      nlohmann::json cells = nlohmann::json::array();
+      for (const train::PasskeyCell& c : r.passkey->cells) {
+        cells.push_back({{"length", c.length},
+                         {"depth", c.depth},
+                         {"correct", c.correct},
+                         {"trials", c.trials}});
+      }
+      j["passkey"] = {{"accuracy", r.passkey->accuracy()}, {"cells", cells}};
+    }
+    if (a.arm != train::Arm::kDense) {
+      j["jump"] = a.jump;
+      j["recover_steps"] =
+          a.recover_steps ? nlohmann::json(*a.recover_steps) : nlohmann::json(nullptr);
+    }
+    if (r.leak) {
+      j["leak_probe"] = {{"step", r.leak_step},
+                         {"samples", r.leak->samples.size()},
+                         {"mean_diff", r.leak->mean_diff},
+                         {"ci95", r.leak->ci95},
+                         {"mean_real", r.leak->mean_real},
+                         {"mean_corrupt", r.leak->mean_corrupt}};
+    }
+    arms.push_back(std::move(j));
   }
+  return nlohmann::json{{"tokens_per_run", cmp.tokens_per_run}, {"arms", arms}}.dump(1) + "\n";
 }
 
 }  // namespace lighthouse::cli

@@ -40,8 +40,10 @@ class RunPrinter {
   double recent_ = 0;  // exponential average of the step time, for the ETA
 };
 
-// --compare's side-by-side table (dense from scratch, Lighthouse -> dense); `cpu`: the matmul
-// rate is a share of the SGEMM (else of the GPU's peak).
+// --compare's side-by-side table, one column per arm (dense from scratch, original -> dense,
+// causal -> dense); `cpu`: the matmul rate is a share of the SGEMM (else of the GPU's peak).
 void print_comparison(const train::CompareReport& report, bool cpu);
+// The same as JSON (compare.json): {"tokens_per_run", "arms": [one object per arm]}.
+std::string comparison_json(const train::CompareReport& report);
 
 }  // namespace lighthouse::cli

@@ -11,7 +11,7 @@ namespace lighthouse {
 // original implementation; `topk` must be a multiple of it.
 inline constexpr int kTileSize = 128;
 
-// How the selection decides which blocks are refined (docs/SPEC-causal.md):
+// How the selection decides which blocks are refined (docs/SPEC.md):
 //   kOriginal  the original's per-tile top-k over whole-block scores: its choice of which blocks
 //              to refine depends on later tokens (the selection leaks the future, issue 11);
 //   kCausal    each block's refinement is decided from tokens up to its first token only, in

@@ -52,7 +52,7 @@ void keep_original(const float* level_q, const float* level_k, TileScratch& w) {
   }
 }
 
-// The causal rule (docs/SPEC-causal.md), candidates in position order. A block's score is a
+// The causal rule (docs/SPEC.md), candidates in position order. A block's score is a
 // prediction from its past: the max of the previous block's pooled score (same level) and its
 // own first token's score. A candidate is eligible by query (key) score when that score beats
 // the last w_q (w_k) candidates' scores; it is kept while the query (key) quota of 64 lasts, and

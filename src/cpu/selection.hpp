@@ -17,7 +17,7 @@ namespace lighthouse::cpu {
 void select_entries(const Plan& plan, const float* sq, const float* sk, std::int32_t* indices,
                     std::int32_t* position, int threads);
 
-// The causal selection's look-back (docs/SPEC-causal.md) at a level of `candidates` candidates
+// The causal selection's look-back (docs/SPEC.md) at a level of `candidates` candidates
 // (n >= 128): a candidate is eligible by query score when it beats the `query` candidates before
 // it, by key score when it beats the `key` ones before it. With r = n / 64 (integer division),
 // query = r - 1 and key = r - 2, so that on scores without structure about 64 candidates are

@@ -15,7 +15,7 @@
 // list (C entries, any size) is longer than kMaxStagedKeys; then the passes read L2. The lower
 // levels' lists are implicit (child j of parent slot j / p).
 //
-// Causal selection (docs/SPEC-causal.md). Candidates are in position order (the kept parents
+// Causal selection (docs/SPEC.md). Candidates are in position order (the kept parents
 // are). A candidate's key is the order key of max(previous block's pooled score, first token's
 // score). Eligibility (beats the w previous candidates) is one ballot per 32 consecutive
 // candidates, so that thread t of the block then holds the bits of candidates [32t, 32t + 32);

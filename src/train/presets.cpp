@@ -6,7 +6,10 @@ namespace lighthouse::train {
 // 64K the benchmark uses --seq 64k --topk 2048), paper-530m the original work's 30-layer recipe
 // at a 98K context, with --recompute layer so that it fits an 80 GB GPU (on the CPU a preset's
 // --recompute is ignored). Their learning rates and initial std are common values for models of
-// this width, not tuned here.
+// this width, not tuned here. gpu-main is the GPU main job (scripts/main, `--compare`, three arms
+// in at most 8 minutes on one H100), chosen by arithmetic from the FLOP counts and the measured
+// cuDNN times (docs/PERF.md, "The GPU main job's preset"): 64K, because at 32K a model this size
+// with one dense layer kept is under 2x faster in stage 1.
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> all = {
       {"tiny",
@@ -52,6 +55,27 @@ const std::vector<Preset>& presets() {
         {"init-std", "0.02"},
         {"lr", "1e-3"},
         {"corpus-tokens", "16m"}}},
+      {"gpu-main",
+       "4 x 512 (4 x 128), seq 64k, L3 p4 K1024, last layer dense, 600 + 150 steps: "
+       "the GPU main job",
+       {{"layers", "4"},
+        {"dim", "512"},
+        {"heads", "4"},
+        {"hidden", "0"},
+        {"seq", "64k"},
+        {"levels", "3"},
+        {"pool", "4"},
+        {"topk", "1024"},
+        {"dense-layers", "default"},
+        {"init-std", "0.02"},
+        {"lr", "2e-3"},
+        {"warmup", "40"},
+        {"stage1-steps", "600"},
+        {"stage2-steps", "150"},
+        {"eval-every", "75"},
+        {"passkey-trials", "8"},
+        {"leak-samples", "128"},
+        {"corpus-tokens", "32m"}}},
       {"paper-530m",
        "30 x 1024 (8 x 128, SwiGLU 1536), seq 96k, L3 p4 K1536, dense 0,1,28,29",
        {{"layers", "30"},

@@ -318,7 +318,7 @@ TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
   EXPECT_FALSE(fs::exists(path("q.svg")));
 }
 
-TEST_F(TrainCli, CompareRunsDenseAndLighthouseSideBySide) {
+TEST_F(TrainCli, CompareRunsThreeArmsSideBySide) {
   const Result r = run(std::string(kTiny) + " --passkey-trials 1 --passkey-lengths 64 " +
                        "--leak-samples 4 --compare --compare-dir '" + path("cmp") + "'");
   ASSERT_EQ(r.status, 0) << r.err;
@@ -326,15 +326,64 @@ TEST_F(TrainCli, CompareRunsDenseAndLighthouseSideBySide) {
        {"final held-out loss (dense)", "tok/s stage 1 (lighthouse)", "loss jump at the switch",
         "leak probe (loss diff, 95% CI)", "passkey accuracy", "attention share, stage 1",
         "matmul GFLOP/s (of SGEMM), dense", "unigram / bigram baseline",
-        "long-range answers loss (dense)", "plot: "}) {
+        "long-range answers loss (dense)", "stage-1 end held-out, own attention",
+        "stage-1 end held-out, dense", "seconds stage 1 / dense steps", "original->dense",
+        "causal->dense", "run 3/3", "table: ", "plot: "}) {
     EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
   }
   const auto dense = read_jsonl(path("cmp/dense.jsonl"));
   EXPECT_EQ(dense.front()["stage1_steps"], 0);
   EXPECT_EQ(dense.front()["stage2_steps"], 4);  // the same token budget: 2 + 2 steps
-  EXPECT_EQ(read_jsonl(path("cmp/lighthouse.jsonl")).front()["stage1_steps"], 2);
-  EXPECT_NE(slurp(path("cmp/compare.svg")).find("lighthouse: switch to dense"), std::string::npos);
+  for (const char* arm : {"original", "causal"}) {
+    const auto lh = read_jsonl(path("cmp/" + std::string(arm) + ".jsonl"));
+    EXPECT_EQ(lh.front()["stage1_steps"], 2) << arm;
+    EXPECT_EQ(lh.front()["seed"], dense.front()["seed"]) << arm;
+    EXPECT_EQ(lh.front()["lighthouse"]["selection"], arm);
+  }
+  const std::string svg = slurp(path("cmp/compare.svg"));
+  EXPECT_NE(svg.find("original: switch to dense"), std::string::npos);
+  EXPECT_NE(svg.find("causal: switch to dense"), std::string::npos);
+
+  // compare.json: one object per arm, in order, with what the table shows.
+  const nlohmann::json table = nlohmann::json::parse(slurp(path("cmp/compare.json")));
+  ASSERT_EQ(table["arms"].size(), 3u);
+  EXPECT_EQ(table["tokens_per_run"], 4 * 256);
+  const char* names[] = {"dense", "original", "causal"};
+  for (int i = 0; i < 3; ++i) {
+    const nlohmann::json& a = table["arms"][i];
+    EXPECT_EQ(a["arm"], names[i]);
+    EXPECT_TRUE(a["final_dense_loss"].is_number()) << names[i];
+    EXPECT_TRUE(a["passkey"]["accuracy"].is_number()) << names[i];
+    EXPECT_EQ(a.contains("leak_probe"), i > 0) << names[i];
+    EXPECT_EQ(a.contains("stage1_end"), i > 0) << names[i];
+    EXPECT_EQ(a.contains("jump"), i > 0) << names[i];
+  }
+  EXPECT_EQ(table["arms"][1]["leak_probe"]["samples"], 4);
+  EXPECT_EQ(table["arms"][0]["stage2"]["steps"], 4);
+  EXPECT_EQ(table["arms"][2]["stage1"]["steps"], 2);
+
   EXPECT_EQ(run(std::string(kTiny) + " --stage1-steps 0 --compare").status, 2);
+}
+
+TEST_F(TrainCli, CompareRunsTheArmsAskedAndRejectsBadListsBeforeWriting) {
+  const Result r = run(std::string(kTiny) + " --passkey-trials 0 --leak-samples 4 --compare " +
+                       "--arms causal,dense --compare-dir '" + path("two") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("causal->dense"), std::string::npos);
+  EXPECT_EQ(r.out.find("original->dense"), std::string::npos);
+  EXPECT_TRUE(fs::exists(path("two/causal.jsonl")));
+  EXPECT_FALSE(fs::exists(path("two/original.jsonl")));
+  const nlohmann::json table = nlohmann::json::parse(slurp(path("two/compare.json")));
+  ASSERT_EQ(table["arms"].size(), 2u);
+  EXPECT_EQ(table["arms"][0]["arm"], "causal");
+
+  for (const char* bad : {"dense,dense", "lighthouse", "dense,"}) {
+    const Result b = run(std::string(kTiny) + " --compare --arms '" + bad + "' --compare-dir '" +
+                         path("bad") + "'");
+    EXPECT_EQ(b.status, 2) << bad;
+    EXPECT_NE(b.err.find("--arms = "), std::string::npos) << b.err;
+    EXPECT_FALSE(fs::exists(path("bad"))) << bad;
+  }
 }
 
 TEST_F(TrainCli, DeviceCudaWithoutTheCudaModelExits2AndWritesNothing) {
@@ -370,6 +419,20 @@ nlohmann::json dry_run_config(const std::string& out) {
   return nlohmann::json::parse(out.substr(0, out.find('\n')));
 }
 
+// The trainer trains with the causal selection unless asked (the library's default stays the
+// original's); --selection original still gives the original rule, anything else is refused.
+TEST_F(TrainCli, SelectionDefaultsToCausalAndOriginalIsAFlagAway) {
+  Result r = run(std::string(kTiny) + " --dry-run");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(dry_run_config(r.out)["lighthouse"]["selection"], "causal");
+  r = run(std::string(kTiny) + " --selection original --dry-run");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(dry_run_config(r.out)["lighthouse"]["selection"], "original");
+  r = run(std::string(kTiny) + " --selection leaky --dry-run");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--selection = leaky"), std::string::npos) << r.err;
+}
+
 TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   const Result help = run("--help");
   ASSERT_EQ(help.status, 0);
@@ -394,6 +457,14 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   EXPECT_EQ(c["model"]["hidden"], 1536);
   EXPECT_EQ(c["lighthouse"]["topk"], 1536);
   EXPECT_EQ(c["device"]["recompute"], "none");  // the preset's recompute is for the GPU
+  // The GPU main job: 64K context, 80/20 split, the last layer dense in stage 1.
+  r = run("--preset gpu-main --device cpu --dry-run");
+  ASSERT_EQ(r.status, 0) << r.err;
+  c = dry_run_config(r.out);
+  EXPECT_EQ(c["seq"], 65536);
+  EXPECT_EQ(c["stage1_steps"], 600);
+  EXPECT_EQ(c["stage2_steps"], 150);
+  EXPECT_EQ(c["dense_layers"], nlohmann::json({3}));
   // Flags on the command line and in --config override the preset.
   r = run("--preset gpu-8x1024 --layers 2 --seq 64k --device cpu --dry-run");
   ASSERT_EQ(r.status, 0) << r.err;
@@ -409,8 +480,9 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   EXPECT_EQ(c["model"]["dim"], 64);
   r = run("--preset huge");
   EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find("--preset = huge: must be one of tiny, small, gpu-8x1024, paper-530m"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("--preset = huge: must be one of tiny, small, gpu-8x1024, gpu-main, paper-530m"),
+      std::string::npos)
       << r.err;
   r = run("--preset paper-530m --device cpu --recompute layer --dry-run");  // explicit: refused
   EXPECT_EQ(r.status, 2);

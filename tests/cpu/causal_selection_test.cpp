@@ -1,4 +1,4 @@
-// selection = causal on the CPU (docs/SPEC-causal.md): the selected indices against the float64
+// selection = causal on the CPU (docs/SPEC.md): the selected indices against the float64
 // reference's literal reading of the rule (tests/support/reference.cpp), outputs and gradients
 // through it; the shape of the selection in both modes (S static, a valid pyramid cut, 128 kept
 // per tile and level, keys in order); known answers on monotone scores; determinism.

@@ -1,5 +1,6 @@
-// selection = causal (docs/SPEC-causal.md) on the GPU: the CPU backend's indices for every size
-// class of the kernel, outputs and gradients to float32 rounding, ties, and bf16 inputs.
+// selection = causal (docs/SPEC.md, "Causal selection") on the GPU: the CPU backend's indices for
+// every size class of the kernel, outputs and gradients to float32 rounding, ties, and bf16
+// inputs.
 #include <gtest/gtest.h>
 
 #include <random>

@@ -1,6 +1,6 @@
-// Strict causality on the GPU (issue 11, docs/SPEC-causal.md): nothing after t reaches the
-// outputs at positions <= t or, with dout zero after t, the gradients, under selection = causal;
-// the same check catches the original selection's leak.
+// Strict causality on the GPU (issue 11; docs/SPEC.md, "Causal selection"): nothing after t
+// reaches the outputs at positions <= t or, with dout zero after t, the gradients, under
+// selection = causal; the same check catches the original selection's leak.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -83,7 +83,7 @@ std::vector<std::int64_t> rank_by(const std::vector<std::int64_t>& positions,
   return order;
 }
 
-// The causal selection rule of one level (docs/SPEC-causal.md), read literally: candidates in
+// The causal selection rule of one level (docs/SPEC.md), read literally: candidates in
 // position order; a candidate's query (key) score is the max of the previous block's pooled
 // score at its level and its first token's score; with r = n / 64 it is eligible by query score
 // when that score is strictly above each of the r - 1 candidates' query scores just before it

@@ -204,30 +204,105 @@ TEST(Compare, ArmsShareTheTokenBudgetAndTheSwitchIsMeasured) {
   RunOptions base;
   base.config.stage1_steps = 8;
   base.config.stage2_steps = 2;
+  base.config.lighthouse.selection = lighthouse::Selection::kOriginal;
   base.save = "ck";
-  const RunOptions dense = dense_arm(base), lh = lighthouse_arm(base);
+  const RunOptions dense = arm_options(base, Arm::kDense);
+  const RunOptions original = arm_options(base, Arm::kOriginal);
+  const RunOptions causal = arm_options(base, Arm::kCausal);
   EXPECT_EQ(dense.config.stage1_steps, 0);
   EXPECT_EQ(dense.config.stage2_steps, 10);
   EXPECT_FALSE(dense.leak_probe);
-  EXPECT_TRUE(lh.leak_probe);
+  for (const RunOptions* lh : {&original, &causal}) {
+    EXPECT_EQ(lh->config.stage1_steps, 8);
+    EXPECT_EQ(lh->config.stage2_steps, 2);
+    EXPECT_TRUE(lh->leak_probe);
+    EXPECT_EQ(lh->config.seed, base.config.seed);
+    EXPECT_EQ(lh->config.schedule.lr, base.config.schedule.lr);
+  }
+  EXPECT_EQ(original.config.lighthouse.selection, lighthouse::Selection::kOriginal);
+  EXPECT_EQ(causal.config.lighthouse.selection, lighthouse::Selection::kCausal);
   EXPECT_EQ(dense.save, "ck/dense");
-  EXPECT_EQ(lh.save, "ck/lighthouse");
+  EXPECT_EQ(original.save, "ck/original");
+  EXPECT_EQ(causal.save, "ck/causal");
 
   RunReport r;
   r.losses = {{7, 2.0}, {8, 1.5}, {9, 2.5}, {10, 1.7}, {11, 1.4}};
-  CompareReport c;
+  ArmReport c;
   measure_switch(r, 8, &c);
   EXPECT_DOUBLE_EQ(c.jump, 1.0);
   ASSERT_TRUE(c.recover_steps.has_value());
   EXPECT_EQ(*c.recover_steps, 3);
   r.losses.pop_back();
-  CompareReport never;
+  ArmReport never;
   measure_switch(r, 8, &never);
   EXPECT_FALSE(never.recover_steps.has_value());
   RunOptions no_stage1 = base;
   no_stage1.config.stage1_steps = 0;
-  EXPECT_THROW(run_compare(no_stage1, [](int, const std::string&) { return RunHooks{}; }),
-               lighthouse::InvalidArgument);
+  const auto no_hooks = [](int, Arm) { return RunHooks{}; };
+  EXPECT_THROW(run_compare(no_stage1, {Arm::kDense}, no_hooks), lighthouse::InvalidArgument);
+  EXPECT_THROW(run_compare(base, {}, no_hooks), lighthouse::InvalidArgument);
+}
+
+TEST(Compare, ArmsParseInOrderAndRejectUnknownOrRepeatedOnes) {
+  EXPECT_EQ(parse_arms("dense,original,causal"),
+            (std::vector<Arm>{Arm::kDense, Arm::kOriginal, Arm::kCausal}));
+  EXPECT_EQ(parse_arms("causal,dense"), (std::vector<Arm>{Arm::kCausal, Arm::kDense}));
+  for (const char* bad : {"", "dense,", "dense,dense", "lighthouse", "dense,,causal"}) {
+    try {
+      parse_arms(bad, "--arms");
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const lighthouse::InvalidArgument& e) {
+      EXPECT_EQ(e.param(), "--arms");
+    }
+  }
+}
+
+// The three arms end to end on a tiny model: the same data and token budget, the switch, the
+// evaluations (stage-1 attention and dense) and the leak probe in each Lighthouse arm.
+TEST_F(Run, CompareRunsThreeArmsWithTheirProbesAndEvaluations) {
+  RunOptions o = options();
+  o.config.seq = 512;  // 256 level-2 candidates: the two selection rules keep different 128
+  o.leak_samples = 4;
+  std::vector<std::string> seen;
+  const CompareReport cmp =
+      run_compare(o, {Arm::kDense, Arm::kOriginal, Arm::kCausal}, [&](int i, Arm arm) {
+        EXPECT_EQ(static_cast<int>(seen.size()), i);
+        seen.push_back(arm_name(arm));
+        return RunHooks{};
+      });
+  EXPECT_EQ(seen, (std::vector<std::string>{"dense", "original", "causal"}));
+  ASSERT_EQ(cmp.arms.size(), 3u);
+  const TrainConfig& c = o.config;
+  const std::int64_t steps = c.stage1_steps + c.stage2_steps;
+  EXPECT_EQ(cmp.tokens_per_run, steps * c.seq * c.batch * c.accum);
+  for (const ArmReport& a : cmp.arms) {
+    const RunReport& r = a.report;
+    EXPECT_EQ(r.stages[0].tokens + r.stages[1].tokens, cmp.tokens_per_run) << arm_name(a.arm);
+    ASSERT_FALSE(r.evals.empty());
+    EXPECT_EQ(r.evals.back().first, steps);
+    EXPECT_FALSE(r.evals.back().second.train_attention_loss.has_value());
+    if (a.arm == Arm::kDense) {
+      EXPECT_EQ(r.stages[0].steps, 0);
+      EXPECT_FALSE(r.leak.has_value());
+      continue;
+    }
+    EXPECT_EQ(r.stages[0].steps, c.stage1_steps);
+    ASSERT_TRUE(r.leak.has_value()) << arm_name(a.arm);
+    EXPECT_EQ(r.leak->samples.size(), 4u);
+    EXPECT_EQ(r.leak_step, c.stage1_steps);
+    // The evaluation at the end of stage 1 has both losses; the jump is the switch's.
+    bool stage1_end = false;
+    for (const auto& [step, e] : r.evals) {
+      if (step == c.stage1_steps) stage1_end = e.train_attention_loss.has_value();
+    }
+    EXPECT_TRUE(stage1_end) << arm_name(a.arm);
+    ArmReport again;
+    measure_switch(r, c.stage1_steps, &again);
+    EXPECT_EQ(a.jump, again.jump);
+  }
+  // The two Lighthouse arms select differently, so their stage-1 training differs.
+  EXPECT_NE(cmp.arms[1].report.losses, cmp.arms[2].report.losses);
+  EXPECT_EQ(cmp.find(Arm::kCausal), &cmp.arms[2]);
 }
 
 }  // namespace

@@ -72,7 +72,7 @@ struct Case {
   int levels, pool, topk;
 };
 Config config_of(const Case& c);
-Config causal_of(const Case& c);  // the same with selection = causal (docs/SPEC-causal.md)
+Config causal_of(const Case& c);  // the same with selection = causal (docs/SPEC.md)
 std::string name_of(const Case& c);
 
 }  // namespace lighthouse::testing
