@@ -133,17 +133,11 @@ std::vector<bool> keep_causal(const Geometry& g, std::int64_t l,
   return kept;
 }
 
-// The causal attention of one (batch, head) over S gathered rows: probabilities P (S x S,
-// zero above the diagonal) and outputs O (S x D).
-struct Attention {
-  std::vector<double> P, O;
-};
-
-// Row s of the causal attention over S gathered rows: its probabilities (p_row, S entries, zero
-// above the diagonal; may be null) and its output (o_row, D entries).
-void attention_row(const std::vector<double>& Q, const std::vector<double>& K,
-                   const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale,
-                   std::int64_t s, double* p_row, double* o_row) {
+// Row s of the causal attention over S rows: its probabilities (p_row, S entries, zero above the
+// diagonal; may be null) and its output (o_row, D entries). Returns its log-sum-exp.
+double attention_row(const std::vector<double>& Q, const std::vector<double>& K,
+                     const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale,
+                     std::int64_t s, double* p_row, double* o_row) {
   std::vector<double> logits(s + 1);
   double m = -std::numeric_limits<double>::infinity();
   for (std::int64_t j = 0; j <= s; ++j) {
@@ -161,14 +155,7 @@ void attention_row(const std::vector<double>& Q, const std::vector<double>& K,
     if (p_row != nullptr) p_row[j] = p;
     for (std::int64_t d = 0; d < D; ++d) o_row[d] += p * V[j * D + d];
   }
-}
-
-Attention attention(const std::vector<double>& Q, const std::vector<double>& K,
-                    const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale) {
-  Attention a{std::vector<double>(S * S, 0.0), std::vector<double>(S * D, 0.0)};
-  for (std::int64_t s = 0; s < S; ++s)
-    attention_row(Q, K, V, S, D, scale, s, &a.P[s * S], &a.O[s * D]);
-  return a;
+  return m + std::log(sum);
 }
 
 double softmax_scale(const lighthouse::Config& config, const Shape& s) {
@@ -227,6 +214,42 @@ float token_score(const double* row, std::int64_t D) {
   }
   const float score = static_cast<float>(std::sqrt(sums.empty() ? 0.0 : sums[0]));
   return std::isnan(score) ? -std::numeric_limits<float>::infinity() : score;  // a strict order
+}
+
+DenseAttention dense_causal_attention(const std::vector<double>& q, const std::vector<double>& k,
+                                      const std::vector<double>& v, const std::vector<double>& dout,
+                                      std::int64_t S, std::int64_t D, double scale) {
+  const bool grads = !dout.empty();
+  DenseAttention a;
+  a.o.assign(S * D, 0.0);
+  a.lse.assign(S, 0.0);
+  if (grads) {
+    a.dq.assign(S * D, 0.0);
+    a.dk.assign(S * D, 0.0);
+    a.dv.assign(S * D, 0.0);
+  }
+  std::vector<double> p(S), dp(S);
+  for (std::int64_t s = 0; s < S; ++s) {
+    a.lse[s] = attention_row(q, k, v, S, D, scale, s, p.data(), &a.o[s * D]);
+    if (!grads) continue;
+    // Softmax attention backward of row s: dS = P (dP - rowsum(P dP)), dP = dO V^T.
+    double delta = 0;
+    for (std::int64_t j = 0; j <= s; ++j) {
+      double dot = 0;
+      for (std::int64_t d = 0; d < D; ++d) dot += dout[s * D + d] * v[j * D + d];
+      dp[j] = dot;
+      delta += p[j] * dot;
+    }
+    for (std::int64_t j = 0; j <= s; ++j) {
+      const double ds = p[j] * (dp[j] - delta) * scale;
+      for (std::int64_t d = 0; d < D; ++d) {
+        a.dv[j * D + d] += p[j] * dout[s * D + d];
+        a.dq[s * D + d] += ds * k[j * D + d];
+        a.dk[j * D + d] += ds * q[s * D + d];
+      }
+    }
+  }
+  return a;
 }
 
 std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N) {
@@ -475,12 +498,12 @@ std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
   for (std::int64_t b = 0; b < shape.B; ++b) {
     for (std::int64_t h = 0; h < shape.H; ++h) {
       const Gathered rows = gather(g, shape, q, k, v, indices, S, b, h);
-      const Attention a = attention(rows.Q, rows.K, rows.V, S, D, scale);
+      const DenseAttention a = dense_causal_attention(rows.Q, rows.K, rows.V, {}, S, D, scale);
       for (std::int64_t e = 0; e < S; ++e) {
         const auto [l, i] = g.locate(rows.index[e]);
         const auto [first, last] = g.scatter_range(l, i);
         for (std::int64_t t = first; t <= last; ++t) {
-          for (std::int64_t d = 0; d < D; ++d) out[at(shape, b, t, h) + d] += a.O[e * D + d];
+          for (std::int64_t d = 0; d < D; ++d) out[at(shape, b, t, h) + d] += a.o[e * D + d];
         }
       }
     }
@@ -535,7 +558,6 @@ Gradients backward(const lighthouse::Config& config, const Shape& shape,
   for (std::int64_t b = 0; b < shape.B; ++b) {
     for (std::int64_t h = 0; h < shape.H; ++h) {
       const Gathered rows = gather(g, shape, q, k, v, indices, S, b, h);
-      const Attention a = attention(rows.Q, rows.K, rows.V, S, D, scale);
 
       // Scatter's adjoint: an entry's output gradient sums dout over the tokens it wrote.
       std::vector<double> dO(S * D, 0.0);
@@ -546,31 +568,11 @@ Gradients backward(const lighthouse::Config& config, const Shape& shape,
           for (std::int64_t d = 0; d < D; ++d) dO[e * D + d] += dout[at(shape, b, t, h) + d];
         }
       }
-
-      // Softmax attention backward: dS = P (dP - rowsum(P dP)), dP = dO V^T.
-      std::vector<double> dQ(S * D, 0.0), dK(S * D, 0.0), dV(S * D, 0.0), dP(S);
-      for (std::int64_t s = 0; s < S; ++s) {
-        double delta = 0;
-        for (std::int64_t j = 0; j <= s; ++j) {
-          double dot = 0;
-          for (std::int64_t d = 0; d < D; ++d) dot += dO[s * D + d] * rows.V[j * D + d];
-          dP[j] = dot;
-          delta += a.P[s * S + j] * dot;
-        }
-        for (std::int64_t j = 0; j <= s; ++j) {
-          const double p = a.P[s * S + j];
-          const double ds = p * (dP[j] - delta) * scale;
-          for (std::int64_t d = 0; d < D; ++d) {
-            dV[j * D + d] += p * dO[s * D + d];
-            dQ[s * D + d] += ds * rows.K[j * D + d];
-            dK[j * D + d] += ds * rows.Q[s * D + d];
-          }
-        }
-      }
+      const DenseAttention a = dense_causal_attention(rows.Q, rows.K, rows.V, dO, S, D, scale);
 
       // Gathered rows -> pyramid rows -> tokens (each of a block's c tokens gets grad / c).
       const std::pair<const std::vector<double>*, std::vector<double>*> flows[] = {
-          {&dQ, &grads.dq}, {&dK, &grads.dk}, {&dV, &grads.dv}};
+          {&a.dq, &grads.dq}, {&a.dk, &grads.dk}, {&a.dv, &grads.dv}};
       for (const auto& [dsel, dst] : flows) {
         std::vector<double> dpyr(g.total * D, 0.0);
         for (std::int64_t e = 0; e < S; ++e) {

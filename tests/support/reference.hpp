@@ -36,6 +36,17 @@ inline lighthouse::Config make_config(int levels, int pool, int topk,
 // bit-identical scores and the selected indices can be compared exactly.
 float token_score(const double* row, std::int64_t D);
 
+// Dense causal softmax attention of one head over S rows (row s attends rows 0..s): the output
+// o [S, D] and log-sum-exp lse [S] and, when dout is given, the gradients of <o, dout> [S, D].
+// The attention stage of the function above, and the reference of every dense attention kernel
+// (the CPU's, cuDNN's, the GPU's float32 kernels). Row by row: memory O(S * D).
+struct DenseAttention {
+  std::vector<double> o, lse, dq, dk, dv;
+};
+DenseAttention dense_causal_attention(const std::vector<double>& q, const std::vector<double>& k,
+                                      const std::vector<double>& v, const std::vector<double>& dout,
+                                      std::int64_t S, std::int64_t D, double scale);
+
 // Length of the gathered sub-sequence: n_L + (L - 1) p K.
 std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N);
 
