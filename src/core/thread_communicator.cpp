@@ -1,0 +1,190 @@
+// W ranks as threads of one process (communicator.hpp): the collectives of the CPU, for tests,
+// the CLI and the trainer. A collective is two barriers: every rank posts its buffers, all
+// check that they called the same collective with the same size, each copies what it receives
+// straight out of the senders' buffers, and the second barrier keeps those buffers alive until
+// everyone has read them. A rank that fails aborts the exchange: whoever waits in it, or comes
+// later, throws instead of waiting forever.
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "lighthouse/communicator.hpp"
+#include "lighthouse/error.hpp"
+
+namespace lighthouse {
+
+namespace {
+
+enum class Kind { kAllToAll, kAllGather };
+
+const char* kind_name(Kind kind) {
+  return kind == Kind::kAllToAll ? "all_to_all" : "all_gather";
+}
+
+// Thrown in the ranks that were waiting when another rank failed.
+class Aborted : public Error {
+ public:
+  using Error::Error;
+};
+
+struct Post {
+  Kind kind = Kind::kAllToAll;
+  const void* send = nullptr;
+  void* recv = nullptr;
+  std::size_t bytes = 0;
+};
+
+class Exchange {
+ public:
+  explicit Exchange(int world) : world_(world), posts_(static_cast<std::size_t>(world)) {}
+
+  int world() const { return world_; }
+
+  void run(int rank, const Post& post) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      posts_[rank] = post;
+      wait_for_all(lock);
+    }
+    // Between the barriers the posts are read only. Every rank sees the same posts, so on a
+    // mismatch every rank copies nothing, passes the second barrier and throws.
+    std::string mismatch;
+    for (int j = 0; j < world_ && mismatch.empty(); ++j) {
+      const Post& other = posts_[j];
+      if (other.kind != posts_[0].kind || other.bytes != posts_[0].bytes) {
+        mismatch = "cp: the ranks called different collectives: rank 0 " +
+                   std::string(kind_name(posts_[0].kind)) + " of " +
+                   std::to_string(posts_[0].bytes) + " bytes, rank " + std::to_string(j) + " " +
+                   kind_name(other.kind) + " of " + std::to_string(other.bytes) + " bytes";
+      }
+    }
+    if (mismatch.empty()) {
+      auto* recv = static_cast<unsigned char*>(post.recv);
+      for (int j = 0; j < world_; ++j) {
+        const auto* send = static_cast<const unsigned char*>(posts_[j].send);
+        const std::size_t from = post.kind == Kind::kAllToAll ? rank * post.bytes : 0;
+        if (post.bytes > 0) std::memcpy(recv + j * post.bytes, send + from, post.bytes);
+      }
+    }
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wait_for_all(lock);
+    }
+    if (!mismatch.empty()) throw Error(mismatch);
+  }
+
+  void abort(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!aborted_) {
+      aborted_ = true;
+      why_ = why;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  void wait_for_all(std::unique_lock<std::mutex>& lock) {
+    if (aborted_) throw Aborted("cp: " + why_);
+    const std::uint64_t generation = generation_;
+    if (++arrived_ == world_) {
+      arrived_ = 0;
+      ++generation_;
+      changed_.notify_all();
+      return;
+    }
+    changed_.wait(lock, [&] { return generation_ != generation || aborted_; });
+    if (generation_ == generation) throw Aborted("cp: " + why_);
+  }
+
+  int world_;
+  std::vector<Post> posts_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int arrived_ = 0;
+  std::uint64_t generation_ = 0;
+  bool aborted_ = false;
+  std::string why_;
+};
+
+class ThreadCommunicator final : public Communicator {
+ public:
+  ThreadCommunicator(std::shared_ptr<Exchange> exchange, int rank)
+      : exchange_(std::move(exchange)), rank_(rank) {}
+
+  int rank() const override { return rank_; }
+  int size() const override { return exchange_->world(); }
+  Device device() const override { return Device::kCPU; }
+
+  void all_to_all(const void* send, void* recv, std::size_t bytes) override {
+    exchange_->run(rank_, {Kind::kAllToAll, send, recv, bytes});
+    count(bytes);
+  }
+  void all_gather(const void* send, void* recv, std::size_t bytes) override {
+    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes});
+    count(bytes);
+  }
+  void all_gather_host(const void* send, void* recv, std::size_t bytes) override {
+    all_gather(send, recv, bytes);
+  }
+
+  void abort(const std::string& why) { exchange_->abort(why); }
+
+ private:
+  std::shared_ptr<Exchange> exchange_;
+  int rank_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int world) {
+  if (world < 1) {
+    throw InvalidArgument("cp", std::to_string(world), "must be >= 1 (ranks of the sequence)");
+  }
+  auto exchange = std::make_shared<Exchange>(world);
+  std::vector<std::unique_ptr<Communicator>> comms;
+  for (int r = 0; r < world; ++r)
+    comms.push_back(std::make_unique<ThreadCommunicator>(exchange, r));
+  return comms;
+}
+
+void run_thread_ranks(int world, const std::function<void(Communicator&)>& body) {
+  auto comms = make_thread_communicators(world);
+  std::mutex mutex;
+  std::exception_ptr first;  // the first failure; ranks aborted because of it come later
+  bool first_is_abort = false;
+  auto run = [&](int r) {
+    try {
+      body(*comms[r]);
+    } catch (...) {
+      bool aborted = false;
+      std::string why = "rank " + std::to_string(r) + " failed";
+      try {
+        throw;
+      } catch (const Aborted&) {
+        aborted = true;
+      } catch (const std::exception& e) {
+        why += ": " + std::string(e.what());
+      } catch (...) {
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!first || (first_is_abort && !aborted)) {
+          first = std::current_exception();
+          first_is_abort = aborted;
+        }
+      }
+      static_cast<ThreadCommunicator&>(*comms[r]).abort(why);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int r = 1; r < world; ++r) threads.emplace_back(run, r);
+  run(0);
+  for (std::thread& t : threads) t.join();
+  if (first) std::rethrow_exception(first);
+}
+
+}  // namespace lighthouse
