@@ -15,9 +15,18 @@
 #include <string>
 #include <vector>
 
+#include "lighthouse/error.hpp"
 #include "lighthouse/tensor.hpp"
 
 namespace lighthouse {
+
+// Thrown on a rank whose collective call cannot go on because another rank of the group failed
+// (it rejected its inputs, or threw while the others waited). run_thread_ranks() rethrows the
+// failing rank's own exception rather than this one.
+class RankFailed : public Error {
+ public:
+  using Error::Error;
+};
 
 // What one rank has sent so far: the bytes that left it for other ranks ((W - 1) blocks per
 // all_to_all or all_gather) and the number of collectives.
@@ -60,15 +69,20 @@ class Communicator {
 };
 
 // W communicators over one shared in-process exchange, ranks 0..W-1, for W threads of this
-// process (host memory). A collective waits for every rank; all ranks must call the same
-// collectives with the same sizes, else each of them throws lighthouse::Error naming the
-// mismatch (never a hang). world >= 1, else InvalidArgument naming `cp`.
-std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int world);
+// process. A collective waits for every rank; all ranks must call the same collectives with the
+// same sizes, else each of them throws lighthouse::Error naming the mismatch (never a hang).
+// world >= 1, else InvalidArgument naming `cp`. `device`: where the buffers live; kCUDA lets W
+// ranks share one GPU (tests): every rank then works on the default stream (Options::stream
+// null) and the collectives copy device to device, synchronising it.
+std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int world,
+                                                                     Device device = Device::kCPU);
 
 // Runs body(comm) for rank 0..world-1, each on a thread of its own with a thread communicator,
 // and returns when all are done. When a rank throws, the collectives the others are waiting in
-// (or enter later) throw too, and the first exception thrown is rethrown here.
-void run_thread_ranks(int world, const std::function<void(Communicator&)>& body);
+// (or enter later) throw RankFailed, and the first exception other than RankFailed is rethrown
+// here.
+void run_thread_ranks(int world, const std::function<void(Communicator&)>& body,
+                      Device device = Device::kCPU);
 
 // NCCL over the caller's `nccl_comm` (an ncclComm_t) and `stream` (a cudaStream_t, null = the
 // default stream): the collectives are queued on that stream; the caller keeps both alive
@@ -76,12 +90,12 @@ void run_thread_ranks(int world, const std::function<void(Communicator&)>& body)
 // `stream`. Throws lighthouse::Error in a build without NCCL.
 std::unique_ptr<Communicator> make_nccl_communicator(void* nccl_comm, void* stream);
 
-// One process per GPU, as torchrun starts them: rank and world from RANK and WORLD_SIZE, the
-// GPU from LOCAL_RANK (cudaSetDevice), the NCCL unique id passed through `id_file` (rank 0
-// writes it atomically, the others wait up to `timeout_s` seconds for it; use a fresh name per
-// job). The communicator owns its ncclComm_t and a stream of its own (stream()). Throws
-// lighthouse::Error when the variables are missing or malformed, the file does not appear, or
-// the build has no NCCL.
+// One process per GPU, as torchrun starts them: rank and world from RANK and WORLD_SIZE (unset:
+// this process alone, rank 0 of 1), the GPU from LOCAL_RANK (cudaSetDevice), the NCCL unique id
+// passed through `id_file` (rank 0 writes it atomically, the others wait up to `timeout_s` seconds
+// for it; use a fresh name per job). The communicator owns its ncclComm_t and a stream of its own
+// (stream()). Throws lighthouse::Error when the variables are missing or malformed, the file does
+// not appear, or the build has no NCCL.
 std::unique_ptr<Communicator> make_nccl_communicator_from_env(const std::string& id_file,
                                                               double timeout_s = 120);
 

@@ -177,15 +177,19 @@ void check_buffer(const ContextBuffer& ctx, const Plan& plan, DType dtype) {
 void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
              const TensorView& out, Context& ctx, const Options& options) {
   if (options.comm) {  // context parallelism: q, k, v, out are this rank's shard
-    validate_forward_views(q, k, v, out, options);
-    if (options.check_finite) {
-      check_finite("q", q);
-      check_finite("k", k);
-      check_finite("v", v);
-    }
+    // The checks of this rank's call run inside cp_forward, before the ranks compare their
+    // calls, so that a rank's rejection reaches the others instead of leaving them waiting.
+    auto local_checks = [&] {
+      validate_forward_views(q, k, v, out, options);
+      if (options.check_finite) {
+        check_finite("q", q);
+        check_finite("k", k);
+        check_finite("v", v);
+      }
+    };
     ctx.state_.reset();
     Plan plan;
-    ctx.state_ = cp_forward(config, q, k, v, out, options, plan);
+    ctx.state_ = cp_forward(config, q, k, v, out, options, local_checks, plan);
     ctx.plan_ = std::move(plan);
     ctx.device_ = q.device;
     ctx.dtype_ = q.dtype;
@@ -211,34 +215,41 @@ void forward(const Config& config, const TensorView& q, const TensorView& k, con
 void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
               const TensorView& dk, const TensorView& dv, const Options& options) {
   if (!ctx.state_) throw InvalidArgument("ctx", "undefined", "forward() must run first");
-  check_bnhd("dout", dout);
   const Plan& plan = ctx.plan_;
   const CpState* cp = as_cp_state(*ctx.state_);
   if (!cp && options.comm) {
     throw InvalidArgument("comm", "set",
                           "the forward ran without context parallelism: backward() must too");
   }
-  // With context parallelism the gradients are this rank's shard, N / cp tokens.
-  const std::int64_t seq = cp ? plan.seq / cp_world(*cp) : plan.seq;
-  const std::array<std::int64_t, kMaxRank> expected{plan.batch, seq, plan.heads, plan.head_dim};
-  if (dout.shape != expected) {
-    throw InvalidArgument("dout", dout.shape_string(),
-                          "must have the shape of the forward's q " + shape_of(plan));
-  }
-  if (dout.dtype != ctx.dtype_) {
-    throw InvalidArgument("dout.dtype", dtype_name(dout.dtype),
-                          std::string("must equal the forward's dtype ") + dtype_name(ctx.dtype_));
-  }
-  if (dout.device != ctx.device_) {
-    throw InvalidArgument(
-        "dout.device", device_name(dout.device),
-        std::string("must equal the forward's device ") + device_name(ctx.device_));
-  }
-  validate_gradients(dout, dq, dk, dv, options);
-  if (cp) {
-    cp_backward(*cp, dout, dq, dk, dv, options);
+  auto local_checks = [&] {
+    check_bnhd("dout", dout);
+    // With context parallelism the gradients are this rank's shard, N / cp tokens.
+    const std::int64_t seq = cp ? plan.seq / cp_world(*cp) : plan.seq;
+    const std::array<std::int64_t, kMaxRank> expected{plan.batch, seq, plan.heads, plan.head_dim};
+    if (dout.shape != expected) {
+      throw InvalidArgument("dout", dout.shape_string(),
+                            "must have the shape of the forward's q [" +
+                                std::to_string(plan.batch) + ", " + std::to_string(seq) + ", " +
+                                std::to_string(plan.heads) + ", " + std::to_string(plan.head_dim) +
+                                "]");
+    }
+    if (dout.dtype != ctx.dtype_) {
+      throw InvalidArgument(
+          "dout.dtype", dtype_name(dout.dtype),
+          std::string("must equal the forward's dtype ") + dtype_name(ctx.dtype_));
+    }
+    if (dout.device != ctx.device_) {
+      throw InvalidArgument(
+          "dout.device", device_name(dout.device),
+          std::string("must equal the forward's device ") + device_name(ctx.device_));
+    }
+    validate_gradients(dout, dq, dk, dv, options);
+  };
+  if (cp) {  // the checks run inside, before the ranks compare their calls
+    cp_backward(*cp, dout, dq, dk, dv, options, local_checks);
     return;
   }
+  local_checks();
   backend_for(ctx.device_).backward(plan, *ctx.state_, dout, dq, dk, dv, options);
 }
 

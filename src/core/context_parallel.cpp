@@ -19,10 +19,13 @@
 // chunk's entries lie in its tiles' token ranges.
 #include "core/context_parallel.hpp"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -119,15 +122,28 @@ enum Field {
   kScale,
   kDType,
   kDevice,
-  kFields = 16
+  kFailed,
+  kFields
 };
-constexpr std::array<const char*, 15> kFieldNames = {
-    "magic",  "call", "cp",   "rank",      "batch", "seq",   "heads", "head_dim",
-    "levels", "pool", "topk", "selection", "scale", "dtype", "device"};
+constexpr std::array<const char*, kFields> kFieldNames = {
+    "magic",  "call", "cp",   "rank",      "batch", "seq",   "heads",  "head_dim",
+    "levels", "pool", "topk", "selection", "scale", "dtype", "device", "failed"};
 constexpr std::int64_t kMagicValue = 0x4c48435031;  // "LHCP1"
 static_assert(kFields * sizeof(std::int64_t) == kCpCheckBytes);
 
 enum class Call : std::int64_t { kForward = 1, kBackward = 2 };
+
+// What a rank says about its call: the shapes and configuration it was given (raw: they may be
+// invalid), and whether its own checks rejected them.
+struct CallRecord {
+  Call call = Call::kForward;
+  std::array<std::int64_t, kMaxRank> shape{};  // [B, N / W, H, D] of q (forward) or dout
+  Config config;
+  double scale = 0;
+  DType dtype = DType::kFloat32;
+  Device device = Device::kCPU;
+  bool failed = false;
+};
 
 std::string field_text(int f, std::int64_t v) {
   switch (f) {
@@ -149,29 +165,31 @@ std::string field_text(int f, std::int64_t v) {
   }
 }
 
-// Every rank sends its call's description to all; every rank compares all of them with rank 0's
-// in the same order, so all ranks throw the same error (none is left waiting in a collective).
-void check_agreement(Communicator& comm, Call call, const Plan& plan, std::int64_t local_seq,
-                     DType dtype, Device device) {
+// Every rank sends its record to all and compares all of them with rank 0's in the same order,
+// so that every rank reaches the same verdict: an InvalidArgument naming the first field that
+// differs (the same on every rank), else the lowest rank whose own checks failed (-1: none).
+int check_agreement(Communicator& comm, const CallRecord& call) {
   std::array<std::int64_t, kFields> mine{};
   mine[kMagic] = kMagicValue;
-  mine[kCall] = static_cast<std::int64_t>(call);
+  mine[kCall] = static_cast<std::int64_t>(call.call);
   mine[kWorld] = comm.size();
   mine[kRank] = comm.rank();
-  mine[kBatch] = plan.batch;
-  mine[kSeq] = local_seq;
-  mine[kHeads] = plan.heads;
-  mine[kHeadDim] = plan.head_dim;
-  mine[kLevels] = plan.config.levels;
-  mine[kPool] = plan.config.pool;
-  mine[kTopk] = plan.config.topk;
-  mine[kSelectionMode] = static_cast<std::int64_t>(plan.config.selection);
-  std::memcpy(&mine[kScale], &plan.scale, sizeof(double));
-  mine[kDType] = static_cast<std::int64_t>(dtype);
-  mine[kDevice] = static_cast<std::int64_t>(device);
+  mine[kBatch] = call.shape[0];
+  mine[kSeq] = call.shape[1];
+  mine[kHeads] = call.shape[2];
+  mine[kHeadDim] = call.shape[3];
+  mine[kLevels] = call.config.levels;
+  mine[kPool] = call.config.pool;
+  mine[kTopk] = call.config.topk;
+  mine[kSelectionMode] = static_cast<std::int64_t>(call.config.selection);
+  std::memcpy(&mine[kScale], &call.scale, sizeof(double));
+  mine[kDType] = static_cast<std::int64_t>(call.dtype);
+  mine[kDevice] = static_cast<std::int64_t>(call.device);
+  mine[kFailed] = call.failed ? 1 : 0;
   const int world = comm.size();
   std::vector<std::int64_t> all(static_cast<std::size_t>(kFields) * world);
   comm.all_gather_host(mine.data(), all.data(), kCpCheckBytes);
+  int failed = -1;
   for (int j = 0; j < world; ++j) {
     const std::int64_t* theirs = all.data() + static_cast<std::size_t>(j) * kFields;
     if (theirs[kMagic] != kMagicValue || theirs[kCall] != all[kCall]) {
@@ -196,6 +214,19 @@ void check_agreement(Communicator& comm, Call call, const Plan& plan, std::int64
                               "and configuration");
       }
     }
+    if (theirs[kFailed] != 0 && failed < 0) failed = j;
+  }
+  return failed;
+}
+
+// After the agreement check: this rank's own error, or RankFailed when another rank rejected
+// its call.
+void stop_if_any_failed(int failed, const std::exception_ptr& mine, int rank) {
+  if (mine) std::rethrow_exception(mine);
+  if (failed >= 0) {
+    throw RankFailed("cp: rank " + std::to_string(failed) +
+                     " rejected its call (its own error says why); rank " + std::to_string(rank) +
+                     " stops too");
   }
 }
 
@@ -374,23 +405,41 @@ std::size_t cp_index_count(const CpState& state) {
 std::shared_ptr<ContextState> cp_forward(const Config& config, const TensorView& q,
                                          const TensorView& k, const TensorView& v,
                                          const TensorView& out, const Options& options,
-                                         Plan& plan) {
+                                         const std::function<void()>& local_checks, Plan& plan) {
   Communicator& comm = *options.comm;
-  check_comm(comm, q.device, options);
+  check_comm(comm, q.device, options);  // a broken communicator cannot tell the others
   const int world = comm.size(), rank = comm.rank();
   const std::int64_t local_seq = q.shape[1];
-  if (local_seq % 2 != 0) {
-    throw InvalidArgument("q", q.shape_string(),
-                          "with context parallelism a rank holds two chunks of equal length: "
-                          "its N (the sequence / cp) must be even");
+  // This rank's checks; the ranks then compare their calls and stop together if any failed.
+  std::exception_ptr rejected;
+  ShardPlan sp;
+  try {
+    local_checks();
+    if (local_seq % 2 != 0) {
+      throw InvalidArgument("q", q.shape_string(),
+                            "with context parallelism a rank holds two chunks of equal length: "
+                            "its N (the sequence / cp) must be even");
+    }
+    sp = make_shard_plan(config, q.shape[0], local_seq * world, q.shape[2], q.shape[3], world);
+    Backend& backend = backend_for(q.device);
+    backend.check_supported(sp.plan, q.dtype);
+    backend.check_supported(sp.chunk, q.dtype);
+    backend.check_supported(rows_plan(sp), q.dtype);
+  } catch (...) {
+    rejected = std::current_exception();
   }
-  const ShardPlan sp =
-      make_shard_plan(config, q.shape[0], local_seq * world, q.shape[2], q.shape[3], world);
+  CallRecord call;
+  call.call = Call::kForward;
+  call.shape = q.shape;
+  call.config = config;
+  call.scale = config.scale
+                   ? *config.scale
+                   : 1.0 / std::sqrt(static_cast<double>(std::max<std::int64_t>(q.shape[3], 1)));
+  call.dtype = q.dtype;
+  call.device = q.device;
+  call.failed = rejected != nullptr;
+  stop_if_any_failed(check_agreement(comm, call), rejected, rank);
   Backend& backend = backend_for(q.device);
-  backend.check_supported(sp.plan, q.dtype);
-  backend.check_supported(sp.chunk, q.dtype);
-  backend.check_supported(rows_plan(sp), q.dtype);
-  check_agreement(comm, Call::kForward, sp.plan, local_seq, q.dtype, q.device);
 
   const DType dtype = q.dtype;
   const Blocks z = blocks_of(sp, dtype);
@@ -434,7 +483,8 @@ std::shared_ptr<ContextState> cp_forward(const Config& config, const TensorView&
 }
 
 void cp_backward(const CpState& state, const TensorView& dout, const TensorView& dq,
-                 const TensorView& dk, const TensorView& dv, const Options& options) {
+                 const TensorView& dk, const TensorView& dv, const Options& options,
+                 const std::function<void()>& local_checks) {
   const ShardPlan& sp = state.sp;
   if (!options.comm) {
     throw InvalidArgument(
@@ -450,11 +500,25 @@ void cp_backward(const CpState& state, const TensorView& dout, const TensorView&
         "must be the forward's communicator: rank " + std::to_string(state.rank) + " of " +
             std::to_string(sp.world));
   }
-  if (options.stream != state.stream) {
-    throw InvalidArgument("stream", "another stream",
-                          "must be the forward's stream with context parallelism");
+  std::exception_ptr rejected;
+  try {
+    local_checks();
+    if (options.stream != state.stream) {
+      throw InvalidArgument("stream", "another stream",
+                            "must be the forward's stream with context parallelism");
+    }
+  } catch (...) {
+    rejected = std::current_exception();
   }
-  check_agreement(comm, Call::kBackward, sp.plan, sp.local_seq, state.dtype, dout.device);
+  CallRecord call;
+  call.call = Call::kBackward;
+  call.shape = dout.shape;
+  call.config = sp.plan.config;
+  call.scale = sp.plan.scale;
+  call.dtype = dout.dtype;
+  call.device = dout.device;
+  call.failed = rejected != nullptr;
+  stop_if_any_failed(check_agreement(comm, call), rejected, state.rank);
 
   Backend& backend = state.backend;
   const DType dtype = state.dtype;

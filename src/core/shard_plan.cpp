@@ -38,6 +38,13 @@ ShardPlan make_shard_plan(const Config& config, std::int64_t batch, std::int64_t
   ShardPlan sp;
   sp.world = world;
   sp.plan = whole_plan(config, batch, seq, heads, head_dim, world);
+  if (heads % world != 0) {
+    throw InvalidArgument("cp", s(world),
+                          "must divide the number of heads H = " + s(heads) +
+                              ": each rank runs the attention over the whole gathered sequence "
+                              "for H / cp heads (an all-gather fallback for other head counts "
+                              "is not implemented)");
+  }
   const std::int64_t chunks = 2 * static_cast<std::int64_t>(world);
   if (seq % chunks != 0) {
     throw InvalidArgument("seq", s(seq),
@@ -51,13 +58,6 @@ ShardPlan make_shard_plan(const Config& config, std::int64_t batch, std::int64_t
             s(sp.plan.tiles) + " tiles must be divisible by " + s(chunks) +
             " (a chunk is then seq / " + s(chunks) + " tokens, a multiple of " + "a tile's " +
             s(sp.plan.tile_entries * sp.plan.block.back()) + " tokens)");
-  }
-  if (heads % world != 0) {
-    throw InvalidArgument("cp", s(world),
-                          "must divide the number of heads H = " + s(heads) +
-                              ": each rank runs the attention over the whole gathered sequence "
-                              "for H / cp heads (an all-gather fallback for other head counts "
-                              "is not implemented)");
   }
   if (config.selection != Selection::kOriginal) {
     throw InvalidArgument("selection", selection_name(config.selection),

@@ -2,8 +2,9 @@
 // the CLI and the trainer. A collective is two barriers: every rank posts its buffers, all
 // check that they called the same collective with the same size, each copies what it receives
 // straight out of the senders' buffers, and the second barrier keeps those buffers alive until
-// everyone has read them. A rank that fails aborts the exchange: whoever waits in it, or comes
-// later, throws instead of waiting forever.
+// everyone has read them (device buffers: copies on the default stream, synchronised before and
+// after, so that W ranks can share one GPU in tests). A rank that fails aborts the exchange:
+// whoever waits in it, or comes later, throws instead of waiting forever.
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -12,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/backend.hpp"
 #include "lighthouse/communicator.hpp"
 #include "lighthouse/error.hpp"
 
@@ -25,12 +27,6 @@ const char* kind_name(Kind kind) {
   return kind == Kind::kAllToAll ? "all_to_all" : "all_gather";
 }
 
-// Thrown in the ranks that were waiting when another rank failed.
-class Aborted : public Error {
- public:
-  using Error::Error;
-};
-
 struct Post {
   Kind kind = Kind::kAllToAll;
   const void* send = nullptr;
@@ -40,11 +36,17 @@ struct Post {
 
 class Exchange {
  public:
-  explicit Exchange(int world) : world_(world), posts_(static_cast<std::size_t>(world)) {}
+  Exchange(int world, Device device)
+      : world_(world), device_(device), posts_(static_cast<std::size_t>(world)) {}
 
   int world() const { return world_; }
+  Device device() const { return device_; }
 
-  void run(int rank, const Post& post) {
+  void run(int rank, const Post& post, bool host) {
+    // Device buffers: what the rank queued before the collective must be done before anyone
+    // reads its send buffer (every rank uses the default stream).
+    Backend* backend = host || device_ == Device::kCPU ? nullptr : &backend_for(device_);
+    if (backend) backend->synchronize_stream(nullptr);
     {
       std::unique_lock<std::mutex> lock(mutex_);
       posts_[rank] = post;
@@ -67,8 +69,15 @@ class Exchange {
       for (int j = 0; j < world_; ++j) {
         const auto* send = static_cast<const unsigned char*>(posts_[j].send);
         const std::size_t from = post.kind == Kind::kAllToAll ? rank * post.bytes : 0;
-        if (post.bytes > 0) std::memcpy(recv + j * post.bytes, send + from, post.bytes);
+        if (post.bytes == 0) continue;
+        if (backend) {
+          backend->copy_2d(recv + j * post.bytes, post.bytes, send + from, post.bytes, post.bytes,
+                           1, Options{});
+        } else {
+          std::memcpy(recv + j * post.bytes, send + from, post.bytes);
+        }
       }
+      if (backend) backend->synchronize_stream(nullptr);
     }
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -88,7 +97,7 @@ class Exchange {
 
  private:
   void wait_for_all(std::unique_lock<std::mutex>& lock) {
-    if (aborted_) throw Aborted("cp: " + why_);
+    if (aborted_) throw RankFailed("cp: " + why_);
     const std::uint64_t generation = generation_;
     if (++arrived_ == world_) {
       arrived_ = 0;
@@ -97,10 +106,11 @@ class Exchange {
       return;
     }
     changed_.wait(lock, [&] { return generation_ != generation || aborted_; });
-    if (generation_ == generation) throw Aborted("cp: " + why_);
+    if (generation_ == generation) throw RankFailed("cp: " + why_);
   }
 
   int world_;
+  Device device_;
   std::vector<Post> posts_;
   std::mutex mutex_;
   std::condition_variable changed_;
@@ -117,18 +127,19 @@ class ThreadCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return exchange_->world(); }
-  Device device() const override { return Device::kCPU; }
+  Device device() const override { return exchange_->device(); }
 
   void all_to_all(const void* send, void* recv, std::size_t bytes) override {
-    exchange_->run(rank_, {Kind::kAllToAll, send, recv, bytes});
+    exchange_->run(rank_, {Kind::kAllToAll, send, recv, bytes}, false);
     count(bytes);
   }
   void all_gather(const void* send, void* recv, std::size_t bytes) override {
-    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes});
+    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes}, false);
     count(bytes);
   }
   void all_gather_host(const void* send, void* recv, std::size_t bytes) override {
-    all_gather(send, recv, bytes);
+    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes}, true);
+    count(bytes);
   }
 
   void abort(const std::string& why) { exchange_->abort(why); }
@@ -140,19 +151,20 @@ class ThreadCommunicator final : public Communicator {
 
 }  // namespace
 
-std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int world) {
+std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int world, Device device) {
   if (world < 1) {
     throw InvalidArgument("cp", std::to_string(world), "must be >= 1 (ranks of the sequence)");
   }
-  auto exchange = std::make_shared<Exchange>(world);
+  if (device != Device::kCPU) backend_for(device);  // throws when the device is not there
+  auto exchange = std::make_shared<Exchange>(world, device);
   std::vector<std::unique_ptr<Communicator>> comms;
   for (int r = 0; r < world; ++r)
     comms.push_back(std::make_unique<ThreadCommunicator>(exchange, r));
   return comms;
 }
 
-void run_thread_ranks(int world, const std::function<void(Communicator&)>& body) {
-  auto comms = make_thread_communicators(world);
+void run_thread_ranks(int world, const std::function<void(Communicator&)>& body, Device device) {
+  auto comms = make_thread_communicators(world, device);
   std::mutex mutex;
   std::exception_ptr first;  // the first failure; ranks aborted because of it come later
   bool first_is_abort = false;
@@ -164,7 +176,7 @@ void run_thread_ranks(int world, const std::function<void(Communicator&)>& body)
       std::string why = "rank " + std::to_string(r) + " failed";
       try {
         throw;
-      } catch (const Aborted&) {
+      } catch (const RankFailed&) {
         aborted = true;
       } catch (const std::exception& e) {
         why += ": " + std::string(e.what());

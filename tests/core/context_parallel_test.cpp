@@ -160,12 +160,31 @@ TEST(ContextParallelErrors, RanksDisagreeOnTheConfiguration) {
       {"topk"}, "512 on rank 0, 1024 on rank 1", {"same shapes and configuration"});
 }
 
-TEST(ContextParallelErrors, OneRankFailsAloneTheOthersDoNotHang) {
-  // Rank 1's shard has an odd length: it throws before any collective, while rank 0 waits in
-  // the agreement check; the run ends with rank 1's error.
+TEST(ContextParallelErrors, OneRankRejectsItsCallTheOthersStopToo) {
+  // Rank 1 alone passes an `out` of another shape: its own check fails, the ranks learn it in
+  // the agreement check, rank 0 throws RankFailed and the run ends with rank 1's error.
   expect_invalid_cp(2,
                     [](lighthouse::Communicator& comm) {
-                      LocalTensors t({1, comm.rank() == 0 ? 1024 : 1023, 2, 16});
+                      LocalTensors t({1, 1024, 2, 16});
+                      if (comm.rank() == 1)
+                        t.out = lhtest::nan_tensor(DType::kFloat32, {1, 1000, 2, 16});
+                      lighthouse::Context ctx;
+                      try {
+                        t.forward({.levels = 1, .pool = 2, .topk = 128, .scale = {}}, comm, ctx);
+                      } catch (const lighthouse::RankFailed& e) {
+                        EXPECT_EQ(comm.rank(), 0);
+                        EXPECT_NE(std::string(e.what()).find("rank 1 rejected its call"),
+                                  std::string::npos);
+                        throw;
+                      }
+                    },
+                    {"out"}, "[1, 1000, 2, 16]", {"must have the shape of q"});
+}
+
+TEST(ContextParallelErrors, OddShardLength) {
+  expect_invalid_cp(2,
+                    [](lighthouse::Communicator& comm) {
+                      LocalTensors t({1, 1023, 2, 16});
                       lighthouse::Context ctx;
                       t.forward({.levels = 1, .pool = 2, .topk = 128, .scale = {}}, comm, ctx);
                     },
