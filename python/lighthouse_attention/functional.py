@@ -49,6 +49,9 @@ def lighthouse_attention(
     layout: str = "bnhd",
     scale: Optional[float] = None,
     selection: str = "original",
+    cp_group=None,
+    cp_attention: str = "library",
+    cp_check: bool = True,
 ) -> torch.Tensor:
     """Causal Lighthouse attention of ``q``, ``k``, ``v``; differentiable in all three.
 
@@ -65,8 +68,27 @@ def lighthouse_attention(
     positions <= t only.
 
     CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
+
+    ``cp_group`` (a ``torch.distributed`` process group of W ranks; NCCL on GPUs, gloo on CPUs):
+    context parallelism. ``q``, ``k``, ``v`` are then this rank's shard of the sequence, its two
+    chunks of ``2 W`` (``context_parallel.shard``), and so is the output; every rank of the group
+    makes the same call. The result equals the single-device op's (bit for bit on the CPU with
+    ``cp_attention="library"``). Rules: ``topk / 128`` divisible by ``2 W`` (levels >= 2),
+    ``H`` by ``W``, ``selection="original"``. ``cp_attention``: the dense attention over the
+    gathered rows, ``"library"`` (the op with levels = 1) or ``"sdpa"``
+    (``F.scaled_dot_product_attention``). ``cp_check``: the agreement check of every call (an
+    all-gather of the shapes and configuration, and a host sync); turn it off once a training
+    loop has run a step.
     """
     q, k, v = _as_bnhd(q, k, v, layout)
+    if cp_group is not None:
+        from . import context_parallel
+
+        out = context_parallel.attention(
+            q, k, v, levels=levels, pool=pool, topk=topk, scale=scale, selection=selection,
+            group=cp_group, inner=cp_attention, check=cp_check,
+        )
+        return out.transpose(1, 2) if layout == "bhnd" else out
     out = ops.attention(q, k, v, levels, pool, topk, scale, selection)
     return out.transpose(1, 2) if layout == "bhnd" else out
 
