@@ -18,6 +18,7 @@
 #include "common/commands.hpp"
 #include "common/format.hpp"
 #include "common/progress.hpp"
+#include "train/language_model.hpp"
 #include "train/leak_test.hpp"
 
 namespace lighthouse::cli {
@@ -31,7 +32,7 @@ struct LeakArgs {
   std::string dense_layers = "none";
   std::string layers = "1", dim = "64", heads = "4", init_std = "0.06";
   std::string seq = "1024", batch = "1", steps = "200", lr = "3e-3", warmup = "10";
-  std::string eval_tokens = "64k", seed = "1", threads = "0";
+  std::string eval_tokens = "64k", seed = "1", threads = "0", device = "cpu";
   std::string json;
   bool quiet = false;
 };
@@ -68,6 +69,17 @@ train::LeakTestConfig build_config(const LeakArgs& a) {
   c.seed = static_cast<std::uint64_t>(parse_int("--seed", a.seed, 0));
   c.threads = parse_int32("--threads", a.threads, 0, 4096);
   lc.eval_tokens = parse_int("--eval-tokens", a.eval_tokens, 2, 1ll << 32);
+  if (a.device == "cuda") {
+    if (!train::cuda_model_available()) {
+      reject("--device", a.device, "needs the CUDA build and a GPU (use --device cpu)");
+    }
+    // bf16 activations, cuDNN's deterministic backward where the library can run it.
+    lc.make_model = [](const train::TrainConfig& t) {
+      return train::make_cuda_model(t.model, t.seed, t.adamw, train::CudaModelOptions{});
+    };
+  } else if (a.device != "cpu") {
+    reject("--device", a.device, "must be cpu or cuda");
+  }
   return lc;
 }
 
@@ -174,6 +186,7 @@ Command add_leak_test_command(CLI::App& parent) {
   opt("--eval-tokens", args->eval_tokens, "held-out tokens scored (whole sequences)", "T");
   opt("--seed", args->seed, "seed of the weights and the bytes", "S");
   opt("--threads", args->threads, "worker threads, 0 = all", "T");
+  opt("--device", args->device, "cpu or cuda (the CUDA model, bf16)", "D");
   app->add_option("--json", args->json, "also write the result as JSON")->type_name("FILE");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   return {app, [args] { return run_leak_test(*args); }};

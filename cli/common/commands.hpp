@@ -17,7 +17,7 @@ struct Command {
 Command add_attention_command(CLI::App& parent);  // commands/attention.cpp
 Command add_plan_command(CLI::App& parent);       // commands/plan.cpp
 Command add_bench_command(CLI::App& parent);      // commands/bench.cpp
-Command add_train_command(CLI::App& parent);      // train_cmd.cpp
+Command add_train_command(CLI::App& parent);      // commands/train.cpp
 Command add_plot_command(CLI::App& parent);       // commands/plot.cpp
 Command add_leak_test_command(CLI::App& parent);  // commands/leak_test.cpp
 

@@ -1,5 +1,5 @@
-// Lighthouse attention: the whole public API but NPY I/O (lighthouse/npy.hpp, included where
-// it is used).
+// Lighthouse attention: the whole public API but NPY I/O, whose header users include where
+// they read or write .npy files.
 #pragma once
 
 #include "lighthouse/attention.hpp"

@@ -1,8 +1,13 @@
-"""Shared helpers of the PyTorch tests: seeded inputs, the golden cases, device skips.
+"""Shared helpers of the PyTorch tests: seeded inputs, the golden cases, device selection.
 
 The package under test is the installed ``lighthouse_attention`` (``pip install
 --no-build-isolation ./python``), or the sources in python/ with LIGHTHOUSE_TORCH_LIBRARY naming
-a built extension (scripts/test does that).
+a built extension (scripts/test-torch does that).
+
+Tests that need a GPU carry ``requires_cuda`` (the ``cuda`` marker): without a CUDA device they
+are deselected, and the summary says how many, as ``ctest -LE gpu`` leaves out the C++ GPU
+tests. Under CI (``CI=true``) every test that is collected must run: a skipped test fails the
+session, so that a green CI never hides a comparison that did not happen.
 """
 
 from __future__ import annotations
@@ -16,8 +21,54 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_GOLDEN = REPO / "tests" / "data" / "golden"
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+requires_cuda = pytest.mark.cuda
+
+
+def ci_strict() -> bool:
+    """CI=true (or 1): skips are failures, a missing golden folder too."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+_SKIPPED: list[str] = []
+_NO_CUDA: list[str] = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (deselected without one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    keep = [item for item in items if item.get_closest_marker("cuda") is None]
+    if len(keep) != len(items):
+        _NO_CUDA.extend(item.nodeid for item in items if item.get_closest_marker("cuda"))
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("cuda")])
+        items[:] = keep
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if ci_strict() and _SKIPPED and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _NO_CUDA:
+        terminalreporter.write_line(
+            f"lighthouse: {len(_NO_CUDA)} CUDA tests not run: no CUDA device "
+            "(scripts/torch-check runs them on a GPU machine)", yellow=True)
+    if _SKIPPED:
+        verdict = "FAILURE under CI" if ci_strict() else "not checked"
+        terminalreporter.write_line(
+            f"lighthouse: {len(_SKIPPED)} tests skipped ({verdict}): " + ", ".join(_SKIPPED),
+            red=True)
 
 
 def qkv(b, n, h, d, *, dtype=torch.float32, device="cpu", seed=0, requires_grad=False):
@@ -32,22 +83,35 @@ def qkv(b, n, h, d, *, dtype=torch.float32, device="cpu", seed=0, requires_grad=
     return out
 
 
-def golden_dir() -> Path | None:
-    """LIGHTHOUSE_GOLDEN_DIR, else the places scripts/gpu-check looks at."""
-    candidates = [os.environ.get("LIGHTHOUSE_GOLDEN_DIR")]
-    candidates += [REPO / "shared" / "golden", REPO.parent / "shared" / "golden",
-                   REPO / "third_party" / "golden"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
+def golden_roots() -> list[Path]:
+    """LIGHTHOUSE_GOLDEN_DIR (one folder or several separated by ':'), else tests/data/golden."""
+    env = os.environ.get("LIGHTHOUSE_GOLDEN_DIR", "")
+    return [Path(p) for p in env.split(":") if p] if env else [DEFAULT_GOLDEN]
 
 
-def golden_cases():
-    root = golden_dir()
-    if root is None:
-        return []
-    return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+def _scorer(case: Path) -> str:
+    try:
+        return json.loads((case / "config.json").read_text()).get("scorer", "norm")
+    except ValueError:
+        return "norm"  # load_golden reports the broken file
+
+
+def golden_cases(roots: list[Path] | None = None) -> list[Path]:
+    """Every case folder (with a config.json) under the roots that the library can run, by
+    name. Cases of another scorer than "norm" (the dilated d1) are left out, with a warning."""
+    cases = []
+    for root in golden_roots() if roots is None else roots:
+        if not root.is_dir():
+            continue
+        for case in root.iterdir():
+            if not (case / "config.json").is_file():
+                continue
+            scorer = _scorer(case)
+            if scorer != "norm":
+                warnings.warn(f"golden case {case}: scorer '{scorer}' is not implemented: not run")
+                continue
+            cases.append(case)
+    return sorted(cases, key=lambda p: p.name)
 
 
 def load_golden(case: Path) -> dict:

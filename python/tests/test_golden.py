@@ -1,14 +1,17 @@
-"""The op against the golden cases of the original implementation (shared/golden): the same
-selected indices, outputs and gradients to float32 rounding. Skipped, with a warning, where the
-cases are not present."""
+"""The op against the golden cases of the original implementation (tests/data/golden): the same
+selected indices, outputs and gradients to float32 rounding. Without cases the presence test
+skips loudly, and fails under CI."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 
 import lighthouse_attention as la
-from conftest import golden_cases, golden_dir, load_golden, rel_l2, requires_cuda, skip_loudly
+from conftest import (REPO, ci_strict, golden_cases, golden_roots, load_golden, rel_l2,
+                      requires_cuda, skip_loudly)
 
 CASES = golden_cases()
 
@@ -19,12 +22,25 @@ def _ids(cases):
 
 def test_golden_cases_are_present():
     if not CASES:
-        where = golden_dir() or "no such folder"
-        skip_loudly(
-            "no golden cases found (LIGHTHOUSE_GOLDEN_DIR, else shared/golden beside or inside "
-            f"the repository: {where}): the golden comparison did not run"
-        )
+        where = ":".join(str(r) for r in golden_roots())
+        message = (f"no golden cases under {where} (LIGHTHOUSE_GOLDEN_DIR, default "
+                   "tests/data/golden): the golden comparison did not run")
+        if ci_strict():
+            pytest.fail(message)
+        skip_loudly(message)
     assert len(CASES) >= 1
+
+
+def test_loader_leaves_out_other_scorers():
+    """The dilated case (tests/data/golden-dilated/d1) is never compared with the norm scorer."""
+    data = REPO / "tests" / "data"
+    assert (data / "golden-dilated" / "d1" / "config.json").is_file()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert golden_cases([data / "golden-dilated"]) == []
+        names = [c.name for c in golden_cases([data / "golden-dilated", data / "golden"])]
+    assert names == ["g2", "g5"]
+    assert any("scorer 'dilated'" in str(w.message) for w in caught)
 
 
 def _run(case, device, dtype):

@@ -79,7 +79,7 @@ def test_gradcheck_float64():
 
 
 def test_compiled_function_matches_eager():
-    q, k, v = qkv(1, 1024, 2, 16, seed=12)
+    q, k, v = qkv(1, 2048, 2, 16, seed=12)
 
     def f(q, k, v):
         return la.lighthouse_attention(q, k, v, **CFG, selection="causal").square().sum()

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "lighthouse/error.hpp"
 #include "math/fast_exp.hpp"
 #include "math/gemm.hpp"
-#include "lighthouse/error.hpp"
 
 namespace lighthouse::cpu {
 

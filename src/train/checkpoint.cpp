@@ -96,6 +96,62 @@ nlohmann::json file_entry(const std::string& bytes) {
   return {{"bytes", bytes.size()}, {"fnv64", hex64(fnv64(bytes.data(), bytes.size()))}};
 }
 
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+// "; tensor <name> is [..] in the checkpoint, the model needs [..]" for the first parameter
+// whose shape differs (or is missing), or "" when every parameter matches.
+std::string first_shape_difference(const SafetensorsFile& file, const LanguageModel& model) {
+  for (const ParamInfo& p : model.params()) {
+    const auto it = file.tensors.find(p.name);
+    if (it == file.tensors.end()) return "; the checkpoint has no tensor " + p.name;
+    if (it->second.shape != p.shape) {
+      return "; tensor " + p.name + " is " + shape_text(it->second.shape) +
+             " in the checkpoint, the model needs " + shape_text(p.shape);
+    }
+  }
+  return "";
+}
+
+nlohmann::json recipe_json(const TrainConfig& c) {
+  const std::vector<Config> stage1 =
+      c.stage1_steps == 0 ? all_dense(c.model.layers)
+                          : layer_attention(c.model.layers, c.lighthouse,
+                                            c.dense_layers ? *c.dense_layers
+                                                           : default_dense_layers(c.model.layers));
+  nlohmann::json layers = nlohmann::json::array();
+  for (const Config& l : stage1) {
+    layers.push_back({{"levels", l.levels},
+                      {"pool", l.pool},
+                      {"topk", l.topk},
+                      {"selection", selection_name(l.selection)}});
+  }
+  const char* decay[] = {"cosine", "linear", "constant", "wsd"};
+  return {{"stage1_steps", c.stage1_steps},
+          {"stage2_steps", c.stage2_steps},
+          {"stage1_attention", layers},
+          {"schedule",
+           {{"lr", c.schedule.lr},
+            {"warmup", c.schedule.warmup},
+            {"total", c.stage1_steps + c.stage2_steps},
+            {"decay", decay[static_cast<int>(c.schedule.decay)]},
+            {"min_ratio", c.schedule.min_ratio},
+            {"cooldown", c.schedule.cooldown}}},
+          {"adamw",
+           {{"beta1", c.adamw.beta1},
+            {"beta2", c.adamw.beta2},
+            {"eps", c.adamw.eps},
+            {"weight_decay", c.adamw.weight_decay}}},
+          {"grad_clip", c.grad_clip},
+          {"model",
+           {{"rope_base", c.model.rope_base},
+            {"norm_eps", c.model.norm_eps},
+            {"init_std", c.model.init_std}}}};
+}
+
 std::string step_name(std::int64_t step) {
   char text[32];
   std::snprintf(text, sizeof text, "step-%08lld", static_cast<long long>(step));
@@ -105,15 +161,17 @@ std::string step_name(std::int64_t step) {
 }  // namespace
 
 std::string save_checkpoint(Trainer& trainer, const std::string& root) {
-  Model<float>& model = trainer.model();
+  LanguageModel& model = trainer.model();
   const TrainConfig& c = trainer.config();
+  // Host float32 copies: the same files whichever device holds the model.
+  const std::vector<std::vector<float>> values = model.read_params();
+  const LanguageModel::OptimizerState opt = model.read_optimizer();
   std::vector<SafetensorsEntry> weights, moments;
-  AdamW<float>& opt = trainer.optimizer();
   for (std::size_t i = 0; i < model.params().size(); ++i) {
-    const Param<float>& p = model.params()[i];
-    weights.push_back({p.name, p.shape, p.value.data()});
-    moments.push_back({"m." + p.name, p.shape, opt.first_moments()[i].data()});
-    moments.push_back({"v." + p.name, p.shape, opt.second_moments()[i].data()});
+    const ParamInfo& p = model.params()[i];
+    weights.push_back({p.name, p.shape, values[i].data()});
+    moments.push_back({"m." + p.name, p.shape, opt.m[i].data()});
+    moments.push_back({"v." + p.name, p.shape, opt.v[i].data()});
   }
   const std::string model_bytes = encode_safetensors(weights, model_metadata(c.model));
   const std::string opt_bytes = encode_safetensors(moments, {{"format", kFormat}});
@@ -123,7 +181,7 @@ std::string save_checkpoint(Trainer& trainer, const std::string& root) {
       {"version", kVersion},
       {"step", trainer.step_count()},
       {"stage", trainer.stage()},
-      {"optimizer_steps", opt.steps()},
+      {"optimizer_steps", opt.steps},
       // 64-bit integers as decimal strings: JSON readers elsewhere may hold numbers as doubles.
       {"rng_state", std::to_string(trainer.rng().state())},
       {"data_position", std::to_string(trainer.packer().position())},
@@ -131,6 +189,10 @@ std::string save_checkpoint(Trainer& trainer, const std::string& root) {
       {"data_fnv64", hex64(stream_hash(trainer.packer().stream()))},
       {"run",
        {{"seq", c.seq}, {"batch", c.batch}, {"accum", c.accum}, {"stage1_steps", c.stage1_steps}}},
+      // What the run trains with (not checked on load): enough for another implementation of
+      // the same model (python/lighthouse_attention/twin.py) to continue it step for step.
+      {"recipe", recipe_json(c)},
+      {"device", device_name(model.device())},
       {"files",
        {{"model.safetensors", file_entry(model_bytes)},
         {"optimizer.safetensors", file_entry(opt_bytes)}}}};
@@ -277,30 +339,30 @@ std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder) {
     const std::string saved = it == weights.metadata.end() ? "(missing)" : it->second;
     if (saved != value) {
       throw CheckpointError(model_file, "model config differs: " + key + " = " + saved +
-                                            " in the checkpoint, " + value + " in this run");
+                                            " in the checkpoint, " + value + " in this run" +
+                                            first_shape_difference(weights, trainer.model()));
     }
   }
-  Model<float>& model = trainer.model();
+  LanguageModel& model = trainer.model();
   const std::size_t expected = 2 * model.params().size();
   if (moments.tensors.size() != expected) {
     throw CheckpointError(opt_file, "holds " + std::to_string(moments.tensors.size()) +
                                         " tensors, the model needs " + std::to_string(expected));
   }
-  std::vector<std::vector<float>> values, m, v;
-  for (const Param<float>& p : model.params()) {
-    values.emplace_back(p.value.size());
-    m.emplace_back(p.value.size());
-    v.emplace_back(p.value.size());
+  LanguageModel::OptimizerState opt;
+  opt.steps = step;
+  std::vector<std::vector<float>> values;
+  for (const ParamInfo& p : model.params()) {
+    const auto n = static_cast<std::size_t>(p.numel());
+    values.emplace_back(n);
+    opt.m.emplace_back(n);
+    opt.v.emplace_back(n);
     weights.read(model_file, p.name, p.shape, values.back().data());
-    moments.read(opt_file, "m." + p.name, p.shape, m.back().data());
-    moments.read(opt_file, "v." + p.name, p.shape, v.back().data());
+    moments.read(opt_file, "m." + p.name, p.shape, opt.m.back().data());
+    moments.read(opt_file, "v." + p.name, p.shape, opt.v.back().data());
   }
-  for (std::size_t i = 0; i < model.params().size(); ++i) {
-    model.params()[i].value = std::move(values[i]);
-  }
-  trainer.optimizer().first_moments() = std::move(m);
-  trainer.optimizer().second_moments() = std::move(v);
-  trainer.optimizer().set_steps(step);
+  model.write_params(values);
+  model.write_optimizer(opt);
   trainer.rng().set_state(rng_state);
   trainer.restore(step, position);
   return step;

@@ -3,12 +3,18 @@
 //   optimizer.safetensors  AdamW's moments, "m.<param>" and "v.<param>"
 //   state.json             step, stage, AdamW's update count, the trainer's RNG state, the data
 //                          position, the training data's size and FNV-64, the run's shape
-//                          (seq, batch, accum, stage1_steps), each file's size and FNV-64, and
-//                          the FNV-64 of state.json itself (over its text without that field)
+//                          (seq, batch, accum, stage1_steps), the recipe (schedule, AdamW,
+//                          clipping, stage-1 attention per layer; informational), the device
+//                          that wrote it, each file's size and FNV-64, and the FNV-64 of
+//                          state.json itself (over its text without that field)
+// Every tensor is float32 on the host (LanguageModel::read_params/read_optimizer), whatever the
+// device and precision of the run: a checkpoint written on the GPU resumes on the CPU and the
+// other way round.
 // A folder is written under a temporary name (each file written, fsynced and closed), fsynced,
 // then renamed into place, so a reader sees a whole checkpoint or none. Loading checks every
-// checksum and that the checkpoint fits the trainer's model, data and run shape; any problem is
-// a CheckpointError naming the file and what is wrong, before the trainer is touched.
+// checksum and that the checkpoint fits the trainer's model (a model of another shape: the config
+// field, the first tensor whose shape differs and both shapes), data and run shape; any problem
+// is a CheckpointError naming the file and what is wrong, before the trainer is touched.
 #pragma once
 
 #include <cstdint>

@@ -25,19 +25,18 @@ TokenStream random_bytes(std::int64_t n, std::uint64_t seed) {
 
 // Mean and 95% interval of the per-token held-out losses of `model` under `attention`: every
 // position of every held-out sequence counts.
-LossInterval heldout_losses(Model<float>& model, const std::vector<Config>& attention,
+LossInterval heldout_losses(LanguageModel& model, const std::vector<Config>& attention,
                             const TokenStream& heldout, std::int64_t seq, std::int64_t sequences) {
   model.set_attention(attention);
-  const int vocab = model.config().vocab;
   Packer packer(&heldout, seq);
   std::vector<std::int32_t> inputs(static_cast<std::size_t>(seq)), targets(inputs.size());
+  std::vector<double> losses(inputs.size());
   double sum = 0, sum_sq = 0;
   std::int64_t count = 0;
   for (std::int64_t s = 0; s < sequences; ++s) {
     packer.next(1, inputs.data(), targets.data());
-    model.forward(inputs.data(), targets.data(), 1, seq);
-    for (std::int64_t t = 0; t < seq; ++t) {
-      const double loss = token_loss(model.logits() + t * vocab, vocab, targets[t]);
+    model.evaluate(inputs.data(), targets.data(), 1, seq, losses.data());
+    for (const double loss : losses) {
       sum += loss;
       sum_sq += loss * loss;
       ++count;
@@ -78,13 +77,15 @@ LeakTestResult run_leak_test(const LeakTestConfig& config,
       random_bytes(c.stage1_steps * c.batch * c.accum * c.seq + 1, c.seed ^ 0x7472616e64ull);
   const TokenStream heldout = random_bytes(sequences * c.seq + 1, c.seed ^ 0x68656c64ull);
 
-  Trainer trainer(c, &train, &heldout, make_cpu_attention(c.threads));
+  Trainer trainer = config.make_model
+                        ? Trainer(c, &train, &heldout, config.make_model(c))
+                        : Trainer(c, &train, &heldout, make_cpu_attention(c.threads));
   LeakTestResult r;
   while (!trainer.done()) {
     r.final_train_loss = trainer.step().loss;
     if (progress) progress(trainer.step_count(), trainer.total_steps());
   }
-  Model<float>& model = trainer.model();
+  LanguageModel& model = trainer.model();
   r.lighthouse = heldout_losses(model, trainer.stage1_attention(), heldout, c.seq, sequences);
   r.dense = heldout_losses(model, all_dense(c.model.layers), heldout, c.seq, sequences);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

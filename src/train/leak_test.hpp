@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "train/trainer.hpp"
 
@@ -18,6 +19,8 @@ struct LeakTestConfig {
   // config), the optimizer and the seed. steps = config.stage1_steps; stage2_steps must be 0.
   TrainConfig train;
   std::int64_t eval_tokens = 65536;  // held-out positions scored (whole sequences, rounded up)
+  // The model to train (e.g. make_cuda_model); empty: the CPU model from train.seed.
+  std::function<std::unique_ptr<LanguageModel>(const TrainConfig&)> make_model;
 };
 
 struct LossInterval {

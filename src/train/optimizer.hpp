@@ -30,6 +30,8 @@ class AdamW {
   // parameter order) and the number of updates done (the bias correction depends on it).
   std::vector<std::vector<T>>& first_moments() { return m_; }
   std::vector<std::vector<T>>& second_moments() { return v_; }
+  const std::vector<std::vector<T>>& first_moments() const { return m_; }
+  const std::vector<std::vector<T>>& second_moments() const { return v_; }
   void set_steps(std::int64_t steps) { steps_ = steps; }
 
  private:

@@ -5,7 +5,6 @@
 #include <string>
 
 #include "lighthouse/error.hpp"
-#include "train/layers.hpp"
 
 namespace lighthouse::train {
 
@@ -14,7 +13,7 @@ namespace {
 // Restores the model's per-layer attention when the evaluation ends, even by an exception.
 class AttentionGuard {
  public:
-  AttentionGuard(Model<float>& model, std::vector<Config> during)
+  AttentionGuard(LanguageModel& model, std::vector<Config> during)
       : model_(model), saved_(model.attention()) {
     model_.set_attention(std::move(during));
   }
@@ -23,7 +22,7 @@ class AttentionGuard {
   AttentionGuard& operator=(const AttentionGuard&) = delete;
 
  private:
-  Model<float>& model_;
+  LanguageModel& model_;
   std::vector<Config> saved_;
 };
 
@@ -61,21 +60,24 @@ std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double
   return seq;
 }
 
-PasskeyReport passkey_eval(Model<float>& model, const std::vector<std::int64_t>& lengths,
+PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>& lengths,
                            const std::vector<double>& depths, int trials, std::uint64_t seed) {
   AttentionGuard guard(model, all_dense(model.config().layers));
   Rng rng(seed ^ 0x706173736b6579ull);
   PasskeyReport report;
   const int vocab = model.config().vocab;
+  std::vector<float> z(static_cast<std::size_t>(vocab));
   for (std::int64_t n : lengths) {
+    // No target counts: only the last position's logits are read.
     std::vector<std::int32_t> targets(static_cast<std::size_t>(n), -1);
+    std::vector<double> losses(static_cast<std::size_t>(n));
     for (double depth : depths) {
       PasskeyCell cell{n, depth, 0, trials};
       for (int t = 0; t < trials; ++t) {
         int digit = 0;
         const std::vector<std::int32_t> seq = passkey_sequence(rng, n, depth, &digit);
-        model.forward(seq.data(), targets.data(), 1, n);
-        const float* z = model.logits() + (n - 1) * vocab;
+        model.evaluate(seq.data(), targets.data(), 1, n, losses.data());
+        model.logits_rows({n - 1}, z.data());
         int best = 0;
         for (int d = 1; d < 10; ++d) {
           if (z['0' + d] > z['0' + best]) best = d;
@@ -90,22 +92,20 @@ PasskeyReport passkey_eval(Model<float>& model, const std::vector<std::int64_t>&
   return report;
 }
 
-LeakProbeResult leak_probe(Model<float>& model, const std::vector<Config>& attention,
+LeakProbeResult leak_probe(LanguageModel& model, const std::vector<Config>& attention,
                            const TokenStream& heldout, std::int64_t seq, int samples, Rng& rng) {
   if (samples < 2) throw InvalidArgument("leak samples", std::to_string(samples), "must be >= 2");
   if (seq < 2) throw InvalidArgument("seq", std::to_string(seq), "must be >= 2");
   AttentionGuard guard(model, attention);
   constexpr int kPerSequence = 8;
-  const int vocab = model.config().vocab;
   Packer packer(&heldout, seq);
   const auto n = static_cast<std::size_t>(seq);
-  std::vector<std::int32_t> inputs(n), targets(n), corrupt(n), none(n, -1);
-  std::vector<float> real_logits(n * static_cast<std::size_t>(vocab));
+  std::vector<std::int32_t> inputs(n), targets(n), corrupt(n), only_t(n, -1);
+  std::vector<double> real(n), corrupted(n);
   LeakProbeResult out;
   while (static_cast<int>(out.samples.size()) < samples) {
     packer.next(1, inputs.data(), targets.data());
-    model.forward(inputs.data(), none.data(), 1, seq);
-    std::copy(model.logits(), model.logits() + real_logits.size(), real_logits.begin());
+    model.evaluate(inputs.data(), targets.data(), 1, seq, real.data());
     for (int k = 0; k < kPerSequence && static_cast<int>(out.samples.size()) < samples; ++k) {
       LeakProbeResult::Sample s;
       s.position = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(seq - 1)));
@@ -113,9 +113,12 @@ LeakProbeResult leak_probe(Model<float>& model, const std::vector<Config>& atten
       std::copy(inputs.begin(), inputs.end(), corrupt.begin());
       for (std::size_t i = t + 1; i < n; ++i)
         corrupt[i] = static_cast<std::int32_t>(rng.below(256));
-      model.forward(corrupt.data(), none.data(), 1, seq);
-      s.real = token_loss(real_logits.data() + t * vocab, vocab, targets[t]);
-      s.corrupt = token_loss(model.logits() + t * vocab, vocab, targets[t]);
+      // Only position t's loss is needed from the corrupted pass.
+      only_t[t] = targets[t];
+      model.evaluate(corrupt.data(), only_t.data(), 1, seq, corrupted.data());
+      only_t[t] = -1;
+      s.real = real[t];
+      s.corrupt = corrupted[t];
       out.samples.push_back(s);
     }
   }

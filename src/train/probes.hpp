@@ -19,7 +19,7 @@
 
 #include "lighthouse/config.hpp"
 #include "train/data.hpp"
-#include "train/model.hpp"
+#include "train/language_model.hpp"
 
 namespace lighthouse::train {
 
@@ -37,7 +37,7 @@ struct PasskeyReport {
 
 // `trials` random instances per (length, depth) from `seed` (the same instances for every model
 // given the same seed). Each length must be >= 64. The model's attention is restored afterwards.
-PasskeyReport passkey_eval(Model<float>& model, const std::vector<std::int64_t>& lengths,
+PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>& lengths,
                            const std::vector<double>& depths, int trials, std::uint64_t seed);
 
 // The sequence of one passkey instance (exposed for tests): `length` tokens whose last position
@@ -58,7 +58,7 @@ struct LeakProbeResult {
 // `samples` positions, 8 per held-out sequence of length `seq` (consecutive sequences of the
 // held-out stream), under `attention` (one Config per layer). Random positions and bytes come
 // from `rng`. The model's attention is restored afterwards.
-LeakProbeResult leak_probe(Model<float>& model, const std::vector<Config>& attention,
+LeakProbeResult leak_probe(LanguageModel& model, const std::vector<Config>& attention,
                            const TokenStream& heldout, std::int64_t seq, int samples, Rng& rng);
 
 }  // namespace lighthouse::train

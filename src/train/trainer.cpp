@@ -2,10 +2,10 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
 
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"
-#include "train/layers.hpp"
 
 namespace lighthouse::train {
 
@@ -39,13 +39,21 @@ void TrainConfig::validate() const {
 }
 
 Trainer::Trainer(const TrainConfig& config, const TokenStream* train, const TokenStream* heldout,
-                 std::shared_ptr<AttentionBackend> backend)
+                 std::unique_ptr<LanguageModel> model)
     : config_(config),
-      model_((config.validate(), config.model), config.seed, std::move(backend)),
-      optimizer_(config.adamw, model_.params()),
+      model_(std::move(model)),
       heldout_(heldout),
       packer_(train, config.seq),
       rng_(config.seed ^ 0x6c65616b70726f62ull) {
+  config_.validate();
+  if (!model_) throw Error("Trainer: no model");
+  const ModelConfig& m = model_->config();
+  if (m.vocab != config_.model.vocab || m.dim != config_.model.dim ||
+      m.layers != config_.model.layers || m.heads != config_.model.heads ||
+      m.ffn() != config_.model.ffn() || m.tied != config_.model.tied) {
+    throw InvalidArgument("model", "a model of another shape",
+                          "the trainer's model must be built from TrainConfig::model");
+  }
   config_.schedule.total = total_steps();
   // The held-out set must be usable before the first evaluation fails mid-run.
   Packer probe(heldout_, config_.seq);
@@ -59,8 +67,15 @@ Trainer::Trainer(const TrainConfig& config, const TokenStream* train, const Toke
   const auto n = static_cast<std::size_t>(config_.batch * config_.seq);
   inputs_.resize(n);
   targets_.resize(n);
+  token_losses_.resize(n);
   set_stage_attention();
 }
+
+Trainer::Trainer(const TrainConfig& config, const TokenStream* train, const TokenStream* heldout,
+                 std::shared_ptr<AttentionBackend> backend)
+    : Trainer(config, train, heldout,
+              make_cpu_model((config.validate(), config.model), config.seed, config.adamw,
+                             std::move(backend))) {}
 
 void Trainer::restore(std::int64_t step, std::uint64_t data_position) {
   if (step < 0 || step > total_steps()) {
@@ -73,7 +88,7 @@ void Trainer::restore(std::int64_t step, std::uint64_t data_position) {
 }
 
 void Trainer::set_stage_attention() {
-  model_.set_attention(stage() == 1 ? stage1_attention_ : all_dense(config_.model.layers));
+  model_->set_attention(stage() == 1 ? stage1_attention_ : all_dense(config_.model.layers));
 }
 
 StepResult Trainer::step() {
@@ -82,18 +97,17 @@ StepResult Trainer::step() {
   set_stage_attention();
   StepResult r;
   r.stage = stage();
-  model_.zero_grad();
+  model_->zero_grad();
   double loss = 0;
   for (std::int64_t m = 0; m < config_.accum; ++m) {
     packer_.next(config_.batch, inputs_.data(), targets_.data());
-    loss += model_.forward(inputs_.data(), targets_.data(), config_.batch, config_.seq);
+    loss += model_->forward(inputs_.data(), targets_.data(), config_.batch, config_.seq);
     // Each micro-batch contributes 1/accum of the mean.
-    model_.backward(1.0 / static_cast<double>(config_.accum));
+    model_->backward(1.0 / static_cast<double>(config_.accum));
   }
   r.loss = loss / static_cast<double>(config_.accum);
-  r.grad_norm = clip_grad_norm(model_.params(), config_.grad_clip);
   r.lr = config_.schedule.at(step_);
-  optimizer_.step(model_.params(), r.lr);
+  r.grad_norm = model_->optimizer_step(r.lr, config_.grad_clip);
   ++step_;
   r.step = step_;
   r.tokens = config_.batch * config_.seq * config_.accum;
@@ -104,15 +118,16 @@ StepResult Trainer::step() {
 Trainer::HeldoutLoss Trainer::heldout_loss() {
   Packer packer(heldout_, config_.seq);  // the same held-out sequences at every evaluation
   HeldoutLoss out;
-  const std::int64_t seq = config_.seq, vocab = config_.model.vocab;
+  const std::int64_t seq = config_.seq;
   for (std::int64_t i = 0; i < config_.eval_batches; ++i) {
     packer.next(config_.batch, inputs_.data(), targets_.data());
-    out.mean += model_.forward(inputs_.data(), targets_.data(), config_.batch, seq);
+    out.mean +=
+        model_->evaluate(inputs_.data(), targets_.data(), config_.batch, seq, token_losses_.data());
     for (std::int64_t b = 0; b < config_.batch; ++b) {
       const std::int32_t* in = inputs_.data() + b * seq;
       const std::int32_t* tg = targets_.data() + b * seq;
       for (std::int64_t t : recall_positions(in, tg, seq)) {
-        out.recall_sum += token_loss(model_.logits() + (b * seq + t) * vocab, vocab, tg[t]);
+        out.recall_sum += token_losses_[static_cast<std::size_t>(b * seq + t)];
         ++out.recall_tokens;
       }
     }
@@ -123,7 +138,7 @@ Trainer::HeldoutLoss Trainer::heldout_loss() {
 
 EvalResult Trainer::evaluate() {
   EvalResult r;
-  model_.set_attention(all_dense(config_.model.layers));
+  model_->set_attention(all_dense(config_.model.layers));
   const HeldoutLoss dense = heldout_loss();
   r.dense_loss = dense.mean;
   if (dense.recall_tokens > 0) {
@@ -132,7 +147,7 @@ EvalResult Trainer::evaluate() {
   }
   // Until stage 2 has taken a step, the model was last trained with the stage-1 attention.
   if (config_.stage1_steps > 0 && step_ <= config_.stage1_steps) {
-    model_.set_attention(stage1_attention_);
+    model_->set_attention(stage1_attention_);
     r.train_attention_loss = heldout_loss().mean;
   }
   set_stage_attention();

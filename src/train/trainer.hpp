@@ -3,6 +3,9 @@
 // weights, AdamW state and learning-rate schedule (the schedule spans both stages). Evaluation
 // on held-out data always uses dense attention (the model that ships is dense); in stage 1 the
 // held-out loss under the training attention is reported too.
+//
+// The trainer talks to a LanguageModel only (language_model.hpp): the same loop trains the CPU
+// model and the CUDA model.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +15,7 @@
 
 #include "lighthouse/config.hpp"
 #include "train/data.hpp"
+#include "train/language_model.hpp"
 #include "train/model.hpp"
 #include "train/optimizer.hpp"
 
@@ -55,6 +59,10 @@ struct EvalResult {
 
 class Trainer {
  public:
+  // Trains `model`, whose config must be config.model (InvalidArgument "model" otherwise).
+  Trainer(const TrainConfig& config, const TokenStream* train, const TokenStream* heldout,
+          std::unique_ptr<LanguageModel> model);
+  // The CPU model (make_cpu_model) from config.seed, attention through `backend`.
   Trainer(const TrainConfig& config, const TokenStream* train, const TokenStream* heldout,
           std::shared_ptr<AttentionBackend> backend);
 
@@ -64,11 +72,10 @@ class Trainer {
   std::int64_t step_count() const { return step_; }
   StepResult step();
   EvalResult evaluate();
-  Model<float>& model() { return model_; }
+  LanguageModel& model() { return *model_; }
   const TrainConfig& config() const { return config_; }
 
-  // Checkpoint state besides the weights (see checkpoint.hpp).
-  AdamW<float>& optimizer() { return optimizer_; }
+  // Checkpoint state besides the weights and the optimizer (see checkpoint.hpp).
   const Packer& packer() const { return packer_; }
   const TokenStream& heldout() const { return *heldout_; }
   // The trainer's random stream: the leak probe draws its replacement bytes from it, so a
@@ -89,14 +96,14 @@ class Trainer {
   void set_stage_attention();
 
   TrainConfig config_;
-  Model<float> model_;
-  AdamW<float> optimizer_;
+  std::unique_ptr<LanguageModel> model_;
   const TokenStream* heldout_;
   Packer packer_;
   std::int64_t step_ = 0;
   Rng rng_;
   std::vector<Config> stage1_attention_;
   std::vector<std::int32_t> inputs_, targets_;
+  std::vector<double> token_losses_;
 };
 
 }  // namespace lighthouse::train

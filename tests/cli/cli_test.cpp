@@ -121,7 +121,7 @@ TEST(Cli, TopLevelHelpListsSubcommands) {
 
 TEST(Cli, EachSubcommandHasHelp) {
   TempDir dir;
-  for (const char* cmd : {"attention", "plan", "bench"}) {
+  for (const char* cmd : {"attention", "plan", "bench", "leak-test"}) {
     const Result r = run_cli(dir, std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd << ": " << r.err;
     EXPECT_NE(r.out.find(std::string("lighthouse ") + cmd), std::string::npos) << r.out;
@@ -513,6 +513,110 @@ TEST(CliBench, BadFlagsExitTwoBeforeRunning) {
   const Result r = run_cli(dir, "bench --seq 512 --json '" + (dir / "no/such/dir/x.json") + "'");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("--json"), std::string::npos) << r.err;
+}
+
+// --- selection and the leak test ---------------------------------------------------------------
+
+// Every command that takes --selection rejects anything but original and causal, naming the
+// flag and the choices, before doing any work.
+TEST(CliSelection, UnknownSelectionIsAUsageErrorNamingTheChoices) {
+  TempDir dir;
+  write_case(dir);
+  const std::string json = dir / "x.json";
+  for (const std::string& args :
+       {"attention" + inputs(dir) + kConfigFlags + " --out '" + (dir / "out") + "'",
+        std::string("plan --seq 1024 --levels 2 --pool 2 --topk 128"),
+        "bench --seq 512 --heads 1 --head-dim 16 --json '" + json + "'",
+        std::string("train --stage1-steps 1 --stage2-steps 0 --seq 256 --dim 16 --layers 1"),
+        "leak-test --steps 1 --json '" + json + "'"}) {
+    const Result r = run_cli(dir, args + " --selection strict");
+    EXPECT_EQ(r.status, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find("--selection = strict: must be original or causal"), std::string::npos)
+        << args << ": " << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out")) << args;
+    EXPECT_FALSE(fs::exists(json)) << args;
+  }
+}
+
+// `attention --selection causal` writes what the library computes with Selection::kCausal, which
+// differs from the original's selection on these inputs (C = 512 candidates per level).
+TEST(CliSelection, AttentionAndPlanTakeTheCausalSelection) {
+  TempDir dir;
+  constexpr std::int64_t n = 1024;
+  const std::size_t count = kB * n * kH * kD;
+  const std::vector<float> q = random_floats(count, 11), k = random_floats(count, 12),
+                           v = random_floats(count, 13);
+  const std::vector<std::int64_t> shape{kB, n, kH, kD};
+  lighthouse::write_npy(dir / "q.npy", lighthouse::DType::kFloat32, shape, q.data());
+  lighthouse::write_npy(dir / "k.npy", lighthouse::DType::kFloat32, shape, k.data());
+  lighthouse::write_npy(dir / "v.npy", lighthouse::DType::kFloat32, shape, v.data());
+  const Result r = run_cli(dir, "attention" + inputs(dir) + kConfigFlags +
+                                    " --selection causal --out '" + (dir / "out") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+
+  lighthouse::Config config{.levels = 2, .pool = 2, .topk = 128, .scale = {}};
+  auto indices_of = [&](const lighthouse::Config& c) {
+    auto view = [](const std::vector<float>& data) {
+      return lighthouse::TensorView::contiguous(const_cast<float*>(data.data()),
+                                                lighthouse::DType::kFloat32,
+                                                lighthouse::Device::kCPU, {kB, n, kH, kD});
+    };
+    std::vector<float> o(count);
+    lighthouse::Context ctx;
+    lighthouse::forward(c, view(q), view(k), view(v), view(o), ctx, {.threads = 1});
+    return ctx.indices();
+  };
+  const std::vector<std::int32_t> original = indices_of(config);
+  config.selection = lighthouse::Selection::kCausal;
+  const std::vector<std::int32_t> causal = indices_of(config);
+  const lighthouse::NpyArray idx = lighthouse::read_npy(dir / "out/indices.npy");
+  const std::vector<std::int32_t> got(idx.data<std::int32_t>(),
+                                      idx.data<std::int32_t>() + idx.numel());
+  EXPECT_EQ(got, causal);
+  EXPECT_NE(got, original);
+
+  const Result plan =
+      run_cli(dir, "plan --seq 1024 --levels 2 --pool 2 --topk 128 --selection causal");
+  EXPECT_EQ(plan.status, 0) << plan.err;
+  EXPECT_NE(plan.out.find("selection causal"), std::string::npos) << plan.out;
+  EXPECT_NE(plan.out.find("valid: yes"), std::string::npos) << plan.out;
+}
+
+// A tiny leak test runs end to end: both losses with their intervals, a verdict, the JSON.
+TEST(CliLeakTest, TinyRunPrintsBothLossesAVerdictAndJson) {
+  TempDir dir;
+  const std::string json = dir / "leak.json";
+  const Result r =
+      run_cli(dir,
+              "leak-test --seq 256 --dim 16 --heads 2 --steps 3 --levels 2 --pool 2 --topk 128 "
+              "--selection causal --eval-tokens 512 --threads 1 --quiet --json '" +
+                  json + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("held-out loss under Lighthouse"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("same model under dense attention"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.out.find("no leak detected") != std::string::npos ||
+              r.out.find("leaks: loss under Lighthouse is") != std::string::npos)
+      << r.out;
+  const nlohmann::json j = nlohmann::json::parse(read_file(json));
+  EXPECT_EQ(j["selection"], "causal");
+  EXPECT_EQ(j["lighthouse"]["tokens"], 512);
+  EXPECT_TRUE(j["lighthouse"]["ci95"].is_number() && j["dense"]["excess"].is_number());
+  EXPECT_TRUE(j["leaks"].is_boolean());
+}
+
+TEST(CliLeakTest, BadFlagsExitTwoBeforeTraining) {
+  TempDir dir;
+  struct Bad {
+    std::string args, needle;
+  };
+  for (const Bad& b : {Bad{"--steps 0", "--steps = 0"}, Bad{"--levels 2 --pool 3", "--pool = 3"},
+                       Bad{"--seq 100 --levels 3 --pool 4", "--seq = 100"},
+                       Bad{"--dense-layers 7", "--dense-layers = 7"},
+                       Bad{"--json '" + (dir / "no/such/x.json") + "'", "--json"}}) {
+    const Result r = run_cli(dir, "leak-test --quiet " + b.args);
+    EXPECT_EQ(r.status, 2) << b.args << ": " << r.err;
+    EXPECT_NE(r.err.find(b.needle), std::string::npos) << b.args << ": " << r.err;
+  }
 }
 
 }  // namespace

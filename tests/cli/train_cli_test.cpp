@@ -13,6 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "train/language_model.hpp"
+#include "train/presets.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -55,9 +58,11 @@ class TrainCli : public ::testing::Test {
   fs::path dir_;
 };
 
+// The CPU model explicitly: these are CPU tests, also where a GPU would be picked by default.
 constexpr const char* kTiny =
-    "--stage1-steps 2 --stage2-steps 2 --seq 256 --levels 2 --pool 2 --topk 128 --dim 16 "
-    "--layers 2 --heads 2 --corpus-tokens 20k --eval-every 1 --threads 1 --sgemm-size 64";
+    "--device cpu --stage1-steps 2 --stage2-steps 2 --seq 256 --levels 2 --pool 2 --topk 128 "
+    "--dim 16 --layers 2 --heads 2 --corpus-tokens 20k --eval-every 1 --threads 1 "
+    "--sgemm-size 64";
 
 TEST_F(TrainCli, TwoStageRunWritesMetricsAndSummary) {
   const Result r = run(std::string(kTiny) + " --metrics '" + path("m.jsonl") + "'");
@@ -128,8 +133,8 @@ TEST_F(TrainCli, BadFlagsNameTheFlagAndExit2WithoutOutput) {
 TEST_F(TrainCli, TrainsOnATextFileShorterThanASequence) {
   std::ofstream(path("tiny.txt")) << "hello, lighthouse!\n";
   const Result r =
-      run("--stage1-steps 0 --stage2-steps 3 --seq 64 --dim 16 --layers 1 --heads 2 --threads 1 "
-          "--heldout 0.2 --sgemm-size 0 --data '" +
+      run("--device cpu --stage1-steps 0 --stage2-steps 3 --seq 64 --dim 16 --layers 1 --heads 2 "
+          "--threads 1 --heldout 0.2 --sgemm-size 0 --data '" +
           path("tiny.txt") + "'");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("16 training tokens, 4 held-out"), std::string::npos) << r.out;
@@ -299,6 +304,132 @@ TEST_F(TrainCli, CompareRunsDenseAndLighthouseSideBySide) {
   EXPECT_EQ(read_jsonl(path("cmp/lighthouse.jsonl")).front()["stage1_steps"], 2);
   EXPECT_NE(slurp(path("cmp/compare.svg")).find("lighthouse: switch to dense"), std::string::npos);
   EXPECT_EQ(run(std::string(kTiny) + " --stage1-steps 0 --compare").status, 2);
+}
+
+TEST_F(TrainCli, DeviceCudaWithoutTheCudaModelExits2AndWritesNothing) {
+  if (lighthouse::train::cuda_model_available()) {
+    GTEST_SKIP() << "this build runs --device cuda here (the GPU tests cover it)";
+  }
+  const std::string outputs = " --metrics '" + path("m.jsonl") + "' --save '" + path("ck") +
+                              "' --save-initial --dump-batches '" + path("b.npy") + "'";
+  for (const std::string& extra :
+       std::vector<std::string>{"", " --compare --compare-dir '" + path("cmp") + "'"}) {
+    const Result r = run(std::string(kTiny) + " --device cuda" + outputs + extra);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_NE(r.err.find("--device = cuda: "), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+    for (const char* name : {"m.jsonl", "ck", "b.npy", "cmp"}) {
+      EXPECT_FALSE(fs::exists(path(name))) << name << extra;
+    }
+  }
+  // Flags that only a GPU run can honour are refused on the CPU, naming the flag.
+  for (const std::string flag :
+       std::vector<std::string>{"--precision bf16", "--recompute layer", "--deterministic off"}) {
+    const Result r = run(std::string(kTiny) + " " + flag);
+    EXPECT_EQ(r.status, 2) << flag;
+    EXPECT_NE(r.err.find(flag.substr(0, flag.find(' ')) + " = "), std::string::npos) << r.err;
+  }
+  const Result bad = run(std::string(kTiny) + " --device tpu");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--device = tpu: must be cpu, cuda or auto"), std::string::npos)
+      << bad.err;
+}
+
+nlohmann::json dry_run_config(const std::string& out) {
+  return nlohmann::json::parse(out.substr(0, out.find('\n')));
+}
+
+TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
+  const Result help = run("--help");
+  ASSERT_EQ(help.status, 0);
+  for (const auto& p : lighthouse::train::presets()) {
+    EXPECT_NE(help.out.find(p.name + " "), std::string::npos) << p.name;
+    EXPECT_NE(help.out.find(p.summary), std::string::npos) << p.name;
+    const Result r = run("--preset " + p.name + " --device cpu --dry-run");
+    ASSERT_EQ(r.status, 0) << p.name << "\n" << r.err;
+    const nlohmann::json c = dry_run_config(r.out);
+    EXPECT_EQ(c["type"], "config");
+    for (const auto& [flag, value] : p.flags) {
+      if (flag == "layers" || flag == "dim" || flag == "heads") {
+        EXPECT_EQ(c["model"][flag].get<int>(), std::stoi(value)) << p.name << " " << flag;
+      }
+    }
+    EXPECT_NE(r.out.find("FLOPs per step: stage 1 "), std::string::npos) << r.out;
+  }
+  Result r = run("--preset paper-530m --device cpu --dry-run");
+  nlohmann::json c = dry_run_config(r.out);
+  EXPECT_EQ(c["seq"], 98304);
+  EXPECT_EQ(c["dense_layers"], nlohmann::json({0, 1, 28, 29}));
+  EXPECT_EQ(c["model"]["hidden"], 1536);
+  EXPECT_EQ(c["lighthouse"]["topk"], 1536);
+  EXPECT_EQ(c["device"]["recompute"], "none");  // the preset's recompute is for the GPU
+  // Flags on the command line and in --config override the preset.
+  r = run("--preset gpu-8x1024 --layers 2 --seq 64k --device cpu --dry-run");
+  ASSERT_EQ(r.status, 0) << r.err;
+  c = dry_run_config(r.out);
+  EXPECT_EQ(c["model"]["layers"], 2);
+  EXPECT_EQ(c["model"]["dim"], 1024);
+  EXPECT_EQ(c["seq"], 65536);
+  std::ofstream(path("p.json")) << R"({"preset": "tiny", "seq": 512})";
+  r = run("--config '" + path("p.json") + "' --device cpu --dry-run");
+  ASSERT_EQ(r.status, 0) << r.err;
+  c = dry_run_config(r.out);
+  EXPECT_EQ(c["seq"], 512);
+  EXPECT_EQ(c["model"]["dim"], 64);
+  r = run("--preset huge");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--preset = huge: must be one of tiny, small, gpu-8x1024, paper-530m"),
+            std::string::npos)
+      << r.err;
+  r = run("--preset paper-530m --device cpu --recompute layer --dry-run");  // explicit: refused
+  EXPECT_EQ(r.status, 2);
+}
+
+TEST_F(TrainCli, EveryStepReportsThroughputMfuMemoryAndTheSplit) {
+  const Result r =
+      run(std::string(kTiny) + " --passkey-trials 0 --metrics '" + path("m.jsonl") + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  // llm.c's progress line: step | loss | norm | lr | ms | MFU | tok/s.
+  for (const char* field :
+       {"] stage 1 | loss ", " | norm ", " | lr ", " ms | MFU ", "(dense-eq ", "tok/s ETA"}) {
+    EXPECT_NE(r.err.find(field), std::string::npos) << field << "\n" << r.err;
+  }
+  EXPECT_NE(r.out.find("dense-eq MFU  peak memory"), std::string::npos) << r.out;
+  int steps = 0;
+  for (const auto& j : read_jsonl(path("m.jsonl"))) {
+    if (j["type"] != "step") continue;
+    ++steps;
+    EXPECT_GT(j["tok_per_s"].get<double>(), 0.0);
+    EXPECT_GT(j["mfu"]["executed"].get<double>(), 0.0);  // against the SGEMM measured first
+    EXPECT_GT(j["mfu"]["dense_equivalent"].get<double>(), 0.0);
+    EXPECT_GT(j["peak_memory_bytes"].get<double>(), 0.0);
+    for (const char* k : {"dense_attention", "lighthouse_attention", "matmul", "other"}) {
+      EXPECT_TRUE(j["split_seconds"].contains(k)) << k;
+    }
+  }
+  EXPECT_EQ(steps, 4);
+}
+
+TEST_F(TrainCli, CheckpointOfAnotherShapeNamesTheTensorAndBothShapes) {
+  const std::string base = std::string(kTiny) + " --stage2-steps 1 --eval-every 0 --sgemm-size 0 " +
+                           "--passkey-trials 0 --save '" + path("ck") + "'";
+  ASSERT_EQ(run(base + " --save-initial").status, 0);
+  EXPECT_TRUE(fs::exists(path("ck/step-00000000/model.safetensors")));
+  Result r = run(base + " --dim 32 --resume '" + path("ck/step-00000000") + "'");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("model config differs: dim = 16 in the checkpoint, 32 in this run; tensor "
+                       "embedding is [257, 16] in the checkpoint, the model needs [257, 32]"),
+            std::string::npos)
+      << r.err;
+  r = run(base + " --hidden 64 --resume '" + path("ck") + "'");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("tensor layers.0.w13 is [16, 96] in the checkpoint, the model needs "
+                       "[16, 128]"),
+            std::string::npos)
+      << r.err;
+  r = run(std::string(kTiny) + " --save-initial");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--save-initial = true: needs --save DIR"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -10,12 +10,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <numeric>
 #include <random>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,6 +22,7 @@
 #include "lighthouse/device.hpp"
 #include "lighthouse/lighthouse.hpp"
 #include "lighthouse/npy.hpp"
+#include "support/golden.hpp"
 
 namespace lh = lighthouse;
 
@@ -542,77 +541,23 @@ TEST(CudaBackend, TiedScoresSelectLikeCpu) {
   }
 }
 
-#ifdef LIGHTHOUSE_GOLDEN_DIR
-const char* const kGoldenDir = LIGHTHOUSE_GOLDEN_DIR;
-#else
-const char* const kGoldenDir = "";
-#endif
-
-std::int64_t json_int(const std::string& text, const std::string& key) {
-  const std::size_t at = text.find("\"" + key + "\"");
-  if (at == std::string::npos) throw std::runtime_error("config.json: no " + key);
-  const std::size_t colon = text.find(':', at);
-  return std::stoll(text.substr(colon + 1));
-}
-
-// Every folder under the golden directory that holds a config.json, in name order (hidden
-// cases added there are picked up without a code change).
-std::vector<std::string> golden_case_dirs() {
-  namespace fs = std::filesystem;
-  std::vector<std::string> dirs;
-  std::error_code ec;
-  if (std::string(kGoldenDir).empty() || !fs::is_directory(kGoldenDir, ec)) return dirs;
-  for (const auto& entry : fs::directory_iterator(kGoldenDir, ec)) {
-    if (entry.is_directory() && fs::exists(entry.path() / "config.json")) {
-      dirs.push_back(entry.path().string());
-    }
-  }
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
-
 // The original implementation's outputs (fp32 on an H200): indices exact, values to 1e-5.
+// The cases come from the shared loader (tests/support/golden.hpp, tests/data/golden).
 TEST(CudaGolden, MatchesOriginal) {
   SKIP_WITHOUT_GPU();
-  const std::vector<std::string> dirs = golden_case_dirs();
-  if (dirs.empty()) {
-    std::fprintf(stderr,
-                 "WARNING: no golden cases under '%s': the GPU was NOT compared with "
-                 "the original implementation\n",
-                 kGoldenDir);
-    GTEST_SKIP() << "GOLDEN CASES MISSING under '" << kGoldenDir << "'";
-  }
-  for (const std::string& dir : dirs) {
-    SCOPED_TRACE(dir);
-    std::ifstream cfg_file(dir + "/config.json");
-    ASSERT_TRUE(cfg_file) << dir;
-    std::stringstream text;
-    text << cfg_file.rdbuf();
-    const std::string json = text.str();
-    const Shape s{json_int(json, "batch"), json_int(json, "seq_len"), json_int(json, "heads"),
-                  json_int(json, "head_dim")};
-    lh::Config cfg;
-    cfg.levels = static_cast<int>(json_int(json, "levels"));
-    cfg.pool = static_cast<int>(json_int(json, "pool"));
-    cfg.topk = static_cast<int>(json_int(json, "topk"));
-
-    auto load = [&](const std::string& name) {
-      const lh::NpyArray a = lh::read_npy(dir + "/" + name + ".npy");
-      EXPECT_EQ(a.dtype, lh::DType::kFloat32) << name;
-      return std::vector<float>(a.data<float>(), a.data<float>() + a.numel());
-    };
-    Inputs in{s, load("q"), load("k"), load("v"), load("dout")};
-    const lh::NpyArray idx = lh::read_npy(dir + "/indices.npy");
-    ASSERT_EQ(idx.dtype, lh::DType::kInt32);
-    const std::vector<std::int32_t> want(idx.data<std::int32_t>(),
-                                         idx.data<std::int32_t>() + idx.numel());
-
-    const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kFloat32, cfg);
-    ASSERT_EQ(gpu.indices, want) << "first difference " << first_difference(gpu.indices, want);
-    const double e_out = rel_l2(gpu.out, load("out")), e_dq = rel_l2(gpu.dq, load("dq"));
-    const double e_dk = rel_l2(gpu.dk, load("dk")), e_dv = rel_l2(gpu.dv, load("dv"));
-    std::printf("[ golden   ] %s cuda rel L2 out %.2e dq %.2e dk %.2e dv %.2e\n", dir.c_str(),
-                e_out, e_dq, e_dk, e_dv);
+  const std::vector<std::filesystem::path> dirs = lhtest::golden_case_dirs();
+  LHTEST_REQUIRE_GOLDEN(dirs);
+  for (const std::filesystem::path& dir : dirs) {
+    SCOPED_TRACE(dir.string());
+    const lhtest::GoldenCase g = lhtest::load_golden(dir);
+    const Inputs in{{g.shape.B, g.shape.N, g.shape.H, g.shape.D}, g.q, g.k, g.v, g.dout};
+    const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kFloat32, g.config);
+    ASSERT_EQ(gpu.indices, g.indices)
+        << "first difference " << first_difference(gpu.indices, g.indices);
+    const double e_out = rel_l2(gpu.out, g.out), e_dq = rel_l2(gpu.dq, g.dq);
+    const double e_dk = rel_l2(gpu.dk, g.dk), e_dv = rel_l2(gpu.dv, g.dv);
+    std::printf("[ golden   ] %s cuda rel L2 out %.2e dq %.2e dk %.2e dv %.2e\n",
+                dir.string().c_str(), e_out, e_dq, e_dk, e_dv);
     EXPECT_LT(e_out, 1e-5);
     EXPECT_LT(e_dq, 1e-5);
     EXPECT_LT(e_dk, 1e-5);

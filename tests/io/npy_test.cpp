@@ -53,6 +53,21 @@ class TempDir {
   fs::path path_;
 };
 
+// Permission checks do not apply to root, which CI often is. Sets `dir`'s mode, then runs `body`,
+// in a root process with the effective user "nobody" (65534), which root can switch back from.
+// Returns false (the caller skips, and CI then fails) where the switch is refused.
+template <typename Body>
+bool as_unprivileged(const fs::path& dir, fs::perms mode, Body body) {
+  fs::permissions(dir, mode);
+  if (::geteuid() != 0) {
+    body();
+    return true;
+  }
+  if (::seteuid(65534) != 0) return false;
+  body();
+  return ::seteuid(0) == 0;
+}
+
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -445,13 +460,19 @@ TEST(NpyFiles, ReadErrorsNameThePathAndTheReason) {
 }
 
 TEST(NpyFiles, UnreadableFile) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root reads any file; permission checks cannot fail";
   TempDir dir;
   const std::string path = dir.file("secret.npy");
   const float x = 1;
   write_npy(path, DType::kFloat32, {}, &x);
   ::chmod(path.c_str(), 0);
-  EXPECT_EQ(error_of([&] { read_npy(path); }), path + ": cannot open .npy file: Permission denied");
+  std::string msg;
+  // 0755: mkdtemp's 0700 would stop nobody at the folder, not at the file.
+  const fs::perms open_dir = fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec;
+  if (!as_unprivileged(dir.path(), open_dir, [&] { msg = error_of([&] { read_npy(path); }); })) {
+    GTEST_SKIP() << "running as root and seteuid(nobody) was refused: permissions cannot fail";
+  }
+  EXPECT_EQ(msg, path + ": cannot open .npy file: Permission denied");
 }
 
 // ---- write_npy -------------------------------------------------------------------------------
@@ -541,15 +562,20 @@ TEST(NpyFiles, FailedWriteDoesNotClobberAGoodFile) {
 }
 
 TEST(NpyFiles, ReadOnlyFolderFailsCleanly) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root writes into read-only folders";
   TempDir dir;
   const std::string path = dir.file("good.npy");
   const float x = 1;
   write_npy(path, DType::kFloat32, {}, &x);
   const std::string before = slurp(path);
-  ::chmod(dir.path().c_str(), 0555);
-  const std::string msg = error_of([&] { write_npy(path, DType::kFloat32, {}, &x); });
+  std::string msg;
+  const fs::perms read_only = fs::perms::owner_read | fs::perms::owner_exec |
+                              fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec;  // 0555
+  const bool ran = as_unprivileged(dir.path(), read_only, [&] {
+    msg = error_of([&] { write_npy(path, DType::kFloat32, {}, &x); });
+  });
   ::chmod(dir.path().c_str(), 0755);
+  if (!ran) GTEST_SKIP() << "running as root and seteuid(nobody) was refused";
   EXPECT_NE(msg.find("Permission denied"), std::string::npos) << msg;
   EXPECT_EQ(slurp(path), before);
   EXPECT_EQ(dir.entries(), std::set<std::string>{"good.npy"});

@@ -124,9 +124,11 @@ TEST_F(Checkpoint, ResumedRunIsBitExactAcrossTheStageSwitch) {
     EXPECT_EQ(second.stage(), stop < 3 ? 1 : 2);
     for (double l : finish(second)) losses.push_back(l);
     EXPECT_EQ(losses, expected) << "stopped after " << stop;
-    const auto& pa = whole.model().params();
-    const auto& pb = second.model().params();
-    for (std::size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(pa[i].value, pb[i].value) << pa[i].name;
+    const auto pa = whole.model().read_params();
+    const auto pb = second.model().read_params();
+    for (std::size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_EQ(pa[i], pb[i]) << whole.model().params()[i].name;
+    }
   }
   // A root folder resolves to its latest checkpoint.
   EXPECT_EQ(fs::path(lighthouse::train::resolve_checkpoint(dir_.string())).filename(),
@@ -141,7 +143,7 @@ TEST_F(Checkpoint, ResumedRunIsBitExactAcrossTheStageSwitch) {
 // and contains `problem`; the trainer must be unchanged.
 void expect_rejected(Trainer fresh, const fs::path& folder, const std::string& file,
                      const std::string& problem) {
-  const auto before = fresh.model().params()[1].value;
+  const auto before = fresh.model().read_params()[1];
   try {
     lighthouse::train::load_checkpoint(fresh, folder.string());
     ADD_FAILURE() << "expected CheckpointError for " << file << " / " << problem;
@@ -151,7 +153,7 @@ void expect_rejected(Trainer fresh, const fs::path& folder, const std::string& f
     EXPECT_NE(what.find(problem), std::string::npos) << what;
   }
   EXPECT_EQ(fresh.step_count(), 0);
-  EXPECT_EQ(fresh.model().params()[1].value, before);
+  EXPECT_EQ(fresh.model().read_params()[1], before);
 }
 
 TEST_F(Checkpoint, DamagedOrMismatchedCheckpointsAreRejectedByName) {

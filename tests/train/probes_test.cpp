@@ -40,7 +40,8 @@ TEST(Passkey, EvaluationCountsEveryCellAndRestoresTheAttention) {
   mc.dim = 16;
   mc.heads = 2;
   mc.layers = 2;
-  Model<float> model(mc, 3, make_cpu_attention(1));
+  const auto owned = make_cpu_model(mc, 3, {}, make_cpu_attention(1));
+  LanguageModel& model = *owned;
   lighthouse::Config sparse;
   sparse.levels = 2;
   sparse.pool = 2;
@@ -64,7 +65,8 @@ TEST(LeakProbe, DenseIsBitwiseCausalAndLighthouseSeesTheFuture) {
   mc.heads = 2;
   mc.layers = 2;
   mc.init_std = 0.2;  // large weights: attention scores and q/k norms vary a lot
-  Model<float> model(mc, 4, make_cpu_attention(1));
+  const auto owned = make_cpu_model(mc, 4, {}, make_cpu_attention(1));
+  LanguageModel& model = *owned;
   const TokenStream heldout = generate_corpus(3000, 6, 1000);
   Rng rng(1);
   const LeakProbeResult dense = leak_probe(model, all_dense(2), heldout, 256, 16, rng);

@@ -87,11 +87,11 @@ TEST(TrainLoop, AccumulationMatchesALargerBatch) {
   Trainer a(big, &data, &data, lighthouse::train::make_cpu_attention(1));
   Trainer b(small, &data, &data, lighthouse::train::make_cpu_attention(1));
   for (int i = 0; i < 2; ++i) EXPECT_NEAR(a.step().loss, b.step().loss, 1e-5);
-  const auto& pa = a.model().params();
-  const auto& pb = b.model().params();
+  const auto pa = a.model().read_params();
+  const auto pb = b.model().read_params();
   for (std::size_t i = 0; i < pa.size(); ++i) {
-    for (std::size_t j = 0; j < pa[i].value.size(); ++j) {
-      ASSERT_NEAR(pa[i].value[j], pb[i].value[j], 1e-5) << pa[i].name;
+    for (std::size_t j = 0; j < pa[i].size(); ++j) {
+      ASSERT_NEAR(pa[i][j], pb[i][j], 1e-5) << a.model().params()[i].name;
     }
   }
 }

@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "cuda/check.hpp"
-#include "cuda/cudnn_attention.hpp"  // sdpa_workspace_bytes: cuDNN's workspace, for the peak
+#include "cuda/cudnn_attention.hpp"  // cudnn_workspace_bytes: cuDNN's workspace, for the peak
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"
 #include "train/cuda/ops.hpp"
@@ -912,7 +912,7 @@ WorkTimes CudaModel::take_times() {
 
 std::int64_t CudaModel::take_peak_memory() {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return take_pool_peak() + static_cast<std::int64_t>(lighthouse::cuda::sdpa_workspace_bytes());
+  return take_pool_peak() + static_cast<std::int64_t>(lighthouse::cuda::cudnn_workspace_bytes());
 }
 
 }  // namespace lighthouse::train::cuda

@@ -1,0 +1,17 @@
+#include "train/language_model.hpp"
+
+namespace lighthouse::train {
+
+std::int64_t ParamInfo::numel() const {
+  std::int64_t n = 1;
+  for (std::int64_t d : shape) n *= d;
+  return n;
+}
+
+std::int64_t LanguageModel::parameter_count() const {
+  std::int64_t n = 0;
+  for (const ParamInfo& p : params()) n += p.numel();
+  return n;
+}
+
+}  // namespace lighthouse::train
