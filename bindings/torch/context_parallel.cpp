@@ -43,8 +43,8 @@ ShardPlan shard_plan_of(std::int64_t batch, std::int64_t seq, std::int64_t heads
     throw InvalidArgument("seq", std::to_string(seq),
                           "a rank's shard holds two chunks of equal length: must be even");
   }
-  return make_shard_plan(make_config(levels, pool, topk, scale, selection), batch,
-                         seq * world, heads, head_dim, static_cast<int>(world));
+  return make_shard_plan(make_config(levels, pool, topk, scale, selection), batch, seq * world,
+                         heads, head_dim, static_cast<int>(world));
 }
 
 // The [2, B, H, S/2W, D] shape of a rank's gathered rows.
@@ -101,10 +101,9 @@ std::vector<std::int64_t> cp_plan_op(std::int64_t batch, std::int64_t seq, std::
   return translate_errors([&] {
     const ShardPlan sp =
         shard_plan_of(batch, seq, heads, head_dim, levels, pool, topk, scale, selection, world);
-    return std::vector<std::int64_t>{sp.plan.S,         sp.chunk_rows,
-                                     sp.edge_tokens,    sp.edge_levels,
-                                     sp.heads_per_rank, static_cast<std::int64_t>(
-                                                            cp::selection_bytes(sp))};
+    return std::vector<std::int64_t>{
+        sp.plan.S,      sp.chunk_rows,     sp.edge_tokens,
+        sp.edge_levels, sp.heads_per_rank, static_cast<std::int64_t>(cp::selection_bytes(sp))};
   });
 }
 
@@ -138,9 +137,8 @@ at::Tensor output_edges_kernel(const at::Tensor& o_in, const at::Tensor& sel, st
                                        std::nullopt, selection, world);
     check_rows("o_sel", o, sp);
     check_selection(sel, sp, o);
-    at::Tensor edges = at::empty({2, sp.plan.batch, sp.plan.heads, sp.edge_levels,
-                                  sp.plan.head_dim},
-                                 o.options());
+    at::Tensor edges =
+        at::empty({2, sp.plan.batch, sp.plan.heads, sp.edge_levels, sp.plan.head_dim}, o.options());
     cp::output_edges(sp, o.is_cuda() ? Device::kCUDA : Device::kCPU,
                      dtype_from("o_sel.dtype", o.scalar_type()), sel.data_ptr(), o.data_ptr(),
                      edges.data_ptr(), options_for(o));
@@ -160,8 +158,8 @@ at::Tensor scatter_kernel(const at::Tensor& o_in, const at::Tensor& sel,
                                        std::nullopt, selection, world);
     check_rows("o_sel", o, sp);
     check_selection(sel, sp, o);
-    const std::int64_t per_rank = 2 * sp.plan.batch * sp.plan.heads * sp.edge_levels *
-                                  sp.plan.head_dim;
+    const std::int64_t per_rank =
+        2 * sp.plan.batch * sp.plan.heads * sp.edge_levels * sp.plan.head_dim;
     const void* edges = edges_of("all_edges", all_edges, per_rank, sp, o);
     at::Tensor out = empty_local(sp, o);
     cp::scatter(sp, static_cast<int>(rank), sel.data_ptr(), o.data_ptr(), edges,
@@ -172,9 +170,8 @@ at::Tensor scatter_kernel(const at::Tensor& o_in, const at::Tensor& sel,
 
 at::Tensor scatter_backward_kernel(const at::Tensor& dout_in, const at::Tensor& sel,
                                    const at::Tensor& all_edges_in, std::int64_t levels,
-                                   std::int64_t pool, std::int64_t topk,
-                                   c10::string_view selection, std::int64_t world,
-                                   std::int64_t rank) {
+                                   std::int64_t pool, std::int64_t topk, c10::string_view selection,
+                                   std::int64_t world, std::int64_t rank) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(dout_in.device());
     const at::Tensor dout = readable(dout_in), all_edges = all_edges_in.contiguous();
@@ -182,8 +179,8 @@ at::Tensor scatter_backward_kernel(const at::Tensor& dout_in, const at::Tensor& 
     const ShardPlan sp = shard_plan_of(dv.shape[0], dv.shape[1], dv.shape[2], dv.shape[3], levels,
                                        pool, topk, std::nullopt, selection, world);
     check_selection(sel, sp, dout);
-    const std::int64_t per_rank = 2 * sp.plan.batch * sp.edge_tokens * sp.plan.heads *
-                                  sp.plan.head_dim;
+    const std::int64_t per_rank =
+        2 * sp.plan.batch * sp.edge_tokens * sp.plan.heads * sp.plan.head_dim;
     const void* edges = edges_of("all_edges", all_edges, per_rank, sp, dout);
     at::Tensor do_sel = empty_rows(sp, dout);
     cp::scatter_backward(sp, static_cast<int>(rank), sel.data_ptr(), dv, edges, do_sel.data_ptr(),
@@ -208,8 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gather_backward_kernel(
     check_selection(sel, sp, gq);
     at::Tensor dq = empty_local(sp, gq), dk = empty_local(sp, gq), dv = empty_local(sp, gq);
     cp::gather_backward(sp, sel.data_ptr(), gq.data_ptr(), gk.data_ptr(), gv.data_ptr(),
-                        view_of("dq", dq), view_of("dk", dk), view_of("dv", dv),
-                        options_for(gq));
+                        view_of("dq", dq), view_of("dk", dk), view_of("dv", dv), options_for(gq));
     return std::make_tuple(dq, dk, dv);
   });
 }
@@ -227,10 +223,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> select_gather_meta(
   return translate_errors([&] {
     const ShardPlan sp = shard_plan_of(concrete(q, 0), concrete(q, 1), concrete(q, 2),
                                        concrete(q, 3), levels, pool, topk, scale, selection, world);
-    return std::make_tuple(
-        empty_rows(sp, q), empty_rows(sp, q), empty_rows(sp, q),
-        at::empty({static_cast<std::int64_t>(cp::selection_bytes(sp))},
-                  q.options().dtype(at::kByte)));
+    return std::make_tuple(empty_rows(sp, q), empty_rows(sp, q), empty_rows(sp, q),
+                           at::empty({static_cast<std::int64_t>(cp::selection_bytes(sp))},
+                                     q.options().dtype(at::kByte)));
   });
 }
 
@@ -245,8 +240,8 @@ at::Tensor output_edges_meta(const at::Tensor& o, const at::Tensor&, std::int64_
   });
 }
 
-at::Tensor scatter_meta(const at::Tensor& o, const at::Tensor&, const at::Tensor&,
-                        std::int64_t seq, std::int64_t levels, std::int64_t pool, std::int64_t topk,
+at::Tensor scatter_meta(const at::Tensor& o, const at::Tensor&, const at::Tensor&, std::int64_t seq,
+                        std::int64_t levels, std::int64_t pool, std::int64_t topk,
                         c10::string_view selection, std::int64_t world, std::int64_t) {
   return translate_errors([&] {
     const ShardPlan sp = shard_plan_of(concrete(o, 1), seq, concrete(o, 2), concrete(o, 4), levels,
@@ -267,9 +262,9 @@ at::Tensor scatter_backward_meta(const at::Tensor& dout, const at::Tensor&, cons
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gather_backward_meta(
-    const at::Tensor& dq, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-    std::int64_t seq, std::int64_t levels, std::int64_t pool, std::int64_t topk,
-    c10::string_view selection, std::int64_t world) {
+    const at::Tensor& dq, const at::Tensor&, const at::Tensor&, const at::Tensor&, std::int64_t seq,
+    std::int64_t levels, std::int64_t pool, std::int64_t topk, c10::string_view selection,
+    std::int64_t world) {
   return translate_errors([&] {
     const ShardPlan sp = shard_plan_of(concrete(dq, 1), seq, concrete(dq, 2), concrete(dq, 4),
                                        levels, pool, topk, std::nullopt, selection, world);

@@ -1,6 +1,7 @@
 #include "bench/bench_cp.hpp"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -41,8 +42,8 @@ constexpr std::size_t kTimingFields = sizeof(RankTiming) / sizeof(double);
 struct Row {
   std::string impl;  // "lighthouse" or "dense"
   std::int64_t seq = 0, S = 0;
-  RankTiming slowest;                    // per field, the largest over the ranks
-  CpTraffic est_fwd, est_bwd;            // the plan's estimate, per rank
+  RankTiming slowest;          // per field, the largest over the ranks
+  CpTraffic est_fwd, est_bwd;  // the plan's estimate, per rank
   std::int64_t ulysses_fwd = 0, ulysses_bwd = 0;
   std::optional<double> single_fwd, single_bwd;  // one device, the whole sequence
   std::string error;
@@ -50,7 +51,9 @@ struct Row {
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  return v.empty()      ? 0
+         : v.size() % 2 ? v[v.size() / 2]
+                        : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 // Wall-clock milliseconds of `work` between two device synchronisations (the collectives of
@@ -129,8 +132,11 @@ RankTiming slowest_of(Communicator& comm, const RankTiming& mine) {
 // The NCCL id's file: LIGHTHOUSE_NCCL_ID_FILE, else one per torchrun job (its port).
 std::string nccl_id_file() {
   if (const char* f = std::getenv("LIGHTHOUSE_NCCL_ID_FILE")) return f;
+  // torchrun's ranks of one job are children of one agent process: its pid tells jobs apart
+  // (a stale file of an earlier job on the same port is never read).
   const char* port = std::getenv("MASTER_PORT");
-  return std::string("/tmp/lighthouse-nccl-") + (port ? port : "single") + ".id";
+  return std::string("/tmp/lighthouse-nccl-") + (port ? port : "single") + "-" +
+         std::to_string(::getppid()) + ".id";
 }
 
 std::string ms_text(double ms) {
@@ -139,9 +145,9 @@ std::string ms_text(double ms) {
 
 void print_rows(const CpBenchSetup& s, int world, bool in_process, const std::vector<Row>& rows) {
   std::cout << "lighthouse bench --cp " << world << ": " << device_name(s.device) << ", "
-            << dtype_name(s.dtype) << ", B " << s.batch << ", H " << s.heads << ", D "
-            << s.head_dim << ", L" << s.config.levels << " p" << s.config.pool << " K"
-            << s.config.topk << "; " << world
+            << dtype_name(s.dtype) << ", B " << s.batch << ", H " << s.heads << ", D " << s.head_dim
+            << ", L" << s.config.levels << " p" << s.config.pool << " K" << s.config.topk << "; "
+            << world
             << (in_process ? " ranks (threads of this process)" : " ranks (one process per GPU)")
             << "\n";
   std::cout << "times: the slowest rank's median; coll = time in collectives (with their packing "
@@ -270,8 +276,8 @@ int run_bench_cp(const CpBenchSetup& s) {
     if (inputs.shape != shape) inputs = random_inputs(s.seed, shape);
     try {
       if (nccl) {
-        row.slowest = slowest_of(*nccl, measure_rank(*nccl, job.config, inputs, s,
-                                                     threads_per_rank));
+        row.slowest =
+            slowest_of(*nccl, measure_rank(*nccl, job.config, inputs, s, threads_per_rank));
       } else {
         run_thread_ranks(world, [&](Communicator& comm) {
           const RankTiming worst =
