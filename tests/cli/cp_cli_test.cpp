@@ -155,4 +155,42 @@ TEST_F(CpCli, PlanPrintsTheTrafficOfThisDesignAgainstUlysses) {
   EXPECT_NE(r.err.find("--cp = 3"), std::string::npos) << r.err;
 }
 
+TEST_F(CpCli, BenchReportsTheMeasuredBytesAndTheCollectivesTime) {
+  const std::string json = path("bench.json");
+  const Result r = run(
+      "bench --cp 2 --seq 2048 --batch 1 --heads 2 --head-dim 16 --levels 2 --pool 2 --topk 512 "
+      "--impl dense,lighthouse --repeats 1 --warmup 0 --threads 2 --sgemm-size 0 --json '" +
+      json + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("lighthouse bench --cp 2"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(slurp(json));
+  EXPECT_EQ(j.at("cp").get<int>(), 2);
+  int lighthouse = 0, dense = 0;
+  for (const auto& row : j.at("rows")) {
+    SCOPED_TRACE(row.dump());
+    ASSERT_FALSE(row.contains("error"));
+    const std::string impl = row.at("impl").get<std::string>();
+    lighthouse += impl == "lighthouse";
+    dense += impl == "dense";
+    // Bytes counted by the communicator as they left the rank = the plan's estimate.
+    EXPECT_EQ(row.at("bytes_sent_fwd").get<std::int64_t>(),
+              row.at("estimate_fwd").get<std::int64_t>());
+    EXPECT_EQ(row.at("bytes_sent_bwd").get<std::int64_t>(),
+              row.at("estimate_bwd").get<std::int64_t>());
+    EXPECT_GT(row.at("bytes_sent_fwd").get<std::int64_t>(), 0);
+    EXPECT_GE(row.at("collective_fwd_ms").get<double>(), 0.0);
+    EXPECT_GT(row.at("fwd_bwd_ms").get<double>(), 0.0);
+    // Lighthouse moves the gathered rows (S < N), dense (Ulysses) the tokens.
+    if (impl == "lighthouse") {
+      EXPECT_LT(row.at("bytes_sent_fwd").get<std::int64_t>(),
+                row.at("ulysses_estimate_fwd").get<std::int64_t>());
+    }
+  }
+  EXPECT_EQ(lighthouse, 1);
+  EXPECT_EQ(dense, 1);
+  const Result bad = run("bench --cp 3 --seq 2048 --heads 2 --levels 2 --pool 2 --topk 512");
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--cp"), std::string::npos) << bad.err;
+}
+
 }  // namespace
