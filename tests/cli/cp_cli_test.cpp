@@ -158,7 +158,7 @@ TEST_F(CpCli, PlanPrintsTheTrafficOfThisDesignAgainstUlysses) {
 TEST_F(CpCli, BenchReportsTheMeasuredBytesAndTheCollectivesTime) {
   const std::string json = path("bench.json");
   const Result r = run(
-      "bench --cp 2 --seq 2048 --batch 1 --heads 2 --head-dim 16 --levels 2 --pool 2 --topk 512 "
+      "bench --cp 2 --seq 8192 --batch 1 --heads 2 --head-dim 16 --levels 2 --pool 4 --topk 512 "
       "--impl dense,lighthouse --repeats 1 --warmup 0 --threads 2 --sgemm-size 0 --json '" +
       json + "'");
   ASSERT_EQ(r.status, 0) << r.err;
