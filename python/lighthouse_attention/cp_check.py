@@ -77,9 +77,15 @@ def _rel_l2(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got - want).norm() / want.norm().clamp_min(1e-300))
 
 
-def _cases(world: int):
-    """(name, (B, N, H, D), levels, pool, topk): H = 8 (W <= 8 divides it), topk / 128 = 2W."""
+def _cases(world: int, quick: bool):
+    """(name, (B, N, H, D), levels, pool, topk): H = 8 (W <= 8 divides it), topk / 128 = 2W.
+    quick: small heads and lengths (a CPU smoke run)."""
     w = world
+    if quick:
+        return [
+            ("L3_p2", (1, 2048 * w, 8, 16), 3, 2, 256 * w),
+            ("dense", (1, 256 * w, 8, 16), 1, 2, 128),
+        ]
     return [
         ("L3_p4", (1, 16384 * w, 8, 128), 3, 4, 256 * w),
         ("L2_p2", (2, 4096 * w, 8, 64), 2, 2, 512 * w),
@@ -92,7 +98,7 @@ def equality(args, rank, world, device) -> int:
                                                                             torch.float64)
     bounds = {torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-12}
     failed = 0
-    for name, shape, levels, pool, topk in _cases(world):
+    for name, shape, levels, pool, topk in _cases(world, args.quick):
         cfg = dict(levels=levels, pool=pool, topk=topk)
         for dtype in dtypes:
             q, k, v, dout = _inputs(shape, dtype, device, seed=sum(shape) + levels)
@@ -267,6 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default="", help="scaling: rows written here by rank 0")
+    p.add_argument("--quick", action="store_true", help="equality: small cases (CPU smoke run)")
     args = p.parse_args(argv)
     rank, world, device = _init(args.device)
     try:

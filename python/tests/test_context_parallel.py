@@ -108,6 +108,31 @@ def _errors_job(rank, world):
                              cp_group=dist.group.WORLD, cp_attention="flash")
 
 
+def _ulysses_job(rank, world):
+    """The Ulysses anchor of scripts/gpu-cp-check (cp_check._ulysses) is dense causal attention."""
+    import torch.nn.functional as F
+
+    from lighthouse_attention.cp_check import _ulysses
+
+    b, n, h, d = 2, 64, 4, 8
+    q, k, v, dout = _inputs(b, n, h, d, torch.float64, seed=7)
+    whole = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in whole),
+                                         is_causal=True).transpose(1, 2)
+    ref.backward(dout)
+    mine = [context_parallel.shard(t, world, rank).requires_grad_() for t in (q, k, v)]
+    out = _ulysses(*mine, dist.group.WORLD, world)
+    out.backward(context_parallel.shard(dout, world, rank))
+    for name, e, g in zip(("out", "dq", "dk", "dv"), [ref] + [t.grad for t in whole],
+                          [out] + [t.grad for t in mine]):
+        torch.testing.assert_close(g, context_parallel.shard(e.detach(), world, rank), rtol=1e-12,
+                                   atol=1e-12, msg=name)
+
+
+def test_ulysses_anchor_of_the_gpu_check_is_dense_attention():
+    _spawn(2, _ulysses_job)
+
+
 def test_two_ranks_equal_the_unsharded_op_bit_for_bit():
     _spawn(2, _equality_job)
 

@@ -257,8 +257,8 @@ Results mine_only(const Results& ref, const Results& cp, const Shape& s, int wor
 std::vector<Case> nccl_cases(int world) {
   const std::int64_t w = world;
   return {
-      {"L3_p4", {1, 8192 * w, 8, 64}, {.levels = 3, .pool = 4, .topk = 256 * w, .scale = {}}},
-      {"L2_p2", {2, 2048 * w, 8, 128}, {.levels = 2, .pool = 2, .topk = 256 * w, .scale = {}}},
+      {"L3_p4", {1, 8192 * w, 8, 64}, {.levels = 3, .pool = 4, .topk = 256 * world, .scale = {}}},
+      {"L2_p2", {2, 2048 * w, 8, 128}, {.levels = 2, .pool = 2, .topk = 256 * world, .scale = {}}},
       {"dense", {1, 1024 * w, 8, 128}, {.levels = 1, .pool = 2, .topk = 128, .scale = {}}},
   };
 }
