@@ -76,18 +76,28 @@ class _Config:
         self.rank = dist.get_rank(group)
         b, n, h, d = q.shape
         self.seq = n
-        (self.S, self.chunk_rows, self.edge_tokens, self.edge_levels, self.heads_per_rank,
-         _) = ops.cp_plan(b, n, h, d, levels, pool, topk, scale, selection, self.world)
+        # This rank's rules first; a rejection goes through the agreement check, so that the
+        # other ranks raise too instead of waiting in a collective.
+        rejected = None
+        try:
+            (self.S, self.chunk_rows, self.edge_tokens, self.edge_levels, self.heads_per_rank,
+             _) = ops.cp_plan(b, n, h, d, levels, pool, topk, scale, selection, self.world)
+        except (ValueError, RuntimeError) as e:
+            rejected = e
         if check:
-            self._check_agreement(q)
+            self._check_agreement(q, rejected is not None)
+        if rejected is not None:
+            raise rejected
 
-    def _check_agreement(self, q):
-        """Every rank passes the same shapes and configuration (else ValueError on all)."""
+    def _check_agreement(self, q, failed: bool):
+        """Every rank passes the same shapes and configuration (else ValueError on all, naming
+        the first field that differs); a rank whose own rules rejected its call makes the others
+        raise ValueError as well."""
         dtypes = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
         mine = [*q.shape, self.levels, self.pool, self.topk,
                 -1 if self.scale is None else round(self.scale * 2**40),
                 0 if self.selection == "original" else 1,
-                dtypes.index(q.dtype) if q.dtype in dtypes else -1]
+                dtypes.index(q.dtype) if q.dtype in dtypes else -1, int(failed)]
         names = ["batch", "seq", "heads", "head_dim", "levels", "pool", "topk", "scale",
                  "selection", "dtype"]
         t = torch.tensor(mine, dtype=torch.int64, device=q.device)
@@ -101,6 +111,10 @@ class _Config:
                         f"{name} = {a} on rank 0, {b} on rank {r}: every rank of a context-"
                         "parallel call must pass the same shapes and configuration"
                     )
+        failing = [r for r, row in enumerate(rows) if row[-1]]
+        if failing and not failed:
+            raise ValueError(f"cp_group: rank {failing[0]} rejected its call (its own error says "
+                             f"why); rank {self.rank} stops too")
 
     def chunk_order(self, device):
         """Index of chunk g among the (source rank, which) blocks of an all-to-all."""
