@@ -72,17 +72,20 @@ class Communicator {
 // process. A collective waits for every rank; all ranks must call the same collectives with the
 // same sizes, else each of them throws lighthouse::Error naming the mismatch (never a hang).
 // world >= 1, else InvalidArgument naming `cp`. `device`: where the buffers live; kCUDA lets W
-// ranks share one GPU (tests): every rank then works on the default stream (Options::stream
-// null) and the collectives copy device to device, synchronising it.
-std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int world,
-                                                                     Device device = Device::kCPU);
+// ranks share one GPU (tests): the collectives then copy device to device on the rank's stream
+// (`streams`: one per rank, the caller's, kept alive longer than the communicators; rank r's is
+// its stream(), which its calls pass as Options::stream) and synchronise it. Ranks that run
+// concurrently on one GPU need streams of their own (the library's workspaces are per stream);
+// empty: every rank on the default stream.
+std::vector<std::unique_ptr<Communicator>> make_thread_communicators(
+    int world, Device device = Device::kCPU, const std::vector<void*>& streams = {});
 
 // Runs body(comm) for rank 0..world-1, each on a thread of its own with a thread communicator,
 // and returns when all are done. When a rank throws, the collectives the others are waiting in
 // (or enter later) throw RankFailed, and the first exception other than RankFailed is rethrown
 // here.
 void run_thread_ranks(int world, const std::function<void(Communicator&)>& body,
-                      Device device = Device::kCPU);
+                      Device device = Device::kCPU, const std::vector<void*>& streams = {});
 
 // NCCL over the caller's `nccl_comm` (an ncclComm_t) and `stream` (a cudaStream_t, null = the
 // default stream): the collectives are queued on that stream; the caller keeps both alive

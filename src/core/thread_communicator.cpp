@@ -2,8 +2,8 @@
 // the CLI and the trainer. A collective is two barriers: every rank posts its buffers, all
 // check that they called the same collective with the same size, each copies what it receives
 // straight out of the senders' buffers, and the second barrier keeps those buffers alive until
-// everyone has read them (device buffers: copies on the default stream, synchronised before and
-// after, so that W ranks can share one GPU in tests). A rank that fails aborts the exchange:
+// everyone has read them (device buffers: copies on the rank's own stream, synchronised before
+// and after, so that W ranks can share one GPU in tests). A rank that fails aborts the exchange:
 // whoever waits in it, or comes later, throws instead of waiting forever.
 #include <condition_variable>
 #include <cstring>
@@ -42,11 +42,11 @@ class Exchange {
   int world() const { return world_; }
   Device device() const { return device_; }
 
-  void run(int rank, const Post& post, bool host) {
-    // Device buffers: what the rank queued before the collective must be done before anyone
-    // reads its send buffer (every rank uses the default stream).
+  void run(int rank, const Post& post, bool host, void* stream) {
+    // Device buffers: what the rank queued on its stream before the collective must be done
+    // before anyone reads its send buffer.
     Backend* backend = host || device_ == Device::kCPU ? nullptr : &backend_for(device_);
-    if (backend) backend->synchronize_stream(nullptr);
+    if (backend) backend->synchronize_stream(stream);
     {
       std::unique_lock<std::mutex> lock(mutex_);
       posts_[rank] = post;
@@ -71,13 +71,15 @@ class Exchange {
         const std::size_t from = post.kind == Kind::kAllToAll ? rank * post.bytes : 0;
         if (post.bytes == 0) continue;
         if (backend) {
+          Options on_stream;
+          on_stream.stream = stream;
           backend->copy_2d(recv + j * post.bytes, post.bytes, send + from, post.bytes, post.bytes,
-                           1, Options{});
+                           1, on_stream);
         } else {
           std::memcpy(recv + j * post.bytes, send + from, post.bytes);
         }
       }
-      if (backend) backend->synchronize_stream(nullptr);
+      if (backend) backend->synchronize_stream(stream);
     }
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -122,23 +124,24 @@ class Exchange {
 
 class ThreadCommunicator final : public Communicator {
  public:
-  ThreadCommunicator(std::shared_ptr<Exchange> exchange, int rank)
-      : exchange_(std::move(exchange)), rank_(rank) {}
+  ThreadCommunicator(std::shared_ptr<Exchange> exchange, int rank, void* stream)
+      : exchange_(std::move(exchange)), rank_(rank), stream_(stream) {}
 
   int rank() const override { return rank_; }
   int size() const override { return exchange_->world(); }
   Device device() const override { return exchange_->device(); }
+  void* stream() const override { return stream_; }
 
   void all_to_all(const void* send, void* recv, std::size_t bytes) override {
-    exchange_->run(rank_, {Kind::kAllToAll, send, recv, bytes}, false);
+    exchange_->run(rank_, {Kind::kAllToAll, send, recv, bytes}, false, stream_);
     count(bytes);
   }
   void all_gather(const void* send, void* recv, std::size_t bytes) override {
-    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes}, false);
+    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes}, false, stream_);
     count(bytes);
   }
   void all_gather_host(const void* send, void* recv, std::size_t bytes) override {
-    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes}, true);
+    exchange_->run(rank_, {Kind::kAllGather, send, recv, bytes}, true, stream_);
     count(bytes);
   }
 
@@ -147,24 +150,36 @@ class ThreadCommunicator final : public Communicator {
  private:
   std::shared_ptr<Exchange> exchange_;
   int rank_;
+  void* stream_;
 };
 
 }  // namespace
 
-std::vector<std::unique_ptr<Communicator>> make_thread_communicators(int world, Device device) {
+std::vector<std::unique_ptr<Communicator>> make_thread_communicators(
+    int world, Device device, const std::vector<void*>& streams) {
   if (world < 1) {
     throw InvalidArgument("cp", std::to_string(world), "must be >= 1 (ranks of the sequence)");
+  }
+  if (!streams.empty() && static_cast<int>(streams.size()) != world) {
+    throw InvalidArgument("streams", std::to_string(streams.size()) + " streams",
+                          "must be empty or one per rank (" + std::to_string(world) + ")");
+  }
+  if (!streams.empty() && device == Device::kCPU) {
+    throw InvalidArgument("streams", std::to_string(streams.size()) + " streams",
+                          "are for device memory (Device::kCUDA); the CPU has none");
   }
   if (device != Device::kCPU) backend_for(device);  // throws when the device is not there
   auto exchange = std::make_shared<Exchange>(world, device);
   std::vector<std::unique_ptr<Communicator>> comms;
   for (int r = 0; r < world; ++r)
-    comms.push_back(std::make_unique<ThreadCommunicator>(exchange, r));
+    comms.push_back(
+        std::make_unique<ThreadCommunicator>(exchange, r, streams.empty() ? nullptr : streams[r]));
   return comms;
 }
 
-void run_thread_ranks(int world, const std::function<void(Communicator&)>& body, Device device) {
-  auto comms = make_thread_communicators(world, device);
+void run_thread_ranks(int world, const std::function<void(Communicator&)>& body, Device device,
+                      const std::vector<void*>& streams) {
+  auto comms = make_thread_communicators(world, device, streams);
   std::mutex mutex;
   std::exception_ptr first;  // the first failure; ranks aborted because of it come later
   bool first_is_abort = false;

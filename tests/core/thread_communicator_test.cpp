@@ -98,6 +98,22 @@ TEST(ThreadCommunicator, RejectsAWorldBelowOne) {
   EXPECT_THROW(lighthouse::run_thread_ranks(-1, [](Communicator&) {}), lighthouse::InvalidArgument);
 }
 
+// Streams are per rank and for device memory only.
+TEST(ThreadCommunicator, StreamsAreOnePerRankAndForDeviceMemory) {
+  int a = 0, b = 0;
+  const std::vector<void*> two{&a, &b};
+  for (int world : {1, 2, 3}) {
+    try {
+      lighthouse::make_thread_communicators(world, lighthouse::Device::kCPU, two);
+      ADD_FAILURE() << "accepted streams for host memory, world " << world;
+    } catch (const lighthouse::InvalidArgument& e) {
+      EXPECT_EQ(e.param(), "streams") << e.what();
+    }
+  }
+  const auto host = lighthouse::make_thread_communicators(2);
+  for (const auto& c : host) EXPECT_EQ(c->stream(), nullptr);
+}
+
 // Without NCCL the entry points say that it is missing; with it, a null ncclComm_t is refused.
 TEST(NcclCommunicator, MissingNcclOrANullCommIsAClearError) {
   if (lighthouse::nccl_available()) {

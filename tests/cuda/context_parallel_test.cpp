@@ -208,6 +208,20 @@ const Case kCases[] = {
     {"dense", {1, 2048, 4, 128}, {.levels = 1, .pool = 2, .topk = 128, .scale = {}}},
 };
 
+// One stream per thread rank, for the life of the process: ranks that share the GPU need their
+// own streams (the library's workspaces are per stream).
+std::vector<void*> streams(int world) {
+  static std::vector<void*> made;
+  while (static_cast<int>(made.size()) < world) {
+    cudaStream_t s = nullptr;
+    if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
+      throw lighthouse::Error("cudaStreamCreate failed");
+    }
+    made.push_back(s);
+  }
+  return {made.begin(), made.begin() + world};
+}
+
 TEST(CudaContextParallel, ThreadRanksOnOneGpuEqualOneGpu) {
   LIGHTHOUSE_REQUIRE_GPU();
   for (const Case& c : kCases) {
@@ -221,7 +235,7 @@ TEST(CudaContextParallel, ThreadRanksOnOneGpuEqualOneGpu) {
         Results cp = sized_like(ref);
         lighthouse::run_thread_ranks(
             world, [&](lighthouse::Communicator& comm) { run_rank(comm, c.config, in, dtype, cp); },
-            Device::kCUDA);
+            Device::kCUDA, streams(world));
         // fp32: the same kernels on the same rows, per head. bf16: cuDNN over H / W heads
         // (W = 1: the very same call).
         const bool bitwise = dtype == DType::kFloat32 || world == 1;
@@ -316,7 +330,7 @@ TEST(CudaContextParallel, ErrorsNameTheParameter) {
           lighthouse::forward({.levels = 1, .pool = 2, .topk = 128, .scale = {}}, q, q, q, q, ctx,
                               o);
         },
-        Device::kCUDA);
+        Device::kCUDA, streams(2));
     ADD_FAILURE() << "accepted";
   } catch (const lighthouse::InvalidArgument& e) {
     EXPECT_EQ(e.param(), "stream") << e.what();
