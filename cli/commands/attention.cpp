@@ -3,6 +3,9 @@
 // Every check -- flags, files, shapes, the config against N, the backend's support -- and the
 // whole computation happen before the first output byte is written; the files are then staged
 // and renamed into place together (StagedOutputs), so a failed run leaves no partial output.
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -19,6 +22,8 @@
 #include "common/scorer_flags.hpp"
 #include "common/staged_outputs.hpp"
 #include "lighthouse/attention.hpp"
+#include "lighthouse/communicator.hpp"
+#include "lighthouse/context_parallel.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/npy.hpp"
 
@@ -31,7 +36,7 @@ namespace fs = std::filesystem;
 struct AttentionArgs {
   std::string q, k, v, dout, out;
   std::string levels, pool, topk, scale, selection = "original";
-  std::string device = "cpu", dtype = "float32", threads = "0";
+  std::string device = "cpu", dtype = "float32", threads = "0", cp;
   ScorerFlags scorer;
   bool check_finite = false;
 };
@@ -98,7 +103,7 @@ Inputs read_inputs(const AttentionArgs& a) {
   const std::string& p = e.param();
   if (p == "levels" || p == "pool" || p == "topk" || p == "scale" || p == "selection" ||
       p == "scorer" || p == "dilation" || p == "dtype" || p == "device" || p == "threads" ||
-      p == "check_finite") {
+      p == "check_finite" || p == "cp") {
     throw e;  // main() turns these into --levels etc.
   }
   if (p == "k" || p == "kv_heads") reject("--k", a.k, e.what());
@@ -133,6 +138,68 @@ std::vector<std::int64_t> as_vector(const Shape4& s) {
   return {s[0], s[1], s[2], s[3]};
 }
 
+int omp_threads() {
+  return omp_get_max_threads();
+}
+
+struct Results {
+  std::vector<float> out, dq, dk, dv;
+  std::vector<std::int32_t> indices;
+};
+
+// Context parallelism in one process: `world` ranks as threads (the thread communicator), each
+// with its two chunks of the inputs; the results are put back together in the order of the whole
+// sequence, so that the files are those of a single-device run, bit for bit.
+Results compute_cp(const Config& config, const Inputs& in, const Shape4& shape, int world,
+                   const Options& options) {
+  const ShardPlan sp = make_shard_plan(config, shape[0], shape[1], shape[2], shape[3], world);
+  const std::int64_t numel = shape[0] * shape[1] * shape[2] * shape[3];
+  Results r;
+  r.out.resize(numel);
+  r.indices.resize(static_cast<std::size_t>(shape[0] * shape[2] * sp.plan.S));
+  if (in.dout) {
+    r.dq.resize(numel);
+    r.dk.resize(numel);
+    r.dv.resize(numel);
+  }
+  auto whole = [&](const float* data) {
+    return TensorView::contiguous(const_cast<float*>(data), DType::kFloat32, Device::kCPU,
+                                  {shape[0], shape[1], shape[2], shape[3]});
+  };
+  // Each rank's OpenMP workers: an equal share of --threads (0: of every hardware thread).
+  Options per_rank = options;
+  const int threads = options.threads > 0 ? options.threads : omp_threads();
+  per_rank.threads = std::max(1, threads / world);
+  run_thread_ranks(world, [&](Communicator& comm) {
+    const int rank = comm.rank();
+    auto local = [&] {
+      return Tensor::empty(DType::kFloat32, Device::kCPU,
+                           {shape[0], sp.local_seq, shape[2], shape[3]});
+    };
+    auto mine = [&](const float* data) {
+      Tensor t = local();
+      shard(whole(data), world, rank, t);
+      return t;
+    };
+    const Tensor q = mine(in.q.data<float>()), k = mine(in.k.data<float>()),
+                 v = mine(in.v.data<float>()), o = local();
+    Options opts = per_rank;
+    opts.comm = &comm;
+    Context ctx;
+    forward(config, q, k, v, o, ctx, opts);
+    unshard(o, world, rank, whole(r.out.data()));
+    unshard_indices(sp, rank, ctx.indices(), r.indices.data());
+    if (in.dout) {
+      const Tensor dout = mine(in.dout->data<float>()), gq = local(), gk = local(), gv = local();
+      backward(ctx, dout, gq, gk, gv, opts);
+      unshard(gq, world, rank, whole(r.dq.data()));
+      unshard(gk, world, rank, whole(r.dk.data()));
+      unshard(gv, world, rank, whole(r.dv.data()));
+    }
+  });
+  return r;
+}
+
 int run_attention(const AttentionArgs& a) {
   // 1. Flags.
   require_given("--levels", a.levels);
@@ -158,6 +225,12 @@ int run_attention(const AttentionArgs& a) {
   }
   Options options;
   options.threads = parse_int32("--threads", a.threads, 0);
+  const int cp = a.cp.empty() ? 0 : parse_int32("--cp", a.cp, 1, 4096);
+  if (cp > 0 && device != Device::kCPU) {
+    reject("--cp", a.cp,
+           "runs its ranks as threads on the cpu device; on GPUs context parallelism needs one "
+           "process per GPU (the C++ API over NCCL, or the PyTorch op's cp_group)");
+  }
   // The library checks host tensors only; for a device run the CLI checks the files itself.
   options.check_finite = a.check_finite && device == Device::kCPU;
   check_out_folder(a.out);
@@ -170,6 +243,13 @@ int run_attention(const AttentionArgs& a) {
   Plan plan;
   try {
     plan = make_plan(config, shape[0], shape[1], shape[2], shape[3], kv_shape[2]);
+    if (cp > 0 && plan.kv_heads != plan.heads) {
+      throw InvalidArgument("cp", std::to_string(cp),
+                            "context parallelism supports as many KV heads as heads only so far "
+                            "(k has " + std::to_string(plan.kv_heads) + ", q " +
+                                std::to_string(plan.heads) + ")");
+    }
+    if (cp > 0) make_shard_plan(config, shape[0], shape[1], shape[2], shape[3], cp);
     check_supported(device, plan, dtype);
   } catch (const InvalidArgument& e) {
     rethrow_for_files(e, a);
@@ -186,23 +266,32 @@ int run_attention(const AttentionArgs& a) {
   std::vector<float> out, dq, dk, dv;
   std::vector<std::int32_t> indices;
   try {
-    Tensor q = upload(in.q.data<float>(), shape, dtype, device);
-    Tensor k = upload(in.k.data<float>(), kv_shape, dtype, device);
-    Tensor v = upload(in.v.data<float>(), kv_shape, dtype, device);
-    Tensor o = allocate(shape, dtype, device);
-    Context ctx;
-    forward(config, q, k, v, o, ctx, options);
-    out = download(o);
-    indices = ctx.indices();
-    if (in.dout) {
-      Tensor dout = upload(in.dout->data<float>(), shape, dtype, device);
-      Tensor gq = allocate(shape, dtype, device);
-      Tensor gk = allocate(kv_shape, dtype, device);
-      Tensor gv = allocate(kv_shape, dtype, device);
-      backward(ctx, dout, gq, gk, gv, options);
-      dq = download(gq);
-      dk = download(gk);
-      dv = download(gv);
+    if (cp > 0) {
+      Results r = compute_cp(config, in, shape, cp, options);
+      out = std::move(r.out);
+      indices = std::move(r.indices);
+      dq = std::move(r.dq);
+      dk = std::move(r.dk);
+      dv = std::move(r.dv);
+    } else {
+      Tensor q = upload(in.q.data<float>(), shape, dtype, device);
+      Tensor k = upload(in.k.data<float>(), kv_shape, dtype, device);
+      Tensor v = upload(in.v.data<float>(), kv_shape, dtype, device);
+      Tensor o = allocate(shape, dtype, device);
+      Context ctx;
+      forward(config, q, k, v, o, ctx, options);
+      out = download(o);
+      indices = ctx.indices();
+      if (in.dout) {
+        Tensor dout = upload(in.dout->data<float>(), shape, dtype, device);
+        Tensor gq = allocate(shape, dtype, device);
+        Tensor gk = allocate(kv_shape, dtype, device);
+        Tensor gv = allocate(kv_shape, dtype, device);
+        backward(ctx, dout, gq, gk, gv, options);
+        dq = download(gq);
+        dk = download(gk);
+        dv = download(gv);
+      }
     }
   } catch (const InvalidArgument& e) {
     rethrow_for_files(e, a);
@@ -270,6 +359,11 @@ Command add_attention_command(CLI::App& parent) {
       ->capture_default_str()
       ->type_name("T");
   app->add_flag("--check-finite", args->check_finite, "reject NaN/Inf inputs");
+  app->add_option("--cp", args->cp,
+                  "context parallelism: run W ranks (threads of this process, cpu only), each "
+                  "with 2 of the sequence's 2W chunks; same files as without, bit for bit. "
+                  "Needs topk/128 divisible by 2W and H by W")
+      ->type_name("W");
   app->add_option("--out", args->out, "output folder, created if missing (required)")
       ->type_name("DIR");
   return {app, [args] { return run_attention(*args); }};

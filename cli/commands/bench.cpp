@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/bench_cp.hpp"
 #include "bench/bench_measure.hpp"
 #include "bench/bench_pairing.hpp"
 #include "bench/bench_report.hpp"
@@ -33,7 +34,7 @@ struct BenchArgs {
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
   std::string kv_heads = "0";
   std::string threads = "0", seed = "0", sgemm_size = "2048", selection = "original";
-  std::string json, plot, deterministic, side_by_side;
+  std::string json, plot, deterministic, side_by_side, cp;
   ScorerFlags scorer;
   bool stages = false, quiet = false;
 };
@@ -146,6 +147,37 @@ int run_bench(const BenchArgs& a) {
   }
   if (!a.json.empty()) check_writable_path("--json", a.json);
   if (!a.plot.empty()) check_writable_path("--plot", a.plot);
+  if (!a.cp.empty()) {
+    CpBenchSetup cp;
+    cp.world = parse_int32("--cp", a.cp, 1, 1 << 20);
+    if (!a.plot.empty()) reject("--plot", a.plot, "is not drawn with --cp (use --json)");
+    if (report.kv_heads != 0 && report.kv_heads != report.heads) {
+      reject("--kv-heads", a.kv_heads, "is not supported with --cp yet (KV heads must equal heads)");
+    }
+    cp.device = device;
+    cp.dtype = report.dtype;
+    cp.config = report.config;
+    cp.batch = report.batch;
+    cp.heads = report.heads;
+    cp.head_dim = report.head_dim;
+    cp.seqs = report.seqs;
+    cp.lighthouse = cp.dense = false;
+    for (Impl i : report.impls) {
+      if (i == Impl::kFloor && !a.impl.empty()) {
+        reject("--impl", a.impl, "floor has no context-parallel form: use dense,lighthouse");
+      }
+      cp.lighthouse = cp.lighthouse || i == Impl::kLighthouse;
+      cp.dense = cp.dense || i == Impl::kDense;
+    }
+    cp.repeats = report.repeats;
+    cp.warmup = report.warmup;
+    cp.threads = report.threads;
+    cp.deterministic = report.deterministic;
+    cp.seed = report.seed;
+    cp.quiet = a.quiet;
+    cp.json = a.json;
+    return run_bench_cp(cp);
+  }
 
   // Every (impl, N) is planned and checked against the backend before the first measurement.
   // A configuration that does not fit an N the user asked for is an error; one that does not
@@ -395,6 +427,12 @@ Command add_bench_command(CLI::App& parent) {
                   "on|off: time lighthouse and floor of each N in one alternating loop (default: "
                   "on for cuda, off for cpu)")
       ->type_name("on|off");
+  app->add_option("--cp", args->cp,
+                  "context parallelism over W ranks: per N, lighthouse and dense (Ulysses) "
+                  "through it, fwd/bwd of the slowest rank, time in collectives, bytes sent per "
+                  "rank against the plan's estimate, and (one process) the single-device time. "
+                  "cpu: W threads; cuda: one process per GPU under torchrun (NCCL), or W = 1")
+      ->type_name("W");
   app->add_flag("--stages", args->stages, "print the per-stage breakdown of Lighthouse");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   return {app, [args] { return run_bench(*args); }};

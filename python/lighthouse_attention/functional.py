@@ -51,6 +51,9 @@ def lighthouse_attention(
     selection: str = "original",
     scorer: str = "norm",
     dilation: int = 4,
+    cp_group=None,
+    cp_attention: str = "library",
+    cp_check: bool = True,
 ) -> torch.Tensor:
     """Causal Lighthouse attention of ``q``, ``k``, ``v``; differentiable in all three.
 
@@ -76,8 +79,33 @@ def lighthouse_attention(
     shares one selection and its K/V rows.
 
     CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
+
+    ``cp_group`` (a ``torch.distributed`` process group of W ranks; NCCL on GPUs, gloo on CPUs):
+    context parallelism. ``q``, ``k``, ``v`` are then this rank's shard of the sequence, its two
+    chunks of ``2 W`` (``context_parallel.shard``), and so is the output; every rank of the group
+    makes the same call. The result equals the single-device op's (bit for bit on the CPU with
+    ``cp_attention="library"``). Rules: ``topk / 128`` divisible by ``2 W`` (levels >= 2),
+    ``H`` by ``W``, ``selection="original"``. ``cp_attention``: the dense attention over the
+    gathered rows, ``"library"`` (the op with levels = 1) or ``"sdpa"``
+    (``F.scaled_dot_product_attention``). ``cp_check``: the agreement check of every call (an
+    all-gather of the shapes and configuration, and a host sync); turn it off once a training
+    loop has run a step.
     """
     q, k, v = _as_bnhd(q, k, v, layout)
+    if cp_group is not None:
+        from . import context_parallel
+
+        if scorer != "norm":
+            raise ValueError(f"scorer = {scorer!r}: context parallelism (cp_group) supports "
+                             "scorer='norm' only so far")
+        if k.shape[2] != q.shape[2]:
+            raise ValueError(f"k has {k.shape[2]} heads, q {q.shape[2]}: context parallelism "
+                             "(cp_group) supports as many KV heads as query heads only so far")
+        out = context_parallel.attention(
+            q, k, v, levels=levels, pool=pool, topk=topk, scale=scale, selection=selection,
+            group=cp_group, inner=cp_attention, check=cp_check,
+        )
+        return out.transpose(1, 2) if layout == "bhnd" else out
     out = ops.attention(q, k, v, levels, pool, topk, scale, selection, scorer, dilation)
     return out.transpose(1, 2) if layout == "bhnd" else out
 

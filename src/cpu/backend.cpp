@@ -101,36 +101,73 @@ void sum_groups(T* x, std::int64_t groups, std::int64_t G, std::int64_t count, i
   }
 }
 
-template <typename T>
-void forward_t(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
-               const TensorView& out, void* context, const Options& options) {
-  const int threads = resolve_threads(options.threads);
-  const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
-  const std::int64_t P = plan.pyramid_size, G = plan.group();
-  const std::int64_t groups = plan.batch * plan.kv_heads;
-  StageClock clock(options.times);
-  const Parts<T> state = parts_of<T>(plan, context);
-
+// Pyramid, selection and gather of q, k, v into indices, position and the gathered rows (one
+// selection per KV group: [B * Hkv] score rows).
+void select_and_gather(const Plan& plan, const TensorView& q, const TensorView& k,
+                       const TensorView& v, std::int32_t* indices, std::int32_t* position,
+                       void* q_sel, void* k_sel, void* v_sel, int threads, StageClock& clock) {
+  const std::int64_t groups = plan.batch * plan.kv_heads, P = plan.pyramid_size;
   Buffer<float> sq(static_cast<std::size_t>(groups * P)), sk(static_cast<std::size_t>(groups * P));
   level_scores(plan, q, k, v, sq.data(), sk.data(), threads);
   clock.lap(&StageTimes::pyramid);
 
-  select_entries(plan, sq.data(), sk.data(), state.indices, state.position, threads);
+  select_entries(plan, sq.data(), sk.data(), indices, position, threads);
   clock.lap(&StageTimes::selection);
 
-  gather_rows(plan, q, state.indices, state.q, threads);
-  gather_rows(plan, k, state.indices, state.k, threads);
-  gather_rows(plan, v, state.indices, state.v, threads);
+  gather_rows(plan, q, indices, q_sel, threads);
+  gather_rows(plan, k, indices, k_sel, threads);
+  gather_rows(plan, v, indices, v_sel, threads);
   clock.lap(&StageTimes::gather);
+}
 
-  // Grouped-query attention: query head bh reads its group's k and v rows.
+// The dense causal attention over [B*H][S][D] query rows; grouped-query attention: query head bh
+// reads its group's k and v rows ([B*Hkv][S][D]).
+template <typename T>
+void rows_attention(const Plan& plan, const T* q, const T* k, const T* v, T* o, T* lse,
+                    int threads) {
+  const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
+  const std::int64_t G = plan.group();
   std::vector<AttentionHead<T>> heads(static_cast<std::size_t>(BH));
   for (std::int64_t bh = 0; bh < BH; ++bh) {
     const std::int64_t off = bh * S * D, kv = bh / G * S * D;
-    heads[bh] = {state.q + off, state.k + kv, state.v + kv, state.o + off, state.lse + bh * S};
+    heads[bh] = {q + off, k + kv, v + kv, o + off, lse + bh * S};
   }
   causal_attention_forward<T>(std::span<const AttentionHead<T>>(heads), S, D, D,
                               static_cast<T>(plan.scale), threads);
+}
+
+template <typename T>
+// dk and dv must hold [B*H][S][D] rows (per query head); the first [B*Hkv][S][D] hold the result.
+void rows_attention_backward(const Plan& plan, const T* q, const T* k, const T* v, const T* o,
+                             const T* lse, const T* dout, T* dq, T* dk, T* dv, int threads) {
+  const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
+  const std::int64_t G = plan.group();
+  std::vector<AttentionGradHead<T>> heads(static_cast<std::size_t>(BH));
+  for (std::int64_t bh = 0; bh < BH; ++bh) {
+    const std::int64_t off = bh * S * D, kv = bh / G * S * D;
+    heads[bh] = {q + off,    k + kv,   v + kv,   o + off, lse + bh * S,
+                 dout + off, dq + off, dk + off, dv + off};
+  }
+  causal_attention_backward<T>(std::span<const AttentionGradHead<T>>(heads), S, D, D,
+                               static_cast<T>(plan.scale), threads);
+  // dk and dv were written per query head ([B*H][S][D]); with GQA, summed over each group.
+  if (G > 1) {
+    sum_groups(dk, plan.batch * plan.kv_heads, G, S * D, threads);
+    sum_groups(dv, plan.batch * plan.kv_heads, G, S * D, threads);
+  }
+}
+
+template <typename T>
+void forward_t(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+               const TensorView& out, void* context, const Options& options) {
+  const int threads = resolve_threads(options.threads);
+  StageClock clock(options.times);
+  const Parts<T> state = parts_of<T>(plan, context);
+
+  select_and_gather(plan, q, k, v, state.indices, state.position, state.q, state.k, state.v,
+                    threads, clock);
+
+  rows_attention<T>(plan, state.q, state.k, state.v, state.o, state.lse, threads);
   clock.lap(&StageTimes::attention);
 
   scatter_rows(plan, state.o, state.position, out, threads);
@@ -142,7 +179,6 @@ void backward_t(const Plan& plan, const void* context, const TensorView& dout, c
                 const TensorView& dk, const TensorView& dv, const Options& options) {
   const int threads = resolve_threads(options.threads);
   const std::int64_t BH = plan.batch * plan.heads, S = plan.S, D = plan.head_dim;
-  const std::int64_t G = plan.group();
   StageClock clock(options.times);
   const auto rows = static_cast<std::size_t>(BH * S * D);
   // Backward only reads the context; Parts carries mutable pointers for the forward's sake.
@@ -154,19 +190,8 @@ void backward_t(const Plan& plan, const void* context, const TensorView& dout, c
 
   // dk_sel and dv_sel per query head; with GQA they are then summed over each group.
   Buffer<T> dq_sel(rows), dk_sel(rows), dv_sel(rows);
-  std::vector<AttentionGradHead<T>> heads(static_cast<std::size_t>(BH));
-  for (std::int64_t bh = 0; bh < BH; ++bh) {
-    const std::int64_t off = bh * S * D, kv = bh / G * S * D;
-    heads[bh] = {state.q + off,       state.k + kv,        state.v + kv,
-                 state.o + off,       state.lse + bh * S,  do_sel.data() + off,
-                 dq_sel.data() + off, dk_sel.data() + off, dv_sel.data() + off};
-  }
-  causal_attention_backward<T>(std::span<const AttentionGradHead<T>>(heads), S, D, D,
-                               static_cast<T>(plan.scale), threads);
-  if (G > 1) {
-    sum_groups(dk_sel.data(), plan.batch * plan.kv_heads, G, S * D, threads);
-    sum_groups(dv_sel.data(), plan.batch * plan.kv_heads, G, S * D, threads);
-  }
+  rows_attention_backward<T>(plan, state.q, state.k, state.v, state.o, state.lse, do_sel.data(),
+                             dq_sel.data(), dk_sel.data(), dv_sel.data(), threads);
   clock.lap(&StageTimes::attention);
 
   gather_rows_backward(plan, dq_sel.data(), state.position, dq, threads);
@@ -211,6 +236,102 @@ class CpuBackend final : public Backend {
     dispatch_float(dout.dtype, [&](auto zero) {
       backward_t<decltype(zero)>(plan, context, dout, dq, dk, dv, options);
     });
+  }
+
+  // ---- context parallelism: the stages of one chunk (backend.hpp) ----------------------------
+  void chunk_select_gather(const Plan& plan, const TensorView& q, const TensorView& k,
+                           const TensorView& v, std::int32_t* indices, std::int32_t* position,
+                           void* q_sel, void* k_sel, void* v_sel, const Options& options) override {
+    StageClock clock(options.times);
+    select_and_gather(plan, q, k, v, indices, position, q_sel, k_sel, v_sel,
+                      resolve_threads(options.threads), clock);
+  }
+
+  void chunk_output_edges(const Plan& plan, DType dtype, const std::int32_t* position,
+                          const void* o_sel, void* edges, const Options& options) override {
+    StageClock clock(options.times);
+    output_edge_rows(plan, dtype, position, o_sel, edges);
+    clock.lap(&StageTimes::scatter);
+  }
+
+  void chunk_scatter(const Plan& plan, const std::int32_t* position, const void* o_sel,
+                     const void* prev_edges, const TensorView& out,
+                     const Options& options) override {
+    StageClock clock(options.times);
+    scatter_rows(plan, o_sel, position, out, resolve_threads(options.threads));
+    if (prev_edges) scatter_edge_tokens(plan, o_sel, position, prev_edges, out);
+    clock.lap(&StageTimes::scatter);
+  }
+
+  void copy_tokens(const TensorView& x, std::int64_t tokens, void* dst, const Options&) override {
+    const std::size_t row = static_cast<std::size_t>(x.shape[3]) * dtype_size(x.dtype);
+    auto* out = static_cast<unsigned char*>(dst);
+    for (std::int64_t b = 0; b < x.shape[0]; ++b)
+      for (std::int64_t t = 0; t < tokens; ++t)
+        for (std::int64_t h = 0; h < x.shape[2]; ++h) {
+          const std::int64_t at = b * x.strides[0] + t * x.strides[1] + h * x.strides[2];
+          std::memcpy(out, static_cast<const unsigned char*>(x.data) + at * dtype_size(x.dtype),
+                      row);
+          out += row;
+        }
+  }
+
+  void chunk_scatter_backward(const Plan& plan, const std::int32_t* indices,
+                              const std::int32_t* position, const TensorView& dout,
+                              const void* next_dout, void* do_sel,
+                              const Options& options) override {
+    StageClock clock(options.times);
+    scatter_rows_backward(plan, dout, indices, do_sel, resolve_threads(options.threads));
+    if (next_dout) scatter_backward_edge_rows(plan, dout, position, next_dout, do_sel);
+    clock.lap(&StageTimes::scatter);
+  }
+
+  void chunk_gather_backward(const Plan& plan, const std::int32_t* position, const void* dq_sel,
+                             const void* dk_sel, const void* dv_sel, const TensorView& dq,
+                             const TensorView& dk, const TensorView& dv,
+                             const Options& options) override {
+    const int threads = resolve_threads(options.threads);
+    StageClock clock(options.times);
+    gather_rows_backward(plan, dq_sel, position, dq, threads);
+    gather_rows_backward(plan, dk_sel, position, dk, threads);
+    gather_rows_backward(plan, dv_sel, position, dv, threads);
+    clock.lap(&StageTimes::gather);
+  }
+
+  void rows_attention_forward(const Plan& plan, DType dtype, const void* q, const void* k,
+                              const void* v, void* o, void* stats,
+                              const Options& options) override {
+    StageClock clock(options.times);
+    dispatch_float(dtype, [&](auto zero) {
+      using T = decltype(zero);
+      rows_attention<T>(plan, static_cast<const T*>(q), static_cast<const T*>(k),
+                        static_cast<const T*>(v), static_cast<T*>(o), static_cast<T*>(stats),
+                        resolve_threads(options.threads));
+    });
+    clock.lap(&StageTimes::attention);
+  }
+
+  void rows_attention_backward(const Plan& plan, DType dtype, const void* q, const void* k,
+                               const void* v, const void* o, const void* stats, const void* dout,
+                               void* dq, void* dk, void* dv, const Options& options) override {
+    StageClock clock(options.times);
+    dispatch_float(dtype, [&](auto zero) {
+      using T = decltype(zero);
+      cpu::rows_attention_backward<T>(plan, static_cast<const T*>(q), static_cast<const T*>(k),
+                                      static_cast<const T*>(v), static_cast<const T*>(o),
+                                      static_cast<const T*>(stats), static_cast<const T*>(dout),
+                                      static_cast<T*>(dq), static_cast<T*>(dk), static_cast<T*>(dv),
+                                      resolve_threads(options.threads));
+    });
+    clock.lap(&StageTimes::attention);
+  }
+
+  void copy_2d(void* dst, std::size_t dpitch, const void* src, std::size_t spitch,
+               std::size_t width, std::size_t height, const Options&) override {
+    for (std::size_t r = 0; r < height; ++r) {
+      std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch,
+                  width);
+    }
   }
 
   void* allocate(std::size_t bytes) override {

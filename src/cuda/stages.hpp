@@ -128,4 +128,27 @@ void launch_scatter(const Geometry& g, DType dtype, const std::int32_t* position
 void launch_scatter_backward(const Geometry& g, DType dtype, const std::int32_t* indices,
                              const TokenTensor& dout, void* do_sel, cudaStream_t stream);
 
+// ---- Context parallelism: the edges between chunks (chunk_edges.cu) ----------------------------
+// `g` is a chunk's geometry (the chunk as a sequence of its own); rows and edges as
+// context_parallel.hpp and backend.hpp describe them.
+
+// edges [BH, L-1, D]: the o_sel rows of the chunk's last entry at levels 1..L-1, zero where not
+// selected.
+void launch_output_edges(const Geometry& g, DType dtype, const std::int32_t* position,
+                         const void* o_sel, void* edges, cudaStream_t stream);
+// out's first c_{L-1} - 1 tokens again (after launch_scatter), with the previous chunk's edges
+// (prev_edges [BH, L-1, D]) at the levels whose entry lies before the chunk.
+void launch_scatter_edges(const Geometry& g, DType dtype, const std::int32_t* position,
+                          const void* o_sel, const void* prev_edges, const TokenTensor& out,
+                          cudaStream_t stream);
+// The do_sel rows of the chunk's last entries again (after launch_scatter_backward), with the
+// next chunk's first c_{L-1} - 1 dout tokens (next_dout [B, c_{L-1} - 1, H, D]) after the
+// chunk's last.
+void launch_scatter_backward_edges(const Geometry& g, DType dtype, const std::int32_t* position,
+                                   const TokenTensor& dout, const void* next_dout, void* do_sel,
+                                   cudaStream_t stream);
+// dst [B, tokens, H, D] (contiguous) = the first `tokens` tokens of x.
+void launch_copy_tokens(DType dtype, const TokenTensor& x, std::int64_t batch, std::int64_t tokens,
+                        std::int64_t heads, std::int64_t head_dim, void* dst, cudaStream_t stream);
+
 }  // namespace lighthouse::cuda

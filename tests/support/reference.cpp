@@ -371,11 +371,11 @@ void dilated_scores(const Shape& shape, const std::vector<double>& q, const std:
       std::copy_n(&k[at(shape, b, t, h)], D, &K[m * D]);
       std::copy_n(&v[at(shape, b, t, h)], D, &V[m * D]);
     }
-    const Attention qk = attention(Q, K, V, n, D, scale);
-    const Attention kq = attention(K, Q, V, n, D, scale);
+    const DenseAttention qk = dense_causal_attention(Q, K, V, {}, n, D, scale);
+    const DenseAttention kq = dense_causal_attention(K, Q, V, {}, n, D, scale);
     for (std::int64_t m = 0; m < n; ++m) {
-      sq[m * dilation + j] = token_score(&qk.O[m * D], D);
-      sk[m * dilation + j] = token_score(&kq.O[m * D], D);
+      sq[m * dilation + j] = token_score(&qk.o[m * D], D);
+      sk[m * dilation + j] = token_score(&kq.o[m * D], D);
     }
   }
 }
