@@ -18,12 +18,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 const auto& forward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("lighthouse::attention_forward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t,
-              std::int64_t, std::optional<double>, c10::string_view)>();
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lighthouse::attention_forward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(
+                                 const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                 std::int64_t, std::int64_t, std::int64_t, std::optional<double>,
+                                 c10::string_view, c10::string_view, std::int64_t)>();
   return op;
 }
 
@@ -32,7 +32,8 @@ const auto& backward_op() {
                              .findSchemaOrThrow("lighthouse::attention_backward", "")
                              .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
                                  const at::Tensor&, const at::Tensor&, std::int64_t, std::int64_t,
-                                 std::int64_t, std::optional<double>, c10::string_view)>();
+                                 std::int64_t, std::optional<double>, c10::string_view,
+                                 c10::string_view, std::int64_t, std::int64_t)>();
   return op;
 }
 
@@ -41,15 +42,20 @@ class Attention : public torch::autograd::Function<Attention> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, std::int64_t levels, std::int64_t pool,
                             std::int64_t topk, std::optional<double> scale,
-                            c10::string_view selection) {
+                            c10::string_view selection, c10::string_view scorer,
+                            std::int64_t dilation) {
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [out, context] = forward_op().call(q, k, v, levels, pool, topk, scale, selection);
+    auto [out, context] =
+        forward_op().call(q, k, v, levels, pool, topk, scale, selection, scorer, dilation);
     ctx->save_for_backward({context});
     ctx->saved_data["levels"] = levels;
     ctx->saved_data["pool"] = pool;
     ctx->saved_data["topk"] = topk;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["selection"] = std::string(selection);
+    ctx->saved_data["scorer"] = std::string(scorer);
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["kv_heads"] = k.size(2);
     return out;
   }
 
@@ -61,23 +67,29 @@ class Attention : public torch::autograd::Function<Attention> {
                                             : std::optional<double>(saved.at("scale").toDouble());
     auto [dq, dk, dv] =
         backward_op().call(grads[0], context, saved.at("levels").toInt(), saved.at("pool").toInt(),
-                           saved.at("topk").toInt(), scale, saved.at("selection").toStringRef());
-    // No gradient for levels, pool, topk, scale and selection.
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+                           saved.at("topk").toInt(), scale, saved.at("selection").toStringRef(),
+                           saved.at("scorer").toStringRef(), saved.at("dilation").toInt(),
+                           saved.at("kv_heads").toInt());
+    // No gradient for levels, pool, topk, scale, selection, scorer and dilation.
+    return {dq,           dk,           dv,           at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                              std::optional<double> scale, c10::string_view selection) {
-  return Attention::apply(q, k, v, levels, pool, topk, scale, selection);
+                              std::optional<double> scale, c10::string_view selection,
+                              c10::string_view scorer, std::int64_t dilation) {
+  return Attention::apply(q, k, v, levels, pool, topk, scale, selection, scorer, dilation);
 }
 
 // Below autograd (inference mode, or any backend key): the forward alone.
 at::Tensor attention_plain(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                           std::optional<double> scale, c10::string_view selection) {
-  return std::get<0>(forward_op().call(q, k, v, levels, pool, topk, scale, selection));
+                           std::optional<double> scale, c10::string_view selection,
+                           c10::string_view scorer, std::int64_t dilation) {
+  return std::get<0>(
+      forward_op().call(q, k, v, levels, pool, topk, scale, selection, scorer, dilation));
 }
 
 }  // namespace

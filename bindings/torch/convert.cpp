@@ -39,7 +39,8 @@ DType dtype_from(const std::string& param, c10::ScalarType type) {
 }
 
 Config make_config(std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                   std::optional<double> scale, std::string_view selection) {
+                   std::optional<double> scale, std::string_view selection, std::string_view scorer,
+                   std::int64_t dilation) {
   // Values outside int range would wrap silently on conversion: reject them with the rule.
   auto narrow = [](const char* name, std::int64_t value) {
     if (value < INT32_MIN || value > INT32_MAX) {
@@ -53,6 +54,8 @@ Config make_config(std::int64_t levels, std::int64_t pool, std::int64_t topk,
   config.topk = narrow("topk", topk);
   config.scale = scale;
   config.selection = parse_selection(std::string(selection), "selection");
+  config.scorer = parse_scorer(std::string(scorer), "scorer");
+  config.dilation = narrow("dilation", dilation);
   validate(config);
   return config;
 }

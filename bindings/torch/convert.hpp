@@ -19,9 +19,11 @@ namespace lighthouse::torch_op {
 // Lighthouse's dtype for a PyTorch one; InvalidArgument naming `param` for any other.
 DType dtype_from(const std::string& param, c10::ScalarType type);
 
-// `selection`: "original" or "causal" (Config::selection).
+// `selection`: "original" or "causal" (Config::selection); `scorer`: "norm" or "dilated"
+// (Config::scorer) with `dilation` (Config::dilation).
 Config make_config(std::int64_t levels, std::int64_t pool, std::int64_t topk,
-                   std::optional<double> scale, std::string_view selection);
+                   std::optional<double> scale, std::string_view selection, std::string_view scorer,
+                   std::int64_t dilation);
 
 // A [B, N, H, D] view of `t` (which must stay alive). `name` appears in error messages.
 TensorView view_of(const char* name, const at::Tensor& t);

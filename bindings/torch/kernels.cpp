@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <tuple>
+#include <vector>
 
 #include "convert.hpp"
 
@@ -21,16 +22,18 @@ std::tuple<at::Tensor, at::Tensor> forward_kernel(const at::Tensor& q_in, const 
                                                   const at::Tensor& v_in, std::int64_t levels,
                                                   std::int64_t pool, std::int64_t topk,
                                                   std::optional<double> scale,
-                                                  c10::string_view selection) {
+                                                  c10::string_view selection,
+                                                  c10::string_view scorer, std::int64_t dilation) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(q_in.device());
-    const Config config = make_config(levels, pool, topk, scale, selection);
+    const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor q = readable(q_in), k = readable(k_in), v = readable(v_in);
     const TensorView qv = view_of("q", q), kv = view_of("k", k), vv = view_of("v", v);
     at::Tensor out = new_like_bnhd(q);
     // The plan is made again inside forward(); here it only sizes the context (and validates
     // the shapes before anything is allocated).
-    const Plan plan = make_plan(config, qv.shape[0], qv.shape[1], qv.shape[2], qv.shape[3]);
+    const Plan plan =
+        make_plan(config, qv.shape[0], qv.shape[1], qv.shape[2], qv.shape[3], kv.shape[2]);
     at::Tensor ctx = at::empty({static_cast<std::int64_t>(context_bytes(plan, qv.dtype))},
                                q.options().dtype(at::kByte));
     lighthouse::forward(config, qv, kv, vv, view_of("out", out),
@@ -42,10 +45,11 @@ std::tuple<at::Tensor, at::Tensor> forward_kernel(const at::Tensor& q_in, const 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
     const at::Tensor& dout_in, const at::Tensor& ctx_in, std::int64_t levels, std::int64_t pool,
-    std::int64_t topk, std::optional<double> scale, c10::string_view selection) {
+    std::int64_t topk, std::optional<double> scale, c10::string_view selection,
+    c10::string_view scorer, std::int64_t dilation, std::int64_t kv_heads) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(dout_in.device());
-    const Config config = make_config(levels, pool, topk, scale, selection);
+    const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor dout = readable(dout_in);
     if (ctx_in.scalar_type() != at::kByte || ctx_in.dim() != 1 ||
         ctx_in.device() != dout.device()) {
@@ -57,7 +61,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
         ctx_in.is_contiguous() &&
         reinterpret_cast<std::uintptr_t>(ctx_in.data_ptr()) % kContextAlignment == 0;
     const at::Tensor ctx = aligned ? ctx_in : ctx_in.clone(at::MemoryFormat::Contiguous);
-    at::Tensor dq = new_like_bnhd(dout), dk = new_like_bnhd(dout), dv = new_like_bnhd(dout);
+    // dk and dv have the forward's KV heads (kv_heads; 0: dout's heads).
+    std::vector<std::int64_t> kv_sizes = dout.sizes().vec();
+    if (kv_heads != 0 && kv_sizes.size() == 4) kv_sizes[2] = kv_heads;
+    const auto contiguous = dout.options().memory_format(at::MemoryFormat::Contiguous);
+    at::Tensor dq = new_like_bnhd(dout), dk = at::empty(kv_sizes, contiguous),
+               dv = at::empty(kv_sizes, contiguous);
     lighthouse::backward(config,
                          ContextBuffer{ctx.data_ptr(), static_cast<std::size_t>(ctx.numel())},
                          view_of("dout", dout), view_of("dq", dq), view_of("dk", dk),
@@ -71,14 +80,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> library_kernel(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& dout_in, std::int64_t levels, std::int64_t pool, std::int64_t topk,
-    std::optional<double> scale, c10::string_view selection) {
+    std::optional<double> scale, c10::string_view selection, c10::string_view scorer,
+    std::int64_t dilation) {
   return translate_errors([&] {
     const c10::OptionalDeviceGuard guard(q_in.device());
-    const Config config = make_config(levels, pool, topk, scale, selection);
+    const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor q = readable(q_in), k = readable(k_in), v = readable(v_in),
                      dout = readable(dout_in);
-    at::Tensor out = new_like_bnhd(q), dq = new_like_bnhd(q), dk = new_like_bnhd(q),
-               dv = new_like_bnhd(q);
+    at::Tensor out = new_like_bnhd(q), dq = new_like_bnhd(q), dk = new_like_bnhd(k),
+               dv = new_like_bnhd(k);
     const Options options = options_for(q);
     Context context;
     lighthouse::forward(config, view_of("q", q), view_of("k", k), view_of("v", v),

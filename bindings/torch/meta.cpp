@@ -37,17 +37,22 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& q, const at::T
                                                 const at::Tensor& v, std::int64_t levels,
                                                 std::int64_t pool, std::int64_t topk,
                                                 std::optional<double> scale,
-                                                c10::string_view selection) {
+                                                c10::string_view selection, c10::string_view scorer,
+                                                std::int64_t dilation) {
   return translate_errors([&] {
     const auto sizes = concrete_bnhd("q", q);
+    const auto kv_sizes = concrete_bnhd("k", k);
+    // k and v: q's B, N and D; their head count (grouped-query attention) is make_plan's to check.
     for (const auto& [name, t] : {std::pair{"k", &k}, std::pair{"v", &v}}) {
-      if (concrete_bnhd(name, *t) != sizes || t->scalar_type() != q.scalar_type()) {
+      const auto s = concrete_bnhd(name, *t);
+      if (s != kv_sizes || s[0] != sizes[0] || s[1] != sizes[1] || s[3] != sizes[3] ||
+          t->scalar_type() != q.scalar_type()) {
         throw InvalidArgument(name, std::string(c10::toString(t->scalar_type())) + " tensor",
-                              "must have the shape and dtype of q");
+                              "must be [B, N, Hkv, D] with q's B, N, D and dtype (v: k's shape)");
       }
     }
-    const Plan plan = make_plan(make_config(levels, pool, topk, scale, selection), sizes[0],
-                                sizes[1], sizes[2], sizes[3]);
+    const Plan plan = make_plan(make_config(levels, pool, topk, scale, selection, scorer, dilation),
+                                sizes[0], sizes[1], sizes[2], sizes[3], kv_sizes[2]);
     const DType dtype = dtype_from("q.dtype", q.scalar_type());
     at::Tensor ctx = at::empty({static_cast<std::int64_t>(context_bytes(plan, dtype))},
                                q.options().dtype(at::kByte));
@@ -57,13 +62,16 @@ std::tuple<at::Tensor, at::Tensor> forward_meta(const at::Tensor& q, const at::T
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_meta(
     const at::Tensor& dout, const at::Tensor& /*ctx*/, std::int64_t levels, std::int64_t pool,
-    std::int64_t topk, std::optional<double> scale, c10::string_view selection) {
+    std::int64_t topk, std::optional<double> scale, c10::string_view selection,
+    c10::string_view scorer, std::int64_t dilation, std::int64_t kv_heads) {
   return translate_errors([&] {
     const auto sizes = concrete_bnhd("dout", dout);
-    make_plan(make_config(levels, pool, topk, scale, selection), sizes[0], sizes[1], sizes[2],
-              sizes[3]);
-    return std::make_tuple(empty_bnhd(sizes, dout), empty_bnhd(sizes, dout),
-                           empty_bnhd(sizes, dout));
+    const Plan plan = make_plan(make_config(levels, pool, topk, scale, selection, scorer, dilation),
+                                sizes[0], sizes[1], sizes[2], sizes[3], kv_heads);
+    auto kv_sizes = sizes;
+    kv_sizes[2] = plan.kv_heads;
+    return std::make_tuple(empty_bnhd(sizes, dout), empty_bnhd(kv_sizes, dout),
+                           empty_bnhd(kv_sizes, dout));
   });
 }
 

@@ -65,13 +65,16 @@ StageTimes median_stages(const std::vector<StageTimes>& runs) {
 
 }  // namespace
 
-HostInputs random_inputs(std::uint64_t seed, const Shape4& shape) {
+HostInputs random_inputs(std::uint64_t seed, const Shape4& shape, std::int64_t kv_heads) {
   HostInputs in;
   in.shape = shape;
+  in.kv_heads = kv_heads;
   const auto count = static_cast<std::size_t>(shape[0] * shape[1] * shape[2] * shape[3]);
+  const Shape4 kv = in.kv_shape();
+  const auto kv_count = static_cast<std::size_t>(kv[0] * kv[1] * kv[2] * kv[3]);
   std::vector<float>* tensors[] = {&in.q, &in.k, &in.v, &in.dout};
   for (std::uint64_t t = 0; t < 4; ++t) {
-    tensors[t]->resize(count);
+    tensors[t]->resize(t == 1 || t == 2 ? kv_count : count);
     // Distinct, well-separated streams per (seed, N, tensor).
     const std::uint64_t key =
         splitmix64(seed ^ splitmix64(static_cast<std::uint64_t>(shape[1]) * 4 + t));
@@ -84,10 +87,12 @@ HostInputs first_tokens(const HostInputs& in, std::int64_t length) {
   HostInputs out;
   out.shape = in.shape;
   out.shape[1] = length;
-  const std::int64_t row = in.shape[2] * in.shape[3];  // one token: H * D values
+  out.kv_heads = in.kv_heads;
   const std::vector<float>* src[] = {&in.q, &in.k, &in.v, &in.dout};
   std::vector<float>* dst[] = {&out.q, &out.k, &out.v, &out.dout};
   for (int t = 0; t < 4; ++t) {
+    // One token: H * D values (k, v: Hkv * D).
+    const std::int64_t row = (t == 1 || t == 2 ? in.kv_shape()[2] : in.shape[2]) * in.shape[3];
     dst[t]->reserve(static_cast<std::size_t>(in.shape[0] * length * row));
     for (std::int64_t b = 0; b < in.shape[0]; ++b) {
       const auto begin = src[t]->begin() + b * in.shape[1] * row;
@@ -125,13 +130,13 @@ class Subject {
   Subject(const Config& config, const HostInputs& in, const MeasureSetup& setup)
       : config_(config),
         q_(upload(in.q.data(), in.shape, setup.dtype, setup.device)),
-        k_(upload(in.k.data(), in.shape, setup.dtype, setup.device)),
-        v_(upload(in.v.data(), in.shape, setup.dtype, setup.device)),
+        k_(upload(in.k.data(), in.kv_shape(), setup.dtype, setup.device)),
+        v_(upload(in.v.data(), in.kv_shape(), setup.dtype, setup.device)),
         dout_(upload(in.dout.data(), in.shape, setup.dtype, setup.device)),
         out_(allocate(in.shape, setup.dtype, setup.device)),
         dq_(allocate(in.shape, setup.dtype, setup.device)),
-        dk_(allocate(in.shape, setup.dtype, setup.device)),
-        dv_(allocate(in.shape, setup.dtype, setup.device)) {
+        dk_(allocate(in.kv_shape(), setup.dtype, setup.device)),
+        dv_(allocate(in.kv_shape(), setup.dtype, setup.device)) {
     options_.threads = setup.threads;
     options_.deterministic = setup.deterministic;
   }

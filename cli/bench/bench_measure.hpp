@@ -30,12 +30,14 @@ enum class Impl { kDense, kLighthouse, kFloor };
 const char* impl_name(Impl impl);
 
 struct HostInputs {
-  Shape4 shape{};  // [B, N, H, D]
+  Shape4 shape{};             // [B, N, H, D]: q, dout (and out, dq)
+  std::int64_t kv_heads = 0;  // k, v (and dk, dv) are [B, N, kv_heads, D]; 0 = H
   std::vector<float> q, k, v, dout;
+  Shape4 kv_shape() const { return {shape[0], shape[1], kv_heads ? kv_heads : shape[2], shape[3]}; }
 };
 
 // Uniform values in [-1, 1), a pure function of (seed, shape): the same on every run and machine.
-HostInputs random_inputs(std::uint64_t seed, const Shape4& shape);
+HostInputs random_inputs(std::uint64_t seed, const Shape4& shape, std::int64_t kv_heads = 0);
 // The first `length` tokens of every batch row (length <= N).
 HostInputs first_tokens(const HostInputs& inputs, std::int64_t length);
 

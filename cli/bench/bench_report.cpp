@@ -57,6 +57,13 @@ std::optional<std::array<double, 3>> interleaved_times(const Timing& t) {
                                *t.interleaved_fwd_bwd_ms};
 }
 
+// "norm" or "dilated/4": the scorer and its dilation.
+std::string scorer_text(const Config& config) {
+  std::string text = scorer_name(config.scorer);
+  if (config.scorer == Scorer::kDilated) text += "/" + std::to_string(config.dilation);
+  return text;
+}
+
 nlohmann::json optional_json(std::optional<double> value) {
   return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
 }
@@ -66,9 +73,11 @@ nlohmann::json optional_json(std::optional<double> value) {
 void print_table(const BenchReport& r, bool stages, std::ostream& out) {
   const bool with_sgemm = r.sgemm_gflops.has_value();
   out << "# lighthouse bench: " << device_name(r.device) << " " << dtype_name(r.dtype)
-      << ", B=" << r.batch << " H=" << r.heads << " D=" << r.head_dim << ", L=" << r.config.levels
-      << " p=" << r.config.pool << " K=" << r.config.topk << " "
-      << selection_name(r.config.selection) << ", median of " << r.repeats << " after " << r.warmup
+      << ", B=" << r.batch << " H=" << r.heads
+      << (r.kv_heads && r.kv_heads != r.heads ? " Hkv=" + std::to_string(r.kv_heads) : "")
+      << " D=" << r.head_dim << ", L=" << r.config.levels << " p=" << r.config.pool
+      << " K=" << r.config.topk << " " << selection_name(r.config.selection) << " "
+      << scorer_text(r.config) << ", median of " << r.repeats << " after " << r.warmup
       << " warm-up, threads " << (r.threads > 0 ? std::to_string(r.threads) : "all")
       << (r.device == Device::kCUDA
               ? (r.deterministic ? ", deterministic backward" : ", cuDNN's fast (atomic) backward")
@@ -150,7 +159,10 @@ void print_table(const BenchReport& r, bool stages, std::ostream& out) {
   }
 
   if (stages) {
-    out << "# per-stage medians (ms), lighthouse\n";
+    out << "# per-stage medians (ms), lighthouse; the pyramid includes the "
+        << scorer_text(r.config) << " scorer"
+        << (r.config.scorer == Scorer::kDilated ? " (its two attentions per subsequence)" : "")
+        << "\n";
     out << pad_right("impl", 10) << pad_left("N", 9) << pad_left("pass", 6)
         << pad_left("pyramid", 10) << pad_left("selection", 11) << pad_left("gather", 10)
         << pad_left("attention", 11) << pad_left("scatter", 10) << pad_left("total", 10) << "\n";
@@ -199,8 +211,11 @@ nlohmann::json report_json(const BenchReport& r) {
                            {"pool", r.config.pool},
                            {"topk", r.config.topk},
                            {"selection", selection_name(r.config.selection)},
+                           {"scorer", scorer_name(r.config.scorer)},
+                           {"dilation", r.config.dilation},
                            {"batch", r.batch},
                            {"heads", r.heads},
+                           {"kv_heads", r.kv_heads ? r.kv_heads : r.heads},
                            {"head_dim", r.head_dim},
                            {"dtype", dtype_name(r.dtype)},
                            {"repeats", r.repeats},
@@ -220,6 +235,7 @@ nlohmann::json report_json(const BenchReport& r) {
                         {"S", row.S},
                         {"fwd_flops", row.fwd_flops},
                         {"bwd_flops", row.bwd_flops},
+                        {"scorer_flops", row.scorer_flops},
                         {"side_by_side", row.timing && row.timing->side_by_side}};
     if (row.timing) {
       const Timing& t = *row.timing;
@@ -285,9 +301,11 @@ std::string report_svg(const BenchReport& r) {
   PlotLabels labels;
   labels.title = std::string("Lighthouse attention fwd+bwd: ") + device_name(r.device) + " " +
                  dtype_name(r.dtype) + ", B=" + std::to_string(r.batch) +
-                 " H=" + std::to_string(r.heads) + " D=" + std::to_string(r.head_dim) +
-                 ", L=" + std::to_string(r.config.levels) + " p=" + std::to_string(r.config.pool) +
-                 " K=" + std::to_string(r.config.topk) + " " + selection_name(r.config.selection);
+                 " H=" + std::to_string(r.heads) +
+                 (r.kv_heads && r.kv_heads != r.heads ? " Hkv=" + std::to_string(r.kv_heads) : "") +
+                 " D=" + std::to_string(r.head_dim) + ", L=" + std::to_string(r.config.levels) +
+                 " p=" + std::to_string(r.config.pool) + " K=" + std::to_string(r.config.topk) +
+                 " " + selection_name(r.config.selection) + " " + scorer_text(r.config);
   labels.x_label = "sequence length N (tokens)";
   labels.y_label = "fwd+bwd latency (ms)";
   return log_log_chart_svg(labels, series);

@@ -19,6 +19,7 @@ struct BenchRow {
   std::int64_t seq = 0;                 // the N this row belongs to (floor rows too)
   std::int64_t S = 0;                   // the length the attention runs at (N for dense)
   double fwd_flops = 0, bwd_flops = 0;  // the plan's attention FLOPs
+  double scorer_flops = 0;              // the plan's scorer FLOPs (lighthouse rows; forward only)
   std::optional<Timing> timing;         // empty if the run failed
   std::string error;
 };
@@ -34,6 +35,7 @@ struct BenchReport {
   DType dtype = DType::kFloat32;
   Config config;
   std::int64_t batch = 1, heads = 1, head_dim = 64;
+  std::int64_t kv_heads = 0;  // heads of k and v (grouped-query attention); 0 = heads
   int repeats = 1, warmup = 0, threads = 0;
   bool deterministic = true;
   bool side_by_side = false;  // lighthouse and floor timed in one loop per N (measure_side_by_side)

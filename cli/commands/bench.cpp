@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/bench_cp.hpp"
 #include "bench/bench_measure.hpp"
 #include "bench/bench_pairing.hpp"
 #include "bench/bench_report.hpp"
@@ -19,6 +20,7 @@
 #include "common/commands.hpp"
 #include "common/machine.hpp"
 #include "common/progress.hpp"
+#include "common/scorer_flags.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/plan.hpp"
 
@@ -30,8 +32,10 @@ struct BenchArgs {
   std::string device = "cpu";
   // Empty = the device's default (see defaults_for).
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
+  std::string kv_heads = "0";
   std::string threads = "0", seed = "0", sgemm_size = "2048", selection = "original";
-  std::string json, plot, deterministic, side_by_side;
+  std::string json, plot, deterministic, side_by_side, cp;
+  ScorerFlags scorer;
   bool stages = false, quiet = false;
 };
 
@@ -100,10 +104,16 @@ int run_bench(const BenchArgs& a) {
   report.batch = parse_int("--batch", or_default(a.batch, d.batch, s2), 1);
   report.heads = parse_int("--heads", or_default(a.heads, d.heads, s3), 1);
   report.head_dim = parse_int("--head-dim", or_default(a.head_dim, d.head_dim, s4), 1);
+  report.kv_heads = parse_int("--kv-heads", a.kv_heads, 0);
+  if (report.kv_heads != 0 && report.heads % report.kv_heads != 0) {
+    reject("--kv-heads", a.kv_heads,
+           "must divide --heads = " + std::to_string(report.heads) + " (0 = --heads)");
+  }
   report.config.levels = parse_int32("--levels", or_default(a.levels, d.levels, s5));
   report.config.pool = parse_int32("--pool", or_default(a.pool, d.pool, s6));
   report.config.topk = parse_int32("--topk", or_default(a.topk, d.topk, s7));
   report.config.selection = parse_selection(a.selection, "--selection");
+  apply_scorer_flags(a.scorer, report.config);
   validate(report.config);
   report.impls = parse_impls(or_default(a.impl, d.impl, s8));
   report.repeats = parse_int32("--repeats", or_default(a.repeats, d.repeats, s9), 1);
@@ -137,6 +147,37 @@ int run_bench(const BenchArgs& a) {
   }
   if (!a.json.empty()) check_writable_path("--json", a.json);
   if (!a.plot.empty()) check_writable_path("--plot", a.plot);
+  if (!a.cp.empty()) {
+    CpBenchSetup cp;
+    cp.world = parse_int32("--cp", a.cp, 1, 1 << 20);
+    if (!a.plot.empty()) reject("--plot", a.plot, "is not drawn with --cp (use --json)");
+    if (report.kv_heads != 0 && report.kv_heads != report.heads) {
+      reject("--kv-heads", a.kv_heads, "is not supported with --cp yet (KV heads must equal heads)");
+    }
+    cp.device = device;
+    cp.dtype = report.dtype;
+    cp.config = report.config;
+    cp.batch = report.batch;
+    cp.heads = report.heads;
+    cp.head_dim = report.head_dim;
+    cp.seqs = report.seqs;
+    cp.lighthouse = cp.dense = false;
+    for (Impl i : report.impls) {
+      if (i == Impl::kFloor && !a.impl.empty()) {
+        reject("--impl", a.impl, "floor has no context-parallel form: use dense,lighthouse");
+      }
+      cp.lighthouse = cp.lighthouse || i == Impl::kLighthouse;
+      cp.dense = cp.dense || i == Impl::kDense;
+    }
+    cp.repeats = report.repeats;
+    cp.warmup = report.warmup;
+    cp.threads = report.threads;
+    cp.deterministic = report.deterministic;
+    cp.seed = report.seed;
+    cp.quiet = a.quiet;
+    cp.json = a.json;
+    return run_bench_cp(cp);
+  }
 
   // Every (impl, N) is planned and checked against the backend before the first measurement.
   // A configuration that does not fit an N the user asked for is an error; one that does not
@@ -148,7 +189,8 @@ int run_bench(const BenchArgs& a) {
   for (std::int64_t n : report.seqs) {
     std::optional<Plan> lighthouse_plan;
     try {
-      lighthouse_plan = make_plan(report.config, report.batch, n, report.heads, report.head_dim);
+      lighthouse_plan =
+          make_plan(report.config, report.batch, n, report.heads, report.head_dim, report.kv_heads);
     } catch (const InvalidArgument& e) {
       const bool needs_it = std::find_if(report.impls.begin(), report.impls.end(), [](Impl i) {
                               return i != Impl::kDense;
@@ -168,7 +210,8 @@ int run_bench(const BenchArgs& a) {
           plan = *lighthouse_plan;
         } else {
           const std::int64_t length = impl == Impl::kDense ? n : lighthouse_plan->S;
-          plan = make_plan(dense_config, report.batch, length, report.heads, report.head_dim);
+          plan = make_plan(dense_config, report.batch, length, report.heads, report.head_dim,
+                           report.kv_heads);
         }
       } catch (const InvalidArgument& e) {
         reject("--seq", std::to_string(n), e.what());
@@ -208,13 +251,14 @@ int run_bench(const BenchArgs& a) {
   HostInputs inputs, floor_inputs;
   auto inputs_of = [&](const Job& job) -> const HostInputs& {
     const Shape4 shape{report.batch, job.seq, report.heads, report.head_dim};
-    if (inputs.shape != shape) inputs = random_inputs(report.seed, shape);
+    if (inputs.shape != shape) inputs = random_inputs(report.seed, shape, report.kv_heads);
     if (job.impl != Impl::kFloor) return inputs;
     if (job.plan.seq <= job.seq) {
       floor_inputs = first_tokens(inputs, job.plan.seq);
     } else {
       floor_inputs =
-          random_inputs(report.seed, {report.batch, job.plan.seq, report.heads, report.head_dim});
+          random_inputs(report.seed, {report.batch, job.plan.seq, report.heads, report.head_dim},
+                        report.kv_heads);
     }
     return floor_inputs;
   };
@@ -236,6 +280,7 @@ int run_bench(const BenchArgs& a) {
     if (job.impl == Impl::kLighthouse) {
       row.fwd_flops = job.plan.attention_fwd_flops();
       row.bwd_flops = job.plan.attention_bwd_flops();
+      row.scorer_flops = job.plan.scorer_flops();
     } else {
       row.fwd_flops = job.plan.dense_fwd_flops();
       row.bwd_flops = job.plan.dense_bwd_flops();
@@ -332,6 +377,8 @@ Command add_bench_command(CLI::App& parent) {
       "                impl dense,lighthouse,floor; repeats 10, warmup 3\n"
       "A configuration whose first warm-up fwd+bwd takes over 1 s (side by side: either one's)\n"
       "gets 1 warm-up and at most 3 repeats. CUDA times are CUDA events on the default stream.\n"
+      "The scorer's cost is part of the pyramid stage (--stages): compare a --scorer dilated run\n"
+      "with a --scorer norm run of the same lengths.\n"
       "Lengths of the default list that the configuration does not fit are skipped with a note;\n"
       "an explicit --seq that it does not fit is an error.");
   app->add_option("--device", args->device, "cpu or cuda")->capture_default_str()->type_name("DEV");
@@ -339,6 +386,9 @@ Command add_bench_command(CLI::App& parent) {
       ->type_name("N[,N...]");
   app->add_option("--batch", args->batch, "batch B")->type_name("B");
   app->add_option("--heads", args->heads, "heads H")->type_name("H");
+  app->add_option("--kv-heads", args->kv_heads,
+                  "heads of k and v (grouped-query attention; a divisor of H; 0 = H)")
+      ->type_name("HKV");
   app->add_option("--head-dim", args->head_dim, "head dim D")->type_name("D");
   app->add_option("--levels", args->levels, "pyramid levels L")->type_name("L");
   app->add_option("--pool", args->pool, "pooling factor p")->type_name("P");
@@ -348,6 +398,7 @@ Command add_bench_command(CLI::App& parent) {
                   "lighthouse/floor ratios)")
       ->capture_default_str()
       ->type_name("MODE");
+  add_scorer_flags(app, args->scorer);
   app->add_option("--impl", args->impl, "implementations: dense, lighthouse, floor")
       ->type_name("LIST");
   app->add_option("--repeats", args->repeats, "timed runs per measurement (median)")
@@ -376,6 +427,12 @@ Command add_bench_command(CLI::App& parent) {
                   "on|off: time lighthouse and floor of each N in one alternating loop (default: "
                   "on for cuda, off for cpu)")
       ->type_name("on|off");
+  app->add_option("--cp", args->cp,
+                  "context parallelism over W ranks: per N, lighthouse and dense (Ulysses) "
+                  "through it, fwd/bwd of the slowest rank, time in collectives, bytes sent per "
+                  "rank against the plan's estimate, and (one process) the single-device time. "
+                  "cpu: W threads; cuda: one process per GPU under torchrun (NCCL), or W = 1")
+      ->type_name("W");
   app->add_flag("--stages", args->stages, "print the per-stage breakdown of Lighthouse");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   return {app, [args] { return run_bench(*args); }};

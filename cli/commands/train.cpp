@@ -24,6 +24,7 @@
 #include "common/machine.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/error.hpp"
+#include "common/scorer_flags.hpp"
 #include "plot/run_plot.hpp"
 #include "train/compare.hpp"
 #include "train/device_info.hpp"
@@ -51,7 +52,9 @@ struct TrainArgs {
   // matched dense from scratch over 3 seeds, where the original's leaky selection ended 22%
   // worse); the library, `lighthouse attention` and the op keep the original's semantics.
   std::string selection = "causal";
-  std::string dim = "128", layers = "4", heads = "4", hidden = "0", init_std = "0.06";
+  ScorerFlags scorer;
+  std::string dim = "128", layers = "4", heads = "4", kv_heads = "0", hidden = "0";
+  std::string init_std = "0.06";
   bool untied = false;
   std::string seq = "4096", batch = "1", accum = "1";
   std::string lr = "5e-3", min_lr_ratio = "0.1", warmup = "10", decay = "wsd", cooldown = "0.2";
@@ -86,6 +89,7 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.model.dim = parse_int32("--dim", a.dim, 2, 1 << 16);
   c.model.layers = parse_int32("--layers", a.layers, 1, 1024);
   c.model.heads = parse_int32("--heads", a.heads, 1, 1024);
+  c.model.kv_heads = parse_int32("--kv-heads", a.kv_heads, 0, 1024);
   c.model.hidden = parse_int32("--hidden", a.hidden, 0, 1 << 20);
   c.model.tied = !a.untied;
   c.model.init_std = parse_positive_double("--init-std", a.init_std);
@@ -98,6 +102,7 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.lighthouse.pool = parse_int32("--pool", a.pool, 2, 1 << 16);
   c.lighthouse.topk = parse_int32("--topk", a.topk, 1, 1 << 30);
   c.lighthouse.selection = parse_selection(a.selection, "--selection");
+  apply_scorer_flags(a.scorer, c.lighthouse);
   c.dense_layers = parse_dense_layers(a.dense_layers, c.model.layers);
   c.schedule.lr = parse_positive_double("--lr", a.lr);
   c.schedule.min_ratio = parse_double("--min-lr-ratio", a.min_lr_ratio, 0.0, 1.0);
@@ -414,7 +419,8 @@ Command add_train_command(CLI::App& parent) {
       "The defaults are the main job: `lighthouse train --compare` in a few minutes on 2 cores.\n"
       "\n"
       "Devices: the same flags, metrics, evaluations, probes, checkpoints and --compare on both.\n"
-      "The CPU trains in float32 and is deterministic (the same bits for any --threads). On the\n"
+      "The CPU trains in float32 and is deterministic on one machine and build (the same bits\n"
+      "on every run and for any --threads; another CPU model may differ in the last bits). On the\n"
       "GPU, a run is bit-reproducible (and --resume continues it bit for bit) with\n"
       "--deterministic on, on the same GPU model and build, with any --precision and --recompute;\n"
       "--deterministic off uses cuDNN's fast attention backward, whose atomics change the last\n"
@@ -465,11 +471,15 @@ Command add_train_command(CLI::App& parent) {
       "Lighthouse selection (stage 1): causal (the trainer's default) or original (the "
       "original's rule, which leaks the future: issue 11)",
       "MODE");
+  add_scorer_flags(app, args->scorer);
   opt("--dense-layers", args->dense_layers,
       "layers kept dense in stage 1: default, none or a list like 0,1,4,5", "LIST");
   opt("--dim", args->dim, "model width", "C");
   opt("--layers", args->layers, "decoder layers", "L");
   opt("--heads", args->heads, "attention heads (dim / heads must be even)", "H");
+  opt("--kv-heads", args->kv_heads,
+      "heads of k and v (grouped-query attention; a divisor of --heads; 0 = --heads; CPU model)",
+      "HKV");
   opt("--hidden", args->hidden, "SwiGLU width, 0 = about 8/3 * dim", "F");
   opt("--init-std", args->init_std,
       "standard deviation of the initial weights (output projections: / sqrt(2 * layers))", "S");

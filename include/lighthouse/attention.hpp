@@ -28,10 +28,17 @@
 namespace lighthouse {
 
 // Wall-clock (CPU) or event (CUDA) time per stage of the last call, in milliseconds.
+// With context parallelism, `communication` is the time spent in the collectives (the stages
+// exclude it).
 struct StageTimes {
   double pyramid = 0, selection = 0, gather = 0, attention = 0, scatter = 0;
-  double total() const { return pyramid + selection + gather + attention + scatter; }
+  double communication = 0;
+  double total() const {
+    return pyramid + selection + gather + attention + scatter + communication;
+  }
 };
+
+class Communicator;  // communicator.hpp
 
 struct Options {
   int threads = 0;  // CPU worker threads; 0 = all hardware threads
@@ -46,6 +53,11 @@ struct Options {
   // dQ contributions with atomics (bits may differ between runs in the last place). The CPU
   // backend is always deterministic.
   bool deterministic = true;
+  // Context parallelism (context_parallel.hpp): q, k, v, out and the gradients are this rank's
+  // shard of the sequence, [B, N / W, H, D] with W = comm->size(), and every rank of the group
+  // makes the same call. backward() needs the forward's communicator again. Contexts only (not
+  // ContextBuffer). Null: the whole sequence is here.
+  Communicator* comm = nullptr;
 };
 
 class ContextState;  // backend-specific (the implementer interface, src/core/backend.hpp)

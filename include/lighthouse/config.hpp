@@ -23,16 +23,32 @@ const char* selection_name(Selection selection);  // "original", "causal"
 // "original" or "causal"; anything else throws InvalidArgument(param, text, the choices).
 Selection parse_selection(const std::string& text, const std::string& param = "selection");
 
+// Where the level-0 (token) scores come from (docs/SPEC.md, "Modes beyond the original"):
+//   kNorm     the L2 norms of the q and k rows (the original's default);
+//   kDilated  the original's DilatedLighthouseScorer: per head, tokens split into `dilation`
+//             interleaved subsequences {i : i mod dilation = j}; causal attention within each,
+//             Attn(Q, K, V) and Attn(K, Q, V) at scale 1/sqrt(D); the scores are the L2 norms of
+//             the two outputs (query score, key score). Costs two causal attentions of length
+//             N / dilation per subsequence, forward only.
+// Coarser levels are max-pooled from level 0 either way, and no gradient flows through scores.
+enum class Scorer { kNorm, kDilated };
+
+const char* scorer_name(Scorer scorer);  // "norm", "dilated"
+// "norm" or "dilated"; anything else throws InvalidArgument(param, text, the choices).
+Scorer parse_scorer(const std::string& text, const std::string& param = "scorer");
+
 struct Config {
   int levels = 3;   // L >= 1; L == 1 is plain dense causal attention (topk is then unused)
   int pool = 4;     // p: a power of two >= 2
   int topk = 2048;  // K: a positive multiple of kTileSize
   std::optional<double> scale;                 // softmax scale; default 1/sqrt(head_dim)
   Selection selection = Selection::kOriginal;  // the original's semantics unless asked
+  Scorer scorer = Scorer::kNorm;               // the token scores (see Scorer)
+  int dilation = 4;  // kDilated: interleaved subsequences, >= 1; must divide the sequence length
 };
 
-// Checks levels, pool, topk, scale and selection alone; throws InvalidArgument naming the
-// parameter.
+// Checks levels, pool, topk, scale, selection, scorer and dilation alone; throws InvalidArgument
+// naming the parameter.
 void validate(const Config& config);
 
 }  // namespace lighthouse

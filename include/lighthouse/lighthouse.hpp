@@ -3,7 +3,9 @@
 #pragma once
 
 #include "lighthouse/attention.hpp"
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/config.hpp"
+#include "lighthouse/context_parallel.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"

@@ -14,6 +14,11 @@ namespace lighthouse {
 struct Plan {
   Config config;
   std::int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+  // Heads of k and v (grouped-query attention): a divisor of `heads`; kv_heads == heads is
+  // ordinary multi-head attention, kv_heads == 1 multi-query attention. Query head h belongs to
+  // KV group h / group(); the selection is made once per group.
+  std::int64_t kv_heads = 0;
+  std::int64_t group() const { return heads / kv_heads; }
   double scale = 0;  // the softmax scale in effect
 
   // Per level l = 0..L-1 (level 1 of the spec is l = 0): block size c_l = p^l, number of
@@ -32,15 +37,20 @@ struct Plan {
   double attention_bwd_flops() const;  // 2.5 x forward (5 products instead of 2)
   double dense_fwd_flops() const;      // the same at length N
   double dense_bwd_flops() const;
-  // Bytes of the gathered q, k, v, o (and softmax stats) kept for the backward pass.
+  // FLOPs of the scores (forward only; no gradient flows through them): the norm scorer's squares
+  // and sums (4 B H N D: q and k), or the dilated scorer's two causal attentions per
+  // subsequence, 2 x dilation x 4 (N/dilation)^2/2 D per (batch, head) = 4 B H N^2 D / dilation.
+  double scorer_flops() const;
+  // Bytes of the gathered q, k, v, o (and softmax stats) kept for the backward pass (k and v once
+  // per KV group).
   std::int64_t gathered_bytes(std::size_t element_size) const;
 
   std::string describe() const;  // multi-line human-readable summary
 };
 
 // Builds the plan; throws InvalidArgument for any violated rule (the message names the
-// parameter, its value and the rule).
+// parameter, its value and the rule). kv_heads = 0 means kv_heads = heads.
 Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::int64_t heads,
-               std::int64_t head_dim);
+               std::int64_t head_dim, std::int64_t kv_heads = 0);
 
 }  // namespace lighthouse

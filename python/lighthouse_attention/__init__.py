@@ -9,6 +9,7 @@ The operator itself is
 registered by the compiled extension when this package is imported.
 """
 
+from . import context_parallel
 from ._library import library_path, ops
 from .functional import lighthouse_attention, plan, selected_indices, validate
 from .module import LighthouseAttention, set_dense
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LighthouseAttention",
+    "context_parallel",
     "library_path",
     "lighthouse_attention",
     "ops",

@@ -49,6 +49,11 @@ def lighthouse_attention(
     layout: str = "bnhd",
     scale: Optional[float] = None,
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
+    cp_group=None,
+    cp_attention: str = "library",
+    cp_check: bool = True,
 ) -> torch.Tensor:
     """Causal Lighthouse attention of ``q``, ``k``, ``v``; differentiable in all three.
 
@@ -64,10 +69,44 @@ def lighthouse_attention(
     to its first one, so that the output at t and every gradient flowing from it depend on
     positions <= t only.
 
+    ``scorer="norm"`` scores tokens by the L2 norms of their q and k rows; ``scorer="dilated"``
+    is the original's dilated scorer: causal attention within ``dilation`` interleaved
+    subsequences (``dilation`` must divide N), the norms of its outputs as the scores (forward
+    only, about ``4 B H N^2 D / dilation`` FLOPs more).
+
+    ``k`` and ``v`` may have fewer heads than ``q`` (grouped-query attention; one head is
+    multi-query attention): ``Hkv`` must divide ``H``; each group of ``H / Hkv`` query heads
+    shares one selection and its K/V rows.
+
     CPU: float32 and float64. CUDA: bfloat16, float16 and float32.
+
+    ``cp_group`` (a ``torch.distributed`` process group of W ranks; NCCL on GPUs, gloo on CPUs):
+    context parallelism. ``q``, ``k``, ``v`` are then this rank's shard of the sequence, its two
+    chunks of ``2 W`` (``context_parallel.shard``), and so is the output; every rank of the group
+    makes the same call. The result equals the single-device op's (bit for bit on the CPU with
+    ``cp_attention="library"``). Rules: ``topk / 128`` divisible by ``2 W`` (levels >= 2),
+    ``H`` by ``W``, ``selection="original"``. ``cp_attention``: the dense attention over the
+    gathered rows, ``"library"`` (the op with levels = 1) or ``"sdpa"``
+    (``F.scaled_dot_product_attention``). ``cp_check``: the agreement check of every call (an
+    all-gather of the shapes and configuration, and a host sync); turn it off once a training
+    loop has run a step.
     """
     q, k, v = _as_bnhd(q, k, v, layout)
-    out = ops.attention(q, k, v, levels, pool, topk, scale, selection)
+    if cp_group is not None:
+        from . import context_parallel
+
+        if scorer != "norm":
+            raise ValueError(f"scorer = {scorer!r}: context parallelism (cp_group) supports "
+                             "scorer='norm' only so far")
+        if k.shape[2] != q.shape[2]:
+            raise ValueError(f"k has {k.shape[2]} heads, q {q.shape[2]}: context parallelism "
+                             "(cp_group) supports as many KV heads as query heads only so far")
+        out = context_parallel.attention(
+            q, k, v, levels=levels, pool=pool, topk=topk, scale=scale, selection=selection,
+            group=cp_group, inner=cp_attention, check=cp_check,
+        )
+        return out.transpose(1, 2) if layout == "bhnd" else out
+    out = ops.attention(q, k, v, levels, pool, topk, scale, selection, scorer, dilation)
     return out.transpose(1, 2) if layout == "bhnd" else out
 
 
@@ -77,9 +116,11 @@ def validate(
     topk: int,
     scale: Optional[float] = None,
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
 ) -> None:
     """Checks a configuration's own rules (those that do not involve the sequence length)."""
-    ops.validate(levels, pool, topk, scale, selection)
+    ops.validate(levels, pool, topk, scale, selection, scorer, dilation)
 
 
 def plan(
@@ -94,12 +135,17 @@ def plan(
     scale: Optional[float] = None,
     dtype: torch.dtype = torch.float32,
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
+    kv_heads: int = 0,
 ) -> dict:
     """What a configuration costs at these sizes (``ValueError`` when it is invalid there):
     ``S`` (rows of the inner dense attention per batch and head), ``pyramid_size`` and
-    ``tiles``, and ``context_bytes`` (memory saved for the backward pass)."""
+    ``tiles``, and ``context_bytes`` (memory saved for the backward pass). ``kv_heads``: the
+    heads of k and v (grouped-query attention; 0 means ``heads``)."""
     s, pyramid, tiles, ctx, _ = ops.plan(
-        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype, selection
+        batch, seq, heads, head_dim, levels, pool, topk, scale, dtype, selection, scorer,
+        dilation, kv_heads
     )
     return {"S": s, "pyramid_size": pyramid, "tiles": tiles, "context_bytes": ctx}
 
@@ -114,13 +160,21 @@ def selected_indices(
     topk: int = 1536,
     layout: str = "bnhd",
     selection: str = "original",
+    scorer: str = "norm",
+    dilation: int = 4,
 ) -> torch.Tensor:
-    """The pyramid entries the selection keeps, ``[B, H, S]`` int32 in causal order (level
-    ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``). For analysis and tests:
-    it runs a forward pass and reads the indices out of its saved context."""
+    """The pyramid entries the selection keeps, ``[B, Hkv, S]`` int32 in causal order (level
+    ``l`` entry ``i`` is ``offset_l + i``; level 1 occupies ``[0, N)``; ``Hkv`` = k's heads, one
+    selection per KV group). For analysis and tests: it runs a forward pass and reads the indices
+    out of its saved context."""
     q, k, v = _as_bnhd(q, k, v, layout)
     with torch.no_grad():
-        _, ctx = ops.attention_forward(q, k, v, levels, pool, topk, None, selection)
+        _, ctx = ops.attention_forward(
+            q, k, v, levels, pool, topk, None, selection, scorer, dilation
+        )
     b, n, h, d = q.shape
-    s, _, _, _, at = ops.plan(b, n, h, d, levels, pool, topk, None, q.dtype, selection)
-    return ctx[at : at + b * h * s * 4].view(torch.int32).view(b, h, s).clone()
+    hkv = k.shape[2]
+    s, _, _, _, at = ops.plan(
+        b, n, h, d, levels, pool, topk, None, q.dtype, selection, scorer, dilation, hkv
+    )
+    return ctx[at : at + b * hkv * s * 4].view(torch.int32).view(b, hkv, s).clone()

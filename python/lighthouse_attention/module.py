@@ -16,7 +16,7 @@ class LighthouseAttention(nn.Module):
     """Causal attention of ``q``, ``k``, ``v`` (no projections, no parameters).
 
     ``dense=False``: Lighthouse attention (``lighthouse_attention``, with ``selection``
-    "original" or "causal"). ``dense=True``: ordinary
+    "original" or "causal" and ``scorer`` "norm" or "dilated"). ``dense=True``: ordinary
     causal attention, ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``, the model the
     training ends with. Flip ``.dense`` (or call ``set_dense(model)``) to resume a checkpoint in
     the dense stage: the module has no state, so checkpoints are the same in both stages.
@@ -33,13 +33,16 @@ class LighthouseAttention(nn.Module):
         layout: str = "bnhd",
         scale: Optional[float] = None,
         selection: str = "original",
+        scorer: str = "norm",
+        dilation: int = 4,
         dense: bool = False,
     ) -> None:
         super().__init__()
         _check_layout(layout)
-        validate(levels, pool, topk, scale, selection)
+        validate(levels, pool, topk, scale, selection, scorer, dilation)
         self.levels, self.pool, self.topk = levels, pool, topk
         self.layout, self.scale, self.selection, self.dense = layout, scale, selection, dense
+        self.scorer, self.dilation = scorer, dilation
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if not self.dense:
@@ -53,18 +56,23 @@ class LighthouseAttention(nn.Module):
                 layout=self.layout,
                 scale=self.scale,
                 selection=self.selection,
+                scorer=self.scorer,
+                dilation=self.dilation,
             )
         _check_rank(q, k, v, self.layout)
         if self.layout == "bnhd":  # SDPA takes [B, H, N, D]
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        # Grouped-query attention (k, v with fewer heads): SDPA's enable_gqa.
+        gqa = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, **gqa)
         return out.transpose(1, 2) if self.layout == "bnhd" else out
 
     def extra_repr(self) -> str:
         mode = "dense" if self.dense else "lighthouse"
         return (
             f"{mode}, levels={self.levels}, pool={self.pool}, topk={self.topk}, "
-            f"layout={self.layout!r}, scale={self.scale}, selection={self.selection!r}"
+            f"layout={self.layout!r}, scale={self.scale}, selection={self.selection!r}, "
+            f"scorer={self.scorer!r}, dilation={self.dilation}"
         )
 
 

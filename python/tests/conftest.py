@@ -21,7 +21,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_GOLDEN = REPO / "tests" / "data" / "golden"
+DEFAULT_GOLDEN = [REPO / "tests" / "data" / "golden", REPO / "tests" / "data" / "golden-dilated"]
 
 requires_cuda = pytest.mark.cuda
 
@@ -84,9 +84,10 @@ def qkv(b, n, h, d, *, dtype=torch.float32, device="cpu", seed=0, requires_grad=
 
 
 def golden_roots() -> list[Path]:
-    """LIGHTHOUSE_GOLDEN_DIR (one folder or several separated by ':'), else tests/data/golden."""
+    """LIGHTHOUSE_GOLDEN_DIR (one folder or several separated by ':'), else tests/data/golden and
+    tests/data/golden-dilated."""
     env = os.environ.get("LIGHTHOUSE_GOLDEN_DIR", "")
-    return [Path(p) for p in env.split(":") if p] if env else [DEFAULT_GOLDEN]
+    return [Path(p) for p in env.split(":") if p] if env else list(DEFAULT_GOLDEN)
 
 
 def _scorer(case: Path) -> str:
@@ -98,7 +99,8 @@ def _scorer(case: Path) -> str:
 
 def golden_cases(roots: list[Path] | None = None) -> list[Path]:
     """Every case folder (with a config.json) under the roots that the library can run, by
-    name. Cases of another scorer than "norm" (the dilated d1) are left out, with a warning."""
+    name. Cases of a scorer the library does not implement (other than "norm" and "dilated") are
+    left out, with a warning."""
     cases = []
     for root in golden_roots() if roots is None else roots:
         if not root.is_dir():
@@ -107,7 +109,7 @@ def golden_cases(roots: list[Path] | None = None) -> list[Path]:
             if not (case / "config.json").is_file():
                 continue
             scorer = _scorer(case)
-            if scorer != "norm":
+            if scorer not in ("norm", "dilated"):
                 warnings.warn(f"golden case {case}: scorer '{scorer}' is not implemented: not run")
                 continue
             cases.append(case)

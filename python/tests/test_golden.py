@@ -1,4 +1,5 @@
-"""The op against the golden cases of the original implementation (tests/data/golden): the same
+"""The op against the golden cases of the original implementation (tests/data/golden, and the
+dilated scorer's in tests/data/golden-dilated, through one loader): the same
 selected indices, outputs and gradients to float32 rounding. Without cases the presence test
 skips loudly, and fails under CI."""
 
@@ -31,22 +32,38 @@ def test_golden_cases_are_present():
     assert len(CASES) >= 1
 
 
-def test_loader_leaves_out_other_scorers():
-    """The dilated case (tests/data/golden-dilated/d1) is never compared with the norm scorer."""
+def test_loader_reads_every_implemented_scorer(tmp_path):
+    """The dilated case (tests/data/golden-dilated/d1) is loaded with its scorer; a case of a
+    scorer the library does not implement is left out with a warning."""
     data = REPO / "tests" / "data"
     assert (data / "golden-dilated" / "d1" / "config.json").is_file()
+    names = [c.name for c in golden_cases([data / "golden-dilated", data / "golden"])]
+    assert names == ["d1", "g2", "g5"]
+    assert load_golden(data / "golden-dilated" / "d1")["config"]["scorer"] == "dilated"
+    (tmp_path / "x1").mkdir()
+    (tmp_path / "x1" / "config.json").write_text('{"scorer": "learned"}')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert golden_cases([data / "golden-dilated"]) == []
-        names = [c.name for c in golden_cases([data / "golden-dilated", data / "golden"])]
-    assert names == ["g2", "g5"]
-    assert any("scorer 'dilated'" in str(w.message) for w in caught)
+        assert golden_cases([tmp_path]) == []
+    assert any("scorer 'learned'" in str(w.message) for w in caught)
+
+
+def test_dilated_case_is_present():
+    """The default roots hold the dilated scorer's case, so that its comparison runs."""
+    dilated = [c for c in CASES if load_golden(c)["config"].get("scorer") == "dilated"]
+    if not dilated:
+        message = ("no dilated golden case under " + ":".join(str(r) for r in golden_roots()) +
+                   ": the dilated scorer's golden comparison did not run")
+        if ci_strict():
+            pytest.fail(message)
+        skip_loudly(message)
 
 
 def _run(case, device, dtype):
     g = load_golden(case)
     c = g["config"]
-    kw = dict(levels=c["levels"], pool=c["pool"], topk=c["topk"])
+    kw = dict(levels=c["levels"], pool=c["pool"], topk=c["topk"],
+              scorer=c.get("scorer", "norm"), dilation=c.get("dilation", 4))
     q, k, v = (g[n].to(device=device, dtype=dtype).requires_grad_() for n in ("q", "k", "v"))
     out = la.lighthouse_attention(q, k, v, **kw)
     out.backward(g["dout"].to(device=device, dtype=dtype))

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/backend.hpp"
+#include "core/context_parallel.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse {
@@ -51,6 +52,21 @@ void check_like(const char* name, const TensorView& t, const char* ref_name,
   }
 }
 
+// k and v (or dk and dv): [B, N, Hkv, D] like `ref` ([B, N, H, D]) but for the head count, which
+// make_plan() checks (Hkv must divide H).
+void check_kv(const char* name, const TensorView& t, const char* ref_name, const TensorView& ref) {
+  check_bnhd(name, t);
+  if (t.shape[0] != ref.shape[0] || t.shape[1] != ref.shape[1] || t.shape[3] != ref.shape[3]) {
+    throw InvalidArgument(name, t.shape_string(),
+                          std::string("must have the shape [B, N, Hkv, D] with B, N and D of ") +
+                              ref_name + " " + ref.shape_string() +
+                              " (Hkv, the KV heads, dividing H)");
+  }
+  TensorView like = ref;
+  like.shape[2] = t.shape[2];
+  check_like(name, t, ref_name, like);
+}
+
 template <typename T>
 void check_finite_host(const char* name, const TensorView& t, const T* base) {
   for (std::int64_t b = 0; b < t.shape[0]; ++b)
@@ -91,6 +107,14 @@ void check_threads(const Options& options) {
   }
 }
 
+void reject_comm_with_buffer(const Options& options) {
+  if (options.comm) {
+    throw InvalidArgument("comm", "set",
+                          "context parallelism needs a lighthouse::Context, not a ContextBuffer "
+                          "(frameworks run the rank-local stages of context_parallel.hpp)");
+  }
+}
+
 // "[B, N, H, D]" of a plan, for messages.
 std::string shape_of(const Plan& plan) {
   return "[" + std::to_string(plan.batch) + ", " + std::to_string(plan.seq) + ", " +
@@ -101,22 +125,30 @@ std::string shape_of(const Plan& plan) {
 
 std::vector<std::int32_t> Context::indices() const {
   if (!state_) throw InvalidArgument("ctx", "undefined", "forward() must run first");
-  std::vector<std::int32_t> out(static_cast<std::size_t>(plan_.batch * plan_.heads * plan_.S));
+  const CpState* cp = as_cp_state(*state_);
+  std::vector<std::int32_t> out(
+      cp ? cp_index_count(*cp) : static_cast<std::size_t>(plan_.batch * plan_.kv_heads * plan_.S));
   state_->copy_indices(out.data());
   return out;
 }
 
 namespace {
 
+// The tensors and options of a forward, before any plan.
+void validate_forward_views(const TensorView& q, const TensorView& k, const TensorView& v,
+                            const TensorView& out, const Options& options) {
+  check_bnhd("q", q);
+  check_kv("k", k, "q", q);
+  check_like("v", v, "k", k);
+  check_like("out", out, "q", q);
+  check_threads(options);
+}
+
 // Everything forward() checks before any work; returns the plan.
 Plan validate_forward(const Config& config, const TensorView& q, const TensorView& k,
                       const TensorView& v, const TensorView& out, const Options& options) {
-  check_bnhd("q", q);
-  check_like("k", k, "q", q);
-  check_like("v", v, "q", q);
-  check_like("out", out, "q", q);
-  check_threads(options);
-  Plan plan = make_plan(config, q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+  validate_forward_views(q, k, v, out, options);
+  Plan plan = make_plan(config, q.shape[0], q.shape[1], q.shape[2], q.shape[3], k.shape[2]);
   backend_for(q.device).check_supported(plan, q.dtype);
   if (options.check_finite) {
     check_finite("q", q);
@@ -126,12 +158,18 @@ Plan validate_forward(const Config& config, const TensorView& q, const TensorVie
   return plan;
 }
 
-// dq, dk, dv against dout, and the options (dout itself is checked by the caller).
-void validate_gradients(const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                        const TensorView& dv, const Options& options) {
+// dq, dk, dv against dout and the plan's KV heads, and the options (dout itself is checked by the
+// caller).
+void validate_gradients(const Plan& plan, const TensorView& dout, const TensorView& dq,
+                        const TensorView& dk, const TensorView& dv, const Options& options) {
   check_like("dq", dq, "dout", dout);
-  check_like("dk", dk, "dout", dout);
-  check_like("dv", dv, "dout", dout);
+  check_kv("dk", dk, "dout", dout);
+  if (dk.shape[2] != plan.kv_heads) {
+    throw InvalidArgument(
+        "dk", dk.shape_string(),
+        "must have the shape of the forward's k: " + std::to_string(plan.kv_heads) + " KV heads");
+  }
+  check_like("dv", dv, "dk", dk);
   check_threads(options);
   if (options.check_finite) check_finite("dout", dout);
 }
@@ -159,6 +197,30 @@ void check_buffer(const ContextBuffer& ctx, const Plan& plan, DType dtype) {
 
 void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
              const TensorView& out, Context& ctx, const Options& options) {
+  if (options.comm) {  // context parallelism: q, k, v, out are this rank's shard
+    // The checks of this rank's call run inside cp_forward, before the ranks compare their
+    // calls, so that a rank's rejection reaches the others instead of leaving them waiting.
+    auto local_checks = [&] {
+      validate_forward_views(q, k, v, out, options);
+      if (k.shape[2] != q.shape[2]) {
+        throw InvalidArgument("k", k.shape_string(),
+                              "context parallelism supports as many KV heads as query heads only "
+                              "so far (grouped-query attention is not sharded yet)");
+      }
+      if (options.check_finite) {
+        check_finite("q", q);
+        check_finite("k", k);
+        check_finite("v", v);
+      }
+    };
+    ctx.state_.reset();
+    Plan plan;
+    ctx.state_ = cp_forward(config, q, k, v, out, options, local_checks, plan);
+    ctx.plan_ = std::move(plan);
+    ctx.device_ = q.device;
+    ctx.dtype_ = q.dtype;
+    return;
+  }
   Plan plan = validate_forward(config, q, k, v, out, options);
   Backend& backend = backend_for(q.device);
   ctx.state_.reset();  // free the previous call's buffers before taking new ones
@@ -170,6 +232,7 @@ void forward(const Config& config, const TensorView& q, const TensorView& k, con
 
 void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
              const TensorView& out, const ContextBuffer& ctx, const Options& options) {
+  reject_comm_with_buffer(options);
   const Plan plan = validate_forward(config, q, k, v, out, options);
   check_buffer(ctx, plan, q.dtype);
   backend_for(q.device).forward(plan, q, k, v, out, ctx.data, options);
@@ -178,35 +241,56 @@ void forward(const Config& config, const TensorView& q, const TensorView& k, con
 void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
               const TensorView& dk, const TensorView& dv, const Options& options) {
   if (!ctx.state_) throw InvalidArgument("ctx", "undefined", "forward() must run first");
-  check_bnhd("dout", dout);
   const Plan& plan = ctx.plan_;
-  const std::array<std::int64_t, kMaxRank> expected{plan.batch, plan.seq, plan.heads,
-                                                    plan.head_dim};
-  if (dout.shape != expected) {
-    throw InvalidArgument("dout", dout.shape_string(),
-                          "must have the shape of the forward's q " + shape_of(plan));
+  const CpState* cp = as_cp_state(*ctx.state_);
+  if (!cp && options.comm) {
+    throw InvalidArgument("comm", "set",
+                          "the forward ran without context parallelism: backward() must too");
   }
-  if (dout.dtype != ctx.dtype_) {
-    throw InvalidArgument("dout.dtype", dtype_name(dout.dtype),
-                          std::string("must equal the forward's dtype ") + dtype_name(ctx.dtype_));
+  auto local_checks = [&] {
+    check_bnhd("dout", dout);
+    // With context parallelism the gradients are this rank's shard, N / cp tokens.
+    const std::int64_t seq = cp ? plan.seq / cp_world(*cp) : plan.seq;
+    const std::array<std::int64_t, kMaxRank> expected{plan.batch, seq, plan.heads, plan.head_dim};
+    if (dout.shape != expected) {
+      throw InvalidArgument("dout", dout.shape_string(),
+                            "must have the shape of the forward's q [" +
+                                std::to_string(plan.batch) + ", " + std::to_string(seq) + ", " +
+                                std::to_string(plan.heads) + ", " + std::to_string(plan.head_dim) +
+                                "]");
+    }
+    if (dout.dtype != ctx.dtype_) {
+      throw InvalidArgument(
+          "dout.dtype", dtype_name(dout.dtype),
+          std::string("must equal the forward's dtype ") + dtype_name(ctx.dtype_));
+    }
+    if (dout.device != ctx.device_) {
+      throw InvalidArgument(
+          "dout.device", device_name(dout.device),
+          std::string("must equal the forward's device ") + device_name(ctx.device_));
+    }
+    validate_gradients(plan, dout, dq, dk, dv, options);
+  };
+  if (cp) {  // the checks run inside, before the ranks compare their calls
+    cp_backward(*cp, dout, dq, dk, dv, options, local_checks);
+    return;
   }
-  if (dout.device != ctx.device_) {
-    throw InvalidArgument(
-        "dout.device", device_name(dout.device),
-        std::string("must equal the forward's device ") + device_name(ctx.device_));
-  }
-  validate_gradients(dout, dq, dk, dv, options);
+  local_checks();
   backend_for(ctx.device_).backward(plan, *ctx.state_, dout, dq, dk, dv, options);
 }
 
 void backward(const Config& config, const ContextBuffer& ctx, const TensorView& dout,
               const TensorView& dq, const TensorView& dk, const TensorView& dv,
               const Options& options) {
+  reject_comm_with_buffer(options);
   check_bnhd("dout", dout);
-  const Plan plan = make_plan(config, dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3]);
+  check_bnhd("dk", dk);
+  // The KV heads of the forward are dk's (a context buffer does not record them).
+  const Plan plan =
+      make_plan(config, dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3], dk.shape[2]);
   Backend& backend = backend_for(dout.device);
   backend.check_supported(plan, dout.dtype);
-  validate_gradients(dout, dq, dk, dv, options);
+  validate_gradients(plan, dout, dq, dk, dv, options);
   check_buffer(ctx, plan, dout.dtype);
   backend.backward(plan, ctx.data, dout, dq, dk, dv, options);
 }

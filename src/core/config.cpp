@@ -9,6 +9,7 @@ namespace lighthouse {
 
 namespace {
 constexpr const char* kSelectionChoices = "must be original or causal";
+constexpr const char* kScorerChoices = "must be norm or dilated";
 }  // namespace
 
 const char* selection_name(Selection selection) {
@@ -25,6 +26,22 @@ Selection parse_selection(const std::string& text, const std::string& param) {
   if (text == "original") return Selection::kOriginal;
   if (text == "causal") return Selection::kCausal;
   throw InvalidArgument(param, text, kSelectionChoices);
+}
+
+const char* scorer_name(Scorer scorer) {
+  switch (scorer) {
+    case Scorer::kNorm:
+      return "norm";
+    case Scorer::kDilated:
+      return "dilated";
+  }
+  return "invalid";
+}
+
+Scorer parse_scorer(const std::string& text, const std::string& param) {
+  if (text == "norm") return Scorer::kNorm;
+  if (text == "dilated") return Scorer::kDilated;
+  throw InvalidArgument(param, text, kScorerChoices);
 }
 
 void validate(const Config& config) {
@@ -48,6 +65,13 @@ void validate(const Config& config) {
   if (config.selection != Selection::kOriginal && config.selection != Selection::kCausal) {
     throw InvalidArgument("selection", std::to_string(static_cast<int>(config.selection)),
                           kSelectionChoices);
+  }
+  if (config.scorer != Scorer::kNorm && config.scorer != Scorer::kDilated) {
+    throw InvalidArgument("scorer", std::to_string(static_cast<int>(config.scorer)),
+                          kScorerChoices);
+  }
+  if (config.dilation < 1) {
+    throw InvalidArgument("dilation", std::to_string(config.dilation), "must be >= 1");
   }
 }
 

@@ -15,17 +15,19 @@ std::size_t context_stats_size(DType dtype) {
 }
 
 ContextLayout context_layout(const Plan& plan, DType dtype) {
+  // Query rows per query head; the selection and the k and v rows once per KV group.
   const auto rows = static_cast<std::size_t>(plan.batch * plan.heads * plan.S);
-  const auto pyramid = static_cast<std::size_t>(plan.batch * plan.heads * plan.pyramid_size);
+  const auto kv_rows = static_cast<std::size_t>(plan.batch * plan.kv_heads * plan.S);
+  const auto pyramid = static_cast<std::size_t>(plan.batch * plan.kv_heads * plan.pyramid_size);
   const std::size_t row_bytes = static_cast<std::size_t>(plan.head_dim) * dtype_size(dtype);
   ContextLayout layout;
   Carver carve;
-  layout.indices = carve.take(rows * sizeof(std::int32_t));
+  layout.indices = carve.take(kv_rows * sizeof(std::int32_t));
   layout.position = carve.take(pyramid * sizeof(std::int32_t));
   layout.stats = carve.take(rows * context_stats_size(dtype));
   layout.q = carve.take(rows * row_bytes);
-  layout.k = carve.take(rows * row_bytes);
-  layout.v = carve.take(rows * row_bytes);
+  layout.k = carve.take(kv_rows * row_bytes);
+  layout.v = carve.take(kv_rows * row_bytes);
   layout.o = carve.take(rows * row_bytes);
   layout.bytes = carve.size();
   return layout;

@@ -23,12 +23,25 @@ std::string s(std::int64_t v) {
 }  // namespace
 
 Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::int64_t heads,
-               std::int64_t head_dim) {
+               std::int64_t head_dim, std::int64_t kv_heads) {
   validate(config);
   require_positive("batch", batch);
   require_positive("seq", seq);
   require_positive("heads", heads);
   require_positive("head_dim", head_dim);
+  if (kv_heads == 0) kv_heads = heads;
+  require_positive("kv_heads", kv_heads);
+  if (heads % kv_heads != 0) {
+    throw InvalidArgument(
+        "kv_heads", s(kv_heads),
+        "must divide heads = " + s(heads) + " (each KV head serves heads / kv_heads query heads)");
+  }
+  if (kv_heads != heads && config.scorer == Scorer::kDilated && config.levels > 1) {
+    throw InvalidArgument("scorer", "dilated",
+                          "needs kv_heads == heads (" + s(kv_heads) + " != " + s(heads) +
+                              "): the dilated scorer with grouped-query attention is not "
+                              "supported yet");
+  }
 
   Plan plan;
   plan.config = config;
@@ -36,6 +49,7 @@ Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::
   plan.seq = seq;
   plan.heads = heads;
   plan.head_dim = head_dim;
+  plan.kv_heads = kv_heads;
   plan.scale = config.scale ? *config.scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
 
   const int L = config.levels;
@@ -88,6 +102,13 @@ Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::
                                 "levels or a longer seq");
     }
     plan.S = coarse_entries + static_cast<std::int64_t>(L - 1) * config.pool * config.topk;
+    // The dilated scorer splits the tokens into `dilation` subsequences of equal length.
+    if (config.scorer == Scorer::kDilated && seq % config.dilation != 0) {
+      throw InvalidArgument("dilation", s(config.dilation),
+                            "must divide seq = " + s(seq) +
+                                " (the dilated scorer splits the tokens into dilation "
+                                "interleaved subsequences of equal length)");
+    }
   }
   // Pyramid indices are stored as int32.
   if (plan.pyramid_size > std::numeric_limits<std::int32_t>::max()) {
@@ -112,17 +133,32 @@ double Plan::dense_bwd_flops() const {
   return 2.5 * dense_fwd_flops();
 }
 
+double Plan::scorer_flops() const {
+  if (dense()) return 0;
+  const double bh = static_cast<double>(batch * heads), n = static_cast<double>(seq),
+               d = static_cast<double>(head_dim);
+  if (config.scorer == Scorer::kDilated) return 4.0 * bh * n * n * d / config.dilation;
+  return 4.0 * bh * n * d;
+}
+
 std::int64_t Plan::gathered_bytes(std::size_t element_size) const {
-  const std::int64_t rows = batch * heads * S;
-  // q, k, v, o rows + float32 log-sum-exp + int32 index per row.
-  return rows * head_dim * 4 * static_cast<std::int64_t>(element_size) + rows * 8;
+  const std::int64_t rows = batch * heads * S, kv_rows = batch * kv_heads * S;
+  // q and o rows per query head, k and v rows per KV group, a float32 log-sum-exp per query row
+  // and an int32 index per KV-group row.
+  return (2 * rows + 2 * kv_rows) * head_dim * static_cast<std::int64_t>(element_size) + rows * 4 +
+         kv_rows * 4;
 }
 
 std::string Plan::describe() const {
   std::ostringstream os;
   os << "levels " << config.levels << ", pool " << config.pool << ", topk " << config.topk
-     << ", scale " << scale << ", selection " << selection_name(config.selection) << "\n";
-  os << "B " << batch << ", N " << seq << ", H " << heads << ", D " << head_dim << "\n";
+     << ", scale " << scale << ", selection " << selection_name(config.selection) << ", scorer "
+     << scorer_name(config.scorer);
+  if (config.scorer == Scorer::kDilated) os << " (dilation " << config.dilation << ")";
+  os << "\n";
+  os << "B " << batch << ", N " << seq << ", H " << heads;
+  if (kv_heads != heads) os << " (" << kv_heads << " KV heads)";
+  os << ", D " << head_dim << "\n";
   for (std::size_t l = 0; l < size.size(); ++l) {
     os << "  level " << l + 1 << ": block " << block[l] << ", entries " << size[l] << ", offset "
        << offset[l] << "\n";

@@ -164,7 +164,8 @@ std::int64_t entries_per_tile(const Plan& plan) {
 
 void select_entries(const Plan& plan, const float* sq, const float* sk, std::int32_t* indices,
                     std::int32_t* position, int threads) {
-  const std::int64_t BH = plan.batch * plan.heads, S = plan.S, P = plan.pyramid_size;
+  // One selection per KV group (per head without GQA).
+  const std::int64_t BH = plan.batch * plan.kv_heads, S = plan.S, P = plan.pyramid_size;
   std::fill(position, position + BH * P, -1);
   if (plan.dense()) {  // one level: every token, in order
 #pragma omp parallel for schedule(static) num_threads(threads)

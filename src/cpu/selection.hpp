@@ -9,9 +9,10 @@
 
 namespace lighthouse::cpu {
 
-// sq, sk: level scores, [B*H][pyramid_size] (pyramid.hpp). Writes
-//   indices  [B*H][S]: pyramid index of every gathered entry, in causal (key) order;
-//   position [B*H][pyramid_size]: the row s of each pyramid entry, or -1 if not gathered.
+// sq, sk: level scores, [B*Hkv][pyramid_size] (pyramid.hpp; Hkv = plan.kv_heads, one selection
+// per KV group). Writes
+//   indices  [B*Hkv][S]: pyramid index of every gathered entry, in causal (key) order;
+//   position [B*Hkv][pyramid_size]: the row s of each pyramid entry, or -1 if not gathered.
 // Tiles are independent and each occupies a fixed, contiguous range of S (its entries' keys lie
 // inside the tile's token range), so no global sort is needed.
 void select_entries(const Plan& plan, const float* sq, const float* sk, std::int32_t* indices,

@@ -21,6 +21,10 @@ void check_dims(const SdpaDesc& desc) {
   for (const auto& [name, value] : dims) {
     if (value < 1) throw InvalidArgument(name, std::to_string(value), "must be >= 1");
   }
+  if (desc.h_kv < 0 || desc.h % desc.kv_heads() != 0) {
+    throw InvalidArgument("desc.h_kv", std::to_string(desc.h_kv),
+                          "must divide desc.h = " + std::to_string(desc.h) + " (or be 0)");
+  }
   if (!std::isfinite(desc.scale) || desc.scale <= 0) {
     throw InvalidArgument("desc.scale", std::to_string(desc.scale), "must be finite and > 0");
   }
@@ -42,13 +46,17 @@ SdpaDesc gathered_sdpa_desc(const Geometry& g, DType dtype, double scale, bool d
   d.deterministic = deterministic;
   d.b = g.batch;
   d.h = g.heads;
+  d.h_kv = g.heads / g.group;
   d.s = g.S;
   d.d = g.head_dim;
   d.dtype = dtype;
   d.scale = scale;
   const std::array<std::int64_t, 4> contiguous{g.heads * g.S * g.head_dim, g.S * g.head_dim,
                                                g.head_dim, 1};
-  d.q_stride = d.k_stride = d.v_stride = d.o_stride = contiguous;
+  const std::array<std::int64_t, 4> kv_contiguous{d.h_kv * g.S * g.head_dim, g.S * g.head_dim,
+                                                  g.head_dim, 1};
+  d.q_stride = d.o_stride = contiguous;
+  d.k_stride = d.v_stride = kv_contiguous;
   return d;
 }
 
@@ -57,6 +65,7 @@ SdpaDesc token_sdpa_desc(const Plan& plan, DType dtype, const TensorView& q, con
   SdpaDesc d;
   d.b = plan.batch;
   d.h = plan.heads;
+  d.h_kv = plan.kv_heads;
   d.s = plan.seq;
   d.d = plan.head_dim;
   d.dtype = dtype;

@@ -33,6 +33,10 @@ namespace lighthouse::cuda {
 // Dense causal attention over [b, h, s, d] tensors with arbitrary element strides.
 struct SdpaDesc {
   std::int64_t b = 0, h = 0, s = 0, d = 0;
+  // Heads of k and v (and dk, dv): grouped-query attention when below h (it must divide h; query
+  // head i reads KV head i / (h / h_kv)); 0 means h.
+  std::int64_t h_kv = 0;
+  std::int64_t kv_heads() const { return h_kv ? h_kv : h; }
   DType dtype = DType::kBFloat16;  // kBFloat16/kFloat16 -> cuDNN; kFloat32 -> reference kernel
   double scale = 0;
   std::array<std::int64_t, 4> q_stride{}, k_stride{}, v_stride{}, o_stride{};  // (b,h,s,d) element
@@ -56,7 +60,8 @@ inline std::array<std::int64_t, 4> bhsd_strides(const TensorView& t) {
   return {t.strides[0], t.strides[2], t.strides[1], 1};
 }
 
-// The attention over the gathered rows of `g`: contiguous [B, H, S, D] tensors.
+// The attention over the gathered rows of `g`: contiguous [B, H, S, D] tensors (k and v: [B,
+// Hkv, S, D]).
 SdpaDesc gathered_sdpa_desc(const Geometry& g, DType dtype, double scale, bool deterministic);
 
 // The attention over the tokens of [B, N, H, D] views (levels == 1: no selection). The gradients

@@ -7,7 +7,7 @@ namespace lighthouse::cuda {
 CudaState::CudaState(const Plan& plan, DType dtype, cudaStream_t stream, void* external)
     : dtype_(dtype), stream_(stream) {
   const ContextLayout at = context_layout(plan, dtype);
-  index_count_ = static_cast<std::size_t>(plan.batch * plan.heads * plan.S);
+  index_count_ = static_cast<std::size_t>(plan.batch * plan.kv_heads * plan.S);
   if (!external) CUDA_CHECK(cudaMallocAsync(&base_, at.bytes, stream));
   char* base = static_cast<char*>(external ? external : base_);
   indices = reinterpret_cast<std::int32_t*>(base + at.indices);
@@ -39,7 +39,7 @@ DenseState::~DenseState() {
 }
 
 void DenseState::copy_indices(std::int32_t* host_dst) const {
-  for (std::int64_t bh = 0; bh < plan_.batch * plan_.heads; ++bh) {
+  for (std::int64_t bh = 0; bh < plan_.batch * plan_.kv_heads; ++bh) {
     for (std::int64_t t = 0; t < plan_.seq; ++t) {
       *host_dst++ = static_cast<std::int32_t>(t);
     }

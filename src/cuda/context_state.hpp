@@ -39,10 +39,11 @@ class CudaState final : public ContextState {
   // The bytes of the context (no caller buffer used as scratch may touch them).
   const ByteSpan& span() const { return span_; }
 
-  std::int32_t* indices = nullptr;   // [BH, S]
-  std::int32_t* position = nullptr;  // [BH, P]
+  std::int32_t* indices = nullptr;   // [BHkv, S]
+  std::int32_t* position = nullptr;  // [BHkv, P]
   float* stats = nullptr;            // [BH, S]
   std::array<void*, 4> sel{};        // gathered q, k, v and the attention output, [BH, S, D]
+                                     // (k, v: [BHkv, S, D])
 
  private:
   DType dtype_;

@@ -61,8 +61,8 @@ void check_aligned(const char* name, const void* ptr) {
 // Strides of dimensions of size 1 are never used to address anything, so they are not held to
 // the rules (a [1, h, s, d] view may carry any batch stride).
 void check_cudnn_layout(const char* name, const std::array<std::int64_t, 4>& st,
-                        const SdpaDesc& desc) {
-  const std::array<std::int64_t, 4> dims = {desc.b, desc.h, desc.s, desc.d};
+                        const SdpaDesc& desc, std::int64_t heads) {
+  const std::array<std::int64_t, 4> dims = {desc.b, heads, desc.s, desc.d};
   if (dims[3] > 1 && st[3] != 1) {
     throw InvalidArgument(name, strides_string(st),
                           "cuDNN attention needs a unit stride on d (the last dimension)");
@@ -82,23 +82,27 @@ void check_cudnn_desc(const SdpaDesc& desc) {
                           "cuDNN attention needs a head dim that is a multiple of 8 and at most "
                           "256 (at most 128 before Hopper)");
   }
-  check_cudnn_layout("desc.q_stride", desc.q_stride, desc);
-  check_cudnn_layout("desc.k_stride", desc.k_stride, desc);
-  check_cudnn_layout("desc.v_stride", desc.v_stride, desc);
-  check_cudnn_layout("desc.o_stride", desc.o_stride, desc);
+  check_cudnn_layout("desc.q_stride", desc.q_stride, desc, desc.h);
+  check_cudnn_layout("desc.k_stride", desc.k_stride, desc, desc.kv_heads());
+  check_cudnn_layout("desc.v_stride", desc.v_stride, desc, desc.kv_heads());
+  check_cudnn_layout("desc.o_stride", desc.o_stride, desc, desc.h);
 }
 
 void check_cudnn_grad_layout(const SdpaDesc& desc) {
-  check_cudnn_layout("desc.do_stride", stride_or(desc.do_stride, desc.o_stride), desc);
-  check_cudnn_layout("desc.dq_stride", stride_or(desc.dq_stride, desc.q_stride), desc);
-  check_cudnn_layout("desc.dk_stride", stride_or(desc.dk_stride, desc.k_stride), desc);
-  check_cudnn_layout("desc.dv_stride", stride_or(desc.dv_stride, desc.v_stride), desc);
+  check_cudnn_layout("desc.do_stride", stride_or(desc.do_stride, desc.o_stride), desc, desc.h);
+  check_cudnn_layout("desc.dq_stride", stride_or(desc.dq_stride, desc.q_stride), desc, desc.h);
+  check_cudnn_layout("desc.dk_stride", stride_or(desc.dk_stride, desc.k_stride), desc,
+                     desc.kv_heads());
+  check_cudnn_layout("desc.dv_stride", stride_or(desc.dv_stride, desc.v_stride), desc,
+                     desc.kv_heads());
 }
 
 std::string describe(const SdpaDesc& desc, const char* direction) {
   return std::string("causal SDPA ") + direction + " [b=" + std::to_string(desc.b) +
-         ", h=" + std::to_string(desc.h) + ", s=" + std::to_string(desc.s) +
-         ", d=" + std::to_string(desc.d) + ", " + dtype_name(desc.dtype) + "]";
+         ", h=" + std::to_string(desc.h) +
+         (desc.kv_heads() != desc.h ? ", h_kv=" + std::to_string(desc.kv_heads()) : "") +
+         ", s=" + std::to_string(desc.s) + ", d=" + std::to_string(desc.d) + ", " +
+         dtype_name(desc.dtype) + "]";
 }
 
 // ---- graph cache --------------------------------------------------------------------------------
@@ -107,7 +111,7 @@ struct GraphKey {
   bool backward;
   bool deterministic;  // backward only
   DType dtype;
-  std::int64_t b, h, s, d;
+  std::int64_t b, h, h_kv, s, d;
   std::uint32_t scale_bits;  // cuDNN takes the scale as a float
   std::array<std::int64_t, 4> q_stride, k_stride, v_stride, o_stride;
   std::array<std::int64_t, 4> do_stride, dq_stride, dk_stride, dv_stride;  // backward only
@@ -121,6 +125,7 @@ GraphKey make_key(const SdpaDesc& desc, bool backward) {
   key.dtype = desc.dtype;
   key.b = desc.b;
   key.h = desc.h;
+  key.h_kv = desc.kv_heads();
   key.s = desc.s;
   key.d = desc.d;
   key.scale_bits = std::bit_cast<std::uint32_t>(static_cast<float>(desc.scale));
@@ -235,12 +240,15 @@ std::shared_ptr<Graph> new_graph(const SdpaDesc& desc) {
   return graph;
 }
 
+// A [b, heads, s, d] tensor: heads = desc.h for Q, O and their gradients, desc.kv_heads() for K,
+// V and theirs (cuDNN runs grouped-query attention natively when they differ).
 std::shared_ptr<Tensor_attributes> bhsd_tensor(Graph& graph, const SdpaDesc& desc, const char* name,
-                                               Uid uid, const std::array<std::int64_t, 4>& stride) {
+                                               Uid uid, const std::array<std::int64_t, 4>& stride,
+                                               std::int64_t heads) {
   return graph.tensor(Tensor_attributes()
                           .set_name(name)
                           .set_uid(uid)
-                          .set_dim({desc.b, desc.h, desc.s, desc.d})
+                          .set_dim({desc.b, heads, desc.s, desc.d})
                           .set_stride({stride[0], stride[1], stride[2], stride[3]}));
 }
 
@@ -262,9 +270,9 @@ void build(Graph& graph, cudnnHandle_t handle, const std::string& what) {
 CachedGraph build_forward(const SdpaDesc& desc, cudnnHandle_t handle) {
   const std::string what = describe(desc, "forward");
   auto graph = new_graph(desc);
-  auto q = bhsd_tensor(*graph, desc, "Q", kQ, desc.q_stride);
-  auto k = bhsd_tensor(*graph, desc, "K", kK, desc.k_stride);
-  auto v = bhsd_tensor(*graph, desc, "V", kV, desc.v_stride);
+  auto q = bhsd_tensor(*graph, desc, "Q", kQ, desc.q_stride, desc.h);
+  auto k = bhsd_tensor(*graph, desc, "K", kK, desc.k_stride, desc.kv_heads());
+  auto v = bhsd_tensor(*graph, desc, "V", kV, desc.v_stride, desc.kv_heads());
   // Causal: the diagonal band that ends on the main diagonal (right bound 0), anchored at the
   // top left. With s_q == s_kv the bottom-right anchoring would give the same mask.
   auto options = fe::graph::SDPA_attributes()
@@ -290,11 +298,12 @@ CachedGraph build_forward(const SdpaDesc& desc, cudnnHandle_t handle) {
 CachedGraph build_backward(const SdpaDesc& desc, bool deterministic, cudnnHandle_t handle) {
   const std::string what = describe(desc, "backward");
   auto graph = new_graph(desc);
-  auto q = bhsd_tensor(*graph, desc, "Q", kQ, desc.q_stride);
-  auto k = bhsd_tensor(*graph, desc, "K", kK, desc.k_stride);
-  auto v = bhsd_tensor(*graph, desc, "V", kV, desc.v_stride);
-  auto o = bhsd_tensor(*graph, desc, "O", kO, desc.o_stride);
-  auto dout = bhsd_tensor(*graph, desc, "dO", kDO, stride_or(desc.do_stride, desc.o_stride));
+  auto q = bhsd_tensor(*graph, desc, "Q", kQ, desc.q_stride, desc.h);
+  auto k = bhsd_tensor(*graph, desc, "K", kK, desc.k_stride, desc.kv_heads());
+  auto v = bhsd_tensor(*graph, desc, "V", kV, desc.v_stride, desc.kv_heads());
+  auto o = bhsd_tensor(*graph, desc, "O", kO, desc.o_stride, desc.h);
+  auto dout =
+      bhsd_tensor(*graph, desc, "dO", kDO, stride_or(desc.do_stride, desc.o_stride), desc.h);
   auto stats = graph->tensor(Tensor_attributes().set_name("Stats").set_uid(kStats));
   set_stats_layout(*stats, desc);
   // The deterministic algorithm has no floating-point atomics in the dQ reduction, so repeated
@@ -306,15 +315,16 @@ CachedGraph build_backward(const SdpaDesc& desc, bool deterministic, cudnnHandle
                      .set_diagonal_band_right_bound(0)
                      .set_deterministic_algorithm(deterministic);
   auto [dq, dk, dv] = graph->sdpa_backward(q, k, v, o, dout, stats, options);
-  const auto set_grad = [&](Tensor_attributes& t, Uid uid, const std::array<std::int64_t, 4>& st) {
+  const auto set_grad = [&](Tensor_attributes& t, Uid uid, const std::array<std::int64_t, 4>& st,
+                            std::int64_t heads) {
     t.set_output(true)
         .set_uid(uid)
-        .set_dim({desc.b, desc.h, desc.s, desc.d})
+        .set_dim({desc.b, heads, desc.s, desc.d})
         .set_stride({st[0], st[1], st[2], st[3]});
   };
-  set_grad(*dq, kDQ, stride_or(desc.dq_stride, desc.q_stride));
-  set_grad(*dk, kDK, stride_or(desc.dk_stride, desc.k_stride));
-  set_grad(*dv, kDV, stride_or(desc.dv_stride, desc.v_stride));
+  set_grad(*dq, kDQ, stride_or(desc.dq_stride, desc.q_stride), desc.h);
+  set_grad(*dk, kDK, stride_or(desc.dk_stride, desc.k_stride), desc.kv_heads());
+  set_grad(*dv, kDV, stride_or(desc.dv_stride, desc.v_stride), desc.kv_heads());
 
   build(*graph, handle, what);
   CachedGraph cached{graph, 0};

@@ -26,14 +26,16 @@ constexpr int kTokenBatch = 2;  // tokens of a finer entry whose loads are in fl
 
 struct GatherArgs {
   Geometry g;
-  TokenTensor x[3];       // q, k, v
+  TokenTensor x[3];       // q, k, v (the first X are used)
   const void* coarse[3];  // [BH, n_L, D] (L >= 2)
   const std::int32_t* indices;
   void* sel[3];  // [BH, S, D]
 };
 
-// Grid (S blocks, H, B); block (D / V, rows per block).
-template <typename T>
+// Grid (S blocks, H, B); block (D / V, rows per block). X tensors of g.heads heads together: q, k
+// and v without grouped-query attention; with it q alone (query heads), then k and v (KV heads).
+// Each tensor's rows are independent of the others': the same bits either way.
+template <typename T, int X>
 __global__ void __launch_bounds__(256, 4) gather_kernel(const GatherArgs a) {
   constexpr int V = kVec<T>;
   const Geometry& g = a.g;
@@ -45,43 +47,43 @@ __global__ void __launch_bounds__(256, 4) gather_kernel(const GatherArgs a) {
   const std::int64_t row = bh * g.S + s;
   const int d = threadIdx.x * V;
   const int top = g.levels - 1;
-  const std::int64_t entry = a.indices[row];
+  const std::int64_t entry = a.indices[bh / g.group * g.S + s];
   const int l = level_of(g, entry);
   const std::int64_t i = entry - g.offset[l];
-  uint4 out[3];
+  uint4 out[X];
   if (l == top && top > 0) {
 #pragma unroll
-    for (int x = 0; x < 3; ++x) {
+    for (int x = 0; x < X; ++x) {
       out[x] = load16(static_cast<const T*>(a.coarse[x]) + (bh * g.size[top] + i) * D + d);
     }
   } else if (l == 0) {
 #pragma unroll
-    for (int x = 0; x < 3; ++x) out[x] = load16(token_ptr<T>(a.x[x], b, i, h, d));
+    for (int x = 0; x < X; ++x) out[x] = load16(token_ptr<T>(a.x[x], b, i, h, d));
   } else {
     const int shift = l * g.log2_pool;
     const std::int64_t t0 = i << shift;
     const std::int64_t t1 = t0 + (std::int64_t{1} << shift);
-    float sum[3][V];
+    float sum[X][V];
 #pragma unroll
-    for (int x = 0; x < 3; ++x) {
+    for (int x = 0; x < X; ++x) {
 #pragma unroll
       for (int e = 0; e < V; ++e) sum[x][e] = 0.f;
     }
     // Two tokens' loads in flight at a time (c_l >= 2 is a power of two); tokens in order.
     for (std::int64_t tb = t0; tb < t1; tb += kTokenBatch) {
-      uint4 raw[kTokenBatch][3];
+      uint4 raw[kTokenBatch][X];
 #pragma unroll
       for (int u = 0; u < kTokenBatch; ++u) {
         if (tb + u < t1) {
 #pragma unroll
-          for (int x = 0; x < 3; ++x) raw[u][x] = load16(token_ptr<T>(a.x[x], b, tb + u, h, d));
+          for (int x = 0; x < X; ++x) raw[u][x] = load16(token_ptr<T>(a.x[x], b, tb + u, h, d));
         }
       }
 #pragma unroll
       for (int u = 0; u < kTokenBatch; ++u) {
         if (tb + u >= t1) continue;
 #pragma unroll
-        for (int x = 0; x < 3; ++x) {
+        for (int x = 0; x < X; ++x) {
           float f[V];
           unpack<T>(raw[u][x], f);
 #pragma unroll
@@ -91,14 +93,26 @@ __global__ void __launch_bounds__(256, 4) gather_kernel(const GatherArgs a) {
     }
     const float inv_c = ldexpf(1.0f, -shift);
 #pragma unroll
-    for (int x = 0; x < 3; ++x) {
+    for (int x = 0; x < X; ++x) {
 #pragma unroll
       for (int e = 0; e < V; ++e) sum[x][e] *= inv_c;
       out[x] = pack<T>(sum[x]);
     }
   }
 #pragma unroll
-  for (int x = 0; x < 3; ++x) store16(static_cast<T*>(a.sel[x]) + row * D + d, out[x]);
+  for (int x = 0; x < X; ++x) store16(static_cast<T*>(a.sel[x]) + row * D + d, out[x]);
+}
+
+// One gather launch over the first X tensors of `a` (a.g's heads).
+template <int X>
+void launch_gather_kernel(DType dtype, const GatherArgs& a, cudaStream_t stream) {
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const RowGrid rg =
+        row_grid(a.g.S, a.g.heads, a.g.batch, static_cast<int>(a.g.head_dim / kVec<T>));
+    gather_kernel<T, X><<<rg.grid, rg.block, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH("gather_kernel");
+  });
 }
 
 struct GatherBackwardArgs {
@@ -131,8 +145,9 @@ __global__ void __launch_bounds__(kRunThreads) gather_backward_kernel(const Gath
   const int per_tensor = a.max_entries * nv;
   uint4* rows = staged;                                        // [X][max_entries][nv]
   int* pos = reinterpret_cast<int*>(staged + X * per_tensor);  // [max_entries]
-  stage_run<X>(g, a.position + bh * g.pyramid_size, a.dsel, bh, t0, tokens, /*shift_k=*/0,
-               a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos, rows);
+  stage_run<X>(g, a.position + bh / g.group * g.pyramid_size, a.dsel, bh, t0, tokens,
+               /*shift_k=*/0, a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos,
+               rows);
 
   for (int idx = static_cast<int>(threadIdx.x); idx < tokens * nv; idx += blockDim.x) {
     const int tt = idx / nv;
@@ -210,24 +225,33 @@ void launch_gather(const Geometry& g, DType dtype, const TokenTensor& q, const T
                    const TokenTensor& v, const void* coarse_q, const void* coarse_k,
                    const void* coarse_v, const std::int32_t* indices, void* q_sel, void* k_sel,
                    void* v_sel, cudaStream_t stream) {
-  dispatch_dtype(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    GatherArgs a{};
-    a.g = g;
-    a.x[0] = q;
-    a.x[1] = k;
-    a.x[2] = v;
-    a.coarse[0] = coarse_q;
-    a.coarse[1] = coarse_k;
-    a.coarse[2] = coarse_v;
-    a.indices = indices;
-    a.sel[0] = q_sel;
-    a.sel[1] = k_sel;
-    a.sel[2] = v_sel;
-    const RowGrid rg = row_grid(g.S, g.heads, g.batch, static_cast<int>(g.head_dim / kVec<T>));
-    gather_kernel<T><<<rg.grid, rg.block, 0, stream>>>(a);
-    CUDA_CHECK_LAUNCH("gather_kernel");
-  });
+  GatherArgs a{};
+  a.g = g;
+  a.x[0] = q;
+  a.x[1] = k;
+  a.x[2] = v;
+  a.coarse[0] = coarse_q;
+  a.coarse[1] = coarse_k;
+  a.coarse[2] = coarse_v;
+  a.indices = indices;
+  a.sel[0] = q_sel;
+  a.sel[1] = k_sel;
+  a.sel[2] = v_sel;
+  if (g.group == 1) {
+    launch_gather_kernel<3>(dtype, a, stream);
+    return;
+  }
+  // Grouped-query attention: q per query head, then k and v per KV head.
+  launch_gather_kernel<1>(dtype, a, stream);
+  GatherArgs kv = a;
+  kv.g = kv_geometry(g);
+  kv.x[0] = k;
+  kv.x[1] = v;
+  kv.coarse[0] = coarse_k;
+  kv.coarse[1] = coarse_v;
+  kv.sel[0] = k_sel;
+  kv.sel[1] = v_sel;
+  launch_gather_kernel<2>(dtype, kv, stream);
 }
 
 void launch_gather_backward(const Geometry& g, DType dtype, const std::int32_t* position,

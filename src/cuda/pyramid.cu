@@ -19,6 +19,7 @@
 // tokens in order and writes sum / c_L (rounded once) when a coarsest block ends; the gather
 // copies those rows instead of reading all N tokens a second time.
 #include <cfloat>
+#include <string>
 
 #include "core/scores.hpp"
 #include "cuda/check.hpp"
@@ -38,9 +39,10 @@ constexpr int kGroupFloats = 2 * kNormTokens + 2 * kMaxLevels;  // shared floats
 
 struct PyramidArgs {
   Geometry g;
+  int tensors;                // x[0..tensors) are read: q, k, v; or q alone, or k and v (GQA)
   TokenTensor x[3];           // q, k, v
-  float* score[2];            // q, k: [BH, P - N]
-  float* first[2];            // q, k: [BH, N / p] first-token norms (causal selection), or null
+  float* score[2];            // x[0], x[1]: [BH, P - N], or null (no scores of that tensor)
+  float* first[2];            // x[0], x[1]: [BH, N / p] first-token norms (causal), or null
   void* coarse[3];            // [BH, n_L, D]
   int lanes;                  // M: lanes per row group, a power of two <= 32
   int groups;                 // row groups per block
@@ -118,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
             for (int v = 0; v < VPL; ++v) {
               const int vec = vec0 + v;
               raw[u][x][v] = make_uint4(0, 0, 0, 0);  // +0.0 in every dtype
-              if (u0 + u < len && vec < nv) {
+              if (x < a.tensors && u0 + u < len && vec < nv) {
                 raw[u][x][v] = load16(token_ptr<T>(a.x[x], b, c0 + u0 + u, h, vec * V));
               }
             }
@@ -160,7 +162,7 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
                 float mean[V];
 #pragma unroll
                 for (int e = 0; e < V; ++e) mean[e] = sum[x][v * V + e] * inv_c;
-                if (vec0 + v < nv) {
+                if (x < a.tensors && vec0 + v < nv) {
                   store16(static_cast<T*>(a.coarse[x]) + (bh * n_top + entry) * D + (vec0 + v) * V,
                           pack<T>(mean));
                 }
@@ -195,13 +197,15 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
       // of a level-2 block). When len >= p the piece starts on a multiple of p (both are powers
       // of two and c0 advances by kNormTokens from a multiple of c_L); otherwise it holds at most
       // one such token, its first.
-      if (a.first[0]) {
+      if (a.first[0] || a.first[1]) {
         const int p = g.pool;
         const int count = len >= p ? len >> lp : ((c0 & (p - 1)) == 0 ? 1 : 0);
         for (int e = lane; e < 2 * count; e += M) {
           const int x = e >= count ? 1 : 0;
           const int idx = e - x * count;
-          a.first[x][bh * (N >> lp) + (c0 >> lp) + idx] = norms[x * kNormTokens + (idx << lp)];
+          if (a.first[x]) {
+            a.first[x][bh * (N >> lp) + (c0 >> lp) + idx] = norms[x * kNormTokens + (idx << lp)];
+          }
         }
       }
 
@@ -218,7 +222,8 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
           const float* s = norms + x * kNormTokens + idx * c;
           float m = s[0];
           for (int j = 1; j < c; ++j) m = fmaxf(m, s[j]);
-          a.score[x][bh * score_stride + (g.offset[l] - N) + (c0 >> shift) + idx] = m;
+          if (a.score[x])
+            a.score[x][bh * score_stride + (g.offset[l] - N) + (c0 >> shift) + idx] = m;
         }
       }
       // Levels whose blocks are longer than a piece (then len == kNormTokens): lane x folds the
@@ -235,7 +240,7 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
             const bool first = (c0 & (c - 1)) == 0;
             const float r = first ? m : fmaxf(run[x * kMaxLevels + l], m);
             run[x * kMaxLevels + l] = r;
-            if (((c0 + kNormTokens) & (c - 1)) == 0) {
+            if (((c0 + kNormTokens) & (c - 1)) == 0 && a.score[x]) {
               a.score[x][bh * score_stride + (g.offset[l] - N) + (c0 >> shift)] = r;
             }
           }
@@ -246,13 +251,175 @@ __global__ void __launch_bounds__(kThreads, 4) pyramid_kernel(const PyramidArgs 
   }
 }
 
+// The dilated scorer's level 0 and pooling (pyramid_dilated.cpp). Plain kernels: the scorer's
+// two attentions cost orders of magnitude more than these passes.
+
+__device__ __forceinline__ float element(const float* p) {
+  return *p;
+}
+__device__ __forceinline__ float element(const __nv_bfloat16* p) {
+  return __bfloat162float(*p);
+}
+__device__ __forceinline__ float element(const __half* p) {
+  return __half2float(*p);
+}
+
+constexpr int kMaxScoreChunks = 32;  // head_dim <= 256
+
+// One thread per row (b, t, h), h fastest: the score of core/scores.hpp, read literally.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    token_scores_kernel(const Geometry g, const TokenTensor x, float* scores) {
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t H = g.heads, N = g.seq;
+  if (row >= g.batch * N * H) return;
+  const std::int64_t h = row % H, t = row / H % N, b = row / (H * N);
+  const T* src = token_ptr<T>(x, b, t, h, 0);
+  const int D = static_cast<int>(g.head_dim);
+  const int chunks = (D + kChunk - 1) / kChunk;
+  int width = 1;
+  while (width < chunks) width *= 2;
+  double partial[kMaxScoreChunks];
+  for (int c = 0; c < width; ++c) {
+    double sum = 0.0;
+    for (int d = c * kChunk; d < min(D, (c + 1) * kChunk); ++d) {
+      const double e = element(src + d);
+      sum = fma(e, e, sum);  // the product is exact: one rounding, as sum + e * e
+    }
+    partial[c] = sum;
+  }
+  for (int step = 1; step < width; step *= 2) {
+    for (int c = 0; c + step < width; c += 2 * step) partial[c] += partial[c + step];
+  }
+  const float n = __double2float_rn(sqrt(partial[0]));
+  scores[(b * H + h) * N + t] = isnan(n) ? -INFINITY : n;
+}
+
+// One thread per (bh, entry i of level l >= 1): the max of its p children one level down (the
+// tokens for l = 1). With `first`, level 1 also writes the score of its first token.
+__global__ void __launch_bounds__(256)
+    pool_level_kernel(const Geometry g, int l, const float* token_q, const float* token_k,
+                      float* score_q, float* score_k, float* first_q, float* first_k) {
+  const std::int64_t n = g.size[l];
+  const std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (w >= g.batch * g.heads * n) return;
+  const std::int64_t bh = w / n, i = w % n;
+  const std::int64_t N = g.seq, stride = g.pyramid_size - N;
+  const int p = g.pool;
+  const float* tokens[2] = {token_q, token_k};
+  float* score[2] = {score_q, score_k};
+  float* first[2] = {first_q, first_k};
+#pragma unroll
+  for (int x = 0; x < 2; ++x) {
+    const float* child =
+        l == 1 ? tokens[x] + bh * N : score[x] + bh * stride + (g.offset[l - 1] - N);
+    float m = child[i * p];
+    for (int j = 1; j < p; ++j) m = fmaxf(m, child[i * p + j]);
+    score[x][bh * stride + (g.offset[l] - N) + i] = m;
+    if (l == 1 && first[x]) first[x][bh * (N / p) + i] = child[i * p];
+  }
+}
+
 }  // namespace
+
+void launch_token_scores(const Geometry& g, DType dtype, const TokenTensor& x, float* scores,
+                         cudaStream_t stream) {
+  if (g.head_dim > kMaxScoreChunks * kChunk) {
+    throw Error("launch_token_scores: head_dim " + std::to_string(g.head_dim) + " above " +
+                std::to_string(kMaxScoreChunks * kChunk));
+  }
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const std::int64_t rows = g.batch * g.seq * g.heads;
+    const std::int64_t blocks = (rows + 255) / 256;
+    token_scores_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(g, x, scores);
+    CUDA_CHECK_LAUNCH("token_scores_kernel");
+  });
+}
+
+void launch_pool_scores(const Geometry& g, const float* token_q, const float* token_k,
+                        float* score_q, float* score_k, float* first_q, float* first_k,
+                        cudaStream_t stream) {
+  for (int l = 1; l < g.levels; ++l) {  // in order: level l reads level l - 1
+    const std::int64_t work = g.batch * g.heads * g.size[l];
+    const std::int64_t blocks = (work + 255) / 256;
+    pool_level_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+        g, l, token_q, token_k, score_q, score_k, g.causal ? first_q : nullptr,
+        g.causal ? first_k : nullptr);
+    CUDA_CHECK_LAUNCH("pool_level_kernel");
+  }
+}
+
+namespace {
+
+// out[r, j] = max_i in[r * group + i, j]: the query score of a KV group.
+__global__ void __launch_bounds__(256)
+    group_max_kernel(const float* in, float* out, std::int64_t rows, std::int64_t group,
+                     std::int64_t count) {
+  const std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (w >= rows * count) return;
+  const std::int64_t r = w / count, j = w % count;
+  float m = in[(r * group) * count + j];
+  for (std::int64_t i = 1; i < group; ++i) m = fmaxf(m, in[(r * group + i) * count + j]);
+  out[w] = m;
+}
+
+}  // namespace
+
+void launch_group_max(const float* in, float* out, std::int64_t rows, std::int64_t group,
+                      std::int64_t count, cudaStream_t stream) {
+  const std::int64_t blocks = (rows * count + 255) / 256;
+  if (blocks == 0) return;
+  group_max_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(in, out, rows, group, count);
+  CUDA_CHECK_LAUNCH("group_max_kernel");
+}
 
 void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const TokenTensor& k,
                     const TokenTensor& v, float* score_q, float* score_k, float* first_q,
                     float* first_k, void* coarse_q, void* coarse_k, void* coarse_v,
                     cudaStream_t stream) {
   if (g.levels < 2) return;  // dense: no scores
+  if (g.group == 1) {
+    const TokenTensor x[3] = {q, k, v};
+    float* const score[2] = {score_q, score_k};
+    float* const first[2] = {first_q, first_k};
+    void* const coarse[3] = {coarse_q, coarse_k, coarse_v};
+    launch_pyramid_pass(g, dtype, 3, x, score, first, coarse, stream);
+    return;
+  }
+  // Grouped-query attention. Query heads: their scores per head into pool memory, then the
+  // group's max (a max of maxima: pooling commutes with it) into score_q and first_q.
+  const Geometry kv = kv_geometry(g);
+  const std::int64_t score_count = g.pyramid_size - g.seq;
+  const std::int64_t first_count = g.causal ? g.seq / g.pool : 0;
+  float* per_head = nullptr;
+  const std::size_t per_head_floats =
+      static_cast<std::size_t>(g.batch * g.heads * (score_count + first_count));
+  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&per_head), per_head_floats * sizeof(float),
+                             stream));
+  float* const head_first = g.causal ? per_head + g.batch * g.heads * score_count : nullptr;
+  {
+    const TokenTensor x[1] = {q};
+    float* const score[2] = {per_head, nullptr};
+    float* const first[2] = {head_first, nullptr};
+    void* const coarse[1] = {coarse_q};
+    launch_pyramid_pass(g, dtype, 1, x, score, first, coarse, stream);
+  }
+  launch_group_max(per_head, score_q, kv.batch * kv.heads, g.group, score_count, stream);
+  if (g.causal)
+    launch_group_max(head_first, first_q, kv.batch * kv.heads, g.group, first_count, stream);
+  CUDA_CHECK(cudaFreeAsync(per_head, stream));
+  // KV heads: k's scores, k's and v's coarsest means.
+  const TokenTensor x[2] = {k, v};
+  float* const score[2] = {score_k, nullptr};
+  float* const first[2] = {first_k, nullptr};
+  void* const coarse[2] = {coarse_k, coarse_v};
+  launch_pyramid_pass(kv, dtype, 2, x, score, first, coarse, stream);
+}
+
+void launch_pyramid_pass(const Geometry& g, DType dtype, int count, const TokenTensor* x,
+                         float* const score[2], float* const first[2], void* const* coarse,
+                         cudaStream_t stream) {
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     constexpr int U = kVec<T> == kChunk ? 4 : 2;  // 12 loads of 16 bytes in flight per lane
@@ -264,16 +431,15 @@ void launch_pyramid(const Geometry& g, DType dtype, const TokenTensor& q, const 
 
     PyramidArgs a{};
     a.g = g;
-    a.x[0] = q;
-    a.x[1] = k;
-    a.x[2] = v;
-    a.score[0] = score_q;
-    a.score[1] = score_k;
-    a.first[0] = g.causal ? first_q : nullptr;
-    a.first[1] = g.causal ? first_k : nullptr;
-    a.coarse[0] = coarse_q;
-    a.coarse[1] = coarse_k;
-    a.coarse[2] = coarse_v;
+    a.tensors = count;
+    for (int i = 0; i < count; ++i) {
+      a.x[i] = x[i];
+      a.coarse[i] = coarse[i];
+    }
+    for (int i = 0; i < 2; ++i) {
+      a.score[i] = i < count ? score[i] : nullptr;
+      a.first[i] = g.causal && i < count ? first[i] : nullptr;
+    }
     a.lanes = lanes;
     a.groups = std::min(kMaxGroups, kThreads / lanes);
     // A span is at least 16 tokens where N allows, so that short coarsest blocks do not make

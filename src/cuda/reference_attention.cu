@@ -11,8 +11,10 @@
 //   dkv kernel, one block per key row j:  dv_j = sum_{i >= j} P_ij dO_i,
 //                                         dk_j = scale * sum_{i >= j} dS_ij q_i.
 // The dkv kernel recomputes D_i per pair instead of reading it from a scratch buffer: one more
-// length-d dot product, no extra memory. Logits are recomputed rather than stored, so shared
-// memory is a fixed few KiB whatever s is. Every sum has a fixed order: deterministic.
+// length-d dot product, no extra memory. Grouped-query attention (h_kv < h): query head h reads
+// K/V head h / group; the dkv kernel runs per K/V head and adds the group's query heads in head
+// order (one fixed order, so still deterministic). Logits are recomputed rather than stored, so
+// shared memory is a fixed few KiB whatever s is. Every sum has a fixed order: deterministic.
 #include "cuda/reference_attention.hpp"
 
 #include <cmath>
@@ -98,6 +100,7 @@ __device__ void block_max_sum(float& m, float& l, float* scratch_m, float* scrat
 
 struct Params {
   int b, h, s, d;
+  int group;  // query heads per K/V head
   float scale;
   Strides q, k, v, o;
   Strides dout, dq, dk, dv;  // backward only
@@ -110,6 +113,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float probs[kThreads];
   __shared__ float scratch_m[kThreads], scratch_l[kThreads];
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
+  const int kvh = h / p.group;
 
   const float* qi = row_ptr(q, p.q, b, h, i);
   for (int c = t; c < p.d; c += kThreads) q_row[c] = qi[c * p.q.d] * p.scale;
@@ -118,7 +122,7 @@ __global__ void __launch_bounds__(kThreads)
   // Pass 1: row max and normaliser.
   float m = -INFINITY, l = 0.f;
   for (int j = t; j <= i; j += kThreads) {
-    const float logit = dot_shared(q_row, row_ptr(k, p.k, b, h, j), p.k.d, p.d);
+    const float logit = dot_shared(q_row, row_ptr(k, p.k, b, kvh, j), p.k.d, p.d);
     if (logit > m) {
       l = l * expf(m - logit) + 1.f;
       m = logit;
@@ -132,7 +136,7 @@ __global__ void __launch_bounds__(kThreads)
   float acc[kMaxChannelsPerThread] = {};
   for (int j0 = 0; j0 <= i; j0 += kThreads) {
     const int j = j0 + t;
-    probs[t] = (j <= i) ? expf(dot_shared(q_row, row_ptr(k, p.k, b, h, j), p.k.d, p.d) - m) : 0.f;
+    probs[t] = (j <= i) ? expf(dot_shared(q_row, row_ptr(k, p.k, b, kvh, j), p.k.d, p.d) - m) : 0.f;
     __syncthreads();
     const int tile = min(kThreads, i - j0 + 1);
     for (int n = 0; n < kMaxChannelsPerThread; ++n) {
@@ -140,7 +144,7 @@ __global__ void __launch_bounds__(kThreads)
       if (c >= p.d) break;
       float sum = 0.f;
       for (int jj = 0; jj < tile; ++jj)
-        sum += probs[jj] * row_ptr(v, p.v, b, h, j0 + jj)[c * p.v.d];
+        sum += probs[jj] * row_ptr(v, p.v, b, kvh, j0 + jj)[c * p.v.d];
       acc[n] += sum;
     }
     __syncthreads();
@@ -165,6 +169,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float ds[kThreads];
   __shared__ float scratch[kThreads];
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
+  const int kvh = h / p.group;
 
   const float* qi = row_ptr(q, p.q, b, h, i);
   const float* doi = row_ptr(dout, p.dout, b, h, i);
@@ -183,8 +188,8 @@ __global__ void __launch_bounds__(kThreads)
     const int j = j0 + t;
     float value = 0.f;
     if (j <= i) {
-      const float prob = expf(dot_shared(q_row, row_ptr(k, p.k, b, h, j), p.k.d, p.d) - lse);
-      const float dp = dot_shared(do_row, row_ptr(v, p.v, b, h, j), p.v.d, p.d);
+      const float prob = expf(dot_shared(q_row, row_ptr(k, p.k, b, kvh, j), p.k.d, p.d) - lse);
+      const float dp = dot_shared(do_row, row_ptr(v, p.v, b, kvh, j), p.v.d, p.d);
       value = prob * (dp - D);
     }
     ds[t] = value;
@@ -194,7 +199,7 @@ __global__ void __launch_bounds__(kThreads)
       const int c = t + n * kThreads;
       if (c >= p.d) break;
       float sum = 0.f;
-      for (int jj = 0; jj < tile; ++jj) sum += ds[jj] * row_ptr(k, p.k, b, h, j0 + jj)[c * p.k.d];
+      for (int jj = 0; jj < tile; ++jj) sum += ds[jj] * row_ptr(k, p.k, b, kvh, j0 + jj)[c * p.k.d];
       acc[n] += sum;
     }
     __syncthreads();
@@ -215,48 +220,51 @@ __global__ void __launch_bounds__(kThreads)
                         float* __restrict__ dk, float* __restrict__ dv) {
   __shared__ float k_row[kMaxHeadDim], v_row[kMaxHeadDim];
   __shared__ float probs[kThreads], ds[kThreads];
-  const int j = blockIdx.x, h = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
+  // One block per key row j of K/V head kvh; the group's query heads in order.
+  const int j = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, t = threadIdx.x;
 
-  const float* kj = row_ptr(k, p.k, b, h, j);
-  const float* vj = row_ptr(v, p.v, b, h, j);
+  const float* kj = row_ptr(k, p.k, b, kvh, j);
+  const float* vj = row_ptr(v, p.v, b, kvh, j);
   for (int c = t; c < p.d; c += kThreads) {
     k_row[c] = kj[c * p.k.d] * p.scale;
     v_row[c] = vj[c * p.v.d];
   }
   __syncthreads();
-  const float* lse_row = stats + (static_cast<long long>(b) * p.h + h) * p.s;
 
   float acc_k[kMaxChannelsPerThread] = {}, acc_v[kMaxChannelsPerThread] = {};
-  for (int i0 = j; i0 < p.s; i0 += kThreads) {
-    const int i = i0 + t;
-    float prob = 0.f, value = 0.f;
-    if (i < p.s) {
-      const float* doi = row_ptr(dout, p.dout, b, h, i);
-      prob = expf(dot_shared(k_row, row_ptr(q, p.q, b, h, i), p.q.d, p.d) - lse_row[i]);
-      const float dp = dot_shared(v_row, doi, p.dout.d, p.d);
-      const float D = dot_global(doi, p.dout.d, row_ptr(o, p.o, b, h, i), p.o.d, p.d);
-      value = prob * (dp - D);
-    }
-    probs[t] = prob;
-    ds[t] = value;
-    __syncthreads();
-    const int tile = min(kThreads, p.s - i0);
-    for (int n = 0; n < kMaxChannelsPerThread; ++n) {
-      const int c = t + n * kThreads;
-      if (c >= p.d) break;
-      float sum_k = 0.f, sum_v = 0.f;
-      for (int ii = 0; ii < tile; ++ii) {
-        sum_v += probs[ii] * row_ptr(dout, p.dout, b, h, i0 + ii)[c * p.dout.d];
-        sum_k += ds[ii] * row_ptr(q, p.q, b, h, i0 + ii)[c * p.q.d];
+  for (int h = kvh * p.group; h < (kvh + 1) * p.group; ++h) {
+    const float* lse_row = stats + (static_cast<long long>(b) * p.h + h) * p.s;
+    for (int i0 = j; i0 < p.s; i0 += kThreads) {
+      const int i = i0 + t;
+      float prob = 0.f, value = 0.f;
+      if (i < p.s) {
+        const float* doi = row_ptr(dout, p.dout, b, h, i);
+        prob = expf(dot_shared(k_row, row_ptr(q, p.q, b, h, i), p.q.d, p.d) - lse_row[i]);
+        const float dp = dot_shared(v_row, doi, p.dout.d, p.d);
+        const float D = dot_global(doi, p.dout.d, row_ptr(o, p.o, b, h, i), p.o.d, p.d);
+        value = prob * (dp - D);
       }
-      acc_k[n] += sum_k;
-      acc_v[n] += sum_v;
+      probs[t] = prob;
+      ds[t] = value;
+      __syncthreads();
+      const int tile = min(kThreads, p.s - i0);
+      for (int n = 0; n < kMaxChannelsPerThread; ++n) {
+        const int c = t + n * kThreads;
+        if (c >= p.d) break;
+        float sum_k = 0.f, sum_v = 0.f;
+        for (int ii = 0; ii < tile; ++ii) {
+          sum_v += probs[ii] * row_ptr(dout, p.dout, b, h, i0 + ii)[c * p.dout.d];
+          sum_k += ds[ii] * row_ptr(q, p.q, b, h, i0 + ii)[c * p.q.d];
+        }
+        acc_k[n] += sum_k;
+        acc_v[n] += sum_v;
+      }
+      __syncthreads();
     }
-    __syncthreads();
   }
 
-  float* dkj = row_ptr(dk, p.dk, b, h, j);
-  float* dvj = row_ptr(dv, p.dv, b, h, j);
+  float* dkj = row_ptr(dk, p.dk, b, kvh, j);
+  float* dvj = row_ptr(dv, p.dv, b, kvh, j);
   for (int n = 0; n < kMaxChannelsPerThread; ++n) {
     const int c = t + n * kThreads;
     if (c >= p.d) break;
@@ -285,6 +293,7 @@ Params make_params(const SdpaDesc& desc) {
                 static_cast<int>(desc.h),
                 static_cast<int>(desc.s),
                 static_cast<int>(desc.d),
+                static_cast<int>(desc.h / desc.kv_heads()),
                 static_cast<float>(desc.scale),
                 to_strides(desc.q_stride),
                 to_strides(desc.k_stride),
@@ -314,7 +323,8 @@ void reference_attention_backward(const SdpaDesc& desc, const float* q, const fl
   const dim3 grid(p.s, p.h, p.b);
   backward_dq_kernel<<<grid, kThreads, 0, stream>>>(p, q, k, v, o, dout, stats, dq);
   CUDA_CHECK_LAUNCH("reference attention backward_dq_kernel");
-  backward_dkv_kernel<<<grid, kThreads, 0, stream>>>(p, q, k, v, o, dout, stats, dk, dv);
+  const dim3 kv_grid(p.s, p.h / p.group, p.b);  // one block per key row of each K/V head
+  backward_dkv_kernel<<<kv_grid, kThreads, 0, stream>>>(p, q, k, v, o, dout, stats, dk, dv);
   CUDA_CHECK_LAUNCH("reference attention backward_dkv_kernel");
 }
 

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kRunThreads) scatter_kernel(const ScatterArgs 
   uint4* rows = staged;                                            // [max_entries][nv]
   int* pos = reinterpret_cast<int*>(staged + a.max_entries * nv);  // [max_entries]
   const void* const sel[1] = {a.o_sel};
-  stage_run<1>(g, a.position + bh * g.pyramid_size, sel, bh, t0, tokens, /*shift_k=*/1,
+  stage_run<1>(g, a.position + bh / g.group * g.pyramid_size, sel, bh, t0, tokens, /*shift_k=*/1,
                a.max_entries, static_cast<int>(g.head_dim * sizeof(T)), lv, pos, rows);
 
   for (int idx = static_cast<int>(threadIdx.x); idx < tokens * nv; idx += blockDim.x) {
@@ -166,9 +166,10 @@ __global__ void __launch_bounds__(256) scatter_backward_kernel(const ScatterBack
   if (s >= g.S) return;
   const std::int64_t D = g.head_dim, N = g.seq;
   const std::int64_t h = blockIdx.y, b = blockIdx.z;
-  const std::int64_t row = (b * g.heads + h) * g.S + s;
+  const std::int64_t bh = b * g.heads + h;
+  const std::int64_t row = bh * g.S + s;
   const int d = threadIdx.x * V;
-  const std::int64_t entry = a.indices[row];
+  const std::int64_t entry = a.indices[bh / g.group * g.S + s];
   const int l = level_of(g, entry);
   const std::int64_t i = entry - g.offset[l];
   uint4 out;

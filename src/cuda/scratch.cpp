@@ -49,11 +49,15 @@ GradientRows::GradientRows(const Geometry& g, DType dtype, const TensorView& dou
                            const ByteSpan& context, Workspace& workspace, cudaStream_t stream)
     : g_(g), dtype_(dtype), workspace_(workspace), stream_(stream) {
   block_ = static_cast<std::size_t>(g.batch * g.heads * g.S * g.head_dim) * dtype_size(dtype);
-  where_ = choose_gradient_scratch(dout, dq, dk, dv, context, block_);
+  // Grouped-query attention: dk_sel and dv_sel have the KV heads' rows only, and dk, dv are
+  // smaller than dq: the blocks stay in the workspace.
+  const std::size_t kv_block = block_ / static_cast<std::size_t>(g.group);
+  where_ = g.group == 1 ? choose_gradient_scratch(dout, dq, dk, dv, context, block_)
+                        : GradientScratch::kWorkspace;
   if (where_ == GradientScratch::kWorkspace) {
     Carver carve;
     std::array<std::size_t, 4> at{};  // do_sel, dq_sel, dk_sel, dv_sel
-    for (auto& a : at) a = carve.take(block_);
+    for (int i = 0; i < 4; ++i) at[i] = carve.take(i < 2 ? block_ : kv_block);
     char* ws = static_cast<char*>(workspace_.get(stream, carve.size()));
     do_sel_ = ws + at[0];
     dq_sel_ = ws + at[1];
@@ -77,9 +81,17 @@ GradientRows::GradientRows(const Geometry& g, DType dtype, const TensorView& dou
 
 void GradientRows::gather_backward(const std::int32_t* position, const TensorView& dq,
                                    const TensorView& dk, const TensorView& dv) {
-  if (where_ == GradientScratch::kWorkspace) {
+  if (where_ == GradientScratch::kWorkspace && g_.group == 1) {
     launch_gather_backward(g_, dtype_, position, dq_sel_, dk_sel_, dv_sel_, token_tensor(dq),
                            token_tensor(dk), token_tensor(dv), stream_);
+    return;
+  }
+  if (where_ ==
+      GradientScratch::kWorkspace) {  // grouped-query: dq per query head, dk, dv per KV head
+    const Geometry kv = kv_geometry(g_);
+    launch_gather_backward(g_, dtype_, position, dq_sel_, token_tensor(dq), stream_);
+    launch_gather_backward(kv, dtype_, position, dk_sel_, token_tensor(dk), stream_);
+    launch_gather_backward(kv, dtype_, position, dv_sel_, token_tensor(dv), stream_);
     return;
   }
   // do_sel (in dq) died with the attention backward.

@@ -20,9 +20,9 @@
 namespace lighthouse::cuda {
 
 // The forward's scratch (the pooled scores, the first-token scores of the causal selection and
-// the coarsest means, all dead once the gather has run): in `out` (the scatter writes it last) when out_holds_scratch() allows,
-// else in the workspace, which then does not grow to the coarsest level's size (0.75 N rows at
-// p = 2) for nothing.
+// the coarsest means, all dead once the gather has run): in `out` (the scatter writes it last) when
+// out_holds_scratch() allows, else in the workspace, which then does not grow to the coarsest
+// level's size (0.75 N rows at p = 2) for nothing.
 struct ForwardScratch {
   float* score_q = nullptr;       // [BH, P - N] pooled scores of levels 2..L
   float* score_k = nullptr;       //
@@ -38,7 +38,8 @@ ForwardScratch forward_scratch(const Geometry& g, DType dtype, const TensorView&
 // read by the attention backward) and dq_sel, dk_sel, dv_sel (written by the attention backward,
 // read by the gather backward), where choose_gradient_scratch() puts them: in the caller's dq,
 // dk and dv when they can hold them (the attention backward then needs at most one block of
-// workspace instead of four), else in the workspace.
+// workspace instead of four), else in the workspace (always with grouped-query attention, whose
+// dk_sel and dv_sel are [BHkv, S, D]).
 class GradientRows {
  public:
   GradientRows(const Geometry& g, DType dtype, const TensorView& dout, const TensorView& dq,

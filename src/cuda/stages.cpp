@@ -16,6 +16,7 @@ Geometry make_geometry(const Plan& plan) {
   g.batch = plan.batch;
   g.seq = plan.seq;
   g.heads = plan.heads;
+  g.group = plan.group();
   g.head_dim = plan.head_dim;
   g.levels = levels;
   g.pool = plan.config.pool;
@@ -41,6 +42,13 @@ Geometry make_geometry(const Plan& plan) {
                 std::to_string(g.tiles) + ", C = " + std::to_string(g.tile_entries) + ")");
   }
   return g;
+}
+
+Geometry kv_geometry(const Geometry& g) {
+  Geometry kv = g;
+  kv.heads = g.heads / g.group;
+  kv.group = 1;
+  return kv;
 }
 
 }  // namespace lighthouse::cuda

@@ -104,7 +104,7 @@ struct GroupWalk {
 template <int U, int L, int Back>
 struct DirectThread {
   const Geometry& g;
-  const std::int32_t* position;  // [BH, P]
+  const std::int32_t* position;  // [BHkv, P]: head h reads row (b H + h) / group
   std::int64_t groups;           // token groups per (batch, head)
   std::int64_t h = 0;
   GroupWalk at;
@@ -141,8 +141,8 @@ struct DirectThread {
 
  private:
   __device__ __forceinline__ GroupLookup<U, L> lookup(const GroupWalk& w) const {
-    return load_group_lookup<U, L, Back>(g, position + (w.b * g.heads + h) * g.pyramid_size,
-                                         w.m * U);
+    return load_group_lookup<U, L, Back>(
+        g, position + (w.b * g.heads + h) / g.group * g.pyramid_size, w.m * U);
   }
 };
 

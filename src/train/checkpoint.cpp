@@ -70,15 +70,18 @@ std::string read_all(const fs::path& path) {
 
 std::map<std::string, std::string> model_metadata(const ModelConfig& m) {
   auto num = [](double v) { return nlohmann::json(v).dump(); };  // shortest round-trip text
-  return {{"format", kFormat},
-          {"vocab", std::to_string(m.vocab)},
-          {"dim", std::to_string(m.dim)},
-          {"layers", std::to_string(m.layers)},
-          {"heads", std::to_string(m.heads)},
-          {"hidden", std::to_string(m.ffn())},
-          {"tied", m.tied ? "true" : "false"},
-          {"rope_base", num(m.rope_base)},
-          {"norm_eps", num(m.norm_eps)}};
+  std::map<std::string, std::string> meta{{"format", kFormat},
+                                          {"vocab", std::to_string(m.vocab)},
+                                          {"dim", std::to_string(m.dim)},
+                                          {"layers", std::to_string(m.layers)},
+                                          {"heads", std::to_string(m.heads)},
+                                          {"hidden", std::to_string(m.ffn())},
+                                          {"tied", m.tied ? "true" : "false"},
+                                          {"rope_base", num(m.rope_base)},
+                                          {"norm_eps", num(m.norm_eps)}};
+  // Grouped-query models only, so that multi-head checkpoints keep their metadata.
+  if (m.kv_head_count() != m.heads) meta["kv_heads"] = std::to_string(m.kv_head_count());
+  return meta;
 }
 
 std::uint64_t stream_hash(const TokenStream& s) {

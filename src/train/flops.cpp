@@ -13,13 +13,13 @@ StepFlops& StepFlops::operator+=(const StepFlops& o) {
 
 std::int64_t parameter_count(const ModelConfig& model) {
   const std::int64_t c = model.dim, f = model.ffn(), v = model.vocab;
-  const std::int64_t per_layer = c + c * 3 * c + c * c + c + c * 2 * f + f * c;
+  const std::int64_t per_layer = c + c * model.qkv_width() + c * c + c + c * 2 * f + f * c;
   return v * c + model.layers * per_layer + c + (model.tied ? 0 : c * v);
 }
 
 double matmul_forward_flops(const ModelConfig& model, std::int64_t rows) {
   const double r = static_cast<double>(rows), c = model.dim, f = model.ffn(), v = model.vocab;
-  const double per_layer = 2 * r * c * (3 * c + c + 2 * f) + 2 * r * f * c;
+  const double per_layer = 2 * r * c * (model.qkv_width() + c + 2 * f) + 2 * r * f * c;
   return model.layers * per_layer + 2 * r * c * v;
 }
 
@@ -29,7 +29,8 @@ StepFlops training_flops(const ModelConfig& model, const std::vector<Config>& at
   // Each product y = x W has two backward products (dx = dy W^T, dW = x^T dy) of its size.
   out.matmul = 3 * matmul_forward_flops(model, batch * seq);
   for (const Config& c : attention) {
-    const Plan plan = make_plan(c, batch, seq, model.heads, model.head_dim());
+    const Plan plan =
+        make_plan(c, batch, seq, model.heads, model.head_dim(), model.kv_head_count());
     out.attention += plan.attention_fwd_flops() + plan.attention_bwd_flops();
     out.attention_dense_equivalent += plan.dense_fwd_flops() + plan.dense_bwd_flops();
   }

@@ -38,6 +38,10 @@ void ModelConfig::validate() const {
         "dim", s(dim),
         "dim / heads = " + s(head_dim()) + " must be even (rotary embeddings rotate pairs)");
   }
+  if (kv_heads < 0 || (kv_heads > 0 && heads % kv_heads != 0)) {
+    throw InvalidArgument("kv_heads", s(kv_heads),
+                          "must divide heads = " + s(heads) + " (0 = heads)");
+  }
   if (hidden < 0) throw InvalidArgument("hidden", s(hidden), "must be >= 0 (0 = 8/3 * dim)");
   if (!(rope_base > 1.0))
     throw InvalidArgument("rope_base", std::to_string(rope_base), "must be > 1");
@@ -83,7 +87,7 @@ Model<T>::Model(const ModelConfig& config, std::uint64_t seed,
     const std::string p = "layers." + std::to_string(l) + ".";
     LayerParams lp{};
     lp.attn_norm = add_param(p + "attn_norm", {C}, false);
-    lp.wqkv = add_param(p + "wqkv", {C, 3 * C}, true);
+    lp.wqkv = add_param(p + "wqkv", {C, config_.qkv_width()}, true);
     lp.wo = add_param(p + "wo", {C, C}, true);
     lp.mlp_norm = add_param(p + "mlp_norm", {C}, false);
     lp.w13 = add_param(p + "w13", {C, 2 * F}, true);
@@ -169,7 +173,7 @@ void Model<T>::resize(std::int64_t batch, std::int64_t seq) {
   n_final_.resize(R * C);
   inv_final_.resize(R);
   logits_.resize(R * V);
-  qkv_.resize(R * 3 * C);
+  qkv_.resize(R * config_.qkv_width());
   dlogits_.resize(R * V);
   dx_.resize(R * C);
   dn_.resize(R * C);
@@ -178,18 +182,18 @@ void Model<T>::resize(std::int64_t batch, std::int64_t seq) {
   dhg_.resize(R * 2 * F);
 }
 
-// Head h's q (offset 0), k (offset C) or v (offset 2C) inside a [B, N, 3C] buffer, as the
-// [B, N, H, D] view the library takes.
+// q (offset 0, H heads), k (offset C) or v (offset C + Ckv, Hkv heads each) inside a [B, N, W]
+// buffer (W = qkv_width() = C + 2 Ckv), as the [B, N, heads, D] view the library takes.
 template <typename T>
-TensorView Model<T>::head_view(T* base, std::int64_t offset) const {
-  const std::int64_t C = config_.dim, H = config_.heads, D = config_.head_dim();
+TensorView Model<T>::head_view(T* base, std::int64_t offset, std::int64_t heads) const {
+  const std::int64_t W = config_.qkv_width(), H = heads, D = config_.head_dim();
   TensorView v;
   v.data = base + offset;
   v.dtype = dtype_of<T>();
   v.device = Device::kCPU;
   v.rank = 4;
   v.shape = {batch_, seq_, H, D};
-  v.strides = {seq_ * 3 * C, 3 * C, D, 1};
+  v.strides = {seq_ * W, W, D, 1};
   return v;
 }
 
@@ -199,6 +203,7 @@ double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets
   resize(batch, seq);
   const std::int64_t R = batch * seq, C = config_.dim, V = config_.vocab, F = config_.ffn();
   const std::int64_t H = config_.heads, D = config_.head_dim();
+  const std::int64_t Hkv = config_.kv_head_count(), Ckv = Hkv * D, W = config_.qkv_width();
   inputs_.assign(inputs, inputs + R);
   targets_.assign(targets, targets + R);
   for (std::int64_t r = 0; r < R; ++r) {
@@ -221,15 +226,15 @@ double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets
         l + 1 < config_.layers ? acts_[static_cast<std::size_t>(l + 1)].x.data() : x_final_.data();
     // Attention branch.
     rmsnorm_forward<T>(a.x.data(), w(p.attn_norm), a.n1.data(), a.inv1.data(), R, C, eps);
-    matmul<T>(Trans::kNo, Trans::kNo, R, 3 * C, C, a.n1.data(), w(p.wqkv), T(0), qkv_.data());
-    rotary_apply<T>(qkv_.data(), batch, seq, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(),
-                    false);
-    rotary_apply<T>(qkv_.data() + C, batch, seq, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(),
+    matmul<T>(Trans::kNo, Trans::kNo, R, W, C, a.n1.data(), w(p.wqkv), T(0), qkv_.data());
+    rotary_apply<T>(qkv_.data(), batch, seq, H, D, W, rope_cos_.data(), rope_sin_.data(), false);
+    rotary_apply<T>(qkv_.data() + C, batch, seq, Hkv, D, W, rope_cos_.data(), rope_sin_.data(),
                     false);
     const TensorView out =
         TensorView::contiguous(a.att.data(), dtype_of<T>(), Device::kCPU, {batch, seq, H, D});
-    backend_->forward(attention_[static_cast<std::size_t>(l)], head_view(qkv_.data(), 0),
-                      head_view(qkv_.data(), C), head_view(qkv_.data(), 2 * C), out, a.ctx);
+    backend_->forward(attention_[static_cast<std::size_t>(l)], head_view(qkv_.data(), 0, H),
+                      head_view(qkv_.data(), C, Hkv), head_view(qkv_.data(), C + Ckv, Hkv), out,
+                      a.ctx);
     std::copy(a.x.begin(), a.x.end(), a.xmid.begin());
     matmul<T>(Trans::kNo, Trans::kNo, R, C, C, a.att.data(), w(p.wo), T(1), a.xmid.data());
     // Feed-forward branch.
@@ -255,6 +260,7 @@ void Model<T>::backward(double scale) {
   if (batch_ == 0) throw Error("Model::backward called before forward");
   const std::int64_t R = batch_ * seq_, C = config_.dim, V = config_.vocab, F = config_.ffn();
   const std::int64_t H = config_.heads, D = config_.head_dim();
+  const std::int64_t Hkv = config_.kv_head_count(), Ckv = Hkv * D, W = config_.qkv_width();
 
   cross_entropy<T>(logits_.data(), targets_.data(), R, V, dlogits_.data(), scale);
   // LM head: logits = n_final * W (W = embedding^T when tied).
@@ -288,11 +294,12 @@ void Model<T>::backward(double scale) {
     matmul<T>(Trans::kYes, Trans::kNo, C, C, R, a.att.data(), dx_.data(), T(1), g(p.wo));
     const TensorView dout =
         TensorView::contiguous(datt_.data(), dtype_of<T>(), Device::kCPU, {batch_, seq_, H, D});
-    backend_->backward(a.ctx, dout, head_view(dqkv, 0), head_view(dqkv, C), head_view(dqkv, 2 * C));
-    rotary_apply<T>(dqkv, batch_, seq_, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(), true);
-    rotary_apply<T>(dqkv + C, batch_, seq_, H, D, 3 * C, rope_cos_.data(), rope_sin_.data(), true);
-    matmul<T>(Trans::kNo, Trans::kYes, R, C, 3 * C, dqkv, w(p.wqkv), T(0), dn_.data());
-    matmul<T>(Trans::kYes, Trans::kNo, C, 3 * C, R, a.n1.data(), dqkv, T(1), g(p.wqkv));
+    backend_->backward(a.ctx, dout, head_view(dqkv, 0, H), head_view(dqkv, C, Hkv),
+                       head_view(dqkv, C + Ckv, Hkv));
+    rotary_apply<T>(dqkv, batch_, seq_, H, D, W, rope_cos_.data(), rope_sin_.data(), true);
+    rotary_apply<T>(dqkv + C, batch_, seq_, Hkv, D, W, rope_cos_.data(), rope_sin_.data(), true);
+    matmul<T>(Trans::kNo, Trans::kYes, R, C, W, dqkv, w(p.wqkv), T(0), dn_.data());
+    matmul<T>(Trans::kYes, Trans::kNo, C, W, R, a.n1.data(), dqkv, T(1), g(p.wqkv));
     rmsnorm_backward<T>(a.x.data(), w(p.attn_norm), a.inv1.data(), dn_.data(), dx_.data(),
                         g(p.attn_norm), R, C);
   }

@@ -28,13 +28,17 @@ struct ModelConfig {
   int dim = 128;
   int layers = 4;
   int heads = 4;
-  int hidden = 0;  // SwiGLU width; 0 = about 8/3 * dim, rounded up to a multiple of 16
+  int kv_heads = 0;  // heads of k and v (grouped-query attention): a divisor of heads; 0 = heads
+  int hidden = 0;    // SwiGLU width; 0 = about 8/3 * dim, rounded up to a multiple of 16
   bool tied = true;
   double rope_base = 10000.0;
   double norm_eps = 1e-5;
   double init_std = 0.02;
 
   int head_dim() const { return dim / heads; }
+  int kv_head_count() const { return kv_heads > 0 ? kv_heads : heads; }
+  // Columns of the fused q, k, v projection: dim for q, kv_head_count() * head_dim() each for k, v.
+  int qkv_width() const { return dim + 2 * kv_head_count() * head_dim(); }
   int ffn() const { return hidden > 0 ? hidden : (8 * dim / 3 + 15) / 16 * 16; }
   // Throws InvalidArgument naming the field ("dim", "heads", ...) and the rule.
   void validate() const;
@@ -99,7 +103,7 @@ class Model {
   T* w(int index) { return params_[static_cast<std::size_t>(index)].value.data(); }
   T* g(int index) { return params_[static_cast<std::size_t>(index)].grad.data(); }
   void resize(std::int64_t batch, std::int64_t seq);
-  TensorView head_view(T* base, std::int64_t offset) const;
+  TensorView head_view(T* base, std::int64_t offset, std::int64_t heads) const;
 
   ModelConfig config_;
   std::shared_ptr<AttentionBackend> backend_;

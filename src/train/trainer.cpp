@@ -34,7 +34,9 @@ void TrainConfig::validate() const {
         layer_attention(model.layers, lighthouse,
                         dense_layers ? *dense_layers : default_dense_layers(model.layers));
     // make_plan applies every rule that ties levels/pool/topk to the sequence length.
-    for (const Config& c : layers) make_plan(c, batch, seq, model.heads, model.head_dim());
+    for (const Config& c : layers) {
+      make_plan(c, batch, seq, model.heads, model.head_dim(), model.kv_head_count());
+    }
   }
 }
 
@@ -50,7 +52,8 @@ Trainer::Trainer(const TrainConfig& config, const TokenStream* train, const Toke
   const ModelConfig& m = model_->config();
   if (m.vocab != config_.model.vocab || m.dim != config_.model.dim ||
       m.layers != config_.model.layers || m.heads != config_.model.heads ||
-      m.ffn() != config_.model.ffn() || m.tied != config_.model.tied) {
+      m.kv_head_count() != config_.model.kv_head_count() || m.ffn() != config_.model.ffn() ||
+      m.tied != config_.model.tied) {
     throw InvalidArgument("model", "a model of another shape",
                           "the trainer's model must be built from TrainConfig::model");
   }

@@ -44,10 +44,11 @@ class TrainCli : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  Result run(const std::string& args) const {
+  // `env`: variable assignments put before the command ("OPENBLAS_NUM_THREADS=2").
+  Result run(const std::string& args, const std::string& env = "") const {
     const std::string out = path(".stdout"), err = path(".stderr");
-    const std::string command = std::string("'") + LIGHTHOUSE_CLI_PATH + "' train " + args +
-                                " > '" + out + "' 2> '" + err + "' < /dev/null";
+    const std::string command = env + " '" + LIGHTHOUSE_CLI_PATH + "' train " + args + " > '" +
+                                out + "' 2> '" + err + "' < /dev/null";
     const int raw = std::system(command.c_str());
     Result r;
     r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
@@ -115,6 +116,7 @@ TEST_F(TrainCli, BadFlagsNameTheFlagAndExit2WithoutOutput) {
       {"--cooldown 0", "--cooldown = 0: must be in (0, 1]"},
       {"--init-std -1", "--init-std = -1"},
       {"--dim 30 --heads 4", "--dim = 30"},
+      {"--heads 4 --kv-heads 3", "--kv-heads = 3: must divide heads = 4"},
       {"--stage1-steps 0 --stage2-steps 0", "--stage2-steps = 0"},
       {"--seq 256 --levels 2 --pool 2 --topk 256", "--topk = 256"},
       {"--dense-layers 0,9", "--dense-layers = 9"},
@@ -200,6 +202,36 @@ TEST_F(TrainCli, ResumeContinuesBitExactlyAndRejectsDamagedCheckpoints) {
   r = run(base + " --resume '" + path("nothing") + "'");
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("nothing: is not a checkpoint folder"), std::string::npos) << r.err;
+}
+
+// What README.md promises for the CPU trainer: on one machine and build, every run gives the same
+// bits, whatever --threads and OpenBLAS's own thread setting (the trainer runs BLAS
+// single-threaded inside its one OpenMP pool). Across CPUs nothing is promised: OpenBLAS picks
+// its kernels by CPU, and the build uses -march=native.
+TEST_F(TrainCli, SameLossesOnEveryRunForAnyThreadCount) {
+  std::string tiny = kTiny;
+  tiny.erase(tiny.find("--threads 1"), std::string("--threads 1").size());
+  const std::string base = tiny + " --sgemm-size 0";
+  // Every loss of a run: the steps', the evaluations' and the final one.
+  auto losses = [&](const std::string& name, const std::string& args, const std::string& env) {
+    const Result r = run(base + " " + args + " --metrics '" + path(name) + "'", env);
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<double> all;
+    for (const auto& j : read_jsonl(path(name))) {
+      if (j["type"] == "step") all.push_back(j["loss"].get<double>());
+      if (j["type"] == "eval") all.push_back(j["dense_loss"].get<double>());
+      if (j["type"] == "summary") all.push_back(j["final_dense_eval_loss"].get<double>());
+    }
+    return all;
+  };
+  const std::vector<double> first = losses("a.jsonl", "--threads 1", "OPENBLAS_NUM_THREADS=1");
+  ASSERT_EQ(first.size(), 9u);  // 4 steps, 4 evaluations, the final loss
+  EXPECT_EQ(losses("b.jsonl", "--threads 1", "OPENBLAS_NUM_THREADS=1"), first) << "a second run";
+  EXPECT_EQ(losses("c.jsonl", "--threads 2", "OPENBLAS_NUM_THREADS=2"), first) << "2 threads";
+  EXPECT_EQ(losses("d.jsonl", "--threads 3", "OPENBLAS_NUM_THREADS=3 OMP_NUM_THREADS=1"), first)
+      << "3 threads";
+  // The comparison can fail: another seed gives other losses.
+  EXPECT_NE(losses("e.jsonl", "--threads 1 --seed 2", ""), first);
 }
 
 TEST_F(TrainCli, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {

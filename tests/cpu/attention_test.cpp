@@ -1,6 +1,6 @@
-// The CPU dense causal attention against a naive float64 reference written here: forward
-// (output, lse) and backward (dq, dk, dv), float and double, odd sizes, interleaved heads with
-// padding, several thread counts (bitwise identical), large logits, S = 1.
+// The CPU dense causal attention against the float64 reference (tests/support/reference.hpp):
+// forward (output, lse) and backward (dq, dk, dv), float and double, odd sizes, interleaved heads
+// with padding, several thread counts (bitwise identical), large logits, S = 1.
 #include "cpu/attention.hpp"
 
 #include <gtest/gtest.h>
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lighthouse/error.hpp"
+#include "support/reference.hpp"
 
 namespace lighthouse::cpu {
 namespace {
@@ -75,7 +76,8 @@ struct Problem {
   }
 };
 
-// The reference, in float64 from the (rounded) inputs, straight from the definition.
+// The reference: the one float64 dense attention of the tests (tests/support/reference.hpp), per
+// head, on the (rounded) inputs.
 struct Reference {
   std::vector<double> o, lse, dq, dk, dv;  // [H][S][D] and [H][S]
 };
@@ -83,56 +85,26 @@ struct Reference {
 template <typename T>
 Reference reference(const Problem<T>& p) {
   const i64 S = p.S, D = p.D, H = p.H, ld = p.ld;
-  const double scale = static_cast<double>(p.scale);
   Reference ref;
-  const auto n = static_cast<std::size_t>(H * S * D);
-  ref.o.assign(n, 0.0);
-  ref.dq.assign(n, 0.0);
-  ref.dk.assign(n, 0.0);
-  ref.dv.assign(n, 0.0);
-  ref.lse.assign(static_cast<std::size_t>(H * S), 0.0);
-  std::vector<double> prob(static_cast<std::size_t>(S)), dprob(static_cast<std::size_t>(S));
-  auto at = [&](const std::vector<T>& x, i64 h, i64 row, i64 d) {
-    return static_cast<double>(x[static_cast<std::size_t>(row * ld + h * D + d)]);
-  };
-  auto out = [&](std::vector<double>& x, i64 h, i64 row, i64 d) -> double& {
-    return x[static_cast<std::size_t>((h * S + row) * D + d)];
-  };
   for (i64 h = 0; h < H; ++h) {
-    for (i64 i = 0; i < S; ++i) {
-      double mx = -std::numeric_limits<double>::infinity();
-      for (i64 j = 0; j <= i; ++j) {
-        double s = 0;
-        for (i64 d = 0; d < D; ++d) s += at(p.q, h, i, d) * at(p.k, h, j, d);
-        prob[j] = s * scale;
-        mx = std::max(mx, prob[j]);
-      }
-      double l = 0;
-      for (i64 j = 0; j <= i; ++j) l += std::exp(prob[j] - mx);
-      for (i64 j = 0; j <= i; ++j) prob[j] = std::exp(prob[j] - mx) / l;
-      ref.lse[static_cast<std::size_t>(h * S + i)] = mx + std::log(l);
-      for (i64 d = 0; d < D; ++d) {
-        double acc = 0;
-        for (i64 j = 0; j <= i; ++j) acc += prob[j] * at(p.v, h, j, d);
-        out(ref.o, h, i, d) = acc;
-      }
-      // Backward of row i: dP_ij = dO_i . V_j, dS_ij = P_ij (dP_ij - sum_j' P_ij' dP_ij').
-      double delta = 0;
-      for (i64 j = 0; j <= i; ++j) {
-        double s = 0;
-        for (i64 d = 0; d < D; ++d) s += at(p.dout, h, i, d) * at(p.v, h, j, d);
-        dprob[j] = s;
-        delta += prob[j] * s;
-      }
-      for (i64 j = 0; j <= i; ++j) {
-        const double ds = prob[j] * (dprob[j] - delta) * scale;
+    // Head h's [S, D] rows of an [S, ld] buffer, in float64.
+    auto rows = [&](const std::vector<T>& x) {
+      std::vector<double> r(static_cast<std::size_t>(S * D));
+      for (i64 i = 0; i < S; ++i) {
         for (i64 d = 0; d < D; ++d) {
-          out(ref.dq, h, i, d) += ds * at(p.k, h, j, d);
-          out(ref.dk, h, j, d) += ds * at(p.q, h, i, d);
-          out(ref.dv, h, j, d) += prob[j] * at(p.dout, h, i, d);
+          r[static_cast<std::size_t>(i * D + d)] =
+              static_cast<double>(x[static_cast<std::size_t>(i * ld + h * D + d)]);
         }
       }
-    }
+      return r;
+    };
+    const lhtest::DenseAttention a = lhtest::dense_causal_attention(
+        rows(p.q), rows(p.k), rows(p.v), rows(p.dout), S, D, static_cast<double>(p.scale));
+    ref.o.insert(ref.o.end(), a.o.begin(), a.o.end());
+    ref.lse.insert(ref.lse.end(), a.lse.begin(), a.lse.end());
+    ref.dq.insert(ref.dq.end(), a.dq.begin(), a.dq.end());
+    ref.dk.insert(ref.dk.end(), a.dk.begin(), a.dk.end());
+    ref.dv.insert(ref.dv.end(), a.dv.begin(), a.dv.end());
   }
   return ref;
 }

@@ -1,10 +1,16 @@
 // Golden cases produced by the original authors' implementation on an H200 (tests/data): the
 // CPU backend (float32) and the float64 reference must select the same indices and reproduce
-// the outputs and gradients to float32 rounding (relative L2 error < 1e-5).
+// the outputs and gradients to float32 rounding (relative L2 error < 1e-5). The norm scorer's
+// cases (tests/data/golden) and the dilated scorer's (tests/data/golden-dilated: config.json names
+// the scorer and the dilation) run through the same tests; the CPU's dilated scorer runs its
+// float32 attention stage, so its scores differ from the original's in the last bits, and the
+// selected indices must still be identical.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -72,7 +78,7 @@ TEST(Golden, ReferenceMatchesOriginal) {
   LHTEST_REQUIRE_GOLDEN(dirs);
   for_each_golden(dirs, [](const lhtest::GoldenCase& g) {
     const lhtest::Problem p = problem_of(g);
-    const auto indices = lhtest::select(p.config, p.shape, p.q, p.k);
+    const auto indices = lhtest::select(p.config, p.shape, p.q, p.k, p.v);
     EXPECT_TRUE(indices == g.indices) << g.name << ": the reference selects other indices";
     const auto out = lhtest::attend(p.config, p.shape, p.q, p.k, p.v, g.indices);
     const auto grads = lhtest::backward(p.config, p.shape, p.q, p.k, p.v, g.indices, p.dout);
@@ -80,19 +86,44 @@ TEST(Golden, ReferenceMatchesOriginal) {
   });
 }
 
-// The loader leaves out cases of a scorer the library does not implement (the dilated case d1
-// lives in tests/data/golden-dilated for that reason) instead of comparing them wrongly, and
-// reads every folder of a list.
-TEST(Golden, LoaderSkipsOtherScorers) {
+// The loader reads each case's scorer into its Config (d1: dilated, dilation 4; g2, g5: norm),
+// reads every folder of a list, and leaves out a case of a scorer the library does not implement
+// instead of comparing it wrongly.
+TEST(Golden, LoaderReadsTheScorer) {
   const fs::path data = fs::path(LIGHTHOUSE_SOURCE_DIR) / "tests" / "data";
   ASSERT_TRUE(fs::exists(data / "golden-dilated" / "d1" / "config.json")) << data;
-  EXPECT_TRUE(lhtest::golden_case_dirs({data / "golden-dilated"}).empty())
-      << "the dilated case was taken for a norm-scorer case";
   std::vector<std::string> names;
   for (const fs::path& dir : lhtest::golden_case_dirs({data / "golden-dilated", data / "golden"})) {
     names.push_back(dir.filename().string());
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"g2", "g5"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"d1", "g2", "g5"}));
+  const lhtest::GoldenCase d1 = lhtest::load_golden(data / "golden-dilated" / "d1");
+  EXPECT_EQ(d1.config.scorer, lighthouse::Scorer::kDilated);
+  EXPECT_EQ(d1.config.dilation, 4);
+  EXPECT_EQ(lhtest::load_golden(data / "golden" / "g2").config.scorer, lighthouse::Scorer::kNorm);
+
+  const fs::path root =
+      fs::temp_directory_path() / ("lh_golden_scorer_" + std::to_string(::getpid()));
+  fs::create_directories(root / "x1");
+  std::ofstream(root / "x1" / "config.json") << R"({"scorer": "learned"})";
+  EXPECT_TRUE(lhtest::golden_case_dirs({root}).empty()) << "a case of an unknown scorer was kept";
+  fs::remove_all(root);
+}
+
+// The default roots hold the dilated case, and with the norm scorer the original's dilated
+// selection is not reproduced: the loader must not fall back to norms (and the comparison above
+// can fail).
+TEST(Golden, DilatedCaseNeedsTheDilatedScorer) {
+  std::vector<fs::path> dirs;
+  for (const fs::path& dir : lhtest::golden_case_dirs()) {
+    if (lhtest::load_golden(dir).config.scorer == lighthouse::Scorer::kDilated) dirs.push_back(dir);
+  }
+  LHTEST_REQUIRE_GOLDEN(dirs);
+  for_each_golden(dirs, [](const lhtest::GoldenCase& g) {
+    lhtest::Problem p = problem_of(g);
+    p.config.scorer = lighthouse::Scorer::kNorm;
+    EXPECT_FALSE(lhtest::select(p.config, p.shape, p.q, p.k, p.v) == g.indices) << g.name;
+  });
 }
 
 }  // namespace

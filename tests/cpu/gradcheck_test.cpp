@@ -86,6 +86,7 @@ double check(const lhtest::Problem& problem, const std::vector<std::int32_t>& in
 struct Case {
   Shape shape;
   int levels, pool, topk;
+  std::int64_t kv_heads = 0;  // grouped-query attention when below shape.H
 };
 
 class LibraryGradcheck : public ::testing::TestWithParam<Case> {};
@@ -93,7 +94,8 @@ class LibraryGradcheck : public ::testing::TestWithParam<Case> {};
 TEST_P(LibraryGradcheck, MatchesFiniteDifferencesInFloat64) {
   const Case& c = GetParam();
   const Config config{.levels = c.levels, .pool = c.pool, .topk = c.topk, .scale = {}};
-  const lhtest::Problem problem = lhtest::random_problem(config, c.shape, 300 + c.levels);
+  const lhtest::Problem problem =
+      lhtest::random_problem(config, c.shape, 300 + c.levels, c.kv_heads);
   const lhtest::Outputs lib = lhtest::run_library(problem, DType::kFloat64);  // dout = w
   const Loss loss = [](const lhtest::Problem& p, std::vector<std::int32_t>* indices) {
     // One thread: dozens of small calls; thread-count independence is determinism_test's job.
@@ -102,18 +104,20 @@ TEST_P(LibraryGradcheck, MatchesFiniteDifferencesInFloat64) {
     return dot(r.out, p.dout);
   };
   const double worst = check(problem, lib.indices, {lib.dq, lib.dk, lib.dv}, loss, 400 + c.levels);
-  std::printf("[ gradcheck] library L=%d p=%d: worst relative error %.2e\n", c.levels, c.pool,
-              worst);
+  std::printf("[ gradcheck] library L=%d p=%d kv_heads=%lld: worst relative error %.2e\n", c.levels,
+              c.pool, static_cast<long long>(c.kv_heads), worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Cpu, LibraryGradcheck,
     ::testing::Values(Case{{1, 96, 2, 8}, 1, 2, 128}, Case{{1, 512, 2, 8}, 2, 2, 128},
-                      Case{{2, 1024, 1, 8}, 3, 2, 128}, Case{{1, 2048, 1, 8}, 3, 4, 128}),
+                      Case{{2, 1024, 1, 8}, 3, 2, 128}, Case{{1, 2048, 1, 8}, 3, 4, 128},
+                      Case{{1, 512, 4, 8}, 3, 2, 128, 2}, Case{{1, 512, 3, 8}, 2, 2, 128, 1}),
     [](const ::testing::TestParamInfo<Case>& info) {
-      char name[32];
+      char name[48];
       std::snprintf(name, sizeof name, "L%dp%d", info.param.levels, info.param.pool);
-      return std::string(name);
+      if (info.param.kv_heads == 0) return std::string(name);
+      return std::string(name) + "kv" + std::to_string(info.param.kv_heads);
     });
 
 // The reference's own backward against finite differences of its own forward.

@@ -141,10 +141,12 @@ std::vector<std::int64_t> positions(const Case& c, std::uint64_t seed) {
 // `stop_at_first`); returns how many of them broke strict causality and, through `first`, the
 // first such break.
 int count_violations(const Case& c, Selection selection, std::string* first,
-                     bool stop_at_first = false) {
+                     bool stop_at_first = false,
+                     lighthouse::Scorer scorer = lighthouse::Scorer::kNorm) {
   const Shape& s = c.shape;
   Config config{.levels = c.levels, .pool = c.pool, .topk = c.topk, .scale = {}};
   config.selection = selection;
+  config.scorer = scorer;
   const lhtest::Problem problem =
       lhtest::random_problem(config, s, 4200 + c.levels * 10 + c.pool + s.N);
   // One thread: many small calls; thread-count independence is determinism_test's job.
@@ -203,6 +205,23 @@ INSTANTIATE_TEST_SUITE_P(Cpu, StrictCausality, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return case_name(info.param);
                          });
+
+// The dilated scorer's token score at t is the norm of a causal attention output at t over the
+// tokens t, t - δ, t - 2δ, ...: a function of positions <= t, as the norm score is, so the causal
+// rule stays strictly causal with it. Checked the same way; the original rule still leaks.
+TEST(StrictCausality, CausalSelectionWithTheDilatedScorer) {
+  const Case cases[] = {{{1, 2048, 2, 8}, 3, 4, 128, DType::kFloat32},
+                        {{2, 1024, 2, 16}, 2, 4, 128, DType::kFloat64}};
+  for (const Case& c : cases) {
+    std::string first;
+    EXPECT_EQ(count_violations(c, Selection::kCausal, &first, false,
+                               lighthouse::Scorer::kDilated), 0)
+        << case_name(c) << " dilated, selection = causal leaked; first: " << first;
+    EXPECT_GT(count_violations(c, Selection::kOriginal, &first, true,
+                               lighthouse::Scorer::kDilated), 0)
+        << case_name(c) << " dilated: the check did not catch the original selection's leak";
+  }
+}
 
 // Dense attention (levels == 1) has no selection: strictly causal in both modes.
 TEST(StrictCausality, DenseIsCausalUnderEitherSelection) {

@@ -1,7 +1,8 @@
 // token_score: the exact definition of a token's score that the CPU and the GPU share
 // (core/scores.hpp; the GPU's pyramid kernel sums chunks per lane and adds the lanes by a
 // butterfly). Checked against a
-// recursive restatement of the documented tree, for head dims that fill, split and pad chunks.
+// recursive restatement of the documented tree, for head dims that fill, split and pad chunks;
+// the float64 reference's token_score (tests/support/reference.hpp) against the same.
 #include "cpu/pyramid.hpp"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,8 @@
 #include <limits>
 #include <random>
 #include <vector>
+
+#include "support/reference.hpp"
 
 namespace lighthouse::cpu {
 namespace {
@@ -47,6 +50,9 @@ TEST(TokenScore, IsThePairwiseChunkTree) {
       for (float& x : row) x = std::ldexp(mantissa(gen), exponent(gen));
       const float got = token_score(row.data(), dim);
       ASSERT_EQ(got, restated(row)) << "dim " << dim << ", trial " << trial;
+      // The float64 reference's score (tests/support/reference.hpp) is the same function.
+      const std::vector<double> wide(row.begin(), row.end());
+      ASSERT_EQ(lhtest::token_score(wide.data(), dim), got) << "reference, dim " << dim;
       double sequential = 0;
       for (float x : row) sequential += static_cast<double>(x) * x;
       const std::int64_t chunks = (dim + kScoreChunk - 1) / kScoreChunk;

@@ -65,9 +65,17 @@ TEST(Validation, ShapesOfQkvMustBeEqual) {
   }
   {
     Call c;
-    c.k = make(256, 3);  // H differs
+    c.k = make(256, 3);  // H differs from v's
     c.kv = c.k;
-    expect_invalid([&] { c.run(); }, {"k"}, "3", {"shape", "match", "equal", "same"});
+    expect_invalid([&] { c.run(); }, {"v"}, "2", {"shape", "match", "equal", "same"});
+  }
+  {
+    Call c;  // k and v with 3 heads: grouped-query attention needs kv_heads dividing heads = 2
+    c.k = make(256, 3);
+    c.kv = c.k;
+    c.v = make(256, 3);
+    c.vv = c.v;
+    expect_invalid([&] { c.run(); }, {"kv_heads"}, "3", {"divide"});
   }
 }
 

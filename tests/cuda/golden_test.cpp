@@ -17,7 +17,8 @@ namespace {
 namespace lh = lighthouse;
 
 // The original implementation's outputs (fp32 on an H200): indices exact, values to 1e-5.
-// The cases come from the shared loader (tests/support/golden.hpp, tests/data/golden).
+// The cases come from the shared loader (tests/support/golden.hpp, tests/data/golden and
+// tests/data/golden-dilated: the dilated scorer, fp32 path = the reference attention kernels).
 TEST(CudaGolden, MatchesOriginal) {
   LIGHTHOUSE_REQUIRE_GPU();
   const std::vector<std::filesystem::path> dirs = lhtest::golden_case_dirs();

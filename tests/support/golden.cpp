@@ -31,7 +31,7 @@ std::vector<fs::path> split_paths(const std::string& list) {
   return paths;
 }
 
-// The scorer a case was made with; the library implements the norm scorer only.
+// The scorer a case was made with.
 std::string scorer_of(const fs::path& dir) {
   std::ifstream file(dir / "config.json");
   const nlohmann::json json = nlohmann::json::parse(file, nullptr, /*allow_exceptions=*/false);
@@ -79,7 +79,7 @@ std::vector<fs::path> golden_case_dirs(const std::vector<fs::path>& roots) {
     for (const auto& entry : fs::directory_iterator(root, ec)) {
       if (!entry.is_directory() || !fs::exists(entry.path() / "config.json")) continue;
       const std::string scorer = scorer_of(entry.path());
-      if (scorer != "norm") {
+      if (scorer != "norm" && scorer != "dilated") {
         std::fprintf(stderr, "[ golden   ] %s: scorer '%s' is not implemented: case not run\n",
                      entry.path().string().c_str(), scorer.c_str());
         continue;
@@ -101,6 +101,8 @@ GoldenCase load_golden(const fs::path& dir) {
   g.config.levels = json.at("levels").get<int>();
   g.config.pool = json.at("pool").get<int>();
   g.config.topk = json.at("topk").get<int>();
+  g.config.scorer = lighthouse::parse_scorer(json.value("scorer", std::string("norm")));
+  g.config.dilation = json.value("dilation", g.config.dilation);
   g.shape = {json.at("batch").get<std::int64_t>(), json.at("seq_len").get<std::int64_t>(),
              json.at("heads").get<std::int64_t>(), json.at("head_dim").get<std::int64_t>()};
   g.q = load_floats(dir / "q.npy", g.shape);

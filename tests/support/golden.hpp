@@ -16,21 +16,23 @@ namespace lhtest {
 
 // One case as the original wrote it: float32 tensors [B, N, H, D], indices [B, H, S].
 struct GoldenCase {
-  std::string name;  // the folder's name (g2, g5, ...)
-  lighthouse::Config config;
+  std::string name;           // the folder's name (g2, g5, d1, ...)
+  lighthouse::Config config;  // levels, pool, topk, and config.json's scorer and dilation
   Shape shape;
   std::vector<float> q, k, v, dout, out, dq, dk, dv;
   std::vector<std::int32_t> indices;
 };
 
 // The folders searched: LIGHTHOUSE_GOLDEN_DIR from the environment when set (one folder or
-// several separated by ':'), else the one the build was configured with (tests/data/golden).
+// several separated by ':'), else the ones the build was configured with (tests/data/golden and
+// tests/data/golden-dilated).
 std::vector<std::filesystem::path> golden_roots();
 std::string golden_roots_text();  // for messages: the roots joined by ':'
 
 // Every case folder (a sub-folder with a config.json) under the roots that this library can
-// run, in name order. Cases of a scorer the library does not implement (config.json's "scorer"
-// other than "norm"; absent means norm) are left out, each with a line on stderr saying so.
+// run, in name order. config.json's "scorer" (absent means norm) must be one the library
+// implements ("norm" or "dilated"); cases of another scorer are left out, each with a line on
+// stderr saying so.
 std::vector<std::filesystem::path> golden_case_dirs(
     const std::vector<std::filesystem::path>& roots = golden_roots());
 

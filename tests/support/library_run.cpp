@@ -4,11 +4,12 @@
 
 namespace lhtest {
 
-Problem random_problem(const lighthouse::Config& config, const Shape& shape, std::uint64_t seed) {
-  Problem p{config, shape, {}, {}, {}, {}};
+Problem random_problem(const lighthouse::Config& config, const Shape& shape, std::uint64_t seed,
+                       std::int64_t kv_heads) {
+  Problem p{config, shape, {}, {}, {}, {}, kv_heads};
   p.q = random_rows(shape, seed * 4 + 0);
-  p.k = random_rows(shape, seed * 4 + 1);
-  p.v = random_normal(shape.numel(), seed * 4 + 2);
+  p.k = random_rows(p.kv_shape(), seed * 4 + 1);
+  p.v = random_normal(p.kv_shape().numel(), seed * 4 + 2);
   p.dout = random_normal(shape.numel(), seed * 4 + 3);
   return p;
 }
@@ -16,8 +17,9 @@ Problem random_problem(const lighthouse::Config& config, const Shape& shape, std
 Outputs run_library(const Problem& problem, lighthouse::DType dtype,
                     const lighthouse::Options& options, bool with_backward) {
   const Shape& s = problem.shape;
-  const lighthouse::Tensor q = to_tensor(problem.q, dtype, s), k = to_tensor(problem.k, dtype, s),
-                           v = to_tensor(problem.v, dtype, s), out = nan_tensor(dtype, s);
+  const Shape kv = problem.kv_shape();
+  const lighthouse::Tensor q = to_tensor(problem.q, dtype, s), k = to_tensor(problem.k, dtype, kv),
+                           v = to_tensor(problem.v, dtype, kv), out = nan_tensor(dtype, s);
   lighthouse::Context ctx;
   lighthouse::forward(problem.config, q, k, v, out, ctx, options);
   Outputs r;
@@ -26,7 +28,7 @@ Outputs run_library(const Problem& problem, lighthouse::DType dtype,
   r.out = to_vector(out);
   if (with_backward) {
     const lighthouse::Tensor dout = to_tensor(problem.dout, dtype, s), dq = nan_tensor(dtype, s),
-                             dk = nan_tensor(dtype, s), dv = nan_tensor(dtype, s);
+                             dk = nan_tensor(dtype, kv), dv = nan_tensor(dtype, kv);
     lighthouse::backward(ctx, dout, dq, dk, dv, options);
     r.dq = to_vector(dq);
     r.dk = to_vector(dk);

@@ -133,17 +133,11 @@ std::vector<bool> keep_causal(const Geometry& g, std::int64_t l,
   return kept;
 }
 
-// The causal attention of one (batch, head) over S gathered rows: probabilities P (S x S,
-// zero above the diagonal) and outputs O (S x D).
-struct Attention {
-  std::vector<double> P, O;
-};
-
-// Row s of the causal attention over S gathered rows: its probabilities (p_row, S entries, zero
-// above the diagonal; may be null) and its output (o_row, D entries).
-void attention_row(const std::vector<double>& Q, const std::vector<double>& K,
-                   const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale,
-                   std::int64_t s, double* p_row, double* o_row) {
+// Row s of the causal attention over S rows: its probabilities (p_row, S entries, zero above the
+// diagonal; may be null) and its output (o_row, D entries). Returns its log-sum-exp.
+double attention_row(const std::vector<double>& Q, const std::vector<double>& K,
+                     const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale,
+                     std::int64_t s, double* p_row, double* o_row) {
   std::vector<double> logits(s + 1);
   double m = -std::numeric_limits<double>::infinity();
   for (std::int64_t j = 0; j <= s; ++j) {
@@ -161,14 +155,7 @@ void attention_row(const std::vector<double>& Q, const std::vector<double>& K,
     if (p_row != nullptr) p_row[j] = p;
     for (std::int64_t d = 0; d < D; ++d) o_row[d] += p * V[j * D + d];
   }
-}
-
-Attention attention(const std::vector<double>& Q, const std::vector<double>& K,
-                    const std::vector<double>& V, std::int64_t S, std::int64_t D, double scale) {
-  Attention a{std::vector<double>(S * S, 0.0), std::vector<double>(S * D, 0.0)};
-  for (std::int64_t s = 0; s < S; ++s)
-    attention_row(Q, K, V, S, D, scale, s, &a.P[s * S], &a.O[s * D]);
-  return a;
+  return m + std::log(sum);
 }
 
 double softmax_scale(const lighthouse::Config& config, const Shape& s) {
@@ -227,6 +214,42 @@ float token_score(const double* row, std::int64_t D) {
   }
   const float score = static_cast<float>(std::sqrt(sums.empty() ? 0.0 : sums[0]));
   return std::isnan(score) ? -std::numeric_limits<float>::infinity() : score;  // a strict order
+}
+
+DenseAttention dense_causal_attention(const std::vector<double>& q, const std::vector<double>& k,
+                                      const std::vector<double>& v, const std::vector<double>& dout,
+                                      std::int64_t S, std::int64_t D, double scale) {
+  const bool grads = !dout.empty();
+  DenseAttention a;
+  a.o.assign(S * D, 0.0);
+  a.lse.assign(S, 0.0);
+  if (grads) {
+    a.dq.assign(S * D, 0.0);
+    a.dk.assign(S * D, 0.0);
+    a.dv.assign(S * D, 0.0);
+  }
+  std::vector<double> p(S), dp(S);
+  for (std::int64_t s = 0; s < S; ++s) {
+    a.lse[s] = attention_row(q, k, v, S, D, scale, s, p.data(), &a.o[s * D]);
+    if (!grads) continue;
+    // Softmax attention backward of row s: dS = P (dP - rowsum(P dP)), dP = dO V^T.
+    double delta = 0;
+    for (std::int64_t j = 0; j <= s; ++j) {
+      double dot = 0;
+      for (std::int64_t d = 0; d < D; ++d) dot += dout[s * D + d] * v[j * D + d];
+      dp[j] = dot;
+      delta += p[j] * dot;
+    }
+    for (std::int64_t j = 0; j <= s; ++j) {
+      const double ds = p[j] * (dp[j] - delta) * scale;
+      for (std::int64_t d = 0; d < D; ++d) {
+        a.dv[j * D + d] += p[j] * dout[s * D + d];
+        a.dq[s * D + d] += ds * k[j * D + d];
+        a.dk[j * D + d] += ds * q[s * D + d];
+      }
+    }
+  }
+  return a;
 }
 
 std::int64_t gathered_length(const lighthouse::Config& config, std::int64_t N) {
@@ -330,8 +353,54 @@ std::vector<std::int32_t> select_head(const lighthouse::Config& config,
   return order;
 }
 
+void dilated_scores(const Shape& shape, const std::vector<double>& q, const std::vector<double>& k,
+                    const std::vector<double>& v, std::int64_t b, std::int64_t h, int dilation,
+                    std::vector<float>& sq, std::vector<float>& sk) {
+  if (dilation < 1 || shape.N % dilation != 0) {
+    throw std::invalid_argument("reference: the dilation must divide N");
+  }
+  const std::int64_t n = shape.N / dilation, D = shape.D;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  sq.assign(shape.N, 0.f);
+  sk.assign(shape.N, 0.f);
+  for (std::int64_t j = 0; j < dilation; ++j) {
+    std::vector<double> Q(n * D), K(n * D), V(n * D);
+    for (std::int64_t m = 0; m < n; ++m) {
+      const std::int64_t t = m * dilation + j;
+      std::copy_n(&q[at(shape, b, t, h)], D, &Q[m * D]);
+      std::copy_n(&k[at(shape, b, t, h)], D, &K[m * D]);
+      std::copy_n(&v[at(shape, b, t, h)], D, &V[m * D]);
+    }
+    const DenseAttention qk = dense_causal_attention(Q, K, V, {}, n, D, scale);
+    const DenseAttention kq = dense_causal_attention(K, Q, V, {}, n, D, scale);
+    for (std::int64_t m = 0; m < n; ++m) {
+      sq[m * dilation + j] = token_score(&qk.o[m * D], D);
+      sk[m * dilation + j] = token_score(&kq.o[m * D], D);
+    }
+  }
+}
+
+std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
+                                 const std::vector<double>& q, const std::vector<double>& k,
+                                 const std::vector<double>& v) {
+  if (config.scorer == lighthouse::Scorer::kNorm) return select(config, shape, q, k);
+  std::vector<std::int32_t> all;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      std::vector<float> sq, sk;
+      dilated_scores(shape, q, k, v, b, h, config.dilation, sq, sk);
+      const std::vector<std::int32_t> one = select_head(config, sq, sk);
+      all.insert(all.end(), one.begin(), one.end());
+    }
+  }
+  return all;
+}
+
 std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& shape,
                                  const std::vector<double>& q, const std::vector<double>& k) {
+  if (config.scorer != lighthouse::Scorer::kNorm) {
+    throw std::invalid_argument("reference: this scorer reads v; call select(..., q, k, v)");
+  }
   std::vector<std::int32_t> all;
   for (std::int64_t b = 0; b < shape.B; ++b) {
     for (std::int64_t h = 0; h < shape.H; ++h) {
@@ -347,6 +416,78 @@ std::vector<std::int32_t> select(const lighthouse::Config& config, const Shape& 
   return all;
 }
 
+std::vector<std::int32_t> select_gqa(const lighthouse::Config& config, const Shape& shape,
+                                     std::int64_t kv_heads, const std::vector<double>& q,
+                                     const std::vector<double>& k) {
+  if (kv_heads < 1 || shape.H % kv_heads != 0) {
+    throw std::invalid_argument("reference: kv_heads must divide H");
+  }
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<std::int32_t> all;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t g = 0; g < kv_heads; ++g) {
+      std::vector<float> sq(shape.N), sk(shape.N);
+      for (std::int64_t t = 0; t < shape.N; ++t) {
+        sq[t] = -std::numeric_limits<float>::infinity();
+        for (std::int64_t h = g * G; h < (g + 1) * G; ++h) {
+          sq[t] = std::max(sq[t], token_score(&q[at(shape, b, t, h)], shape.D));
+        }
+        sk[t] = token_score(&k[at(kv, b, t, g)], shape.D);
+      }
+      const std::vector<std::int32_t> one = select_head(config, sq, sk);
+      all.insert(all.end(), one.begin(), one.end());
+    }
+  }
+  return all;
+}
+
+std::vector<double> expand_kv(const Shape& shape, std::int64_t kv_heads,
+                              const std::vector<double>& x) {
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<double> out(shape.numel());
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t t = 0; t < shape.N; ++t) {
+      for (std::int64_t h = 0; h < shape.H; ++h) {
+        std::copy_n(&x[at(kv, b, t, h / G)], shape.D, &out[at(shape, b, t, h)]);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<std::int32_t> expand_indices(const Shape& shape, std::int64_t kv_heads,
+                                         const std::vector<std::int32_t>& indices) {
+  const std::int64_t G = shape.H / kv_heads;
+  const std::int64_t S = static_cast<std::int64_t>(indices.size()) / (shape.B * kv_heads);
+  std::vector<std::int32_t> out;
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t h = 0; h < shape.H; ++h) {
+      const auto row = indices.begin() + (b * kv_heads + h / G) * S;
+      out.insert(out.end(), row, row + S);
+    }
+  }
+  return out;
+}
+
+std::vector<double> sum_kv_groups(const Shape& shape, std::int64_t kv_heads,
+                                  const std::vector<double>& grad) {
+  const std::int64_t G = shape.H / kv_heads;
+  const Shape kv{shape.B, shape.N, kv_heads, shape.D};
+  std::vector<double> out(kv.numel(), 0.0);
+  for (std::int64_t b = 0; b < shape.B; ++b) {
+    for (std::int64_t t = 0; t < shape.N; ++t) {
+      for (std::int64_t h = 0; h < shape.H; ++h) {
+        for (std::int64_t d = 0; d < shape.D; ++d) {
+          out[at(kv, b, t, h / G) + d] += grad[at(shape, b, t, h) + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
                            const std::vector<double>& q, const std::vector<double>& k,
                            const std::vector<double>& v, const std::vector<std::int32_t>& indices) {
@@ -357,12 +498,12 @@ std::vector<double> attend(const lighthouse::Config& config, const Shape& shape,
   for (std::int64_t b = 0; b < shape.B; ++b) {
     for (std::int64_t h = 0; h < shape.H; ++h) {
       const Gathered rows = gather(g, shape, q, k, v, indices, S, b, h);
-      const Attention a = attention(rows.Q, rows.K, rows.V, S, D, scale);
+      const DenseAttention a = dense_causal_attention(rows.Q, rows.K, rows.V, {}, S, D, scale);
       for (std::int64_t e = 0; e < S; ++e) {
         const auto [l, i] = g.locate(rows.index[e]);
         const auto [first, last] = g.scatter_range(l, i);
         for (std::int64_t t = first; t <= last; ++t) {
-          for (std::int64_t d = 0; d < D; ++d) out[at(shape, b, t, h) + d] += a.O[e * D + d];
+          for (std::int64_t d = 0; d < D; ++d) out[at(shape, b, t, h) + d] += a.o[e * D + d];
         }
       }
     }
@@ -417,7 +558,6 @@ Gradients backward(const lighthouse::Config& config, const Shape& shape,
   for (std::int64_t b = 0; b < shape.B; ++b) {
     for (std::int64_t h = 0; h < shape.H; ++h) {
       const Gathered rows = gather(g, shape, q, k, v, indices, S, b, h);
-      const Attention a = attention(rows.Q, rows.K, rows.V, S, D, scale);
 
       // Scatter's adjoint: an entry's output gradient sums dout over the tokens it wrote.
       std::vector<double> dO(S * D, 0.0);
@@ -428,31 +568,11 @@ Gradients backward(const lighthouse::Config& config, const Shape& shape,
           for (std::int64_t d = 0; d < D; ++d) dO[e * D + d] += dout[at(shape, b, t, h) + d];
         }
       }
-
-      // Softmax attention backward: dS = P (dP - rowsum(P dP)), dP = dO V^T.
-      std::vector<double> dQ(S * D, 0.0), dK(S * D, 0.0), dV(S * D, 0.0), dP(S);
-      for (std::int64_t s = 0; s < S; ++s) {
-        double delta = 0;
-        for (std::int64_t j = 0; j <= s; ++j) {
-          double dot = 0;
-          for (std::int64_t d = 0; d < D; ++d) dot += dO[s * D + d] * rows.V[j * D + d];
-          dP[j] = dot;
-          delta += a.P[s * S + j] * dot;
-        }
-        for (std::int64_t j = 0; j <= s; ++j) {
-          const double p = a.P[s * S + j];
-          const double ds = p * (dP[j] - delta) * scale;
-          for (std::int64_t d = 0; d < D; ++d) {
-            dV[j * D + d] += p * dO[s * D + d];
-            dQ[s * D + d] += ds * rows.K[j * D + d];
-            dK[j * D + d] += ds * rows.Q[s * D + d];
-          }
-        }
-      }
+      const DenseAttention a = dense_causal_attention(rows.Q, rows.K, rows.V, dO, S, D, scale);
 
       // Gathered rows -> pyramid rows -> tokens (each of a block's c tokens gets grad / c).
       const std::pair<const std::vector<double>*, std::vector<double>*> flows[] = {
-          {&dQ, &grads.dq}, {&dK, &grads.dk}, {&dV, &grads.dv}};
+          {&a.dq, &grads.dq}, {&a.dk, &grads.dk}, {&a.dv, &grads.dv}};
       for (const auto& [dsel, dst] : flows) {
         std::vector<double> dpyr(g.total * D, 0.0);
         for (std::int64_t e = 0; e < S; ++e) {

@@ -105,6 +105,31 @@ TEST(TrainModel, LighthouseChangesTheLoss) {
   EXPECT_GT(model.backend().seconds().lighthouse, 0.0);
 }
 
+// Grouped-query attention (--kv-heads): 4 query heads on 2 and on 1 KV heads (head_dim 2), the
+// fused projection narrows to dim + 2 kv_heads head_dim columns; gradients dense and Lighthouse.
+TEST(TrainModel, GroupedQueryGradients) {
+  for (const int kv_heads : {2, 1}) {
+    ModelConfig c = tiny(true);
+    c.heads = 4;
+    c.kv_heads = kv_heads;
+    Model<double> model(c, 6, lighthouse::train::make_cpu_attention(2));
+    for (const auto& p : model.params()) {
+      if (p.name == "layers.0.wqkv") {
+        EXPECT_EQ(p.shape, (std::vector<std::int64_t>{8, 8 + 2 * kv_heads * 2}));
+      }
+    }
+    Config lh;
+    lh.levels = 2;
+    lh.pool = 2;
+    lh.topk = 128;
+    model.set_attention(lighthouse::train::layer_attention(2, lh, {1}));
+    EXPECT_LT(check_model(model, 1, 256, 3), 1e-4) << "kv_heads " << kv_heads;
+  }
+  ModelConfig bad = tiny(true);
+  bad.kv_heads = 3;  // does not divide heads = 2
+  EXPECT_THROW(bad.validate(), lighthouse::InvalidArgument);
+}
+
 TEST(TrainModel, DefaultDenseLayers) {
   EXPECT_TRUE(lighthouse::train::default_dense_layers(2).empty());
   EXPECT_EQ(lighthouse::train::default_dense_layers(3), (std::vector<int>{2}));

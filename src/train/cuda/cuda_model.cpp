@@ -134,6 +134,11 @@ CudaModel::CudaModel(const ModelConfig& config, std::uint64_t seed, const AdamWC
                      const CudaModelOptions& options)
     : config_(config), adamw_(adamw), options_(options) {
   config_.validate();
+  if (config_.kv_head_count() != config_.heads) {
+    throw InvalidArgument("kv_heads", s(config_.kv_heads),
+                          "must equal heads on CUDA: grouped-query attention is in the CPU model "
+                          "only so far");
+  }
   adamw_.validate();
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);

@@ -8,6 +8,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "support/reference.hpp"
+
 namespace lighthouse::testing {
 namespace {
 
@@ -120,61 +122,25 @@ std::vector<float> from_half_bits(const std::vector<std::uint16_t>& bits, DType 
 CpuAttention cpu_attention(const AttentionCase& problem) {
   const cuda::SdpaDesc& desc = problem.desc;
   const std::int64_t B = desc.b, H = desc.h, S = desc.s, D = desc.d;
-  const double scale = desc.scale;
   CpuAttention out;
-  out.o.assign(B * H * S * D, 0.0);
-  out.stats.assign(B * H * S, 0.0);
-  out.dq.assign(B * H * S * D, 0.0);
-  out.dk.assign(B * H * S * D, 0.0);
-  out.dv.assign(B * H * S * D, 0.0);
-  const auto q = [&](std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t c) {
-    return static_cast<double>(problem.q[offset(desc.q_stride, b, h, i, c)]);
-  };
-  const auto k = [&](std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t c) {
-    return static_cast<double>(problem.k[offset(desc.k_stride, b, h, i, c)]);
-  };
-  const auto v = [&](std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t c) {
-    return static_cast<double>(problem.v[offset(desc.v_stride, b, h, i, c)]);
-  };
-  const auto dout = [&](std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t c) {
-    return static_cast<double>(problem.dout[offset(desc.o_stride, b, h, i, c)]);
-  };
-  std::vector<double> p(S);
   for (std::int64_t b = 0; b < B; ++b) {
     for (std::int64_t h = 0; h < H; ++h) {
-      const std::int64_t base = (b * H + h) * S;
-      for (std::int64_t i = 0; i < S; ++i) {
-        double m = -INFINITY;
-        for (std::int64_t j = 0; j <= i; ++j) {
-          double logit = 0;
-          for (std::int64_t c = 0; c < D; ++c) logit += q(b, h, i, c) * k(b, h, j, c);
-          p[j] = logit * scale;
-          m = std::max(m, p[j]);
+      // The (b, h) rows of a strided buffer, [S, D] in float64.
+      const auto rows = [&](const std::vector<float>& x, const std::array<std::int64_t, 4>& st) {
+        std::vector<double> r(static_cast<std::size_t>(S * D));
+        for (std::int64_t i = 0; i < S; ++i) {
+          for (std::int64_t c = 0; c < D; ++c) r[i * D + c] = x[offset(st, b, h, i, c)];
         }
-        double l = 0;
-        for (std::int64_t j = 0; j <= i; ++j) l += std::exp(p[j] - m);
-        for (std::int64_t j = 0; j <= i; ++j) p[j] = std::exp(p[j] - m) / l;
-        out.stats[base + i] = m + std::log(l);
-        double* o = &out.o[(base + i) * D];
-        for (std::int64_t j = 0; j <= i; ++j)
-          for (std::int64_t c = 0; c < D; ++c) o[c] += p[j] * v(b, h, j, c);
-
-        double delta = 0;  // dout_i . o_i
-        for (std::int64_t c = 0; c < D; ++c) delta += dout(b, h, i, c) * o[c];
-        double* dq = &out.dq[(base + i) * D];
-        for (std::int64_t j = 0; j <= i; ++j) {
-          double dpj = 0;
-          for (std::int64_t c = 0; c < D; ++c) dpj += dout(b, h, i, c) * v(b, h, j, c);
-          const double ds = p[j] * (dpj - delta);
-          double* dk = &out.dk[(base + j) * D];
-          double* dv = &out.dv[(base + j) * D];
-          for (std::int64_t c = 0; c < D; ++c) {
-            dq[c] += scale * ds * k(b, h, j, c);
-            dk[c] += scale * ds * q(b, h, i, c);
-            dv[c] += p[j] * dout(b, h, i, c);
-          }
-        }
-      }
+        return r;
+      };
+      const lhtest::DenseAttention a = lhtest::dense_causal_attention(
+          rows(problem.q, desc.q_stride), rows(problem.k, desc.k_stride),
+          rows(problem.v, desc.v_stride), rows(problem.dout, desc.o_stride), S, D, desc.scale);
+      out.o.insert(out.o.end(), a.o.begin(), a.o.end());
+      out.stats.insert(out.stats.end(), a.lse.begin(), a.lse.end());
+      out.dq.insert(out.dq.end(), a.dq.begin(), a.dq.end());
+      out.dk.insert(out.dk.end(), a.dk.begin(), a.dk.end());
+      out.dv.insert(out.dv.end(), a.dv.begin(), a.dv.end());
     }
   }
   return out;
