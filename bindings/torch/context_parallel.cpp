@@ -43,8 +43,9 @@ ShardPlan shard_plan_of(std::int64_t batch, std::int64_t seq, std::int64_t heads
     throw InvalidArgument("seq", std::to_string(seq),
                           "a rank's shard holds two chunks of equal length: must be even");
   }
-  return make_shard_plan(make_config(levels, pool, topk, scale, selection), batch, seq * world,
-                         heads, head_dim, static_cast<int>(world));
+  // Context parallelism runs the norm scorer only (make_shard_plan rejects the others).
+  return make_shard_plan(make_config(levels, pool, topk, scale, selection, "norm", 4), batch,
+                         seq * world, heads, head_dim, static_cast<int>(world));
 }
 
 // The [2, B, H, S/2W, D] shape of a rank's gathered rows.

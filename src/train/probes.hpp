@@ -1,7 +1,7 @@
 // Two evaluations of a trained model, beyond the held-out loss.
 //
 // Passkey retrieval (as in the paper): a needle "set <key> = <D><3 digits>.\n" in the built-in
-// corpus's own form is hidden at a depth of 0..100% in random filler of a given context length,
+// corpus's own form is hidden at a depth (0..100%; the trainer uses 10, 30, 50, 70, 90%) in random filler of a given context length,
 // which ends with the query "ask <key>: ". The model must predict D at the last position:
 // correct when D has the largest logit among the ten digit bytes '0'..'9'. Always dense
 // attention (the model that ships).

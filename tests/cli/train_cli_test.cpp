@@ -1,6 +1,8 @@
 // `lighthouse train` end to end: a tiny two-stage run writes its metrics and summary; bad flags
 // exit 2 naming the flag, value and rule, and leave no metrics file.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -290,6 +292,11 @@ TEST_F(TrainCli, LeakProbeAtTheStageSwitchAndPasskeyAtTheEnd) {
   const auto& summary = lines.back();
   EXPECT_EQ(summary["leak_probe"]["samples"], 4);
   EXPECT_EQ(summary["passkey"]["cells"].size(), 10u);  // 2 lengths x 5 depths
+  // Issue 13: depths from 10% to 90% of the context, never at its edges.
+  std::vector<double> depths;
+  for (const auto& c : summary["passkey"]["cells"]) depths.push_back(c["depth"].get<double>());
+  EXPECT_EQ(depths.front(), 0.1);
+  EXPECT_EQ(*std::max_element(depths.begin(), depths.end()), 0.9);
   const Result bad = run(std::string(kTiny) + " --passkey-lengths 32");
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.err.find("--passkey-lengths = 32"), std::string::npos) << bad.err;
