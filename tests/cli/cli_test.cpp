@@ -349,19 +349,36 @@ TEST(CliPlan, ValidConfigurationPrintsThePyramid) {
   EXPECT_EQ(j["gathered_bytes"]["float32"].get<std::int64_t>(), plan.gathered_bytes(4));
 }
 
+TEST(CliPlan, PrintsThePaddedLength) {
+  TempDir dir;
+  // Any length runs: 4100 pads to 4104 (L 2, p 4, K 256: a multiple of 8).
+  Result r = run_cli(dir, "plan --seq 4100 --levels 2 --pool 4 --topk 256");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("padded length: 4104 (N padded with zeros"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("valid: yes"), std::string::npos) << r.out;
+  r = run_cli(dir, "plan --seq 4100 --levels 2 --pool 4 --topk 256 --json");
+  EXPECT_EQ(r.status, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["padded_seq"], 4104);
+  EXPECT_EQ(j["dense_fallback"], false);
+  // 1000 with K = 2048 at L 3, p 4: the padded length's S reaches N, dense attention.
+  r = run_cli(dir, "plan --seq 1000 --levels 3 --pool 4 --topk 2048 --json");
+  EXPECT_EQ(r.status, 0) << r.err;
+  const nlohmann::json d = nlohmann::json::parse(r.out);
+  EXPECT_EQ(d["dense_fallback"], true);
+  EXPECT_EQ(d["S"], 1000);
+  EXPECT_EQ(d["padded_seq"], 32768);
+}
+
 TEST(CliPlan, InvalidConfigurationSaysWhyAndExitsTwo) {
   TempDir dir;
-  // K = 2048 at N = 8192: 16 tiles of 32 coarsest entries, fewer than 128.
-  Result r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 2048");
+  // K must be a multiple of 128.
+  Result r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 100");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.out.find("valid: no"), std::string::npos) << r.out;
-  EXPECT_NE(r.err.find("--topk = 2048"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--topk = 100"), std::string::npos) << r.err;
 
-  r = run_cli(dir, "plan --seq 1000 --levels 3 --pool 4 --topk 128");
-  EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find("--seq = 1000"), std::string::npos) << r.err;
-
-  r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 2048 --json");
+  r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 100 --json");
   EXPECT_EQ(r.status, 2);
   EXPECT_EQ(nlohmann::json::parse(r.out)["valid"], false);
 }
