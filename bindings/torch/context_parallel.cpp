@@ -45,8 +45,7 @@ ShardPlan shard_plan_of(std::int64_t batch, std::int64_t seq, std::int64_t heads
   }
   // The norm scorer: context parallelism rejects the dilated one (make_shard_plan).
   return make_shard_plan(make_config(levels, pool, topk, scale, selection, "norm", 4), batch,
-                         seq * world,
-                         heads, head_dim, static_cast<int>(world));
+                         seq * world, heads, head_dim, static_cast<int>(world));
 }
 
 // The [2, B, H, S/2W, D] shape of a rank's gathered rows.
