@@ -43,7 +43,7 @@ ShardPlan shard_plan_of(std::int64_t batch, std::int64_t seq, std::int64_t heads
     throw InvalidArgument("seq", std::to_string(seq),
                           "a rank's shard holds two chunks of equal length: must be even");
   }
-  // Context parallelism runs the norm scorer only (make_shard_plan rejects the others).
+  // The norm scorer: context parallelism rejects the dilated one (make_shard_plan).
   return make_shard_plan(make_config(levels, pool, topk, scale, selection, "norm", 4), batch,
                          seq * world, heads, head_dim, static_cast<int>(world));
 }

@@ -86,8 +86,10 @@ nlohmann::json plan_json(const Plan& p) {
     levels.push_back(
         {{"level", l + 1}, {"block", p.block[l]}, {"entries", p.size[l]}, {"offset", p.offset[l]}});
   }
-  return {
+  nlohmann::json j = {
       {"valid", true},
+      {"padded_seq", p.padded_seq},
+      {"dense_fallback", p.dense_fallback},
       {"levels", levels},
       {"pyramid_size", p.pyramid_size},
       {"S", p.S},
@@ -107,9 +109,20 @@ nlohmann::json plan_json(const Plan& p) {
         {"over_lighthouse_fwd_bwd",
          p.scorer_flops() / (p.attention_fwd_flops() + p.attention_bwd_flops())}}},
       {"gathered_bytes", {{"float32", p.gathered_bytes(4)}, {"bfloat16", p.gathered_bytes(2)}}}};
+  if (p.dense_fallback) j["padded_S"] = p.padded_S;
+  return j;
 }
 
 void print_plan(const Plan& p) {
+  if (p.dense_fallback) {
+    std::cout << "padded length: " << p.padded_seq << " would gather S = " << p.padded_S
+              << " >= N = " << p.seq << ": dense causal attention on the N tokens instead\n";
+  } else {
+    std::cout << "padded length: " << p.padded_seq
+              << (p.runs_padded() ? " (N padded with zeros; outputs cut back to N)"
+                                  : " (N needs no padding)")
+              << "\n";
+  }
   std::cout << "pyramid:\n"
             << "  level    block      entries       offset\n";
   for (std::size_t l = 0; l < p.block.size(); ++l) {
@@ -234,7 +247,10 @@ Command add_plan_command(CLI::App& parent) {
       "Prints per level the block size, entries and offset; S (the gathered length), tiles and C\n"
       "(coarsest entries per tile); attention FLOPs of Lighthouse vs dense (fwd, bwd, ratio);\n"
       "the scorer's FLOPs (forward only; the dilated scorer's two attentions per subsequence);\n"
-      "the memory of the gathered tensors (fp32, bf16); then \"valid: yes\" or \"valid: no \u2014\n"
+      "the memory of the gathered tensors (fp32, bf16); the padded length (any N >= 1 runs: a\n"
+      "length that breaks a shape rule is padded with zeros to the next valid one, or, where\n"
+      "that length's S would be >= N, is dense causal attention); then \"valid: yes\" or \"valid: "
+      "no \u2014\n"
       "<why>\" (exit status 2). With --cp W also the sharding (2W chunks, rank r holding\n"
       "chunks r and 2W-1-r) and the bytes each rank sends per forward and backward, against\n"
       "Ulysses (the all-to-all of q, k, v, out over all N tokens).");

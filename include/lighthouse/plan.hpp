@@ -14,6 +14,25 @@ namespace lighthouse {
 struct Plan {
   Config config;
   std::int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+  // Any sequence length (docs/SPEC.md): the smallest length >= seq that satisfies every shape
+  // rule of the config, on which the stages run (q, k, v padded with zeros, outputs and gradients
+  // cut back to seq). padded_seq == seq when seq needs no padding. The geometry below (block,
+  // size, offset, pyramid_size, tiles, S) is the padded length's. The exception: where the padded
+  // length's S would be >= seq, the plan is dense causal attention on the seq tokens
+  // (dense_fallback; config.levels is then 1, padded_S the S it avoided).
+  std::int64_t padded_seq = 0;
+  bool dense_fallback = false;
+  std::int64_t padded_S = 0;  // dense_fallback only
+  // The stages run on padded copies of the tensors (padded_seq > seq, not the dense fallback).
+  bool runs_padded() const { return !dense_fallback && padded_seq != seq; }
+  // seq is not a valid length of its own (padded, or the dense fallback).
+  bool needs_padding() const { return padded_seq != seq; }
+  // This plan at the padded length: what the backends run.
+  Plan padded() const {
+    Plan p = *this;
+    p.seq = padded_seq;
+    return p;
+  }
   // Heads of k and v (grouped-query attention): a divisor of `heads`; kv_heads == heads is
   // ordinary multi-head attention, kv_heads == 1 multi-query attention. Query head h belongs to
   // KV group h / group(); the selection is made once per group.
@@ -49,7 +68,8 @@ struct Plan {
 };
 
 // Builds the plan; throws InvalidArgument for any violated rule (the message names the
-// parameter, its value and the rule). kv_heads = 0 means kv_heads = heads.
+// parameter, its value and the rule). kv_heads = 0 means kv_heads = heads. Any seq >= 1 is
+// accepted: a length that breaks a rule tied to it is padded (padded_seq above).
 Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::int64_t heads,
                std::int64_t head_dim, std::int64_t kv_heads = 0);
 

@@ -59,9 +59,11 @@ def lighthouse_attention(
 
     ``layout="bnhd"``: tensors are ``[B, N, H, D]``; ``"bhnd"``: ``[B, H, N, D]`` (read in place
     through a transposed view, no copy). The output has the inputs' layout. ``levels`` (>= 1; 1
-    is dense causal attention), ``pool`` (a power of two >= 2) and ``topk`` (a multiple of 128)
-    must satisfy the library's rules for the sequence length; a violation raises ``ValueError``
-    naming the parameter, its value and the rule. ``scale`` defaults to ``1/sqrt(D)``.
+    is dense causal attention), ``pool`` (a power of two >= 2) and ``topk`` (a multiple of 128);
+    a violation raises ``ValueError`` naming the parameter, its value and the rule. Any N >= 1
+    runs: a length that breaks a shape rule is padded with zeros to the next valid one (outputs
+    and gradients cut back to N), or is dense causal attention where that length would gather
+    at least N entries (docs/SPEC.md, "Any sequence length"). ``scale`` defaults to ``1/sqrt(D)``.
 
     ``selection="original"`` is the original method's selection, which lets a position's output
     depend on later tokens (a model can learn to read the future through it; the project's
@@ -71,7 +73,7 @@ def lighthouse_attention(
 
     ``scorer="norm"`` scores tokens by the L2 norms of their q and k rows; ``scorer="dilated"``
     is the original's dilated scorer: causal attention within ``dilation`` interleaved
-    subsequences (``dilation`` must divide N), the norms of its outputs as the scores (forward
+    subsequences (N is padded to a multiple of ``dilation``), the norms of its outputs as the scores (forward
     only, about ``4 B H N^2 D / dilation`` FLOPs more).
 
     ``k`` and ``v`` may have fewer heads than ``q`` (grouped-query attention; one head is

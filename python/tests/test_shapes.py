@@ -43,8 +43,6 @@ def test_dilated_scorer_gradcheck_float64():
 
 def test_dilated_scorer_errors():
     q = torch.randn(1, 1024, 1, 8)
-    with pytest.raises(ValueError, match="dilation = 3: must divide seq = 1024"):
-        la.lighthouse_attention(q, q, q, levels=3, pool=2, topk=128, scorer="dilated", dilation=3)
     with pytest.raises(ValueError, match="scorer = l2: must be norm or dilated"):
         la.LighthouseAttention(levels=3, pool=2, topk=128, scorer="l2")
     with pytest.raises(ValueError, match="dilation = 0"):
@@ -144,3 +142,52 @@ def test_gqa_errors():
     with pytest.raises(ValueError, match="scorer = dilated"):
         k = torch.randn(1, 512, 2, 8)
         la.lighthouse_attention(q, k, k, levels=2, pool=2, topk=128, scorer="dilated")
+
+
+# ---- any sequence length: N padded with zeros to the next valid length, or dense --------------
+
+def _padded_run(q, k, v, dout, n_pad, **kw):
+    """The explicitly padded run (zeros in q, k, v and dout), cut back to the first N tokens."""
+    n = q.shape[1]
+
+    def pad(x):
+        return torch.cat([x, x.new_zeros(x.shape[0], n_pad - n, *x.shape[2:])], dim=1)
+
+    qp, kp, vp = (pad(x.detach()).requires_grad_(True) for x in (q, k, v))
+    out = la.lighthouse_attention(qp, kp, vp, **kw)
+    out.backward(pad(dout))
+    return [t[:, :n] for t in (out.detach(), qp.grad, kp.grad, vp.grad)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_any_length_equals_the_padded_run(dtype):
+    # N = 1000 with the dilated scorer (dilation 3) at L 2, p 2: padded to 1002 = lcm(2, 3) x 167.
+    b, n, h, d = 1, 1000, 2, 8
+    kw = dict(levels=2, pool=2, topk=128, selection="causal", scorer="dilated", dilation=3)
+    assert la.plan(b, n, h, d, **kw)["S"] == 1002 // 2 + 2 * 128
+    q, k, v = qkv(b, n, h, d, dtype=dtype, seed=21, requires_grad=True)
+    dout = torch.randn(b, n, h, d, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    out = la.lighthouse_attention(q, k, v, **kw)
+    assert out.shape == (b, n, h, d)
+    out.backward(dout)
+    want = _padded_run(q, k, v, dout, 1002, **kw)
+    for name, got, w in zip(("out", "dq", "dk", "dv"), (out, q.grad, k.grad, v.grad), want):
+        assert torch.equal(got.detach(), w), name
+
+
+def test_any_length_dense_exception_and_meta_shape():
+    # N = 1000 at L 3, p 4, K 128: the padded length 2048 would gather S = 1152 >= N, so the
+    # function is dense causal attention on the 1000 tokens (the levels = 1 op).
+    b, n, h, d = 1, 1000, 2, 8
+    q, k, v = qkv(b, n, h, d, seed=22)
+    out = la.lighthouse_attention(q, k, v, levels=3, pool=4, topk=128)
+    dense = la.lighthouse_attention(q, k, v, levels=1, pool=4, topk=128)
+    assert torch.equal(out, dense)
+    # The shape-only (meta) kernel gives [B, N, H, D] for a length that needs padding.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fq = torch.empty(b, n, h, d)
+        fo = la.lighthouse_attention(fq, fq, fq, levels=2, pool=2, topk=128, scorer="dilated",
+                                     dilation=3)
+        assert fo.shape == (b, n, h, d)

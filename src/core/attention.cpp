@@ -10,6 +10,7 @@
 
 #include "core/backend.hpp"
 #include "core/context_parallel.hpp"
+#include "core/padding.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse {
@@ -193,6 +194,41 @@ void check_buffer(const ContextBuffer& ctx, const Plan& plan, DType dtype) {
   }
 }
 
+// Any sequence length: q, k, v copied into zero-padded scratch tensors of the plan's padded
+// length, and a scratch output whose first N rows are copied back.
+struct Padded {
+  PaddedTensor q, k, v, out;
+  Padded(Backend& backend, const Plan& plan, const TensorView& q_in, const TensorView& k_in,
+         const TensorView& v_in, const TensorView& out_in, const Options& options)
+      : q(backend, q_in, plan.padded_seq, options),
+        k(backend, k_in, plan.padded_seq, options),
+        v(backend, v_in, plan.padded_seq, options),
+        out(backend, out_in, plan.padded_seq, options) {
+    q.fill_from(q_in);
+    k.fill_from(k_in);
+    v.fill_from(v_in);
+  }
+};
+
+// The backward's counterpart: dout padded with zeros (no gradient flows from the padding), and
+// scratch gradients whose first N rows are copied back.
+struct PaddedGradients {
+  PaddedTensor dout, dq, dk, dv;
+  PaddedGradients(Backend& backend, const Plan& plan, const TensorView& dout_in,
+                  const TensorView& dq_in, const TensorView& dk_in, const Options& options)
+      : dout(backend, dout_in, plan.padded_seq, options),
+        dq(backend, dq_in, plan.padded_seq, options),
+        dk(backend, dk_in, plan.padded_seq, options),
+        dv(backend, dk_in, plan.padded_seq, options) {  // dv has dk's shape
+    dout.fill_from(dout_in);
+  }
+  void copy_to(const TensorView& dq_out, const TensorView& dk_out, const TensorView& dv_out) {
+    dq.copy_to(dq_out);
+    dk.copy_to(dk_out);
+    dv.copy_to(dv_out);
+  }
+};
+
 }  // namespace
 
 void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -224,7 +260,14 @@ void forward(const Config& config, const TensorView& q, const TensorView& k, con
   Plan plan = validate_forward(config, q, k, v, out, options);
   Backend& backend = backend_for(q.device);
   ctx.state_.reset();  // free the previous call's buffers before taking new ones
-  ctx.state_ = backend.forward(plan, q, k, v, out, options);
+  if (plan.runs_padded()) {
+    Padded padded(backend, plan, q, k, v, out, options);
+    ctx.state_ = backend.forward(plan.padded(), padded.q.view(), padded.k.view(), padded.v.view(),
+                                 padded.out.view(), options);
+    padded.out.copy_to(out);
+  } else {
+    ctx.state_ = backend.forward(plan, q, k, v, out, options);
+  }
   ctx.plan_ = std::move(plan);
   ctx.device_ = q.device;
   ctx.dtype_ = q.dtype;
@@ -235,7 +278,15 @@ void forward(const Config& config, const TensorView& q, const TensorView& k, con
   reject_comm_with_buffer(options);
   const Plan plan = validate_forward(config, q, k, v, out, options);
   check_buffer(ctx, plan, q.dtype);
-  backend_for(q.device).forward(plan, q, k, v, out, ctx.data, options);
+  Backend& backend = backend_for(q.device);
+  if (plan.runs_padded()) {
+    Padded padded(backend, plan, q, k, v, out, options);
+    backend.forward(plan.padded(), padded.q.view(), padded.k.view(), padded.v.view(),
+                    padded.out.view(), ctx.data, options);
+    padded.out.copy_to(out);
+  } else {
+    backend.forward(plan, q, k, v, out, ctx.data, options);
+  }
 }
 
 void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
@@ -276,7 +327,15 @@ void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
     return;
   }
   local_checks();
-  backend_for(ctx.device_).backward(plan, *ctx.state_, dout, dq, dk, dv, options);
+  Backend& backend = backend_for(ctx.device_);
+  if (plan.runs_padded()) {
+    PaddedGradients padded(backend, plan, dout, dq, dk, options);
+    backend.backward(plan.padded(), *ctx.state_, padded.dout.view(), padded.dq.view(),
+                     padded.dk.view(), padded.dv.view(), options);
+    padded.copy_to(dq, dk, dv);
+  } else {
+    backend.backward(plan, *ctx.state_, dout, dq, dk, dv, options);
+  }
 }
 
 void backward(const Config& config, const ContextBuffer& ctx, const TensorView& dout,
@@ -292,7 +351,14 @@ void backward(const Config& config, const ContextBuffer& ctx, const TensorView& 
   backend.check_supported(plan, dout.dtype);
   validate_gradients(plan, dout, dq, dk, dv, options);
   check_buffer(ctx, plan, dout.dtype);
-  backend.backward(plan, ctx.data, dout, dq, dk, dv, options);
+  if (plan.runs_padded()) {
+    PaddedGradients padded(backend, plan, dout, dq, dk, options);
+    backend.backward(plan.padded(), ctx.data, padded.dout.view(), padded.dq.view(),
+                     padded.dk.view(), padded.dv.view(), options);
+    padded.copy_to(dq, dk, dv);
+  } else {
+    backend.backward(plan, ctx.data, dout, dq, dk, dv, options);
+  }
 }
 
 }  // namespace lighthouse

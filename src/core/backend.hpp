@@ -66,6 +66,10 @@ class Backend {
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void deallocate(void* ptr) noexcept = 0;
   virtual void memset_zero(void* ptr, std::size_t bytes) = 0;
+  // The same queued on Options::stream (CUDA: cudaMemsetAsync); elsewhere memset_zero().
+  virtual void memset_zero_on(void* ptr, std::size_t bytes, const Options& /*options*/) {
+    memset_zero(ptr, bytes);
+  }
   // Copies between host and this device's memory (plain memcpy on the CPU).
   virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes) = 0;
   virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes) = 0;

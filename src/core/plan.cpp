@@ -1,8 +1,10 @@
 #include "lighthouse/plan.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <numeric>
 #include <sstream>
 #include <string>
 
@@ -18,6 +20,70 @@ void require_positive(const char* param, std::int64_t value) {
 
 std::string s(std::int64_t v) {
   return std::to_string(v);
+}
+
+// Saturating arithmetic for the padded length: anything >= kHuge is "too long".
+constexpr std::int64_t kHuge = std::int64_t{1} << 60;
+
+std::int64_t sat_mul(std::int64_t a, std::int64_t b) {
+  return a >= kHuge / b ? kHuge : a * b;
+}
+
+struct Padding {
+  std::int64_t length = 0;  // the smallest valid length >= seq (kHuge: too long)
+  std::int64_t S = 0;       // the gathered length at that length
+};
+
+// The smallest length >= seq that satisfies every rule tied to the length (levels > 1): a
+// multiple of the coarsest block c = pool^(levels-1) times the tiles T = topk/128 (the coarsest
+// level splits into whole tiles), at least c x topk (each tile holds >= 128 coarsest entries),
+// and with the dilated scorer a multiple of the dilation.
+Padding pad_length(const Config& config, std::int64_t seq) {
+  const int L = config.levels;
+  std::int64_t coarsest = 1;
+  for (int l = 1; l < L; ++l) coarsest = sat_mul(coarsest, config.pool);
+  const std::int64_t tiles = config.topk / kTileSize;
+  std::int64_t step = sat_mul(coarsest, tiles);
+  if (config.scorer == Scorer::kDilated && step < kHuge) {
+    step = sat_mul(step / std::gcd(step, std::int64_t{config.dilation}), config.dilation);
+  }
+  const std::int64_t least = sat_mul(coarsest, config.topk);
+  const std::int64_t x = std::max(seq, least);
+  Padding padding;
+  const std::int64_t extra =
+      static_cast<std::int64_t>(L - 1) * config.pool * static_cast<std::int64_t>(config.topk);
+  if (x >= kHuge || step >= kHuge) {
+    padding.length = kHuge;
+    // At least topk coarsest entries whatever the length.
+    padding.S = config.topk + extra;
+    return padding;
+  }
+  padding.length = (x + step - 1) / step * step;
+  padding.S = padding.length / coarsest + extra;
+  return padding;
+}
+
+// The pyramid's geometry at a valid length (pad_length's).
+void fill_levels(Plan& plan, std::int64_t len) {
+  const Config& config = plan.config;
+  const int L = config.levels;
+  std::int64_t block = 1, offset = 0;
+  for (int l = 0; l < L; ++l) {
+    plan.block.push_back(block);
+    plan.size.push_back(len / block);
+    plan.offset.push_back(offset);
+    offset += len / block;
+    block *= config.pool;
+  }
+  plan.pyramid_size = offset;
+  const std::int64_t coarse_entries = plan.size.back();
+  plan.tiles = config.topk / kTileSize;
+  plan.tile_entries = coarse_entries / plan.tiles;
+  plan.S = coarse_entries + static_cast<std::int64_t>(L - 1) * config.pool * config.topk;
+  const bool valid = len % plan.block.back() == 0 && coarse_entries % plan.tiles == 0 &&
+                     plan.tile_entries >= kTileSize &&
+                     (config.scorer != Scorer::kDilated || len % config.dilation == 0);
+  if (!valid) throw Error("make_plan: padded length " + s(len) + " breaks a rule (a bug)");
 }
 
 }  // namespace
@@ -61,55 +127,29 @@ Plan make_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::
     plan.tiles = 1;
     plan.tile_entries = seq;
     plan.S = seq;
-  } else {
-    // Coarsest block size p^(L-1); it must divide N (and so cannot exceed it).
-    std::int64_t coarsest = 1;
-    for (int l = 1; l < L; ++l) {
-      if (coarsest > seq / config.pool) {
-        throw InvalidArgument("seq", s(seq),
-                              "must be divisible by pool^(levels-1) = " + s(config.pool) + "^" +
-                                  s(L - 1) + ", which exceeds it");
-      }
-      coarsest *= config.pool;
-    }
-    if (seq % coarsest != 0) {
-      throw InvalidArgument("seq", s(seq), "must be divisible by pool^(levels-1) = " + s(coarsest));
-    }
-    std::int64_t block = 1, offset = 0;
-    for (int l = 0; l < L; ++l) {
-      plan.block.push_back(block);
-      plan.size.push_back(seq / block);
-      plan.offset.push_back(offset);
-      offset += seq / block;
-      block *= config.pool;
-    }
-    plan.pyramid_size = offset;
-    const std::int64_t coarse_entries = plan.size.back();
-    plan.tiles = config.topk / kTileSize;
-    if (coarse_entries % plan.tiles != 0) {
-      throw InvalidArgument(
-          "topk", s(config.topk),
-          "the coarsest level's " + s(coarse_entries) +
-              " entries (seq / pool^(levels-1)) must split evenly into topk/128 = " +
-              s(plan.tiles) + " tiles");
-    }
-    plan.tile_entries = coarse_entries / plan.tiles;
-    if (plan.tile_entries < kTileSize) {
-      throw InvalidArgument("topk", s(config.topk),
-                            "each of the topk/128 = " + s(plan.tiles) + " tiles would hold " +
-                                s(plan.tile_entries) +
-                                " coarsest entries, fewer than 128; use a smaller topk, fewer "
-                                "levels or a longer seq");
-    }
-    plan.S = coarse_entries + static_cast<std::int64_t>(L - 1) * config.pool * config.topk;
-    // The dilated scorer splits the tokens into `dilation` subsequences of equal length.
-    if (config.scorer == Scorer::kDilated && seq % config.dilation != 0) {
-      throw InvalidArgument("dilation", s(config.dilation),
-                            "must divide seq = " + s(seq) +
-                                " (the dilated scorer splits the tokens into dilation "
-                                "interleaved subsequences of equal length)");
-    }
+    plan.padded_seq = seq;
+    return plan;
   }
+  const Padding padding = pad_length(config, seq);
+  if (padding.length != seq && padding.S >= seq) {
+    // The padded length would gather at least as many entries as there are tokens: the spec's
+    // exception, dense causal attention on the seq tokens.
+    Config dense = config;
+    dense.levels = 1;
+    Plan fallback = make_plan(dense, batch, seq, heads, head_dim, kv_heads);
+    fallback.padded_seq = padding.length;
+    fallback.dense_fallback = true;
+    fallback.padded_S = padding.S;
+    return fallback;
+  }
+  if (padding.length >= kHuge) {
+    throw InvalidArgument("seq", s(seq),
+                          "padded to a whole number of coarsest tiles (pool^(levels-1) x topk/128 "
+                          "tokens each, at least topk coarsest entries) it would overflow; use "
+                          "fewer levels or a smaller pool");
+  }
+  plan.padded_seq = padding.length;
+  fill_levels(plan, padding.length);
   // Pyramid indices are stored as int32.
   if (plan.pyramid_size > std::numeric_limits<std::int32_t>::max()) {
     throw InvalidArgument("seq", s(seq), "the pyramid index must fit in int32 (seq < ~1e9)");
@@ -162,6 +202,12 @@ std::string Plan::describe() const {
   for (std::size_t l = 0; l < size.size(); ++l) {
     os << "  level " << l + 1 << ": block " << block[l] << ", entries " << size[l] << ", offset "
        << offset[l] << "\n";
+  }
+  if (dense_fallback) {
+    os << "seq " << seq << " padded to " << padded_seq << " would gather S = " << padded_S
+       << " >= " << seq << " entries: dense causal attention on the " << seq << " tokens\n";
+  } else if (runs_padded()) {
+    os << "seq " << seq << " padded to " << padded_seq << " (zeros, cut off again)\n";
   }
   os << "tiles " << tiles << " of " << tile_entries << " coarsest entries; S = " << S << "\n";
   return os.str();

@@ -20,7 +20,16 @@ std::string s(std::int64_t v) {
 Plan whole_plan(const Config& config, std::int64_t batch, std::int64_t seq, std::int64_t heads,
                 std::int64_t head_dim, int world) {
   try {
-    return make_plan(config, batch, seq, heads, head_dim);
+    Plan plan = make_plan(config, batch, seq, heads, head_dim);
+    if (plan.needs_padding()) {
+      throw InvalidArgument("seq", s(seq),
+                            "with context parallelism it must satisfy every shape rule (divisible "
+                            "by pool^(levels-1) x topk/128, at least pool^(levels-1) x topk; the "
+                            "next such length is " +
+                                s(plan.padded_seq) +
+                                "): padding under context parallelism is not supported yet");
+    }
+    return plan;
   } catch (const InvalidArgument& e) {
     if (e.param() != "seq" || world == 1) throw;
     throw InvalidArgument(e.param(),
@@ -75,6 +84,13 @@ ShardPlan make_shard_plan(const Config& config, std::int64_t batch, std::int64_t
   chunk_config.topk = sp.plan.dense() ? config.topk : config.topk / static_cast<int>(chunks);
   chunk_config.scale = sp.plan.scale;
   sp.chunk = make_plan(chunk_config, batch, seq / chunks, heads, head_dim);
+  if (sp.chunk.needs_padding()) {
+    throw InvalidArgument("seq", s(seq),
+                          "with cp = " + s(world) + " each of the 2 x cp chunks (" +
+                              s(seq / chunks) + " tokens, topk " + s(chunk_config.topk) +
+                              ") must satisfy every shape rule on its own; padding under "
+                              "context parallelism is not supported yet");
+  }
   sp.local_seq = seq / world;
   sp.chunk_seq = seq / chunks;
   sp.chunk_rows = sp.chunk.S;

@@ -298,6 +298,10 @@ class CudaBackend final : public CudaDevice {
                                  stream_of(options)));
   }
 
+  void memset_zero_on(void* ptr, std::size_t bytes, const Options& options) override {
+    CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_of(options)));
+  }
+
   void* allocate_on(std::size_t bytes, void* stream) override {
     void* ptr = nullptr;
     CUDA_CHECK(cudaMallocAsync(&ptr, bytes, static_cast<cudaStream_t>(stream)));

@@ -255,16 +255,12 @@ TEST(CliAttention, BadInputsExitTwoNameTheParameterAndLeaveNoOutput) {
       {"float64 file", " --q " + file("f64.npy") + kv + cfg, "--q", "f64.npy"},
       {"malformed file", " --q " + file("garbage.npy") + kv + cfg, "--q", "garbage.npy"},
       {"truncated file", " --q " + file("truncated.npy") + kv + cfg, "--q", "truncated.npy"},
-      {"seq not divisible",
-       " --q " + file("odd.npy") + " --k " + file("odd.npy") + " --v " + file("odd.npy") + cfg,
-       "--q", "257"},
       {"NaN with --check-finite", " --q " + file("nan.npy") + kv + cfg + " --check-finite", "--q",
        "nan.npy"},
       {"levels 0", all + " --levels 0 --pool 2 --topk 128", "--levels", "0"},
       {"levels not a number", all + " --levels two --pool 2 --topk 128", "--levels", "two"},
       {"pool not a power of two", all + " --levels 2 --pool 3 --topk 128", "--pool", "3"},
       {"topk not a multiple of 128", all + " --levels 2 --pool 2 --topk 100", "--topk", "100"},
-      {"topk too large for N", all + " --levels 2 --pool 2 --topk 256", "--topk", "256"},
       {"scale negative", all + cfg + " --scale -0.5", "--scale", "-0.5"},
       {"threads negative", all + " --levels 2 --pool 2 --topk 128 --threads -2", "--threads", "-2"},
       {"dtype on cpu", all + cfg + " --dtype bfloat16", "--dtype", "bfloat16"},
@@ -349,19 +345,36 @@ TEST(CliPlan, ValidConfigurationPrintsThePyramid) {
   EXPECT_EQ(j["gathered_bytes"]["float32"].get<std::int64_t>(), plan.gathered_bytes(4));
 }
 
+TEST(CliPlan, PrintsThePaddedLength) {
+  TempDir dir;
+  // Any length runs: 4100 pads to 4104 (L 2, p 4, K 256: a multiple of 8).
+  Result r = run_cli(dir, "plan --seq 4100 --levels 2 --pool 4 --topk 256");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("padded length: 4104 (N padded with zeros"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("valid: yes"), std::string::npos) << r.out;
+  r = run_cli(dir, "plan --seq 4100 --levels 2 --pool 4 --topk 256 --json");
+  EXPECT_EQ(r.status, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["padded_seq"], 4104);
+  EXPECT_EQ(j["dense_fallback"], false);
+  // 1000 with K = 2048 at L 3, p 4: the padded length's S reaches N, dense attention.
+  r = run_cli(dir, "plan --seq 1000 --levels 3 --pool 4 --topk 2048 --json");
+  EXPECT_EQ(r.status, 0) << r.err;
+  const nlohmann::json d = nlohmann::json::parse(r.out);
+  EXPECT_EQ(d["dense_fallback"], true);
+  EXPECT_EQ(d["S"], 1000);
+  EXPECT_EQ(d["padded_seq"], 32768);
+}
+
 TEST(CliPlan, InvalidConfigurationSaysWhyAndExitsTwo) {
   TempDir dir;
-  // K = 2048 at N = 8192: 16 tiles of 32 coarsest entries, fewer than 128.
-  Result r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 2048");
+  // K must be a multiple of 128.
+  Result r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 100");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.out.find("valid: no"), std::string::npos) << r.out;
-  EXPECT_NE(r.err.find("--topk = 2048"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--topk = 100"), std::string::npos) << r.err;
 
-  r = run_cli(dir, "plan --seq 1000 --levels 3 --pool 4 --topk 128");
-  EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find("--seq = 1000"), std::string::npos) << r.err;
-
-  r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 2048 --json");
+  r = run_cli(dir, "plan --seq 8192 --levels 3 --pool 4 --topk 100 --json");
   EXPECT_EQ(r.status, 2);
   EXPECT_EQ(nlohmann::json::parse(r.out)["valid"], false);
 }
@@ -499,8 +512,7 @@ TEST(CliBench, BadFlagsExitTwoBeforeRunning) {
   struct Bad {
     std::string args, needle;
   };
-  for (const Bad& b : {Bad{" --seq 1000 --levels 3 --pool 4 --topk 128", "--seq = 1000"},
-                       Bad{" --seq 512 --impl dense,sparse", "--impl"},
+  for (const Bad& b : {Bad{" --seq 0", "--seq"}, Bad{" --seq 512 --impl dense,sparse", "--impl"},
                        Bad{" --seq 512 --repeats 0", "--repeats = 0"},
                        Bad{" --seq 512 --levels 2 --pool 5 --topk 128", "--pool = 5"},
                        Bad{" --seq 512,,1024", "--seq"},
@@ -610,8 +622,7 @@ TEST(CliLeakTest, BadFlagsExitTwoBeforeTraining) {
     std::string args, needle;
   };
   for (const Bad& b : {Bad{"--steps 0", "--steps = 0"}, Bad{"--levels 2 --pool 3", "--pool = 3"},
-                       Bad{"--seq 100 --levels 3 --pool 4", "--seq = 100"},
-                       Bad{"--dense-layers 7", "--dense-layers = 7"},
+                       Bad{"--seq 0", "--seq = 0"}, Bad{"--dense-layers 7", "--dense-layers = 7"},
                        Bad{"--json '" + (dir / "no/such/x.json") + "'", "--json"}}) {
     const Result r = run_cli(dir, "leak-test --quiet " + b.args);
     EXPECT_EQ(r.status, 2) << b.args << ": " << r.err;

@@ -120,7 +120,6 @@ TEST_F(TrainCli, BadFlagsNameTheFlagAndExit2WithoutOutput) {
       {"--dim 30 --heads 4", "--dim = 30"},
       {"--heads 4 --kv-heads 3", "--kv-heads = 3: must divide heads = 4"},
       {"--stage1-steps 0 --stage2-steps 0", "--stage2-steps = 0"},
-      {"--seq 256 --levels 2 --pool 2 --topk 256", "--topk = 256"},
       {"--dense-layers 0,9", "--dense-layers = 9"},
       {"--heldout 0.9", "--heldout = 0.9"},
       {"--beta2 1", "--beta2 = 1"},

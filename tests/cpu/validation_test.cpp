@@ -89,14 +89,6 @@ TEST(Validation, RankMustBeFour) {
   expect_invalid([&] { c.run(); }, {"q"}, "", {"rank"});
 }
 
-TEST(Validation, SequenceDivisibleByCoarsestBlock) {
-  Call c;
-  c.config = {.levels = 3, .pool = 4, .topk = 128, .scale = {}};  // p^(L-1) = 16
-  c.q = make(1000), c.k = make(1000), c.v = make(1000), c.out = make(1000);
-  c.qv = c.q, c.kv = c.k, c.vv = c.v, c.ov = c.out;
-  expect_invalid([&] { c.run(); }, {"seq", "N", "seq_len"}, "1000", {"divisible", "multiple"});
-}
-
 TEST(Validation, PoolPowerOfTwoAtLeastTwo) {
   for (int pool : {3, 6, 1, 0, -2}) {
     Call c;
@@ -122,22 +114,6 @@ TEST(Validation, LevelsAtLeastOne) {
     expect_invalid([&] { c.run(); }, {"levels"}, std::to_string(levels),
                    {">= 1", "at least 1", "positive"});
   }
-}
-
-TEST(Validation, TilesDivideCoarsestLevel) {
-  // n_L = 512 is not divisible by K / 128 = 3 tiles (which would otherwise hold >= 128 each).
-  Call c;
-  c.config = {.levels = 2, .pool = 2, .topk = 384, .scale = {}};
-  c.q = make(1024), c.k = make(1024), c.v = make(1024), c.out = make(1024);
-  c.qv = c.q, c.kv = c.k, c.vv = c.v, c.ov = c.out;
-  expect_invalid([&] { c.run(); }, {"topk", "seq"}, "384", {"divisible", "divide", "split evenly"});
-}
-
-TEST(Validation, TilesOfAtLeast128Entries) {
-  // n_L = 128 and 2 tiles: C = 64.
-  Call c;
-  c.config.topk = 256;
-  expect_invalid([&] { c.run(); }, {"topk", "seq"}, "256", {"128"});
 }
 
 TEST(Validation, UnsupportedDtypes) {

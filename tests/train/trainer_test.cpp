@@ -98,13 +98,8 @@ TEST(TrainLoop, AccumulationMatchesALargerBatch) {
 
 TEST(TrainLoop, RejectsAStageOneAttentionThatDoesNotFitSeq) {
   TrainConfig c = two_stage_config();
-  c.seq = 128;  // topk 128 at pool 2 needs seq >= 256
-  try {
-    c.validate();
-    FAIL() << "expected InvalidArgument";
-  } catch (const lighthouse::InvalidArgument& e) {
-    EXPECT_EQ(e.param(), "topk");
-  }
+  c.seq = 128;  // below the smallest valid length: dense attention (any sequence length)
+  EXPECT_NO_THROW(c.validate());
   c = two_stage_config();
   c.stage1_steps = c.stage2_steps = 0;
   EXPECT_THROW(c.validate(), lighthouse::InvalidArgument);
