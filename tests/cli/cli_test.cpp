@@ -18,55 +18,22 @@
 
 #include "lighthouse/lighthouse.hpp"
 #include "lighthouse/npy.hpp"
+#include "support/cli_run.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
+using Result = lhtest::CliResult;
+using lhtest::read_file;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// A fresh folder under the system temp dir, removed with everything in it at the end.
-class TempDir {
+class TempDir : public lhtest::TempDir {
  public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "lighthouse-cli-test-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+  TempDir() : lhtest::TempDir("lighthouse-cli-test") {}
 };
 
-// Runs `lighthouse <args>` through the shell, capturing stdout and stderr into files of `dir`.
 Result run_cli(const TempDir& dir, const std::string& args) {
-  const std::string out = dir / ".stdout", err = dir / ".stderr";
-  const std::string command = std::string("'") + LIGHTHOUSE_CLI_PATH + "' " + args + " > '" + out +
-                              "' 2> '" + err + "' < /dev/null";
-  const int raw = std::system(command.c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = read_file(out);
-  r.err = read_file(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
+  return lhtest::run_cli(dir.path(), args);
 }
 
 std::vector<float> random_floats(std::size_t count, unsigned seed) {

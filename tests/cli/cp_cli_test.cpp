@@ -18,22 +18,14 @@
 #include <nlohmann/json.hpp>
 
 #include "lighthouse/npy.hpp"
+#include "support/cli_run.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = lhtest::CliResult;
+using lhtest::read_file;
 
 class CpCli : public ::testing::Test {
  protected:
@@ -47,17 +39,7 @@ class CpCli : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  Result run(const std::string& args) const {
-    const std::string out = path(".stdout"), err = path(".stderr");
-    const std::string command = std::string("'") + LIGHTHOUSE_CLI_PATH + "' " + args + " > '" +
-                                out + "' 2> '" + err + "' < /dev/null";
-    const int raw = std::system(command.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-  }
+  Result run(const std::string& args) const { return lhtest::run_cli(dir_, args); }
   // q, k, v, dout of shape [B, N, H, D], random normal (q and k rows with varied norms).
   std::string write_inputs(std::int64_t B, std::int64_t N, std::int64_t H, std::int64_t D) {
     std::mt19937 gen(11);
@@ -99,7 +81,7 @@ TEST_F(CpCli, AttentionWritesTheSameFilesBitForBit) {
               " --out '" + sharded + "'");
       ASSERT_EQ(r.status, 0) << r.err;
       for (const char* file : kFiles) {
-        const std::string a = slurp(fs::path(single) / file), b = slurp(fs::path(sharded) / file);
+        const std::string a = read_file(fs::path(single) / file), b = read_file(fs::path(sharded) / file);
         EXPECT_FALSE(a.empty()) << file;
         EXPECT_TRUE(a == b) << file << " differs from the single-device run";
       }
@@ -163,7 +145,7 @@ TEST_F(CpCli, BenchReportsTheMeasuredBytesAndTheCollectivesTime) {
       json + "'");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("lighthouse bench --cp 2"), std::string::npos) << r.out;
-  const auto j = nlohmann::json::parse(slurp(json));
+  const auto j = nlohmann::json::parse(read_file(json));
   EXPECT_EQ(j.at("cp").get<int>(), 2);
   int lighthouse = 0, dense = 0;
   for (const auto& row : j.at("rows")) {

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.hpp"
 #include "train/language_model.hpp"
 #include "train/presets.hpp"
 
@@ -22,17 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = lhtest::CliResult;
+using lhtest::read_file;
 
 class TrainCli : public ::testing::Test {
  protected:
@@ -48,15 +40,7 @@ class TrainCli : public ::testing::Test {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   // `env`: variable assignments put before the command ("OPENBLAS_NUM_THREADS=2").
   Result run(const std::string& args, const std::string& env = "") const {
-    const std::string out = path(".stdout"), err = path(".stderr");
-    const std::string command = env + " '" + LIGHTHOUSE_CLI_PATH + "' train " + args + " > '" +
-                                out + "' 2> '" + err + "' < /dev/null";
-    const int raw = std::system(command.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
+    return lhtest::run_cli(dir_, "train " + args, env);
   }
   fs::path dir_;
 };
@@ -182,7 +166,7 @@ TEST_F(TrainCli, ResumeContinuesBitExactlyAndRejectsDamagedCheckpoints) {
 
   // Damaged or mismatched checkpoints: exit 2, the file and the problem named, no crash.
   fs::copy(path("ck/step-00000002"), path("bad"));
-  std::string bytes = slurp(path("bad/model.safetensors"));
+  std::string bytes = read_file(path("bad/model.safetensors"));
   bytes[bytes.size() - 100] ^= 1;
   std::ofstream(path("bad/model.safetensors"), std::ios::binary | std::ios::trunc) << bytes;
   Result r = run(base + " --resume '" + path("bad") + "'");
@@ -310,7 +294,7 @@ TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
                          path("p.svg") + "' > /dev/null")
                             .c_str()),
             0);
-  const std::string svg = slurp(path("p.svg"));
+  const std::string svg = read_file(path("p.svg"));
   EXPECT_NE(svg.find("a train"), std::string::npos);
   EXPECT_NE(svg.find("a dense eval"), std::string::npos);
   EXPECT_NE(svg.find("a: switch to dense"), std::string::npos);
@@ -320,8 +304,8 @@ TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
       (cli + "'" + path("bad.jsonl") + "' --out '" + path("q.svg") + "' 2> '" + path("err") + "'")
           .c_str());
   EXPECT_EQ(WEXITSTATUS(raw), 2);
-  EXPECT_NE(slurp(path("err")).find("bad.jsonl: line 1 is not a metrics record"), std::string::npos)
-      << slurp(path("err"));
+  EXPECT_NE(read_file(path("err")).find("bad.jsonl: line 1 is not a metrics record"), std::string::npos)
+      << read_file(path("err"));
   EXPECT_FALSE(fs::exists(path("q.svg")));
 }
 
@@ -347,12 +331,12 @@ TEST_F(TrainCli, CompareRunsThreeArmsSideBySide) {
     EXPECT_EQ(lh.front()["seed"], dense.front()["seed"]) << arm;
     EXPECT_EQ(lh.front()["lighthouse"]["selection"], arm);
   }
-  const std::string svg = slurp(path("cmp/compare.svg"));
+  const std::string svg = read_file(path("cmp/compare.svg"));
   EXPECT_NE(svg.find("original: switch to dense"), std::string::npos);
   EXPECT_NE(svg.find("causal: switch to dense"), std::string::npos);
 
   // compare.json: one object per arm, in order, with what the table shows.
-  const nlohmann::json table = nlohmann::json::parse(slurp(path("cmp/compare.json")));
+  const nlohmann::json table = nlohmann::json::parse(read_file(path("cmp/compare.json")));
   ASSERT_EQ(table["arms"].size(), 3u);
   EXPECT_EQ(table["tokens_per_run"], 4 * 256);
   const char* names[] = {"dense", "original", "causal"};
@@ -380,7 +364,7 @@ TEST_F(TrainCli, CompareRunsTheArmsAskedAndRejectsBadListsBeforeWriting) {
   EXPECT_EQ(r.out.find("original->dense"), std::string::npos);
   EXPECT_TRUE(fs::exists(path("two/causal.jsonl")));
   EXPECT_FALSE(fs::exists(path("two/original.jsonl")));
-  const nlohmann::json table = nlohmann::json::parse(slurp(path("two/compare.json")));
+  const nlohmann::json table = nlohmann::json::parse(read_file(path("two/compare.json")));
   ASSERT_EQ(table["arms"].size(), 2u);
   EXPECT_EQ(table["arms"][0]["arm"], "causal");
 
