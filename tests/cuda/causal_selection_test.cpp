@@ -51,6 +51,8 @@ TEST_P(CudaCausalSelection, MatchesCpu) {
       run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c), {.backward = false});
   EXPECT_NE(orig.indices, gpu.indices);
 
+  // cuDNN's bf16 attention takes head_dim multiples of 8 only: D = 20 checks fp32 alone.
+  if (c.shape.D % 8 != 0) return;
   Inputs rounded = in;
   round_inputs(rounded, lh::DType::kBFloat16);
   const Outputs gpu16 =
