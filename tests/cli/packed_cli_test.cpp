@@ -127,3 +127,27 @@ TEST(CliPacked, BadOffsetsExitTwoNameTheFlagAndLeaveNoOutput) {
 }
 
 }  // namespace
+
+namespace {
+
+// `lighthouse bench --packed-docs LEN`: one row per N with both comparisons, the JSON rows, and
+// a bad LEN as a usage error.
+TEST(CliPacked, BenchReportsPackingAndPadding) {
+  lhtest::TempDir dir("lighthouse-packed-test");
+  const lhtest::CliResult r =
+      lhtest::run_cli(dir.path(),
+                      "bench --packed-docs 500 --seq 2047 --levels 2 --pool 2 --topk 128 --heads 2 "
+                      "--head-dim 8 --repeats 1 --warmup 0 --threads 1 --quiet --json " +
+                          (dir / "b.json"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("2048"), std::string::npos) << r.out;  // N' of 2047
+  const std::string json = lhtest::read_file(dir / "b.json");
+  EXPECT_NE(json.find("\"packed_documents\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"at_padded_seq\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"docs\": 5"), std::string::npos) << json;
+  const lhtest::CliResult bad = lhtest::run_cli(dir.path(), "bench --packed-docs 0 --seq 2047");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--packed-docs"), std::string::npos) << bad.err;
+}
+
+}  // namespace
