@@ -139,13 +139,23 @@ class Subject {
         dv_(allocate(in.kv_shape(), setup.dtype, setup.device)) {
     options_.threads = setup.threads;
     options_.deterministic = setup.deterministic;
+    if (!in.cu_seqlens.empty()) {
+      cu_seqlens_ = Tensor::empty(DType::kInt32, setup.device,
+                                  {static_cast<std::int64_t>(in.cu_seqlens.size())});
+      copy_from_host(setup.device, cu_seqlens_.data<void>(), in.cu_seqlens.data(),
+                     in.cu_seqlens.size() * sizeof(std::int32_t));
+    }
   }
 
   // A fresh context per forward: the previous one's buffers are released first, so two of one
   // subject are never alive at once.
   void forward(StageTimes* times = nullptr) {
     ctx_ = Context{};
-    lighthouse::forward(config_, q_, k_, v_, out_, ctx_, with(times));
+    if (cu_seqlens_.defined()) {
+      lighthouse::forward(config_, q_, k_, v_, out_, cu_seqlens_, ctx_, with(times));
+    } else {
+      lighthouse::forward(config_, q_, k_, v_, out_, ctx_, with(times));
+    }
   }
   // On the context of the last forward.
   void backward(StageTimes* times = nullptr) {
@@ -165,6 +175,7 @@ class Subject {
 
   Config config_;
   Tensor q_, k_, v_, dout_, out_, dq_, dk_, dv_;
+  Tensor cu_seqlens_;  // packed documents, else undefined
   Options options_;
   Context ctx_;
 };

@@ -33,6 +33,9 @@ struct HostInputs {
   Shape4 shape{};             // [B, N, H, D]: q, dout (and out, dq)
   std::int64_t kv_heads = 0;  // k, v (and dk, dv) are [B, N, kv_heads, D]; 0 = H
   std::vector<float> q, k, v, dout;
+  // Packed documents (`bench --packed-docs`): offsets passed as cu_seqlens; empty: one sequence
+  // per row.
+  std::vector<std::int32_t> cu_seqlens;
   Shape4 kv_shape() const { return {shape[0], shape[1], kv_heads ? kv_heads : shape[2], shape[3]}; }
 };
 

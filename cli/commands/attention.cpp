@@ -37,6 +37,7 @@ struct AttentionArgs {
   std::string q, k, v, dout, out;
   std::string levels, pool, topk, scale, selection = "original";
   std::string device = "cpu", dtype = "float32", threads = "0", cp;
+  std::string cu_seqlens;  // packed documents: an int32 1-D .npy of offsets
   ScorerFlags scorer;
   bool check_finite = false;
 };
@@ -70,10 +71,36 @@ NpyArray read_input(const std::string& flag, const std::string& path) {
 struct Inputs {
   NpyArray q, k, v;
   std::optional<NpyArray> dout;
+  std::optional<NpyArray> cu_seqlens;
 };
 
+// The offsets of packed documents: an int32 1-D array (the library checks its values).
+NpyArray read_offsets(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) reject("--cu-seqlens", path, "no such file");
+  if (fs::is_directory(path, ec)) reject("--cu-seqlens", path, "is a folder, not a .npy file");
+  NpyArray array;
+  try {
+    array = read_npy(path);
+  } catch (const Error& e) {
+    std::string what = e.what();
+    if (what.rfind(path + ": ", 0) == 0) what = what.substr(path.size() + 2);
+    reject("--cu-seqlens", path, "not a readable .npy file: " + what);
+  }
+  if (array.dtype != DType::kInt32) {
+    reject("--cu-seqlens", path,
+           std::string("holds ") + dtype_name(array.dtype) +
+               " data; int32 offsets are required (in numpy: a.astype(np.int32))");
+  }
+  if (array.shape.size() != 1) {
+    reject("--cu-seqlens", path,
+           "has shape " + shape_text(array.shape) + "; must be 1-D: documents + 1 offsets");
+  }
+  return array;
+}
+
 Inputs read_inputs(const AttentionArgs& a) {
-  Inputs in{read_input("--q", a.q), read_input("--k", a.k), read_input("--v", a.v), {}};
+  Inputs in{read_input("--q", a.q), read_input("--k", a.k), read_input("--v", a.v), {}, {}};
   const auto& shape = in.q.shape;
   // k and v may have fewer heads than q (grouped-query attention): [B, N, Hkv, D]; the library
   // checks that Hkv divides H.
@@ -94,6 +121,7 @@ Inputs read_inputs(const AttentionArgs& a) {
              "has shape " + shape_text(in.dout->shape) + "; must equal --q's " + shape_text(shape));
     }
   }
+  if (!a.cu_seqlens.empty()) in.cu_seqlens = read_offsets(a.cu_seqlens);
   return in;
 }
 
@@ -109,6 +137,7 @@ Inputs read_inputs(const AttentionArgs& a) {
   if (p == "k" || p == "kv_heads") reject("--k", a.k, e.what());
   if (p == "v") reject("--v", a.v, e.what());
   if (p == "dout") reject("--dout", a.dout, e.what());
+  if (p == "cu_seqlens") reject("--cu-seqlens", a.cu_seqlens, e.what());
   reject("--q", a.q, e.what());
 }
 
@@ -231,6 +260,11 @@ int run_attention(const AttentionArgs& a) {
            "runs its ranks as threads on the cpu device; on GPUs context parallelism needs one "
            "process per GPU (the C++ API over NCCL, or the PyTorch op's cp_group)");
   }
+  if (cp > 0 && !a.cu_seqlens.empty()) {
+    reject("--cu-seqlens", a.cu_seqlens,
+           "packed documents do not run with context parallelism (--cp): documents would cross "
+           "the ranks' chunks");
+  }
   // The library checks host tensors only; for a device run the CLI checks the files itself.
   options.check_finite = a.check_finite && device == Device::kCPU;
   check_out_folder(a.out);
@@ -246,7 +280,8 @@ int run_attention(const AttentionArgs& a) {
     if (cp > 0 && plan.kv_heads != plan.heads) {
       throw InvalidArgument("cp", std::to_string(cp),
                             "context parallelism supports as many KV heads as heads only so far "
-                            "(k has " + std::to_string(plan.kv_heads) + ", q " +
+                            "(k has " +
+                                std::to_string(plan.kv_heads) + ", q " +
                                 std::to_string(plan.heads) + ")");
     }
     if (cp > 0) make_shard_plan(config, shape[0], shape[1], shape[2], shape[3], cp);
@@ -279,7 +314,15 @@ int run_attention(const AttentionArgs& a) {
       Tensor v = upload(in.v.data<float>(), kv_shape, dtype, device);
       Tensor o = allocate(shape, dtype, device);
       Context ctx;
-      forward(config, q, k, v, o, ctx, options);
+      if (in.cu_seqlens) {
+        const auto count = static_cast<std::int64_t>(in.cu_seqlens->shape[0]);
+        Tensor offsets = Tensor::empty(DType::kInt32, device, {count});
+        copy_from_host(device, offsets.data<void>(), in.cu_seqlens->data<std::int32_t>(),
+                       static_cast<std::size_t>(count) * sizeof(std::int32_t));
+        forward(config, q, k, v, o, offsets, ctx, options);
+      } else {
+        forward(config, q, k, v, o, ctx, options);
+      }
       out = download(o);
       indices = ctx.indices();
       if (in.dout) {
@@ -296,8 +339,12 @@ int run_attention(const AttentionArgs& a) {
   } catch (const InvalidArgument& e) {
     rethrow_for_files(e, a);
   }
-  const std::vector<std::int64_t> index_shape{shape[0], kv_shape[2], plan.S};
-  if (static_cast<std::int64_t>(indices.size()) != shape[0] * kv_shape[2] * plan.S) {
+  // Packed documents: each group's [documents, Hkv, S] one after another, as one 1-D array.
+  const std::vector<std::int64_t> index_shape =
+      in.cu_seqlens ? std::vector<std::int64_t>{static_cast<std::int64_t>(indices.size())}
+                    : std::vector<std::int64_t>{shape[0], kv_shape[2], plan.S};
+  if (!in.cu_seqlens &&
+      static_cast<std::int64_t>(indices.size()) != shape[0] * kv_shape[2] * plan.S) {
     throw Error("internal: the context returned " + std::to_string(indices.size()) +
                 " indices, expected B*Hkv*S = " + std::to_string(shape[0] * kv_shape[2] * plan.S));
   }
@@ -330,7 +377,11 @@ Command add_attention_command(CLI::App& parent) {
       "the files). Writes DIR/out.npy [B, N, H, D] float32 and DIR/indices.npy [B, Hkv, S] int32\n"
       "(one selection per KV group); with --dout also DIR/dq.npy, dk.npy, dv.npy (dk, dv as k).\n"
       "Everything is checked and computed before the first file is written; a failed run leaves\n"
-      "no output behind. Exit status: 0 ok, 1 runtime failure, 2 bad flags or inputs.");
+      "no output behind. Exit status: 0 ok, 1 runtime failure, 2 bad flags or inputs.\n"
+      "With --cu-seqlens (offsets 0 = cu[0] < cu[1] < ... < cu[docs] = B*N, every row start\n"
+      "b*N an offset) each document is attended as its own sequence, as if run alone;\n"
+      "DIR/indices.npy is then 1-D: each group of documents of one plan, [documents, Hkv, S],\n"
+      "one after another. Not with --cp.");
   app->add_option("--q", args->q, "queries .npy, [B, N, H, D] float32 (required)")
       ->type_name("FILE");
   app->add_option("--k", args->k, "keys .npy, [B, N, Hkv, D] float32, Hkv dividing H (required)")
@@ -359,6 +410,10 @@ Command add_attention_command(CLI::App& parent) {
       ->capture_default_str()
       ->type_name("T");
   app->add_flag("--check-finite", args->check_finite, "reject NaN/Inf inputs");
+  app->add_option("--cu-seqlens", args->cu_seqlens,
+                  "packed documents: int32 1-D .npy of documents + 1 offsets into the B*N tokens "
+                  "(FlashAttention varlen); each document attended as its own sequence")
+      ->type_name("FILE");
   app->add_option("--cp", args->cp,
                   "context parallelism: run W ranks (threads of this process, cpu only), each "
                   "with 2 of the sequence's 2W chunks; same files as without, bit for bit. "

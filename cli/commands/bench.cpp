@@ -13,6 +13,7 @@
 
 #include "bench/bench_cp.hpp"
 #include "bench/bench_measure.hpp"
+#include "bench/bench_packed.hpp"
 #include "bench/bench_pairing.hpp"
 #include "bench/bench_report.hpp"
 #include "common/args.hpp"
@@ -34,7 +35,7 @@ struct BenchArgs {
   std::string seq, batch, heads, head_dim, levels, pool, topk, impl, repeats, warmup, dtype;
   std::string kv_heads = "0";
   std::string threads = "0", seed = "0", sgemm_size = "2048", selection = "original";
-  std::string json, plot, deterministic, side_by_side, cp;
+  std::string json, plot, deterministic, side_by_side, cp, packed_docs;
   ScorerFlags scorer;
   bool stages = false, quiet = false;
 };
@@ -147,12 +148,43 @@ int run_bench(const BenchArgs& a) {
   }
   if (!a.json.empty()) check_writable_path("--json", a.json);
   if (!a.plot.empty()) check_writable_path("--plot", a.plot);
+  if (!a.packed_docs.empty()) {
+    if (!a.cp.empty()) reject("--packed-docs", a.packed_docs, "is not measured with --cp");
+    if (!a.plot.empty()) reject("--plot", a.plot, "is not drawn with --packed-docs (use --json)");
+    if (!a.impl.empty()) {
+      reject("--impl", a.impl, "--packed-docs measures Lighthouse only (packed vs one sequence)");
+    }
+    PackedBenchSetup p;
+    p.doc_len = parse_int("--packed-docs", a.packed_docs, 1);
+    p.device = device;
+    p.dtype = report.dtype;
+    p.config = report.config;
+    p.batch = report.batch;
+    p.heads = report.heads;
+    p.kv_heads = report.kv_heads;
+    p.head_dim = report.head_dim;
+    p.seqs = report.seqs;
+    p.repeats = report.repeats;
+    p.warmup = report.warmup;
+    p.threads = report.threads;
+    p.deterministic = report.deterministic;
+    p.seed = report.seed;
+    p.quiet = a.quiet;
+    p.json = a.json;
+    check_available(device);
+    try {
+      return run_bench_packed(p);
+    } catch (const InvalidArgument& e) {
+      reject("--seq", seq_text, e.what());
+    }
+  }
   if (!a.cp.empty()) {
     CpBenchSetup cp;
     cp.world = parse_int32("--cp", a.cp, 1, 1 << 20);
     if (!a.plot.empty()) reject("--plot", a.plot, "is not drawn with --cp (use --json)");
     if (report.kv_heads != 0 && report.kv_heads != report.heads) {
-      reject("--kv-heads", a.kv_heads, "is not supported with --cp yet (KV heads must equal heads)");
+      reject("--kv-heads", a.kv_heads,
+             "is not supported with --cp yet (KV heads must equal heads)");
     }
     cp.device = device;
     cp.dtype = report.dtype;
@@ -433,6 +465,11 @@ Command add_bench_command(CLI::App& parent) {
                   "rank against the plan's estimate, and (one process) the single-device time. "
                   "cpu: W threads; cuda: one process per GPU under torchrun (NCCL), or W = 1")
       ->type_name("W");
+  app->add_option("--packed-docs", args->packed_docs,
+                  "measure packed documents instead: Lighthouse fwd+bwd of one sequence of N vs "
+                  "the same tokens as documents of LEN tokens (cu_seqlens), side by side, and "
+                  "the padding's cost (N vs the next valid length N')")
+      ->type_name("LEN");
   app->add_flag("--stages", args->stages, "print the per-stage breakdown of Lighthouse");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");
   return {app, [args] { return run_bench(*args); }};

@@ -22,9 +22,9 @@
 #include "common/format.hpp"
 #include "common/json_config.hpp"
 #include "common/machine.hpp"
+#include "common/scorer_flags.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/error.hpp"
-#include "common/scorer_flags.hpp"
 #include "plot/run_plot.hpp"
 #include "train/compare.hpp"
 #include "train/device_info.hpp"
@@ -56,6 +56,7 @@ struct TrainArgs {
   std::string dim = "128", layers = "4", heads = "4", kv_heads = "0", hidden = "0";
   std::string init_std = "0.06";
   bool untied = false;
+  bool pack_documents = false;
   std::string seq = "4096", batch = "1", accum = "1";
   std::string lr = "5e-3", min_lr_ratio = "0.1", warmup = "10", decay = "wsd", cooldown = "0.2";
   std::string weight_decay = "0.1", beta1 = "0.9", beta2 = "0.95", grad_clip = "1.0";
@@ -92,6 +93,7 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.model.kv_heads = parse_int32("--kv-heads", a.kv_heads, 0, 1024);
   c.model.hidden = parse_int32("--hidden", a.hidden, 0, 1 << 20);
   c.model.tied = !a.untied;
+  c.model.pack_documents = a.pack_documents;
   c.model.init_std = parse_positive_double("--init-std", a.init_std);
   c.seq = parse_int("--seq", a.seq, 2, 1 << 24);
   c.batch = parse_int("--batch", a.batch, 1, 1 << 16);
@@ -183,6 +185,11 @@ DeviceChoice resolve_device(const TrainArgs& a, const train::TrainConfig& c) {
   }
   DeviceChoice d;
   const bool cuda = a.device == "cuda" || (a.device == "auto" && train::cuda_model_available());
+  if (cuda && a.pack_documents) {
+    reject("--pack-documents", "on",
+           "the CUDA model does not pass document offsets to its attention yet; use --device "
+           "cpu (the library's CUDA backend itself runs packed documents)");
+  }
   if (!cuda) {
     if (a.precision == "bf16") {
       reject("--precision", a.precision, "the CPU model trains in float32 (bf16 needs a GPU)");
@@ -484,6 +491,10 @@ Command add_train_command(CLI::App& parent) {
   opt("--init-std", args->init_std,
       "standard deviation of the initial weights (output projections: / sqrt(2 * layers))", "S");
   app->add_flag("--untied", args->untied, "separate LM head instead of the embedding's transpose");
+  app->add_flag("--pack-documents", args->pack_documents,
+                "attention never crosses a document boundary (the corpus' documents, one per "
+                "--data file): every layer, dense or Lighthouse, attends within each document "
+                "(the library's cu_seqlens); CPU model");
   opt("--seq", args->seq, "sequence length (64k = 65536)", "N");
   opt("--batch", args->batch, "sequences per micro-batch", "B");
   opt("--accum", args->accum, "micro-batches per optimizer step (gradient accumulation)", "A");

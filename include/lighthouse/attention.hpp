@@ -68,7 +68,9 @@ class Context {
   const Plan& plan() const { return plan_; }
   Device device() const { return device_; }
   DType dtype() const { return dtype_; }
-  // Selected pyramid indices, [B, H, S] int32 in causal order, copied to the host.
+  // Selected pyramid indices, [B, H, S] int32 in causal order, copied to the host. After a
+  // forward over packed documents: each group's [documents, Hkv, S] one after another (a group is
+  // the documents that share a plan, in the order of their first document).
   std::vector<std::int32_t> indices() const;
 
  private:
@@ -76,6 +78,8 @@ class Context {
                       const TensorView&, Context&, const Options&);
   friend void backward(const Context&, const TensorView&, const TensorView&, const TensorView&,
                        const TensorView&, const Options&);
+  friend void forward(const Config&, const TensorView&, const TensorView&, const TensorView&,
+                      const TensorView&, const TensorView&, Context&, const Options&);
   Plan plan_;
   Device device_ = Device::kCPU;
   DType dtype_ = DType::kFloat32;
@@ -127,5 +131,36 @@ void forward(const Config& config, const TensorView& q, const TensorView& k, con
 void backward(const Config& config, const ContextBuffer& ctx, const TensorView& dout,
               const TensorView& dq, const TensorView& dk, const TensorView& dv,
               const Options& options = {});
+
+// ---- Packed documents (docs/SPEC.md, "Packed documents") ----------------------------------------
+// q, k, v, out [B, N, H, D] hold documents one after another: `cu_seqlens` is a rank-1 int32
+// tensor of docs + 1 offsets into the B * N tokens flattened in (b, n) order (FlashAttention's
+// varlen convention), on the tensors' device (host memory for CPU tensors, device memory for
+// CUDA ones; read once with a device-to-host copy). Rules, each an InvalidArgument naming
+// cu_seqlens: cu_seqlens[0] = 0, strictly increasing (no empty document), the last offset
+// B * N, and every row start b * N an offset (no document straddles two rows). Document i,
+// tokens [cu[i], cu[i+1]), is attended as its own sequence under the any-length rule: outputs
+// and gradients equal those of separate calls per document (bit for bit on the CPU). Not with
+// context parallelism (Options::comm). backward(ctx, ...) above takes the context as usual.
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, const TensorView& cu_seqlens, Context& ctx,
+             const Options& options = {});
+
+// An upper bound of the context buffer that packed documents need, from shapes alone (for a
+// framework's shape-only pass): `tokens` = B * N, `documents` = cu_seqlens' length - 1, whatever
+// the offsets. (The exact need depends on the documents' lengths.)
+std::size_t context_bytes_varlen(const Config& config, std::int64_t tokens, std::int64_t documents,
+                                 std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
+                                 DType dtype);
+
+// Packed documents with the context in caller memory: `ctx.bytes` at least
+// context_bytes_varlen(...), which always suffices; backward needs the same config and
+// cu_seqlens.
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, const TensorView& cu_seqlens, const ContextBuffer& ctx,
+             const Options& options = {});
+void backward(const Config& config, const TensorView& cu_seqlens, const ContextBuffer& ctx,
+              const TensorView& dout, const TensorView& dq, const TensorView& dk,
+              const TensorView& dv, const Options& options = {});
 
 }  // namespace lighthouse

@@ -54,6 +54,7 @@ def lighthouse_attention(
     cp_group=None,
     cp_attention: str = "library",
     cp_check: bool = True,
+    cu_seqlens: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Causal Lighthouse attention of ``q``, ``k``, ``v``; differentiable in all three.
 
@@ -92,8 +93,24 @@ def lighthouse_attention(
     (``F.scaled_dot_product_attention``). ``cp_check``: the agreement check of every call (an
     all-gather of the shapes and configuration, and a host sync); turn it off once a training
     loop has run a step.
+
+    ``cu_seqlens`` (an int32 tensor of ``docs + 1`` offsets on the tensors' device,
+    FlashAttention's varlen convention): packed documents. Document ``i`` is the tokens
+    ``[cu[i], cu[i+1])`` of the ``B * N`` tokens in ``(b, n)`` order; each is attended as its own
+    sequence (under the any-length rule), so its output and gradients equal a separate call on
+    it alone (bit for bit on the CPU). Rules: ``cu[0] = 0``, strictly increasing, last
+    ``B * N``, no document across two batch rows; not with ``cp_group``. Compile-clean: the
+    saved context is sized from the shapes and ``len(cu_seqlens)`` alone.
     """
     q, k, v = _as_bnhd(q, k, v, layout)
+    if cu_seqlens is not None:
+        if cp_group is not None:
+            raise ValueError("cu_seqlens: packed documents do not run with context parallelism "
+                             "(cp_group): documents would cross the ranks' chunks")
+        out = ops.attention_varlen(
+            q, k, v, cu_seqlens, levels, pool, topk, scale, selection, scorer, dilation
+        )
+        return out.transpose(1, 2) if layout == "bhnd" else out
     if cp_group is not None:
         from . import context_parallel
 

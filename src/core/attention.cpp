@@ -11,6 +11,7 @@
 #include "core/backend.hpp"
 #include "core/context_parallel.hpp"
 #include "core/padding.hpp"
+#include "core/varlen.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse {
@@ -127,8 +128,11 @@ std::string shape_of(const Plan& plan) {
 std::vector<std::int32_t> Context::indices() const {
   if (!state_) throw InvalidArgument("ctx", "undefined", "forward() must run first");
   const CpState* cp = as_cp_state(*state_);
+  const VarlenState* varlen = as_varlen_state(*state_);
   std::vector<std::int32_t> out(
-      cp ? cp_index_count(*cp) : static_cast<std::size_t>(plan_.batch * plan_.kv_heads * plan_.S));
+      cp       ? cp_index_count(*cp)
+      : varlen ? varlen_index_count(*varlen)
+               : static_cast<std::size_t>(plan_.batch * plan_.kv_heads * plan_.S));
   state_->copy_indices(out.data());
   return out;
 }
@@ -229,6 +233,46 @@ struct PaddedGradients {
   }
 };
 
+// Packed documents: everything forward() checks, cu_seqlens' rules, and the documents' groups.
+Packing validate_varlen_forward(const Config& config, const TensorView& q, const TensorView& k,
+                                const TensorView& v, const TensorView& out,
+                                const TensorView& cu_seqlens, const Options& options, Plan& whole) {
+  if (options.comm) {
+    throw InvalidArgument("cu_seqlens", "given with Options::comm",
+                          "packed documents do not run with context parallelism (documents would "
+                          "cross the ranks' chunks): pass one or the other");
+  }
+  whole = validate_forward(config, q, k, v, out, options);
+  Backend& backend = backend_for(q.device);
+  backend.synchronize_stream(options.stream);  // the offsets may still be written on the stream
+  const std::vector<std::int64_t> offsets =
+      read_cu_seqlens(cu_seqlens, q.device, q.shape[0], q.shape[1]);
+  return make_packing(config, offsets, q.shape[1], q.shape[2], q.shape[3], k.shape[2], backend,
+                      q.dtype);
+}
+
+void check_varlen_buffer(const ContextBuffer& ctx, const Plan& whole, const Packing& packing,
+                         DType dtype) {
+  if (ctx.data == nullptr) {
+    throw InvalidArgument("ctx.data", "null", "a context buffer must point to device memory");
+  }
+  if (reinterpret_cast<std::uintptr_t>(ctx.data) % kContextAlignment != 0) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%p", ctx.data);
+    throw InvalidArgument("ctx.data", text,
+                          "must be " + std::to_string(kContextAlignment) + "-byte aligned");
+  }
+  if (ctx.bytes < packing.context_bytes) {
+    const std::size_t bound = context_bytes_varlen(
+        whole.config, whole.batch * whole.seq, static_cast<std::int64_t>(packing.documents.size()),
+        whole.heads, whole.kv_heads, whole.head_dim, dtype);
+    throw InvalidArgument("ctx.bytes", std::to_string(ctx.bytes),
+                          "must be at least the " + std::to_string(packing.context_bytes) +
+                              " bytes these documents need (context_bytes_varlen() = " +
+                              std::to_string(bound) + " always suffices) for " + shape_of(whole));
+  }
+}
+
 }  // namespace
 
 void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -328,6 +372,10 @@ void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
   }
   local_checks();
   Backend& backend = backend_for(ctx.device_);
+  if (const VarlenState* varlen = as_varlen_state(*ctx.state_)) {
+    varlen_backward(backend, *varlen, dout, dq, dk, dv, options);
+    return;
+  }
   if (plan.runs_padded()) {
     PaddedGradients padded(backend, plan, dout, dq, dk, options);
     backend.backward(plan.padded(), *ctx.state_, padded.dout.view(), padded.dq.view(),
@@ -359,6 +407,49 @@ void backward(const Config& config, const ContextBuffer& ctx, const TensorView& 
   } else {
     backend.backward(plan, ctx.data, dout, dq, dk, dv, options);
   }
+}
+
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, const TensorView& cu_seqlens, Context& ctx,
+             const Options& options) {
+  Plan whole;
+  const Packing packing = validate_varlen_forward(config, q, k, v, out, cu_seqlens, options, whole);
+  ctx.state_.reset();  // free the previous call's buffers before taking new ones
+  ctx.state_ = varlen_forward(backend_for(q.device), packing, q, k, v, out, options);
+  ctx.plan_ = std::move(whole);
+  ctx.device_ = q.device;
+  ctx.dtype_ = q.dtype;
+}
+
+void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, const TensorView& cu_seqlens, const ContextBuffer& ctx,
+             const Options& options) {
+  Plan whole;
+  const Packing packing = validate_varlen_forward(config, q, k, v, out, cu_seqlens, options, whole);
+  check_varlen_buffer(ctx, whole, packing, q.dtype);
+  varlen_forward(backend_for(q.device), packing, q, k, v, out, ctx.data, options);
+}
+
+void backward(const Config& config, const TensorView& cu_seqlens, const ContextBuffer& ctx,
+              const TensorView& dout, const TensorView& dq, const TensorView& dk,
+              const TensorView& dv, const Options& options) {
+  if (options.comm) {
+    throw InvalidArgument("cu_seqlens", "given with Options::comm",
+                          "packed documents do not run with context parallelism");
+  }
+  check_bnhd("dout", dout);
+  check_bnhd("dk", dk);
+  const Plan whole =
+      make_plan(config, dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3], dk.shape[2]);
+  Backend& backend = backend_for(dout.device);
+  validate_gradients(whole, dout, dq, dk, dv, options);
+  backend.synchronize_stream(options.stream);
+  const std::vector<std::int64_t> offsets =
+      read_cu_seqlens(cu_seqlens, dout.device, dout.shape[0], dout.shape[1]);
+  const Packing packing = make_packing(config, offsets, dout.shape[1], dout.shape[2], dout.shape[3],
+                                       dk.shape[2], backend, dout.dtype);
+  check_varlen_buffer(ctx, whole, packing, dout.dtype);
+  varlen_backward(backend, packing, ctx.data, dout, dq, dk, dv, options);
 }
 
 }  // namespace lighthouse

@@ -17,6 +17,11 @@ class AttentionBackend {
   virtual Device device() const = 0;
   virtual void forward(const Config& config, const TensorView& q, const TensorView& k,
                        const TensorView& v, const TensorView& out, Context& ctx) = 0;
+  // Packed documents: `cu_seqlens` (int32 host offsets, docs/SPEC.md) keeps attention within
+  // each document; backward() as usual. A backend without it throws lighthouse::Error.
+  virtual void forward_packed(const Config& config, const TensorView& q, const TensorView& k,
+                              const TensorView& v, const TensorView& out,
+                              const TensorView& cu_seqlens, Context& ctx);
   // dq, dk, dv are overwritten.
   virtual void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
                         const TensorView& dk, const TensorView& dv) = 0;

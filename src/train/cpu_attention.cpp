@@ -19,6 +19,14 @@ class CpuAttention final : public AttentionBackend {
     add(ctx, start);
   }
 
+  void forward_packed(const Config& config, const TensorView& q, const TensorView& k,
+                      const TensorView& v, const TensorView& out, const TensorView& cu_seqlens,
+                      Context& ctx) override {
+    const auto start = std::chrono::steady_clock::now();
+    lighthouse::forward(config, q, k, v, out, cu_seqlens, ctx, {.threads = threads_});
+    add(ctx, start);
+  }
+
   void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
                 const TensorView& dk, const TensorView& dv) override {
     const auto start = std::chrono::steady_clock::now();
@@ -36,6 +44,12 @@ class CpuAttention final : public AttentionBackend {
 };
 
 }  // namespace
+
+void AttentionBackend::forward_packed(const Config&, const TensorView&, const TensorView&,
+                                      const TensorView&, const TensorView&, const TensorView&,
+                                      Context&) {
+  throw Error("this attention backend does not run packed documents (cu_seqlens) yet");
+}
 
 std::unique_ptr<AttentionBackend> make_cpu_attention(int threads) {
   return std::make_unique<CpuAttention>(threads);

@@ -217,6 +217,16 @@ double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets
     }
   }
   const T eps = static_cast<T>(config_.norm_eps);
+  if (config_.pack_documents) {
+    // Document offsets of the [batch, seq] inputs: a document ends after a separator, and at
+    // the end of its row.
+    documents_.assign(1, 0);
+    for (std::int64_t r = 0; r < R; ++r) {
+      if (inputs[r] == kSeparator || (r + 1) % seq == 0) {
+        documents_.push_back(static_cast<std::int32_t>(r + 1));
+      }
+    }
+  }
 
   embedding_forward<T>(inputs, w(embedding_), acts_[0].x.data(), R, C);
   for (int l = 0; l < config_.layers; ++l) {
@@ -232,9 +242,16 @@ double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets
                     false);
     const TensorView out =
         TensorView::contiguous(a.att.data(), dtype_of<T>(), Device::kCPU, {batch, seq, H, D});
-    backend_->forward(attention_[static_cast<std::size_t>(l)], head_view(qkv_.data(), 0, H),
-                      head_view(qkv_.data(), C, Hkv), head_view(qkv_.data(), C + Ckv, Hkv), out,
-                      a.ctx);
+    const Config& attention = attention_[static_cast<std::size_t>(l)];
+    const TensorView q = head_view(qkv_.data(), 0, H), k = head_view(qkv_.data(), C, Hkv),
+                     v = head_view(qkv_.data(), C + Ckv, Hkv);
+    if (config_.pack_documents) {
+      const TensorView cu = TensorView::contiguous(documents_.data(), DType::kInt32, Device::kCPU,
+                                                   {static_cast<std::int64_t>(documents_.size())});
+      backend_->forward_packed(attention, q, k, v, out, cu, a.ctx);
+    } else {
+      backend_->forward(attention, q, k, v, out, a.ctx);
+    }
     std::copy(a.x.begin(), a.x.end(), a.xmid.begin());
     matmul<T>(Trans::kNo, Trans::kNo, R, C, C, a.att.data(), w(p.wo), T(1), a.xmid.data());
     // Feed-forward branch.

@@ -34,6 +34,9 @@ struct ModelConfig {
   double rope_base = 10000.0;
   double norm_eps = 1e-5;
   double init_std = 0.02;
+  // Packed documents: attention stays within documents (each ends with kSeparator), every layer
+  // dense or Lighthouse, through the library's cu_seqlens (docs/SPEC.md, "Packed documents").
+  bool pack_documents = false;
 
   int head_dim() const { return dim / heads; }
   int kv_head_count() const { return kv_heads > 0 ? kv_heads : heads; }
@@ -112,6 +115,8 @@ class Model {
   std::vector<LayerParams> layer_params_;
   std::vector<Config> attention_;
 
+  // pack_documents: the last forward's document offsets into its batch * seq tokens.
+  std::vector<std::int32_t> documents_;
   // Activations and scratch of the last forward.
   std::int64_t batch_ = 0, seq_ = 0;
   std::vector<LayerActs> acts_;

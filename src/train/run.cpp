@@ -19,7 +19,6 @@ namespace {
 // model that only reads the start or the end of its context would score.
 const std::vector<double> kPasskeyDepths{0.1, 0.3, 0.5, 0.7, 0.9};
 
-
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point start) {
@@ -61,6 +60,7 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
         {"init_std", c.model.init_std},
         {"tied", c.model.tied},
         {"vocab", c.model.vocab},
+        {"pack_documents", c.model.pack_documents},
         {"parameters", parameters}}},
       {"seq", c.seq},
       {"batch", c.batch},
@@ -68,7 +68,9 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
       {"stage1_steps", c.stage1_steps},
       {"stage2_steps", c.stage2_steps},
       {"lighthouse",
-       {{"levels", c.lighthouse.levels}, {"pool", c.lighthouse.pool}, {"topk", c.lighthouse.topk},
+       {{"levels", c.lighthouse.levels},
+        {"pool", c.lighthouse.pool},
+        {"topk", c.lighthouse.topk},
         {"selection", selection_name(c.lighthouse.selection)},
         {"scorer", scorer_name(c.lighthouse.scorer)},
         {"dilation", c.lighthouse.dilation}}},
@@ -344,8 +346,8 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
     if (last.recall_loss) summary["final_recall_loss"] = *last.recall_loss;
   }
   if (o.passkey_trials > 0 && !o.passkey_lengths.empty()) {
-    report.passkey = passkey_eval(model, o.passkey_lengths, kPasskeyDepths,
-                                  o.passkey_trials, config.seed);
+    report.passkey =
+        passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials, config.seed);
     summary["passkey"] = passkey_json(*report.passkey);
   }
   if (report.leak) summary["leak_probe"] = leak_record(report.leak_step, *report.leak);

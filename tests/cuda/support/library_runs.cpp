@@ -122,21 +122,38 @@ Outputs run(const Inputs& in, Device device, DType dtype, const Config& cfg,
   options.check_finite = flags.check_finite;
   if (flags.timed) options.times = &result.forward_times;
   Context ctx;
+  const bool packed = !flags.cu_seqlens.empty();
+  Tensor offsets;
+  if (packed) {
+    offsets =
+        Tensor::empty(DType::kInt32, device, {static_cast<std::int64_t>(flags.cu_seqlens.size())});
+    copy_from_host(device, offsets.data<void>(), flags.cu_seqlens.data(),
+                   flags.cu_seqlens.size() * sizeof(std::int32_t));
+  }
   // The ContextBuffer variant: device memory of context_bytes(), indices read at their offset.
   const Plan plan = make_plan(cfg, s.B, s.N, s.H, s.D);
-  const Tensor memory =
-      flags.context_buffer
-          ? Tensor::empty(DType::kInt32, device,
-                          {static_cast<std::int64_t>((context_bytes(plan, dtype) + 3) / 4)})
-          : Tensor();
+  const std::size_t context_size =
+      packed ? context_bytes_varlen(cfg, s.B * s.N,
+                                    static_cast<std::int64_t>(flags.cu_seqlens.size()) - 1, s.H,
+                                    s.H, s.D, dtype)
+             : context_bytes(plan, dtype);
+  const Tensor memory = flags.context_buffer
+                            ? Tensor::empty(DType::kInt32, device,
+                                            {static_cast<std::int64_t>((context_size + 3) / 4)})
+                            : Tensor();
   const ContextBuffer buffer{memory.data<void>(), memory.view().nbytes()};
-  if (flags.context_buffer) {
+  if (flags.context_buffer && packed) {
+    forward(cfg, q.view, k.view, v.view, out.view, offsets, buffer, options);
+  } else if (flags.context_buffer) {
     forward(cfg, q.view, k.view, v.view, out.view, buffer, options);
     result.indices.resize(static_cast<std::size_t>(plan.batch * plan.heads * plan.S));
     synchronize(device);
     copy_to_host(device, result.indices.data(),
                  static_cast<const char*>(buffer.data) + context_indices_offset(plan, dtype),
                  result.indices.size() * sizeof(std::int32_t));
+  } else if (packed) {
+    forward(cfg, q.view, k.view, v.view, out.view, offsets, ctx, options);
+    result.indices = ctx.indices();
   } else {
     forward(cfg, q.view, k.view, v.view, out.view, ctx, options);
     result.indices = ctx.indices();
@@ -148,7 +165,9 @@ Outputs run(const Inputs& in, Device device, DType dtype, const Config& cfg,
     const Buffer dq = flags.dout_in_dq ? dout : make_buffer(s, dtype, device, sg);
     upload(dout, s, in.dout, sg);
     if (flags.timed) options.times = &result.backward_times;
-    if (flags.context_buffer) {
+    if (flags.context_buffer && packed) {
+      backward(cfg, offsets, buffer, dout.view, dq.view, dk.view, dv.view, options);
+    } else if (flags.context_buffer) {
       backward(cfg, buffer, dout.view, dq.view, dk.view, dv.view, options);
     } else {
       backward(ctx, dout.view, dq.view, dk.view, dv.view, options);

@@ -44,6 +44,9 @@ struct RunFlags {
   bool out_in_q = false;        // out is q's buffer (attention written over q)
   bool dout_in_dq = false;      // dq is dout's buffer (the gradient written over dout)
   bool check_finite = false;    // Options::check_finite
+  // Packed documents (docs/SPEC.md): the offsets passed as cu_seqlens (int32 on the run's
+  // device); empty: one sequence per row. With context_buffer the indices are not read back.
+  std::vector<std::int32_t> cu_seqlens = {};
 };
 
 // forward() (and backward() with in.dout) on `device` in `dtype`.
