@@ -1,5 +1,6 @@
 #include "train/run.hpp"
 
+#include <omp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/npy.hpp"
 #include "train/checkpoint.hpp"
@@ -18,7 +20,6 @@ namespace {
 // Passkey depths: 10..90% of the filler (issue 13), the needle never at either edge, where a
 // model that only reads the start or the end of its context would score.
 const std::vector<double> kPasskeyDepths{0.1, 0.3, 0.5, 0.7, 0.9};
-
 
 using Clock = std::chrono::steady_clock;
 
@@ -68,7 +69,9 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
       {"stage1_steps", c.stage1_steps},
       {"stage2_steps", c.stage2_steps},
       {"lighthouse",
-       {{"levels", c.lighthouse.levels}, {"pool", c.lighthouse.pool}, {"topk", c.lighthouse.topk},
+       {{"levels", c.lighthouse.levels},
+        {"pool", c.lighthouse.pool},
+        {"topk", c.lighthouse.topk},
         {"selection", selection_name(c.lighthouse.selection)},
         {"scorer", scorer_name(c.lighthouse.scorer)},
         {"dilation", c.lighthouse.dilation}}},
@@ -204,6 +207,11 @@ void check(const RunOptions& o) {
   if (o.peak && !(o.peak->flops > 0)) {
     throw InvalidArgument("peak", std::to_string(o.peak->flops), "must be > 0 FLOP/s");
   }
+  if (o.comm && o.comm->size() != o.config.cp) {
+    throw InvalidArgument(
+        "cp", std::to_string(o.config.cp),
+        "must equal the communicator's size (" + std::to_string(o.comm->size()) + " ranks)");
+  }
 }
 
 }  // namespace
@@ -227,15 +235,19 @@ void write_batches(const std::string& path, const TrainConfig& config, const Tok
   write_npy(path, DType::kInt32, {steps, accum, 2, batch, seq}, data.data());
 }
 
-RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
-  check(o);
+namespace {
+
+// One rank's run (the whole run without context parallelism).
+RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
   const TrainConfig& config = o.config;
+  const bool lead = o.comm == nullptr || o.comm->rank() == 0;
   auto record = [&](const nlohmann::json& j) {
     if (hooks.record) hooks.record(j.dump());
   };
 
   Trainer trainer(config, o.train, o.heldout, o.make_model(config));
   LanguageModel& model = trainer.model();
+  if (o.comm) model.set_context_parallel(o.comm);
   RunReport report;
   report.peak = o.peak;
   RunStart& start = report.start;
@@ -247,7 +259,8 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
     start.resumed_folder = resolve_checkpoint(o.resume);
     start.resumed_from = load_checkpoint(trainer, start.resumed_folder);
   }
-  if (!o.dump_batches.empty()) write_batches(o.dump_batches, config, *o.train, start.total_steps);
+  if (lead && !o.dump_batches.empty())
+    write_batches(o.dump_batches, config, *o.train, start.total_steps);
   // What a model without attention reaches: the trained model's loss is read against these.
   start.unigram = ngram_cross_entropy(*o.train, *o.heldout, 0);
   start.bigram = ngram_cross_entropy(*o.train, *o.heldout, 1);
@@ -258,6 +271,7 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
   if (hooks.started) hooks.started(start);
 
   auto save = [&] {
+    if (!lead) return;  // the weights are the same on every rank
     const std::string folder = save_checkpoint(trainer, o.save);
     if (hooks.saved) hooks.saved(trainer.step_count(), folder);
   };
@@ -344,13 +358,34 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
     if (last.recall_loss) summary["final_recall_loss"] = *last.recall_loss;
   }
   if (o.passkey_trials > 0 && !o.passkey_lengths.empty()) {
-    report.passkey = passkey_eval(model, o.passkey_lengths, kPasskeyDepths,
-                                  o.passkey_trials, config.seed);
+    report.passkey =
+        passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials, config.seed);
     summary["passkey"] = passkey_json(*report.passkey);
   }
   if (report.leak) summary["leak_probe"] = leak_record(report.leak_step, *report.leak);
   record(summary);
   if (hooks.finished) hooks.finished(report);
+  return report;
+}
+
+}  // namespace
+
+RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
+  check(o);
+  // One process per rank (NCCL): rank 0 reports.
+  if (o.comm != nullptr) return run_rank(o, o.comm->rank() == 0 ? hooks : RunHooks{});
+  const int world = o.config.cp;
+  if (world == 0) return run_rank(o, hooks);
+  // The W ranks as threads of this process, sharing its OpenMP threads between them.
+  const int omp_threads = std::max(1, omp_get_max_threads() / world);
+  RunReport report;
+  run_thread_ranks(world, [&](Communicator& comm) {
+    omp_set_num_threads(omp_threads);
+    RunOptions mine = o;
+    mine.comm = &comm;
+    RunReport r = run_rank(mine, comm.rank() == 0 ? hooks : RunHooks{});
+    if (comm.rank() == 0) report = std::move(r);
+  });
   return report;
 }
 
