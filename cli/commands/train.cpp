@@ -322,9 +322,10 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
   }
   if (device.setup.kind == "cuda") {
     train::CudaModelOptions cuda = device.cuda;
-    if (p->nccl) {
+    if (p->nccl) {  // the rank's GPU (make_nccl_communicator_from_env selected it) and stream
       const char* local = std::getenv("LOCAL_RANK");
       cuda.device = local ? std::atoi(local) : 0;
+      cuda.stream = p->nccl->stream();
     }
     o.make_model = [cuda](const train::TrainConfig& c) {
       return train::make_cuda_model(c.model, c.seed, c.adamw, cuda);
@@ -459,12 +460,14 @@ Command add_train_command(CLI::App& parent) {
       "dense or Lighthouse, through the library's CP); the weight gradients are summed over the\n"
       "ranks before the optimizer, so the weights stay the same on every rank. CPU: the W ranks\n"
       "are threads of this process; the losses equal --cp 0's to float32 rounding (the first\n"
-      "step's bit for bit). GPU: one process per GPU under torchrun (RANK, WORLD_SIZE = W,\n"
-      "LOCAL_RANK; NCCL's id goes through LIGHTHOUSE_NCCL_ID_FILE, default a file in /tmp),\n"
-      "e.g. torchrun --nproc-per-node 2 lighthouse train --device cuda --cp 2 ... Rules: --seq\n"
-      "divisible by 2W, --heads by W, whole tiles per chunk (topk/128 divisible by 2W),\n"
-      "--selection original, --scorer norm, --kv-heads 0. Rank 0 prints, writes --metrics and\n"
-      "the checkpoints, which do not depend on W (resume with any --cp).\n"
+      "step's bit for bit with >= 1024 token rows per rank). GPU: one process per GPU under\n"
+      "torchrun (RANK, WORLD_SIZE = W, LOCAL_RANK; NCCL's id goes through\n"
+      "LIGHTHOUSE_NCCL_ID_FILE, default a file in /tmp), e.g. torchrun --nproc-per-node 2\n"
+      "lighthouse train --device cuda --cp 2 ...; WORLD_SIZE must be W (no data parallelism\n"
+      "across CP groups yet). Rules: --seq divisible by 2W, --heads by W, whole tiles per chunk\n"
+      "(topk/128 divisible by 2W), --selection original, --scorer norm, --kv-heads 0; not with\n"
+      "--compare. Rank 0 prints, writes --metrics and the checkpoints, which do not depend on W\n"
+      "(resume with any --cp).\n"
       "\n"
       "Each step reports tokens/s, MFU two ways (executed FLOPs: Lighthouse layers at their\n"
       "gathered length S; dense-equivalent: every layer dense at N; matmuls counted from their\n"

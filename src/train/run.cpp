@@ -86,6 +86,7 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
       {"eps", c.adamw.eps},
       {"grad_clip", c.grad_clip},
       {"seed", c.seed},
+      {"cp", c.cp},
       {"data", o.data_files.empty() ? nlohmann::json("built-in") : nlohmann::json(o.data_files)},
       {"device",
        {{"kind", o.device.kind},
