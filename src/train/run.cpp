@@ -377,13 +377,17 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
   if (o.comm != nullptr) return run_rank(o, o.comm->rank() == 0 ? hooks : RunHooks{});
   const int world = o.config.cp;
   if (world == 0) return run_rank(o, hooks);
-  // The W ranks as threads of this process, sharing its OpenMP threads between them.
-  const int omp_threads = std::max(1, omp_get_max_threads() / world);
+  // The W ranks as threads of this process, sharing its OpenMP threads between them (and the
+  // attention's workers: --threads 0 would give each rank every core). The results do not depend
+  // on thread counts.
+  const int omp_threads =
+      std::max(1, (o.config.threads > 0 ? o.config.threads : omp_get_max_threads()) / world);
   RunReport report;
   run_thread_ranks(world, [&](Communicator& comm) {
     omp_set_num_threads(omp_threads);
     RunOptions mine = o;
     mine.comm = &comm;
+    mine.config.threads = omp_threads;
     RunReport r = run_rank(mine, comm.rank() == 0 ? hooks : RunHooks{});
     if (comm.rank() == 0) report = std::move(r);
   });

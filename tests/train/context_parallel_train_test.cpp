@@ -156,9 +156,15 @@ TEST_F(TrainCp, FourRanksWithWholeTilesPerChunk) {
   }
 }
 
-TEST_F(TrainCp, SameBitsOnEveryRun) {
+// Every run, and any thread count (each rank gets threads / W OpenMP workers).
+TEST_F(TrainCp, SameBitsOnEveryRunAndThreadCount) {
   const Numbers a = numbers(options(2));
-  const Numbers b = numbers(options(2));
+  RunOptions o = options(2);
+  o.config.threads = 4;
+  o.make_model = [](const TrainConfig& c) {
+    return make_cpu_model(c.model, c.seed, c.adamw, make_cpu_attention(c.threads));
+  };
+  const Numbers b = numbers(o);
   EXPECT_EQ(a.losses, b.losses);
   EXPECT_EQ(a.grad_norms, b.grad_norms);
   EXPECT_EQ(a.evals, b.evals);
