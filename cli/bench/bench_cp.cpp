@@ -21,6 +21,7 @@
 #include "common/atomic_text.hpp"
 #include "common/device_io.hpp"
 #include "common/format.hpp"
+#include "common/nccl_id.hpp"
 #include "common/progress.hpp"
 #include "lighthouse/communicator.hpp"
 #include "lighthouse/context_parallel.hpp"
@@ -127,16 +128,6 @@ RankTiming slowest_of(Communicator& comm, const RankTiming& mine) {
     for (std::size_t i = 0; i < kTimingFields; ++i) w[i] = std::max(w[i], f[i]);
   }
   return worst;
-}
-
-// The NCCL id's file: LIGHTHOUSE_NCCL_ID_FILE, else one per torchrun job (its port).
-std::string nccl_id_file() {
-  if (const char* f = std::getenv("LIGHTHOUSE_NCCL_ID_FILE")) return f;
-  // torchrun's ranks of one job are children of one agent process: its pid tells jobs apart
-  // (a stale file of an earlier job on the same port is never read).
-  const char* port = std::getenv("MASTER_PORT");
-  return std::string("/tmp/lighthouse-nccl-") + (port ? port : "single") + "-" +
-         std::to_string(::getppid()) + ".id";
 }
 
 std::string ms_text(double ms) {

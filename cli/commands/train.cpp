@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -22,7 +23,9 @@
 #include "common/format.hpp"
 #include "common/json_config.hpp"
 #include "common/machine.hpp"
+#include "common/nccl_id.hpp"
 #include "common/scorer_flags.hpp"
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/device.hpp"
 #include "lighthouse/error.hpp"
 #include "plot/run_plot.hpp"
@@ -71,6 +74,7 @@ struct TrainArgs {
   std::string leak_samples = "32", passkey_trials = "2", passkey_lengths = "auto";
   std::string device = "auto", precision = "auto", recompute = "none", deterministic = "auto";
   std::string preset, peak_tflops = "0";
+  std::string cp = "0";
   bool quiet = false, dry_run = false;
   std::vector<std::string> preset_flags;  // the flags --preset set (not given explicitly)
 };
@@ -119,6 +123,7 @@ train::TrainConfig build_config(const TrainArgs& a) {
   c.seed = static_cast<std::uint64_t>(parse_int("--seed", a.seed, 0));
   c.eval_batches = parse_int("--eval-batches", a.eval_batches, 1, 1 << 20);
   c.threads = parse_int32("--threads", a.threads, 0, 4096);
+  c.cp = parse_int32("--cp", a.cp, 0, 4096);
   if (c.stage1_steps + c.stage2_steps < 1) {
     reject("--stage2-steps", a.stage2_steps, "--stage1-steps + --stage2-steps must be >= 1");
   }
@@ -255,6 +260,8 @@ std::optional<train::PeakRate> peak_rate(const TrainArgs& a, const DeviceChoice&
 struct Prepared {
   train::RunOptions options;
   train::TokenStream train_tokens, heldout_tokens;
+  std::unique_ptr<Communicator> nccl;  // --cp on GPUs: this process's rank
+  bool lead() const { return !nccl || nccl->rank() == 0; }
 };
 
 // Checks every flag before anything is written or computed at length; then, unless `dry`,
@@ -308,8 +315,25 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
   // One pool of worker threads for everything on the CPU (attention, matmuls, the other
   // layers): the matmuls run single-threaded BLAS inside OpenMP's workers.
   if (o.config.threads > 0) omp_set_num_threads(o.config.threads);
+  if (device.setup.kind == "cuda" && o.config.cp > 0) {
+    // One process per GPU, as torchrun starts them (the GPU is LOCAL_RANK's).
+    p->nccl = make_nccl_communicator_from_env(nccl_id_file());
+    if (p->nccl->size() != o.config.cp) {
+      reject("--cp", a.cp,
+             "must be the number of processes (WORLD_SIZE = " + std::to_string(p->nccl->size()) +
+                 "): on GPUs one process per rank, e.g. torchrun --nproc-per-node " + a.cp +
+                 " lighthouse train --device cuda --cp " + a.cp +
+                 " (data parallelism across CP groups is not implemented yet)");
+    }
+    o.comm = p->nccl.get();
+  }
   if (device.setup.kind == "cuda") {
-    const train::CudaModelOptions cuda = device.cuda;
+    train::CudaModelOptions cuda = device.cuda;
+    if (p->nccl) {  // the rank's GPU (make_nccl_communicator_from_env selected it) and stream
+      const char* local = std::getenv("LOCAL_RANK");
+      cuda.device = local ? std::atoi(local) : 0;
+      cuda.stream = p->nccl->stream();
+    }
     o.make_model = [cuda](const train::TrainConfig& c) {
       return train::make_cuda_model(c.model, c.seed, c.adamw, cuda);
     };
@@ -342,7 +366,8 @@ int run_dry(const TrainArgs& a) {
 
 int run_train(const TrainArgs& a) {
   const std::unique_ptr<Prepared> p = prepare(a);
-  RunPrinter printer(p->options, a.metrics, a.quiet);
+  // With one process per rank, rank 0 alone prints and writes the metrics.
+  RunPrinter printer(p->options, p->lead() ? a.metrics : "", a.quiet || !p->lead());
   train::run_training(p->options, printer.hooks());
   return kExitOk;
 }
@@ -352,6 +377,7 @@ int run_compare(const TrainArgs& a) {
   const train::TrainConfig& c = p->options.config;
   if (c.stage1_steps < 1) reject("--stage1-steps", a.stage1_steps, "--compare needs >= 1");
   if (!a.resume.empty()) reject("--resume", a.resume, "cannot be combined with --compare");
+  if (c.cp != 0) reject("--cp", a.cp, "cannot be combined with --compare (train each arm apart)");
   const std::vector<train::Arm> arms = train::parse_arms(a.arms, "--arms");
   std::error_code ec;
   std::filesystem::create_directories(a.compare_dir, ec);
@@ -435,6 +461,20 @@ Command add_train_command(CLI::App& parent) {
       "2*batch*heads*seq^2 bytes for a dense layer) fits in a quarter of the GPU's memory.\n"
       "Checkpoints are float32 safetensors on every device: a run saved on the GPU resumes on\n"
       "the CPU and the other way round.\n"
+      "\n"
+      "Context parallelism (--cp W): every sequence is cut into 2W chunks and rank r trains on\n"
+      "chunks r and 2W-1-r (embeddings, norms, MLP, LM head and loss on its tokens; attention,\n"
+      "dense or Lighthouse, through the library's CP); the weight gradients are summed over the\n"
+      "ranks before the optimizer, so the weights stay the same on every rank. CPU: the W ranks\n"
+      "are threads of this process; the losses equal --cp 0's to float32 rounding (the first\n"
+      "step's bit for bit with >= 1024 token rows per rank). GPU: one process per GPU under\n"
+      "torchrun (RANK, WORLD_SIZE = W, LOCAL_RANK; NCCL's id goes through\n"
+      "LIGHTHOUSE_NCCL_ID_FILE, default a file in /tmp), e.g. torchrun --nproc-per-node 2\n"
+      "lighthouse train --device cuda --cp 2 ...; WORLD_SIZE must be W (no data parallelism\n"
+      "across CP groups yet). Rules: --seq divisible by 2W, --heads by W, whole tiles per chunk\n"
+      "(topk/128 divisible by 2W), --selection original, --scorer norm, --kv-heads 0; not with\n"
+      "--compare. Rank 0 prints, writes --metrics and the checkpoints, which do not depend on W\n"
+      "(resume with any --cp).\n"
       "\n"
       "Each step reports tokens/s, MFU two ways (executed FLOPs: Lighthouse layers at their\n"
       "gathered length S; dense-equivalent: every layer dense at N; matmuls counted from their\n"
@@ -522,6 +562,9 @@ Command add_train_command(CLI::App& parent) {
   opt("--heldout", args->heldout, "fraction of the data held out for evaluation", "F");
   app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
   opt("--threads", args->threads, "CPU worker threads (attention, matmuls, layers), 0 = all", "T");
+  opt("--cp", args->cp,
+      "context parallelism: W ranks per sequence, each on its two chunks (see below); 0 = none",
+      "W");
   opt("--sgemm-size", args->sgemm_size,
       "CPU: n of the SGEMM measured at the start, the peak of MFU (0 = skip)", "n");
   app->add_option("--save", args->save, "write checkpoints under DIR (step-NNNNNNNN folders)")

@@ -51,6 +51,12 @@ class Communicator {
   // all_gather of host memory, complete when it returns: the small exchanges the library makes
   // on the host (the agreement check at the start of every call).
   virtual void all_gather_host(const void* send, void* recv, std::size_t bytes) = 0;
+  // In place: every rank's `data` becomes the element-wise sum over the ranks of their `data`
+  // (`count` floats on device()). The trainer sums its weight gradients with it. The thread
+  // communicator adds in rank order ((x0 + x1) + x2 ...: the same bits on every rank and every
+  // run); NCCL is ncclAllReduce on the stream. The default throws: a communicator that has no
+  // reduction.
+  virtual void all_reduce_sum(float* data, std::size_t count);
   // Whether the device-memory collectives were queued on `stream` (CUDA): the library then
   // orders nothing itself. The thread communicator runs everything at once and ignores streams.
   virtual void* stream() const { return nullptr; }

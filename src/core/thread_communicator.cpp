@@ -21,10 +21,18 @@ namespace lighthouse {
 
 namespace {
 
-enum class Kind { kAllToAll, kAllGather };
+enum class Kind { kAllToAll, kAllGather, kAllReduceSum };
 
 const char* kind_name(Kind kind) {
-  return kind == Kind::kAllToAll ? "all_to_all" : "all_gather";
+  switch (kind) {
+    case Kind::kAllToAll:
+      return "all_to_all";
+    case Kind::kAllGather:
+      return "all_gather";
+    case Kind::kAllReduceSum:
+      return "all_reduce_sum";
+  }
+  return "?";
 }
 
 struct Post {
@@ -64,7 +72,18 @@ class Exchange {
                    kind_name(other.kind) + " of " + std::to_string(other.bytes) + " bytes";
       }
     }
-    if (mismatch.empty()) {
+    if (mismatch.empty() && post.kind == Kind::kAllReduceSum) {
+      // Into this rank's own scratch (`recv`), in rank order: every rank adds the same floats in
+      // the same order, so all get the same bits. `send` stays unchanged until the second
+      // barrier (the others read it); the caller copies the sum back after it.
+      auto* sum = static_cast<float*>(post.recv);
+      const std::size_t n = post.bytes / sizeof(float);
+      std::memcpy(sum, posts_[0].send, post.bytes);
+      for (int j = 1; j < world_; ++j) {
+        const auto* x = static_cast<const float*>(posts_[j].send);
+        for (std::size_t i = 0; i < n; ++i) sum[i] += x[i];
+      }
+    } else if (mismatch.empty()) {
       auto* recv = static_cast<unsigned char*>(post.recv);
       for (int j = 0; j < world_; ++j) {
         const auto* send = static_cast<const unsigned char*>(posts_[j].send);
@@ -145,6 +164,19 @@ class ThreadCommunicator final : public Communicator {
     count(bytes);
   }
 
+  // Host memory only: the trainer's CPU ranks. (Thread ranks on one GPU test the attention,
+  // which never reduces.)
+  void all_reduce_sum(float* data, std::size_t n) override {
+    if (device() != Device::kCPU) {
+      throw Error("all_reduce_sum: the thread communicator reduces host memory only");
+    }
+    std::vector<float> sum(n);
+    exchange_->run(rank_, {Kind::kAllReduceSum, data, sum.data(), n * sizeof(float)}, true,
+                   stream_);
+    std::memcpy(data, sum.data(), n * sizeof(float));
+    count(n * sizeof(float));
+  }
+
   void abort(const std::string& why) { exchange_->abort(why); }
 
  private:
@@ -154,6 +186,10 @@ class ThreadCommunicator final : public Communicator {
 };
 
 }  // namespace
+
+void Communicator::all_reduce_sum(float*, std::size_t) {
+  throw Error("all_reduce_sum: this communicator has no reduction");
+}
 
 std::vector<std::unique_ptr<Communicator>> make_thread_communicators(
     int world, Device device, const std::vector<void*>& streams) {

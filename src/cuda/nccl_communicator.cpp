@@ -70,6 +70,11 @@ class NcclCommunicator final : public Communicator {
     count(bytes);
   }
 
+  void all_reduce_sum(float* data, std::size_t n) override {
+    NCCL_CHECK(ncclAllReduce(data, data, n, ncclFloat32, ncclSum, comm_, stream_));
+    count(n * sizeof(float));
+  }
+
   // Through device memory: NCCL moves device buffers only. Waits for the stream.
   void all_gather_host(const void* send, void* recv, std::size_t bytes) override {
     char* staged = nullptr;

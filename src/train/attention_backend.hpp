@@ -26,6 +26,11 @@ class AttentionBackend {
   virtual void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
                         const TensorView& dk, const TensorView& dv) = 0;
 
+  // Context parallelism: the calls that follow pass `comm` as Options::comm (q, k, v, out and
+  // the gradients are then this rank's chunks of the sequence); null: whole sequences. The
+  // model sets it before each forward and keeps it for that forward's backward.
+  void set_communicator(Communicator* comm) { comm_ = comm; }
+
   // Wall-clock seconds spent inside forward/backward since the last reset, split by whether the
   // call was dense (levels == 1) or Lighthouse: the trainer reports the attention fraction.
   struct Seconds {
@@ -36,6 +41,7 @@ class AttentionBackend {
 
  protected:
   Seconds seconds_;
+  Communicator* comm_ = nullptr;
 };
 
 // lighthouse::forward/backward on the CPU (float32 or float64), `threads` workers (0 = all).

@@ -15,7 +15,7 @@ class CpuAttention final : public AttentionBackend {
   void forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                const TensorView& out, Context& ctx) override {
     const auto start = std::chrono::steady_clock::now();
-    lighthouse::forward(config, q, k, v, out, ctx, {.threads = threads_});
+    lighthouse::forward(config, q, k, v, out, ctx, {.threads = threads_, .comm = comm_});
     add(ctx, start);
   }
 
@@ -30,7 +30,7 @@ class CpuAttention final : public AttentionBackend {
   void backward(const Context& ctx, const TensorView& dout, const TensorView& dq,
                 const TensorView& dk, const TensorView& dv) override {
     const auto start = std::chrono::steady_clock::now();
-    lighthouse::backward(ctx, dout, dq, dk, dv, {.threads = threads_});
+    lighthouse::backward(ctx, dout, dq, dk, dv, {.threads = threads_, .comm = comm_});
     add(ctx, start);
   }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/error.hpp"
 #include "train/language_model.hpp"
 #include "train/layers.hpp"
@@ -37,6 +38,8 @@ class CpuModel final : public LanguageModel {
   }
   const std::vector<Config>& attention() const override { return model_.attention(); }
 
+  void set_context_parallel(Communicator* comm) override { model_.set_context_parallel(comm); }
+
   double forward(const std::int32_t* inputs, const std::int32_t* targets, std::int64_t batch,
                  std::int64_t seq) override {
     const Timed timed(this);
@@ -56,6 +59,7 @@ class CpuModel final : public LanguageModel {
 
   double optimizer_step(double lr, double clip) override {
     const Timed timed(this);
+    sum_gradients_over_ranks();
     const double norm = clip_grad_norm(model_.params(), clip);
     optimizer_.step(model_.params(), lr);
     return norm;
@@ -70,23 +74,63 @@ class CpuModel final : public LanguageModel {
     const double mean = model_.forward(inputs, targets, batch, seq);
     const std::int64_t vocab = model_.config().vocab;
     const float* logits = model_.logits();
-#pragma omp parallel for schedule(static)
-    for (std::int64_t r = 0; r < rows_; ++r) {
-      token_losses[r] = targets[r] < 0 ? 0.0 : token_loss(logits + r * vocab, vocab, targets[r]);
+    const std::int64_t local = model_.rows();
+    std::vector<std::int32_t> local_targets;
+    const std::int32_t* tg = targets;
+    if (model_.sharded()) {
+      local_targets.resize(static_cast<std::size_t>(local));
+      model_.shards().take(targets, local_targets.data());
+      tg = local_targets.data();
     }
+    std::vector<double> losses(static_cast<std::size_t>(local));
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < local; ++r) {
+      losses[r] = tg[r] < 0 ? 0.0 : token_loss(logits + r * vocab, vocab, tg[r]);
+    }
+    if (!model_.sharded()) {
+      std::copy(losses.begin(), losses.end(), token_losses);
+      return mean;
+    }
+    Communicator& comm = *model_.context_parallel();
+    std::vector<double> gathered(losses.size() * static_cast<std::size_t>(comm.size()));
+    comm.all_gather_host(losses.data(), gathered.data(), losses.size() * sizeof(double));
+    model_.shards().put_back(gathered.data(), 1, token_losses);
     return mean;
   }
 
+  // Sharded: each rank copies the rows it holds (zeros elsewhere) and an all-gather gives every
+  // rank every row from its owner.
   void logits_rows(const std::vector<std::int64_t>& rows, float* out) override {
     const std::int64_t vocab = model_.config().vocab;
+    const auto n = static_cast<std::int64_t>(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) {
       if (rows[i] < 0 || rows[i] >= rows_) {
         throw InvalidArgument("rows[" + std::to_string(i) + "]", std::to_string(rows[i]),
                               "must be in [0, " + std::to_string(rows_) +
                                   ") (the rows of the last forward or evaluate)");
       }
-      const float* z = model_.logits() + rows[i] * vocab;
-      std::copy(z, z + vocab, out + static_cast<std::int64_t>(i) * vocab);
+    }
+    if (!model_.sharded()) {
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float* z = model_.logits() + rows[i] * vocab;
+        std::copy(z, z + vocab, out + i * vocab);
+      }
+      return;
+    }
+    const SequenceShards& sh = model_.shards();
+    Communicator& comm = *model_.context_parallel();
+    std::vector<float> mine(static_cast<std::size_t>(n * vocab), 0.0f);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t b = rows[i] / sh.seq, t = rows[i] % sh.seq;
+      if (sh.owner(t) != sh.rank) continue;
+      const float* z = model_.logits() + (b * sh.local_seq() + sh.local_position(t)) * vocab;
+      std::copy(z, z + vocab, mine.begin() + i * vocab);
+    }
+    std::vector<float> all(mine.size() * static_cast<std::size_t>(comm.size()));
+    comm.all_gather_host(mine.data(), all.data(), mine.size() * sizeof(float));
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float* z = all.data() + (sh.owner(rows[i] % sh.seq) * n + i) * vocab;
+      std::copy(z, z + vocab, out + i * vocab);
     }
   }
 
@@ -143,6 +187,22 @@ class CpuModel final : public LanguageModel {
     CpuModel* model_;
     std::chrono::steady_clock::time_point start_;
   };
+
+  // Context parallelism: each rank's gradients are its tokens' part; one all-reduce of all of
+  // them (rank order: the same bits on every rank) makes the whole batch's.
+  void sum_gradients_over_ranks() {
+    Communicator* comm = model_.context_parallel();
+    if (comm == nullptr) return;
+    std::vector<float> flat;
+    for (const Param<float>& p : model_.params())
+      flat.insert(flat.end(), p.grad.begin(), p.grad.end());
+    comm->all_reduce_sum(flat.data(), flat.size());
+    auto at = flat.begin();
+    for (Param<float>& p : model_.params()) {
+      std::copy_n(at, p.grad.size(), p.grad.begin());
+      at += static_cast<std::ptrdiff_t>(p.grad.size());
+    }
+  }
 
   void check_sizes(const std::vector<std::vector<float>>& values, const char* what) const {
     if (values.size() != infos_.size()) {

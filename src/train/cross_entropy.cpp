@@ -10,10 +10,16 @@ namespace lighthouse::train {
 
 template <typename T>
 double cross_entropy(const T* logits, const std::int32_t* targets, std::int64_t rows,
-                     std::int64_t vocab, T* dlogits, double scale) {
-  std::int64_t counted = 0;
-  for (std::int64_t r = 0; r < rows; ++r) counted += targets[r] >= 0;
-  if (counted == 0) return 0.0;
+                     std::int64_t vocab, T* dlogits, double scale, std::int64_t counted,
+                     double* row_losses) {
+  if (counted < 0) {
+    counted = 0;
+    for (std::int64_t r = 0; r < rows; ++r) counted += targets[r] >= 0;
+  }
+  if (counted == 0) {
+    if (row_losses) std::fill_n(row_losses, rows, 0.0);
+    return 0.0;
+  }
   // Per-row losses are summed in row order after the parallel loop: reproducible bits.
   std::vector<double> row_loss(static_cast<std::size_t>(rows), 0.0);
   const double grad_scale = scale / static_cast<double>(counted);
@@ -55,6 +61,7 @@ double cross_entropy(const T* logits, const std::int32_t* targets, std::int64_t 
       }
     }
   }
+  if (row_losses) std::copy(row_loss.begin(), row_loss.end(), row_losses);
   double total = 0;
   for (double l : row_loss) total += l;
   return total / static_cast<double>(counted);
@@ -69,8 +76,8 @@ double token_loss(const float* logits, std::int64_t vocab, std::int32_t target) 
 }
 
 template double cross_entropy<float>(const float*, const std::int32_t*, std::int64_t, std::int64_t,
-                                     float*, double);
+                                     float*, double, std::int64_t, double*);
 template double cross_entropy<double>(const double*, const std::int32_t*, std::int64_t,
-                                      std::int64_t, double*, double);
+                                      std::int64_t, double*, double, std::int64_t, double*);
 
 }  // namespace lighthouse::train

@@ -1,5 +1,7 @@
 #include "train/language_model.hpp"
 
+#include "lighthouse/communicator.hpp"
+
 namespace lighthouse::train {
 
 std::int64_t ParamInfo::numel() const {
@@ -12,6 +14,12 @@ std::int64_t LanguageModel::parameter_count() const {
   std::int64_t n = 0;
   for (const ParamInfo& p : params()) n += p.numel();
   return n;
+}
+
+void LanguageModel::set_context_parallel(Communicator* comm) {
+  if (comm != nullptr) {
+    throw Error("this model has no context parallelism (--cp): only the CPU and CUDA models do");
+  }
 }
 
 }  // namespace lighthouse::train

@@ -84,6 +84,14 @@ class LanguageModel {
   virtual OptimizerState read_optimizer() const = 0;
   virtual void write_optimizer(const OptimizerState& state) = 0;
 
+  // Context parallelism (docs/DESIGN.md, "The trainer's --cp W"): from now on this model is one
+  // of comm->size() ranks that train together (null: alone). Every rank gets the same whole
+  // batches and computes on its two chunks of each sequence (sequence_shards.hpp); forward(),
+  // evaluate() and logits_rows() are collective (every rank calls them alike) and return the
+  // whole batch's numbers; optimizer_step() sums the weight gradients over the ranks first, so
+  // the weights stay the same on every rank. A model without it throws for a non-null comm.
+  virtual void set_context_parallel(Communicator* comm);
+
   // Time by kind of work since the last call (and resets the counters).
   virtual WorkTimes take_times() = 0;
   // Peak device memory in bytes since the last call (and resets the peak); -1 on the CPU.
@@ -109,6 +117,10 @@ struct CudaModelOptions {
   // atomic one.
   bool deterministic = true;
   int device = 0;  // CUDA device ordinal
+  // The cudaStream_t everything runs on; null: a stream of the model's own. Context parallelism
+  // passes its NCCL communicator's stream (the library queues CP's collectives there and
+  // requires the attention calls on it), which must outlive the model.
+  void* stream = nullptr;
 };
 // Device memory ran out. The message names what was being allocated, the bytes needed and free,
 // and the flags that help (--recompute layer, a smaller --batch or --seq); the run asked for more

@@ -60,10 +60,14 @@ void swiglu_backward(const T* hg, const T* da, T* dhg, std::int64_t rows, std::i
 // --------------------------------------------------- Mean over rows of -log
 // softmax(logits[r])[targets[r]], accumulated in double. Rows whose target is negative are ignored
 // (not counted in the mean). Also writes, when dlogits is non-null, scale * d(mean loss)/d(logits)
-// (overwritten; it may alias logits).
+// (overwritten; it may alias logits). Context parallelism: `counted` >= 0 is the mean's count
+// (the whole batch's, of which these rows are a part; -1: count these rows' targets), and
+// `row_losses` (non-null) receives every row's loss (0 where ignored), whose sum in whole-batch
+// row order over `counted` is what this returns for a whole batch.
 template <typename T>
 double cross_entropy(const T* logits, const std::int32_t* targets, std::int64_t rows,
-                     std::int64_t vocab, T* dlogits, double scale);
+                     std::int64_t vocab, T* dlogits, double scale, std::int64_t counted = -1,
+                     double* row_losses = nullptr);
 // -log softmax(logits)[target] of one row, in double (the evaluations' per-token losses).
 double token_loss(const float* logits, std::int64_t vocab, std::int32_t target);
 

@@ -9,7 +9,9 @@ namespace lighthouse::train {
 
 namespace {
 
-MatmulStats g_stats;
+// Per thread: context-parallel ranks are threads of one process, each timing its own products
+// (OpenMP's workers never touch it; the calling thread adds after the parallel loop).
+thread_local MatmulStats g_stats;
 
 // The output is cut into a grid of tiles that depends only on the shape, each tile one
 // single-threaded BLAS call over the whole k: every element is summed in the same order whatever

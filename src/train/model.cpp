@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/error.hpp"
 #include "train/layers.hpp"
 #include "train/matmul.hpp"
@@ -165,10 +166,6 @@ void Model<T>::resize(std::int64_t batch, std::int64_t seq) {
     a.hg.resize(R * 2 * F);
     a.a.resize(R * F);
   }
-  const auto half = static_cast<std::size_t>(config_.head_dim() / 2);
-  rope_cos_.resize(static_cast<std::size_t>(seq) * half);
-  rope_sin_.resize(static_cast<std::size_t>(seq) * half);
-  rotary_tables<T>(seq, config_.head_dim(), config_.rope_base, rope_cos_.data(), rope_sin_.data());
   x_final_.resize(R * C);
   n_final_.resize(R * C);
   inv_final_.resize(R);
@@ -180,6 +177,37 @@ void Model<T>::resize(std::int64_t batch, std::int64_t seq) {
   datt_.resize(R * C);
   da_.resize(R * F);
   dhg_.resize(R * 2 * F);
+}
+
+// The rotary tables of this forward's rows: positions [0, whole_seq), or this rank's positions
+// of them when sharded (rows of the whole table: the same angles to the bit).
+template <typename T>
+void Model<T>::rotary_for(std::int64_t whole_seq) {
+  if (whole_seq == rope_seq_ && sharded_ == rope_sharded_) return;
+  const auto half = static_cast<std::size_t>(config_.head_dim() / 2);
+  std::vector<T> cos(static_cast<std::size_t>(whole_seq) * half), sin(cos.size());
+  rotary_tables<T>(whole_seq, config_.head_dim(), config_.rope_base, cos.data(), sin.data());
+  if (sharded_) {
+    rope_cos_.resize(static_cast<std::size_t>(shards_.local_seq()) * half);
+    rope_sin_.resize(rope_cos_.size());
+    for (std::int64_t j = 0; j < shards_.local_seq(); ++j) {
+      const auto from = static_cast<std::size_t>(shards_.position(j)) * half;
+      std::copy_n(cos.begin() + from, half, rope_cos_.begin() + j * half);
+      std::copy_n(sin.begin() + from, half, rope_sin_.begin() + j * half);
+    }
+  } else {
+    rope_cos_ = std::move(cos);
+    rope_sin_ = std::move(sin);
+  }
+  rope_seq_ = whole_seq;
+  rope_sharded_ = sharded_;
+}
+
+template <typename T>
+void Model<T>::set_context_parallel(Communicator* comm) {
+  comm_ = comm;
+  sharded_ = false;
+  rope_seq_ = -1;  // the rank's positions may differ from the tables'
 }
 
 // q (offset 0, H heads), k (offset C) or v (offset C + Ckv, Hkv heads each) inside a [B, N, W]
@@ -200,13 +228,30 @@ TensorView Model<T>::head_view(T* base, std::int64_t offset, std::int64_t heads)
 template <typename T>
 double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets,
                          std::int64_t batch, std::int64_t seq) {
+  const std::int64_t whole_seq = seq, whole_rows = batch * seq;
+  sharded_ = comm_ != nullptr && SequenceShards::fits(comm_->size(), whole_seq);
+  if (sharded_) {
+    shards_ = SequenceShards(comm_->size(), comm_->rank(), batch, whole_seq);
+    seq = shards_.local_seq();
+  }
+  backend_->set_communicator(sharded_ ? comm_ : nullptr);
   resize(batch, seq);
+  rotary_for(whole_seq);
   const std::int64_t R = batch * seq, C = config_.dim, V = config_.vocab, F = config_.ffn();
   const std::int64_t H = config_.heads, D = config_.head_dim();
   const std::int64_t Hkv = config_.kv_head_count(), Ckv = Hkv * D, W = config_.qkv_width();
-  inputs_.assign(inputs, inputs + R);
-  targets_.assign(targets, targets + R);
-  for (std::int64_t r = 0; r < R; ++r) {
+  inputs_.resize(static_cast<std::size_t>(R));
+  targets_.resize(static_cast<std::size_t>(R));
+  if (sharded_) {
+    shards_.take(inputs, inputs_.data());
+    shards_.take(targets, targets_.data());
+  } else {
+    std::copy_n(inputs, R, inputs_.begin());
+    std::copy_n(targets, R, targets_.begin());
+  }
+  counted_ = 0;
+  for (std::int64_t r = 0; r < whole_rows; ++r) counted_ += targets[r] >= 0;
+  for (std::int64_t r = 0; r < whole_rows; ++r) {
     if (inputs[r] < 0 || inputs[r] >= V) {
       throw InvalidArgument("inputs[" + s(r) + "]", s(inputs[r]),
                             "token ids must be in [0, vocab = " + s(V) + ")");
@@ -228,7 +273,7 @@ double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets
     }
   }
 
-  embedding_forward<T>(inputs, w(embedding_), acts_[0].x.data(), R, C);
+  embedding_forward<T>(inputs_.data(), w(embedding_), acts_[0].x.data(), R, C);
   for (int l = 0; l < config_.layers; ++l) {
     LayerActs& a = acts_[static_cast<std::size_t>(l)];
     const LayerParams& p = layer_params_[static_cast<std::size_t>(l)];
@@ -269,17 +314,35 @@ double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets
   } else {
     matmul<T>(Trans::kNo, Trans::kNo, R, V, C, n_final_.data(), w(head_), T(0), logits_.data());
   }
-  return cross_entropy<T>(logits_.data(), targets, R, V, nullptr, 1.0);
+  if (!sharded_) return cross_entropy<T>(logits_.data(), targets, R, V, nullptr, 1.0);
+  // The whole batch's mean as one rank computes it: every row's loss, summed in row order.
+  row_loss_.resize(static_cast<std::size_t>(R));
+  cross_entropy<T>(logits_.data(), targets_.data(), R, V, nullptr, 1.0, counted_, row_loss_.data());
+  gathered_loss_.resize(static_cast<std::size_t>(R * comm_->size()));
+  comm_->all_gather_host(row_loss_.data(), gathered_loss_.data(),
+                         static_cast<std::size_t>(R) * sizeof(double));
+  whole_loss_.resize(static_cast<std::size_t>(whole_rows));
+  shards_.put_back(gathered_loss_.data(), 1, whole_loss_.data());
+  if (counted_ == 0) return 0.0;
+  double total = 0;
+  for (double l : whole_loss_) total += l;
+  return total / static_cast<double>(counted_);
 }
 
 template <typename T>
 void Model<T>::backward(double scale) {
   if (batch_ == 0) throw Error("Model::backward called before forward");
+  if (comm_ != nullptr && !sharded_) {
+    throw Error("Model::backward: under context parallelism over " + s(comm_->size()) +
+                " ranks the sequence must split into " + s(2 * comm_->size()) +
+                " chunks (seq divisible by 2W); the last forward's did not");
+  }
   const std::int64_t R = batch_ * seq_, C = config_.dim, V = config_.vocab, F = config_.ffn();
   const std::int64_t H = config_.heads, D = config_.head_dim();
   const std::int64_t Hkv = config_.kv_head_count(), Ckv = Hkv * D, W = config_.qkv_width();
 
-  cross_entropy<T>(logits_.data(), targets_.data(), R, V, dlogits_.data(), scale);
+  cross_entropy<T>(logits_.data(), targets_.data(), R, V, dlogits_.data(), scale,
+                   sharded_ ? counted_ : -1);
   // LM head: logits = n_final * W (W = embedding^T when tied).
   if (head_ < 0) {
     matmul<T>(Trans::kNo, Trans::kNo, R, C, V, dlogits_.data(), w(embedding_), T(0), dn_.data());

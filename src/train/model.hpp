@@ -17,6 +17,7 @@
 #include "lighthouse/attention.hpp"
 #include "lighthouse/config.hpp"
 #include "train/attention_backend.hpp"
+#include "train/sequence_shards.hpp"
 
 namespace lighthouse::train {
 
@@ -91,8 +92,23 @@ class Model {
   // Adds the gradient of scale * (last forward's loss) to every Param::grad.
   void backward(double scale = 1.0);
   void zero_grad();
-  // Logits of the last forward, [batch * seq, vocab]; valid until the next forward.
+  // Logits of the last forward, [rows(), vocab]; valid until the next forward.
   const T* logits() const { return logits_.data(); }
+  // Token rows of the last forward: batch * seq, or this rank's batch * seq / W when sharded().
+  std::int64_t rows() const { return batch_ * seq_; }
+
+  // Context parallelism over `comm`'s ranks (sequence_shards.hpp; null: none). Every rank holds
+  // the same weights and gets the same whole batches; forward() then runs this rank's two chunks
+  // of every sequence (rotary angles at their sequence positions, attention through the
+  // library's CP), and returns the whole batch's mean loss, the same bits as one rank gets for
+  // the same logits (the row losses are all-gathered and summed in whole-batch order). A
+  // sequence that does not split into 2W chunks runs whole on every rank (evaluations of other
+  // lengths); backward() refuses it. The weight gradients are this rank's tokens' part: the
+  // caller sums them over the ranks (Communicator::all_reduce_sum) before the optimizer.
+  void set_context_parallel(Communicator* comm);
+  Communicator* context_parallel() const { return comm_; }
+  bool sharded() const { return sharded_; }  // the last forward ran on this rank's chunks
+  const SequenceShards& shards() const { return shards_; }
 
  private:
   struct LayerParams {
@@ -106,6 +122,7 @@ class Model {
   T* w(int index) { return params_[static_cast<std::size_t>(index)].value.data(); }
   T* g(int index) { return params_[static_cast<std::size_t>(index)].grad.data(); }
   void resize(std::int64_t batch, std::int64_t seq);
+  void rotary_for(std::int64_t whole_seq);
   TensorView head_view(T* base, std::int64_t offset, std::int64_t heads) const;
 
   ModelConfig config_;
@@ -122,6 +139,15 @@ class Model {
   std::vector<LayerActs> acts_;
   std::vector<std::int32_t> inputs_, targets_;
   std::vector<T> rope_cos_, rope_sin_;
+  std::int64_t rope_seq_ = -1;  // the whole sequence length the rope tables are for
+  bool rope_sharded_ = false;   // ... and whether they hold this rank's positions only
+
+  // Context parallelism.
+  Communicator* comm_ = nullptr;
+  bool sharded_ = false;
+  SequenceShards shards_;
+  std::int64_t counted_ = -1;  // the whole batch's counted targets (sharded forwards)
+  std::vector<double> row_loss_, gathered_loss_, whole_loss_;
   std::vector<T> x_final_, n_final_, inv_final_, logits_;
   std::vector<T> qkv_, dlogits_, dx_, dn_, datt_, da_, dhg_;
 };

@@ -1,5 +1,6 @@
 #include "train/run.hpp"
 
+#include <omp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/npy.hpp"
 #include "train/checkpoint.hpp"
@@ -85,6 +87,7 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
       {"eps", c.adamw.eps},
       {"grad_clip", c.grad_clip},
       {"seed", c.seed},
+      {"cp", c.cp},
       {"data", o.data_files.empty() ? nlohmann::json("built-in") : nlohmann::json(o.data_files)},
       {"device",
        {{"kind", o.device.kind},
@@ -206,6 +209,11 @@ void check(const RunOptions& o) {
   if (o.peak && !(o.peak->flops > 0)) {
     throw InvalidArgument("peak", std::to_string(o.peak->flops), "must be > 0 FLOP/s");
   }
+  if (o.comm && o.comm->size() != o.config.cp) {
+    throw InvalidArgument(
+        "cp", std::to_string(o.config.cp),
+        "must equal the communicator's size (" + std::to_string(o.comm->size()) + " ranks)");
+  }
 }
 
 }  // namespace
@@ -229,15 +237,19 @@ void write_batches(const std::string& path, const TrainConfig& config, const Tok
   write_npy(path, DType::kInt32, {steps, accum, 2, batch, seq}, data.data());
 }
 
-RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
-  check(o);
+namespace {
+
+// One rank's run (the whole run without context parallelism).
+RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
   const TrainConfig& config = o.config;
+  const bool lead = o.comm == nullptr || o.comm->rank() == 0;
   auto record = [&](const nlohmann::json& j) {
     if (hooks.record) hooks.record(j.dump());
   };
 
   Trainer trainer(config, o.train, o.heldout, o.make_model(config));
   LanguageModel& model = trainer.model();
+  if (o.comm) model.set_context_parallel(o.comm);
   RunReport report;
   report.peak = o.peak;
   RunStart& start = report.start;
@@ -249,7 +261,8 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
     start.resumed_folder = resolve_checkpoint(o.resume);
     start.resumed_from = load_checkpoint(trainer, start.resumed_folder);
   }
-  if (!o.dump_batches.empty()) write_batches(o.dump_batches, config, *o.train, start.total_steps);
+  if (lead && !o.dump_batches.empty())
+    write_batches(o.dump_batches, config, *o.train, start.total_steps);
   // What a model without attention reaches: the trained model's loss is read against these.
   start.unigram = ngram_cross_entropy(*o.train, *o.heldout, 0);
   start.bigram = ngram_cross_entropy(*o.train, *o.heldout, 1);
@@ -260,6 +273,7 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
   if (hooks.started) hooks.started(start);
 
   auto save = [&] {
+    if (!lead) return;  // the weights are the same on every rank
     const std::string folder = save_checkpoint(trainer, o.save);
     if (hooks.saved) hooks.saved(trainer.step_count(), folder);
   };
@@ -353,6 +367,31 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
   if (report.leak) summary["leak_probe"] = leak_record(report.leak_step, *report.leak);
   record(summary);
   if (hooks.finished) hooks.finished(report);
+  return report;
+}
+
+}  // namespace
+
+RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
+  check(o);
+  // One process per rank (NCCL): rank 0 reports.
+  if (o.comm != nullptr) return run_rank(o, o.comm->rank() == 0 ? hooks : RunHooks{});
+  const int world = o.config.cp;
+  if (world == 0) return run_rank(o, hooks);
+  // The W ranks as threads of this process, sharing its OpenMP threads between them (and the
+  // attention's workers: --threads 0 would give each rank every core). The results do not depend
+  // on thread counts.
+  const int omp_threads =
+      std::max(1, (o.config.threads > 0 ? o.config.threads : omp_get_max_threads()) / world);
+  RunReport report;
+  run_thread_ranks(world, [&](Communicator& comm) {
+    omp_set_num_threads(omp_threads);
+    RunOptions mine = o;
+    mine.comm = &comm;
+    mine.config.threads = omp_threads;
+    RunReport r = run_rank(mine, comm.rank() == 0 ? hooks : RunHooks{});
+    if (comm.rank() == 0) report = std::move(r);
+  });
   return report;
 }
 

@@ -62,6 +62,13 @@ struct RunOptions {
   // A .npy of every step's token batches, int32 [steps, accum, 2 (inputs, targets), batch, seq],
   // for another implementation of the model to train on the same data; "" = none.
   std::string dump_batches;
+
+  // Context parallelism over config.cp = W ranks (LanguageModel::set_context_parallel). `comm`
+  // null and W > 1: the W ranks run here, as threads with the in-process communicator (the
+  // CPU); `comm` set (its size() == W): this process is its rank (one process per GPU, NCCL).
+  // Rank 0 alone calls the hooks, writes the checkpoints and the batch dump; every rank trains,
+  // evaluates and probes alike.
+  Communicator* comm = nullptr;
 };
 
 // Once the model is built (and restored from --resume).
@@ -124,6 +131,7 @@ std::string config_record_json(const RunOptions& options, std::int64_t parameter
 
 // Throws InvalidArgument for inconsistent options (save_every without save, ...), CheckpointError
 // for an unusable --resume checkpoint, and whatever the model throws (OutOfDeviceMemory, ...).
+// With context parallelism the report is rank 0's (every rank's losses are the same numbers).
 RunReport run_training(const RunOptions& options, const RunHooks& hooks = {});
 
 // The token batches of steps [0, steps) of a run, as RunOptions::dump_batches writes them.

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "lighthouse/context_parallel.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"
 
@@ -36,6 +37,39 @@ void TrainConfig::validate() const {
     // make_plan applies every rule that ties levels/pool/topk to the sequence length.
     for (const Config& c : layers) {
       make_plan(c, batch, seq, model.heads, model.head_dim(), model.kv_head_count());
+    }
+  }
+  if (cp != 0) validate_context_parallel();
+}
+
+void TrainConfig::validate_context_parallel() const {
+  if (cp < 0) throw InvalidArgument("cp", s(cp), "must be >= 1 (ranks per sequence; 0 = none)");
+  if (model.pack_documents) {
+    throw InvalidArgument("pack_documents", "on",
+                          "not with context parallelism (--cp): documents would cross the ranks' "
+                          "chunks, and the library's CP takes no cu_seqlens");
+  }
+  if (model.kv_head_count() != model.heads) {
+    throw InvalidArgument("kv_heads", s(model.kv_heads),
+                          "context parallelism (--cp) needs kv_heads = heads: the library's CP "
+                          "does not support grouped-query attention yet");
+  }
+  // The trainer defaults to the causal selection; say which flag changes it.
+  if (stage1_steps > 0 && lighthouse.selection == Selection::kCausal) {
+    throw InvalidArgument("selection", selection_name(lighthouse.selection),
+                          "context parallelism (--cp) supports the original selection only so "
+                          "far (the causal rule reads the block before each chunk's first, which "
+                          "the ranks do not exchange yet): pass --selection original");
+  }
+  // Stage 2, the evaluations and the dense layers: dense attention over the ranks.
+  Config dense;  // as all_dense() builds them: no selection, no scorer
+  dense.levels = 1;
+  make_shard_plan(dense, batch, seq, model.heads, model.head_dim(), cp);
+  if (stage1_steps > 0) {
+    for (const Config& c :
+         layer_attention(model.layers, lighthouse,
+                         dense_layers ? *dense_layers : default_dense_layers(model.layers))) {
+      make_shard_plan(c, batch, seq, model.heads, model.head_dim(), cp);
     }
   }
 }

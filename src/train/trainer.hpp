@@ -33,9 +33,16 @@ struct TrainConfig {
   std::uint64_t seed = 1;
   std::int64_t eval_batches = 2;
   int threads = 0;  // attention worker threads, 0 = all (the CLI sets OpenMP's count too)
+  // Context parallelism: ranks per sequence (run.hpp's RunOptions::comm; 0 = none). Not part of
+  // a checkpoint: a run saved with one W resumes with any other.
+  int cp = 0;
 
-  // Throws InvalidArgument naming the field; also checks that the stage-1 attention fits seq.
+  // Throws InvalidArgument naming the field; also checks that the stage-1 attention fits seq,
+  // and with cp >= 1 the rules of context parallelism for every layer of both stages (seq
+  // divisible by 2 cp, whole tiles per chunk, heads by cp; the original selection, the norm
+  // scorer and kv_heads = heads, which the library's CP supports so far).
   void validate() const;
+  void validate_context_parallel() const;
 };
 
 struct StepResult {

@@ -47,6 +47,28 @@ TEST(ThreadCommunicator, AllToAllAndAllGatherDeliverBlocksInRankOrder) {
   }
 }
 
+// The trainer's gradient sum: every rank gets the sum in rank order, (x0 + x1) + x2 in float,
+// the same bits everywhere; numbers chosen so that another order would round differently.
+TEST(ThreadCommunicator, AllReduceSumAddsInRankOrderOnEveryRank) {
+  const std::vector<float> values{1.0f, 1e8f, -1e8f};          // ranks 0, 1, 2
+  const float in_order = (values[0] + values[1]) + values[2];  // 0: the 1 is lost in 1e8
+  ASSERT_NE(in_order, values[0] + (values[1] + values[2]));    // the other order keeps it
+  std::atomic<int> checked{0};
+  lighthouse::run_thread_ranks(3, [&](Communicator& comm) {
+    const int r = comm.rank();
+    std::vector<float> data{values[r], static_cast<float>(r), 0.5f};
+    comm.all_reduce_sum(data.data(), data.size());
+    EXPECT_EQ(data[0], in_order);
+    EXPECT_EQ(data[1], 3.0f);
+    EXPECT_EQ(data[2], 1.5f);
+    EXPECT_EQ(comm.stats().collectives, 1);
+    std::vector<float> other(r == 1 ? 2 : 3);  // sizes differ: an error on every rank
+    EXPECT_THROW(comm.all_reduce_sum(other.data(), other.size()), lighthouse::Error);
+    ++checked;
+  });
+  EXPECT_EQ(checked.load(), 3);
+}
+
 TEST(ThreadCommunicator, DifferentCollectivesThrowOnEveryRank) {
   std::atomic<int> threw{0};
   try {

@@ -10,6 +10,7 @@
 
 #include "cuda/check.hpp"
 #include "cuda/cudnn_attention.hpp"  // cudnn_workspace_bytes: cuDNN's workspace, for the peak
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"
 #include "train/cuda/ops.hpp"
@@ -86,6 +87,9 @@ struct CudaModel::LayerSet {
 
 struct CudaModel::Activations {
   std::int64_t batch = 0, seq = 0;
+  // The rotary tables' positions: [0, seq), or a rank's chunks of a whole_seq sequence.
+  std::int64_t whole_seq = 0;
+  bool sharded = false;
   bool training = false;
   std::vector<bool> dense;  // per layer, for the plan (kNone keeps qkv of dense layers)
   std::vector<DeviceArray> arrays;
@@ -181,8 +185,12 @@ CudaModel::CudaModel(const ModelConfig& config, std::uint64_t seed, const AdamWC
   CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, options_.device));
   std::uint64_t keep = UINT64_MAX;
   CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_holder_.stream, cudaStreamNonBlocking));
-  stream_ = stream_holder_.stream;
+  if (options_.stream != nullptr) {
+    stream_ = static_cast<cudaStream_t>(options_.stream);
+  } else {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_holder_.stream, cudaStreamNonBlocking));
+    stream_ = stream_holder_.stream;
+  }
 
   // Parameters in Model<float>::params() order, each from a multiple of kAdamWChunk.
   auto add = [&](const std::string& name, std::vector<std::int64_t> shape, bool decay,
@@ -382,6 +390,9 @@ void CudaModel::zero_grad() {
 
 double CudaModel::optimizer_step(double lr, double clip) {
   timer_->mark(Work::kOther);
+  // Context parallelism: each rank's gradients are its tokens' part; the sum over the ranks
+  // (NCCL, on stream_) is the whole batch's, the same on every rank, and so are the updates.
+  if (comm_ != nullptr) comm_->all_reduce_sum(grads_.as<float>(), arena_elements_);
   auto* partials = norm_scratch_.as<double>();
   double* total = partials + grad_sum_squares_scratch(arena_elements_);
   grad_sum_squares(grads_.as<float>(), arena_elements_, partials, total, stream_);
@@ -510,7 +521,9 @@ std::int64_t CudaModel::activation_bytes(std::int64_t batch, std::int64_t seq,
 void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool training) {
   std::vector<bool> dense;
   for (const Config& c : attention_) dense.push_back(c.levels == 1);
+  const std::int64_t whole_seq = sharded_ ? shards_.seq : seq;
   if (acts_ && acts_->batch == batch && acts_->seq == seq && acts_->training == training &&
+      acts_->whole_seq == whole_seq && acts_->sharded == sharded_ &&
       (!training || acts_->dense == dense)) {
     return;
   }
@@ -531,6 +544,8 @@ void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool tr
   fresh->batch = batch;
   fresh->seq = seq;
   fresh->training = training;
+  fresh->whole_seq = whole_seq;
+  fresh->sharded = sharded_;
   fresh->dense = std::move(dense);
   const std::vector<Request> requests = plan(*fresh);
   fresh->arrays.reserve(requests.size());
@@ -559,8 +574,17 @@ void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool tr
   fresh->contexts.resize(static_cast<std::size_t>(config_.layers));
 
   const std::int64_t half = config_.head_dim() / 2;
-  std::vector<float> cos(static_cast<std::size_t>(seq * half)), sin(cos.size());
-  rotary_tables<float>(seq, config_.head_dim(), config_.rope_base, cos.data(), sin.data());
+  std::vector<float> cos(static_cast<std::size_t>(whole_seq * half)), sin(cos.size());
+  rotary_tables<float>(whole_seq, config_.head_dim(), config_.rope_base, cos.data(), sin.data());
+  if (sharded_) {  // this rank's positions: rows of the whole table
+    std::vector<float> c(static_cast<std::size_t>(seq * half)), si(c.size());
+    for (std::int64_t j = 0; j < seq; ++j) {
+      std::copy_n(cos.begin() + shards_.position(j) * half, half, c.begin() + j * half);
+      std::copy_n(sin.begin() + shards_.position(j) * half, half, si.begin() + j * half);
+    }
+    cos = std::move(c);
+    sin = std::move(si);
+  }
   CUDA_CHECK(cudaMemcpyAsync(fresh->rope_cos, cos.data(), cos.size() * 4, cudaMemcpyHostToDevice,
                              stream_));
   CUDA_CHECK(cudaMemcpyAsync(fresh->rope_sin, sin.data(), sin.size() * 4, cudaMemcpyHostToDevice,
@@ -569,12 +593,31 @@ void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool tr
   acts_ = std::move(fresh);
 }
 
+std::int64_t CudaModel::shard(std::int64_t batch, std::int64_t seq) {
+  sharded_ = comm_ != nullptr && SequenceShards::fits(comm_->size(), seq);
+  if (!sharded_) return seq;
+  shards_ = SequenceShards(comm_->size(), comm_->rank(), batch, seq);
+  return shards_.local_seq();
+}
+
+// `rows`: the whole batch's; sharded, this rank's rows of it go to the device.
 void CudaModel::upload_tokens(const std::int32_t* inputs, const std::int32_t* targets,
                               std::int64_t rows) {
   counted_ = std::count_if(targets, targets + rows, [](std::int32_t t) { return t >= 0; });
+  std::vector<std::int32_t> local_inputs, local_targets;
+  if (sharded_) {
+    local_inputs.resize(static_cast<std::size_t>(shards_.local_rows()));
+    local_targets.resize(local_inputs.size());
+    shards_.take(inputs, local_inputs.data());
+    shards_.take(targets, local_targets.data());
+    inputs = local_inputs.data();
+    targets = local_targets.data();
+    rows = shards_.local_rows();
+  }
   const auto bytes = static_cast<std::size_t>(rows) * sizeof(std::int32_t);
   CUDA_CHECK(cudaMemcpyAsync(acts_->tokens, inputs, bytes, cudaMemcpyHostToDevice, stream_));
   CUDA_CHECK(cudaMemcpyAsync(acts_->targets, targets, bytes, cudaMemcpyHostToDevice, stream_));
+  if (sharded_) CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host copies die here
 }
 
 // ---- forward -----------------------------------------------------------------------------------
@@ -599,7 +642,9 @@ TensorView CudaModel::qkv_view(void* qkv, std::int64_t column) const {
 }
 
 Options CudaModel::attention_options() const {
-  return Options{.stream = stream_, .deterministic = options_.deterministic};
+  return Options{.stream = stream_,
+                 .deterministic = options_.deterministic,
+                 .comm = sharded_ ? comm_ : nullptr};
 }
 
 void CudaModel::rethrow_attention(int l, const char* pass, const Error& error) const {
@@ -712,12 +757,22 @@ void CudaModel::run_forward(bool training) {
 }
 
 // Copies the per-row losses to the host (and into token_losses when given); their mean over the
-// counted rows, summed in row order in double.
+// counted rows, summed in row order in double. `rows`: the whole batch's; sharded, every rank's
+// rows are all-gathered and put back in whole-batch order first (the same sum as one rank's).
 double CudaModel::mean_loss(std::int64_t rows, double* token_losses) {
   std::vector<float> losses(static_cast<std::size_t>(rows));
-  CUDA_CHECK(cudaMemcpyAsync(losses.data(), acts_->row_loss, losses.size() * sizeof(float),
+  const std::int64_t local = sharded_ ? shards_.local_rows() : rows;
+  std::vector<float> mine(static_cast<std::size_t>(local));
+  CUDA_CHECK(cudaMemcpyAsync(mine.data(), acts_->row_loss, mine.size() * sizeof(float),
                              cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (sharded_) {
+    std::vector<float> gathered(mine.size() * static_cast<std::size_t>(comm_->size()));
+    comm_->all_gather_host(mine.data(), gathered.data(), mine.size() * sizeof(float));
+    shards_.put_back(gathered.data(), 1, losses.data());
+  } else {
+    losses = std::move(mine);
+  }
   double total = 0;
   for (std::size_t r = 0; r < losses.size(); ++r) {
     total += losses[r];
@@ -729,7 +784,7 @@ double CudaModel::mean_loss(std::int64_t rows, double* token_losses) {
 double CudaModel::forward(const std::int32_t* inputs, const std::int32_t* targets,
                           std::int64_t batch, std::int64_t seq) {
   check_tokens(inputs, targets, batch, seq, config_.vocab);
-  ensure_activations(batch, seq, true);
+  ensure_activations(batch, shard(batch, seq), true);
   have_forward_ = false;
   have_logits_ = false;
   upload_tokens(inputs, targets, batch * seq);
@@ -743,7 +798,7 @@ double CudaModel::forward(const std::int32_t* inputs, const std::int32_t* target
 double CudaModel::evaluate(const std::int32_t* inputs, const std::int32_t* targets,
                            std::int64_t batch, std::int64_t seq, double* token_losses) {
   check_tokens(inputs, targets, batch, seq, config_.vocab);
-  ensure_activations(batch, seq, false);
+  ensure_activations(batch, shard(batch, seq), false);
   have_forward_ = false;
   have_logits_ = false;
   upload_tokens(inputs, targets, batch * seq);
@@ -755,12 +810,44 @@ double CudaModel::evaluate(const std::int32_t* inputs, const std::int32_t* targe
 
 void CudaModel::logits_rows(const std::vector<std::int64_t>& rows, float* out) {
   if (!have_logits_) throw Error("CudaModel::logits_rows called before forward() or evaluate()");
-  const std::int64_t R = acts_->batch * acts_->seq, C = config_.dim, Vp = vocab_padded_;
+  const std::int64_t R = acts_->batch * (sharded_ ? shards_.seq : acts_->seq);
   for (std::int64_t r : rows) {
     if (r < 0 || r >= R) {
       throw InvalidArgument("logits row", s(r), "must be in [0, batch * seq = " + s(R) + ")");
     }
   }
+  if (!sharded_) {
+    local_logits_rows(rows, out);
+    return;
+  }
+  // Each rank computes the rows it holds (zeros for the others); an all-gather gives every rank
+  // each row from its owner.
+  const auto n = static_cast<std::int64_t>(rows.size());
+  const std::int64_t V = config_.vocab;
+  std::vector<std::int64_t> local, at;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t b = rows[i] / shards_.seq, t = rows[i] % shards_.seq;
+    if (shards_.owner(t) != shards_.rank) continue;
+    local.push_back(b * shards_.local_seq() + shards_.local_position(t));
+    at.push_back(i);
+  }
+  std::vector<float> computed(local.size() * static_cast<std::size_t>(V));
+  local_logits_rows(local, computed.data());
+  std::vector<float> mine(static_cast<std::size_t>(n * V), 0.0f);
+  for (std::size_t j = 0; j < at.size(); ++j) {
+    std::copy_n(computed.begin() + static_cast<std::int64_t>(j) * V, V, mine.begin() + at[j] * V);
+  }
+  std::vector<float> all(mine.size() * static_cast<std::size_t>(comm_->size()));
+  comm_->all_gather_host(mine.data(), all.data(), mine.size() * sizeof(float));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* z = all.data() + (shards_.owner(rows[i] % shards_.seq) * n + i) * V;
+    std::copy_n(z, V, out + i * V);
+  }
+}
+
+// Logits of rows of this rank's last forward or evaluate (local row indices).
+void CudaModel::local_logits_rows(const std::vector<std::int64_t>& rows, float* out) {
+  const std::int64_t C = config_.dim, Vp = vocab_padded_;
   const auto k = static_cast<std::int64_t>(rows.size());
   if (k == 0) return;
   DeviceArray index("logits row indices", rows.size() * sizeof(std::int64_t), stream_);
@@ -873,6 +960,11 @@ void CudaModel::backward(double scale) {
         "CudaModel::backward called without a forward() to differentiate (evaluate() and "
         "backward() consume it)");
   }
+  if (comm_ != nullptr && !sharded_) {
+    throw Error("CudaModel::backward: under context parallelism over " + s(comm_->size()) +
+                " ranks the sequence must split into " + s(2 * comm_->size()) +
+                " chunks (seq divisible by 2W); the last forward's did not");
+  }
   have_forward_ = false;  // the contexts are consumed below
   Activations& A = *acts_;
   const std::int64_t R = A.batch * A.seq, C = config_.dim, L = config_.layers;
@@ -910,6 +1002,20 @@ void CudaModel::backward(double scale) {
 }
 
 // ---- measurement -------------------------------------------------------------------------------
+
+void CudaModel::set_context_parallel(Communicator* comm) {
+  if (comm != nullptr && (comm->device() != Device::kCUDA || comm->stream() != stream_)) {
+    throw InvalidArgument("comm",
+                          comm->device() == Device::kCUDA ? "another stream" : "host memory",
+                          "the CUDA model's context parallelism needs a CUDA communicator whose "
+                          "stream is the model's (CudaModelOptions::stream = comm->stream())");
+  }
+  comm_ = comm;
+  sharded_ = false;
+  acts_.reset();  // the rotary tables' positions change
+  have_forward_ = false;
+  have_logits_ = false;
+}
 
 WorkTimes CudaModel::take_times() {
   return timer_->take();

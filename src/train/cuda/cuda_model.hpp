@@ -55,6 +55,7 @@
 #include "train/cuda/matmul.hpp"
 #include "train/cuda/work_timer.hpp"
 #include "train/language_model.hpp"
+#include "train/sequence_shards.hpp"
 
 namespace lighthouse::train::cuda {
 
@@ -83,6 +84,9 @@ class CudaModel final : public LanguageModel {
   double evaluate(const std::int32_t* inputs, const std::int32_t* targets, std::int64_t batch,
                   std::int64_t seq, double* token_losses) override;
   void logits_rows(const std::vector<std::int64_t>& rows, float* out) override;
+  // Context parallelism over an NCCL communicator whose stream is CudaModelOptions::stream
+  // (language_model.hpp; the same scheme as the CPU model, sequence_shards.hpp).
+  void set_context_parallel(Communicator* comm) override;
 
   std::vector<std::vector<float>> read_params() const override;
   void write_params(const std::vector<std::vector<float>>& values) override;
@@ -127,6 +131,10 @@ class CudaModel final : public LanguageModel {
   std::vector<Request> plan(Activations& acts) const;
   void ensure_activations(std::int64_t batch, std::int64_t seq, bool training);
   void upload_tokens(const std::int32_t* inputs, const std::int32_t* targets, std::int64_t rows);
+  // Context parallelism: whether this (batch, seq) runs on this rank's chunks; returns the
+  // sequence length the rank computes (seq / W, or seq).
+  std::int64_t shard(std::int64_t batch, std::int64_t seq);
+  void local_logits_rows(const std::vector<std::int64_t>& rows, float* out);
 
   // ---- passes ----
   void run_forward(bool training);
@@ -175,6 +183,11 @@ class CudaModel final : public LanguageModel {
   std::int64_t counted_ = 0;   // targets >= 0 in the last forward
   bool have_forward_ = false;  // backward() has a forward to differentiate
   bool have_logits_ = false;   // logits_rows() has a forward or evaluate to read
+
+  // Context parallelism.
+  Communicator* comm_ = nullptr;
+  bool sharded_ = false;  // the last forward or evaluate ran on this rank's chunks
+  SequenceShards shards_;
 };
 
 }  // namespace lighthouse::train::cuda

@@ -1,0 +1,111 @@
+// `lighthouse train --device cuda --cp W` on one GPU (issue 15: the single-GPU path with W = 1):
+// a real one-rank NCCL communicator from the environment (RANK and WORLD_SIZE unset: rank 0 of 1)
+// carries the attention's CP collectives, the row losses and the gradient all-reduce, and the
+// run trains like one without --cp; --cp 2 in one process is a clear error. Multi-GPU runs
+// (torchrun, W = 2..8) are scripts/gpu-cp-check's (issue 16). Each test skips where no CUDA
+// device is usable, the build has no CUDA model, or no NCCL.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "lighthouse/communicator.hpp"
+#include "support/require_gpu.hpp"
+#include "train/language_model.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+class CpTrainerGpu : public lighthouse::testing::GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    if (!lighthouse::train::cuda_model_available()) {
+      GTEST_SKIP() << "this build has no CUDA model (src/train/cuda)";
+    }
+    if (!lighthouse::nccl_available()) GTEST_SKIP() << "this build has no NCCL";
+    std::string pattern = (fs::temp_directory_path() / "lighthouse-train-cp-gpu-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  struct Result {
+    int status = -1;
+    std::string out, err;
+  };
+  // torchrun's variables unset: one process, rank 0 of 1.
+  Result train(const std::string& args) const {
+    const std::string out = path(".stdout"), err = path(".stderr");
+    const std::string command = std::string("env -u RANK -u WORLD_SIZE -u LOCAL_RANK '") +
+                                LIGHTHOUSE_CLI_PATH + "' train " + args + " > '" + out + "' 2> '" +
+                                err + "' < /dev/null";
+    const int raw = std::system(command.c_str());
+    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err)};
+  }
+  static std::string slurp(const std::string& file) {
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  fs::path dir_;
+};
+
+std::vector<double> step_losses(const std::string& file) {
+  std::ifstream in(file);
+  std::vector<double> out;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] == "step") out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+// 3 Lighthouse steps (L2 p2 K512: 4 tiles, whole tiles in both chunks) and 2 dense, fp32.
+constexpr const char* kRun =
+    "--device cuda --precision fp32 --deterministic on --stage1-steps 3 --stage2-steps 2 "
+    "--seq 2048 --levels 2 --pool 2 --topk 512 --selection original --dim 64 --layers 2 "
+    "--heads 2 --corpus-tokens 50k --eval-every 0 --eval-batches 1 --passkey-trials 1 "
+    "--sgemm-size 0";
+
+TEST_F(CpTrainerGpu, OneRankOverNcclTrainsLikeNoContextParallelism) {
+  const Result plain = train(std::string(kRun) + " --metrics '" + path("plain.jsonl") + "'");
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  const Result cp = train(std::string(kRun) + " --cp 1 --metrics '" + path("cp.jsonl") + "'");
+  ASSERT_EQ(cp.status, 0) << cp.err;
+  const auto a = step_losses(path("plain.jsonl")), b = step_losses(path("cp.jsonl"));
+  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(b.size(), a.size());
+  // One rank holds chunks 0 and 1 in order: the same rows; the attention runs the CP path (the
+  // rows attention over all heads) instead of the single-device one: equal to its rounding.
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_LT(std::abs(a[i] - b[i]), 1e-4 * a[i]) << "step " << i + 1;
+  }
+}
+
+TEST_F(CpTrainerGpu, MoreRanksThanProcessesIsAClearError) {
+  const Result r = train(std::string(kRun) + " --cp 2 --metrics '" + path("m.jsonl") + "'");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--cp = 2: must be the number of processes (WORLD_SIZE = 1)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(path("m.jsonl")));
+}
+
+}  // namespace
