@@ -79,22 +79,27 @@ TEST(CudaAnyLength, EqualsThePaddedRunBitForBit) {
   }
 }
 
-// The selected entries with `-1` in place of every entry that starts in the padding (first token
-// >= n). Pyramid entries are numbered level by level: level l's entries follow the `len / p^j`
+// Per [b, h] row of the selected entries, those that start at a real token (< n), in their
+// order. Pyramid entries are numbered level by level: level l's entries follow the `len / p^j`
 // entries of every finer level j, and entry e of level l starts at token e * p^l. Garbage in the
-// padding may change which padding entries fill a tile's last slots, never a real entry.
-std::vector<std::int32_t> real_entries(std::vector<std::int32_t> indices, std::int64_t len,
-                                       std::int64_t n, std::int64_t pool, std::int64_t levels) {
-  for (std::int32_t& index : indices) {
-    std::int64_t e = index, start = 0, width = 1, count = len;
+// padding may change which padding entries fill a tile's slots, and so where the real entries
+// sit among them (a tile is sorted by position keys), never which real entries are kept.
+std::vector<std::vector<std::int32_t>> real_entries(const std::vector<std::int32_t>& indices,
+                                                    std::int64_t rows, std::int64_t len,
+                                                    std::int64_t n, std::int64_t pool,
+                                                    std::int64_t levels) {
+  const std::size_t per_row = indices.size() / static_cast<std::size_t>(rows);
+  std::vector<std::vector<std::int32_t>> real(static_cast<std::size_t>(rows));
+  for (std::size_t i = 0; i < indices.size(); ++i) {
+    std::int64_t e = indices[i], start = 0, width = 1, count = len;
     for (std::int64_t l = 0; l < levels && e >= start + count; ++l) {
       start += count;
       count /= pool;
       width *= pool;
     }
-    if ((e - start) * width >= n) index = -1;
+    if ((e - start) * width < n) real[i / per_row].push_back(indices[i]);
   }
-  return indices;
+  return real;
 }
 
 TEST(CudaAnyLength, GarbageInThePaddingChangesNothingWithTheCausalSelection) {
@@ -108,9 +113,13 @@ TEST(CudaAnyLength, GarbageInThePaddingChangesNothingWithTheCausalSelection) {
   const Outputs garbage =
       run(padded_inputs(in, plan.padded_seq, true), Device::kCUDA, DType::kFloat32, cfg);
   const auto real = [&](const Outputs& o) {
-    return real_entries(o.indices, plan.padded_seq, c.shape.N, cfg.pool, cfg.levels);
+    return real_entries(o.indices, c.shape.B * c.shape.H, plan.padded_seq, c.shape.N, cfg.pool,
+                        cfg.levels);
   };
-  EXPECT_EQ(real(any), real(garbage)) << first_difference(real(any), real(garbage));
+  const auto want = real(any), got = real(garbage);
+  for (std::size_t row = 0; row < want.size(); ++row) {
+    EXPECT_EQ(want[row], got[row]) << "row " << row << ": " << first_difference(want[row], got[row]);
+  }
   Outputs same_indices = garbage;
   same_indices.indices = any.indices;  // compared above, on the real entries
   expect_first_tokens_equal(any, same_indices, c.shape, plan.padded_seq);
