@@ -114,8 +114,11 @@ TEST(CliShapes, AttentionReadsTheKvHeadsFromTheFiles) {
                        " --dout " + (dir / "dout.npy") + " --out " + (dir / "gqa"));
   ASSERT_EQ(r.status, 0) << r.err;
   const lighthouse::NpyArray idx = lighthouse::read_npy(dir / "gqa/indices.npy");
-  const lighthouse::Plan plan = lighthouse::make_plan(
-      lighthouse::Config{.levels = 3, .pool = 2, .topk = 128}, 1, 1024, 4, 16, 2);
+  lighthouse::Config config;
+  config.levels = 3;
+  config.pool = 2;
+  config.topk = 128;
+  const lighthouse::Plan plan = lighthouse::make_plan(config, 1, 1024, 4, 16, 2);
   EXPECT_EQ(idx.shape, (std::vector<std::int64_t>{1, 2, plan.S}));
   EXPECT_EQ(lighthouse::read_npy(dir / "gqa/dk.npy").shape,
             (std::vector<std::int64_t>{1, 1024, 2, 16}));
