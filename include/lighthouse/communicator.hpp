@@ -98,8 +98,9 @@ void run_thread_ranks(int world, const std::function<void(Communicator&)>& body,
 // communicator of their own, on which rank r is r % group_size. body(world, group) runs once per
 // rank. A rank that throws aborts the world's exchange and its group's, so nobody waits forever.
 // InvalidArgument naming "world" when group_size (>= 1) does not divide world (>= 1).
-void run_thread_rank_groups(int world, int group_size,
-                            const std::function<void(Communicator& world, Communicator& group)>& body);
+void run_thread_rank_groups(
+    int world, int group_size,
+    const std::function<void(Communicator& world, Communicator& group)>& body);
 
 // NCCL over the caller's `nccl_comm` (an ncclComm_t) and `stream` (a cudaStream_t, null = the
 // default stream): the collectives are queued on that stream; the caller keeps both alive

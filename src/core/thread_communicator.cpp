@@ -254,9 +254,9 @@ void run_thread_rank_groups(
     int world, int group_size,
     const std::function<void(Communicator& world, Communicator& group)>& body) {
   if (group_size < 1 || world < 1 || world % group_size != 0) {
-    throw InvalidArgument("world", std::to_string(world),
-                          "must be a positive multiple of the group size (" +
-                              std::to_string(group_size) + ")");
+    throw InvalidArgument(
+        "world", std::to_string(world),
+        "must be a positive multiple of the group size (" + std::to_string(group_size) + ")");
   }
   std::vector<std::vector<std::unique_ptr<Communicator>>> groups;
   for (int g = 0; g < world / group_size; ++g)

@@ -184,8 +184,8 @@ std::unique_ptr<Communicator> split_nccl_communicator(Communicator& world, int g
   NCCL_CHECK(ncclCommSplit(nccl->comm(), world.rank() / group_size, world.rank() % group_size,
                            &group, nullptr));
   if (group == nullptr) throw Error("split_nccl_communicator: ncclCommSplit gave no communicator");
-  return std::make_unique<NcclCommunicator>(group, static_cast<cudaStream_t>(world.stream()),
-                                            false, true);
+  return std::make_unique<NcclCommunicator>(group, static_cast<cudaStream_t>(world.stream()), false,
+                                            true);
 }
 
 bool nccl_available() {

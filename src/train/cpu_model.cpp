@@ -226,7 +226,7 @@ class CpuModel final : public LanguageModel {
   std::vector<ParamInfo> infos_;
   Communicator* world_ = nullptr;  // data parallelism: the gradients' all-reduce
   std::int64_t rows_ = 0;          // rows of the last forward or evaluate (logits_rows' range)
-  double busy_ = 0;        // seconds inside this model's calls since take_times()
+  double busy_ = 0;                // seconds inside this model's calls since take_times()
 };
 
 }  // namespace

@@ -255,7 +255,8 @@ namespace {
 // One rank's run (the whole run without context parallelism).
 RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
   const TrainConfig& config = o.config;
-  const bool lead = o.world != nullptr ? o.world->rank() == 0 : o.comm == nullptr || o.comm->rank() == 0;
+  const bool lead =
+      o.world != nullptr ? o.world->rank() == 0 : o.comm == nullptr || o.comm->rank() == 0;
   auto record = [&](const nlohmann::json& j) {
     if (hooks.record) hooks.record(j.dump());
   };
@@ -401,8 +402,9 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
   if (world == 0) return run_rank(o, hooks);
   if (o.config.dp > 1) {
     // D groups of W thread ranks: a world communicator and one per group.
-    const int omp_threads = std::max(
-        1, (o.config.threads > 0 ? o.config.threads : omp_get_max_threads()) / (world * o.config.dp));
+    const int omp_threads =
+        std::max(1, (o.config.threads > 0 ? o.config.threads : omp_get_max_threads()) /
+                        (world * o.config.dp));
     RunReport report;
     run_thread_rank_groups(world * o.config.dp, world, [&](Communicator& all, Communicator& group) {
       omp_set_num_threads(omp_threads);

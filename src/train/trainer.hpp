@@ -120,7 +120,7 @@ class Trainer {
   std::int64_t step_ = 0;
   Rng rng_;
   std::vector<Config> stage1_attention_;
-  int group_ = 0;                 // data parallelism: this trainer's group of config_.dp
+  int group_ = 0;                  // data parallelism: this trainer's group of config_.dp
   Communicator* world_ = nullptr;  // ... and the communicator of all of them
   std::vector<std::int32_t> inputs_, targets_;
   std::vector<double> token_losses_;

@@ -188,7 +188,7 @@ class CudaModel final : public LanguageModel {
   // Context parallelism.
   Communicator* comm_ = nullptr;
   Communicator* world_ = nullptr;  // data parallelism: the gradients' all-reduce (else comm_)
-  bool sharded_ = false;  // the last forward or evaluate ran on this rank's chunks
+  bool sharded_ = false;           // the last forward or evaluate ran on this rank's chunks
   SequenceShards shards_;
 };
 
