@@ -30,6 +30,7 @@
 #include "lighthouse/error.hpp"
 #include "plot/run_plot.hpp"
 #include "train/compare.hpp"
+#include "train/data_parallel.hpp"
 #include "train/device_info.hpp"
 #include "train/flops.hpp"
 #include "train/language_model.hpp"
@@ -260,7 +261,10 @@ std::optional<train::PeakRate> peak_rate(const TrainArgs& a, const DeviceChoice&
 struct Prepared {
   train::RunOptions options;
   train::TokenStream train_tokens, heldout_tokens;
-  std::unique_ptr<Communicator> nccl;  // --cp on GPUs: this process's rank
+  std::unique_ptr<Communicator> nccl;  // --cp on GPUs: this process's rank of the world
+  // WORLD_SIZE = D * W > W: this process's CP group, split off `nccl` (on its stream; declared
+  // after it, so destroyed first).
+  std::unique_ptr<Communicator> nccl_group;
   bool lead() const { return !nccl || nccl->rank() == 0; }
 };
 
@@ -318,14 +322,18 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
   if (device.setup.kind == "cuda" && o.config.cp > 0) {
     // One process per GPU, as torchrun starts them (the GPU is LOCAL_RANK's).
     p->nccl = make_nccl_communicator_from_env(nccl_id_file());
-    if (p->nccl->size() != o.config.cp) {
-      reject("--cp", a.cp,
-             "must be the number of processes (WORLD_SIZE = " + std::to_string(p->nccl->size()) +
-                 "): on GPUs one process per rank, e.g. torchrun --nproc-per-node " + a.cp +
-                 " lighthouse train --device cuda --cp " + a.cp +
-                 " (data parallelism across CP groups is not implemented yet)");
+    // WORLD_SIZE = D * W: D data-parallel groups of W consecutive ranks (--cp must divide it).
+    const train::DataParallelRank where =
+        train::data_parallel_rank(p->nccl->size(), p->nccl->rank(), o.config.cp);
+    o.config.dp = where.groups;
+    o.config.validate();
+    if (where.groups > 1) {
+      p->nccl_group = split_nccl_communicator(*p->nccl, o.config.cp);
+      o.comm = p->nccl_group.get();
+      o.world = p->nccl.get();
+    } else {
+      o.comm = p->nccl.get();
     }
-    o.comm = p->nccl.get();
   }
   if (device.setup.kind == "cuda") {
     train::CudaModelOptions cuda = device.cuda;
@@ -468,13 +476,17 @@ Command add_train_command(CLI::App& parent) {
       "ranks before the optimizer, so the weights stay the same on every rank. CPU: the W ranks\n"
       "are threads of this process; the losses equal --cp 0's to float32 rounding (the first\n"
       "step's bit for bit with >= 1024 token rows per rank). GPU: one process per GPU under\n"
-      "torchrun (RANK, WORLD_SIZE = W, LOCAL_RANK; NCCL's id goes through\n"
+      "torchrun (RANK, WORLD_SIZE, LOCAL_RANK; NCCL's id goes through\n"
       "LIGHTHOUSE_NCCL_ID_FILE, default a file in /tmp), e.g. torchrun --nproc-per-node 2\n"
-      "lighthouse train --device cuda --cp 2 ...; WORLD_SIZE must be W (no data parallelism\n"
-      "across CP groups yet). Rules: --seq divisible by 2W, --heads by W, whole tiles per chunk\n"
+      "lighthouse train --device cuda --cp 2 .... Data parallelism: WORLD_SIZE = D*W runs D\n"
+      "groups of W consecutive ranks (W must divide WORLD_SIZE); group g trains on sequences\n"
+      "g, g+D, g+2D, ... of each micro-batch of D*batch sequences, the gradients are summed\n"
+      "over all D*W ranks and the loss is the groups' mean: the run of one group with\n"
+      "--batch D*batch, to float32 rounding (tokens/s and MFU are one group's). Rules: --seq "
+      "divisible by 2W, --heads by W, whole tiles per chunk\n"
       "(topk/128 divisible by 2W), --selection original, --scorer norm, --kv-heads 0; not with\n"
       "--compare. Rank 0 prints, writes --metrics and the checkpoints, which do not depend on W\n"
-      "(resume with any --cp).\n"
+      "or D (resume with any --cp and WORLD_SIZE; the data position is that of the D*batch run).\n"
       "\n"
       "Each step reports tokens/s, MFU two ways (executed FLOPs: Lighthouse layers at their\n"
       "gathered length S; dense-equivalent: every layer dense at N; matmuls counted from their\n"

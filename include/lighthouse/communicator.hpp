@@ -93,6 +93,15 @@ std::vector<std::unique_ptr<Communicator>> make_thread_communicators(
 void run_thread_ranks(int world, const std::function<void(Communicator&)>& body,
                       Device device = Device::kCPU, const std::vector<void*>& streams = {});
 
+// run_thread_ranks on the CPU with groups (data parallelism across context-parallel groups):
+// world ranks as threads, and the ranks [g * group_size, (g + 1) * group_size) also share a
+// communicator of their own, on which rank r is r % group_size. body(world, group) runs once per
+// rank. A rank that throws aborts the world's exchange and its group's, so nobody waits forever.
+// InvalidArgument naming "world" when group_size (>= 1) does not divide world (>= 1).
+void run_thread_rank_groups(
+    int world, int group_size,
+    const std::function<void(Communicator& world, Communicator& group)>& body);
+
 // NCCL over the caller's `nccl_comm` (an ncclComm_t) and `stream` (a cudaStream_t, null = the
 // default stream): the collectives are queued on that stream; the caller keeps both alive
 // longer than the communicator. Library calls that use it must run with Options::stream ==
@@ -107,6 +116,14 @@ std::unique_ptr<Communicator> make_nccl_communicator(void* nccl_comm, void* stre
 // not appear, or the build has no NCCL.
 std::unique_ptr<Communicator> make_nccl_communicator_from_env(const std::string& id_file,
                                                               double timeout_s = 120);
+
+// The groups of `group_size` consecutive ranks of `world` (an NCCL communicator made by the two
+// functions above), through ncclCommSplit: this rank's group is world.rank() / group_size and its
+// rank there world.rank() % group_size. The group's collectives are queued on world's stream
+// (world must outlive the result). Collective: every rank of world calls it. InvalidArgument
+// naming "group_size" when it does not divide world.size(); lighthouse::Error for a communicator
+// that is not NCCL's or a build without NCCL.
+std::unique_ptr<Communicator> split_nccl_communicator(Communicator& world, int group_size);
 
 // Whether this build can make NCCL communicators.
 bool nccl_available();

@@ -24,6 +24,10 @@ std::unique_ptr<Communicator> make_nccl_communicator_from_env(const std::string&
   no_nccl();
 }
 
+std::unique_ptr<Communicator> split_nccl_communicator(Communicator&, int) {
+  no_nccl();
+}
+
 bool nccl_available() {
   return false;
 }

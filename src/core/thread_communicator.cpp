@@ -250,4 +250,32 @@ void run_thread_ranks(int world, const std::function<void(Communicator&)>& body,
   if (first) std::rethrow_exception(first);
 }
 
+void run_thread_rank_groups(
+    int world, int group_size,
+    const std::function<void(Communicator& world, Communicator& group)>& body) {
+  if (group_size < 1 || world < 1 || world % group_size != 0) {
+    throw InvalidArgument(
+        "world", std::to_string(world),
+        "must be a positive multiple of the group size (" + std::to_string(group_size) + ")");
+  }
+  std::vector<std::vector<std::unique_ptr<Communicator>>> groups;
+  for (int g = 0; g < world / group_size; ++g)
+    groups.push_back(make_thread_communicators(group_size));
+  // run_thread_ranks aborts the world's exchange when a rank throws; the group's is aborted here,
+  // so that its other ranks do not wait in a group collective forever.
+  run_thread_ranks(world, [&](Communicator& comm) {
+    auto& group = static_cast<ThreadCommunicator&>(
+        *groups[comm.rank() / group_size][comm.rank() % group_size]);
+    try {
+      body(comm, group);
+    } catch (const std::exception& e) {
+      group.abort("rank " + std::to_string(comm.rank()) + " failed: " + e.what());
+      throw;
+    } catch (...) {
+      group.abort("rank " + std::to_string(comm.rank()) + " failed");
+      throw;
+    }
+  });
+}
+
 }  // namespace lighthouse

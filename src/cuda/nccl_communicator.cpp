@@ -34,19 +34,23 @@ void check_nccl(ncclResult_t status, const char* call) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, bool owned)
-      : comm_(comm), stream_(stream), owned_(owned) {
+  // owned: destroys the comm and the stream; owns_comm: the comm only (a group split off a
+  // world communicator, on the world's stream).
+  NcclCommunicator(ncclComm_t comm, cudaStream_t stream, bool owned, bool owns_comm = false)
+      : comm_(comm), stream_(stream), owned_(owned), owns_comm_(owned || owns_comm) {
     NCCL_CHECK(ncclCommCount(comm_, &size_));
     NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
   }
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
   ~NcclCommunicator() override {
-    if (!owned_) return;
+    if (!owns_comm_) return;
     cudaStreamSynchronize(stream_);
     ncclCommDestroy(comm_);
-    cudaStreamDestroy(stream_);
+    if (owned_) cudaStreamDestroy(stream_);
   }
+
+  ncclComm_t comm() const { return comm_; }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -91,7 +95,7 @@ class NcclCommunicator final : public Communicator {
  private:
   ncclComm_t comm_;
   cudaStream_t stream_;
-  bool owned_;
+  bool owned_, owns_comm_;
   int size_ = 0, rank_ = 0;
 };
 
@@ -163,6 +167,25 @@ std::unique_ptr<Communicator> make_nccl_communicator_from_env(const std::string&
   cudaStream_t stream = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   return std::make_unique<NcclCommunicator>(comm, stream, true);
+}
+
+std::unique_ptr<Communicator> split_nccl_communicator(Communicator& world, int group_size) {
+  auto* nccl = dynamic_cast<NcclCommunicator*>(&world);
+  if (nccl == nullptr) {
+    throw Error("split_nccl_communicator: the world communicator is not an NCCL communicator");
+  }
+  if (group_size < 1 || world.size() % group_size != 0) {
+    throw InvalidArgument("group_size", std::to_string(group_size),
+                          "must divide the world's " + std::to_string(world.size()) + " ranks");
+  }
+  // ncclCommSplit is collective over the world and waits for every rank; nothing of this rank's
+  // queued work on the stream is touched.
+  ncclComm_t group = nullptr;
+  NCCL_CHECK(ncclCommSplit(nccl->comm(), world.rank() / group_size, world.rank() % group_size,
+                           &group, nullptr));
+  if (group == nullptr) throw Error("split_nccl_communicator: ncclCommSplit gave no communicator");
+  return std::make_unique<NcclCommunicator>(group, static_cast<cudaStream_t>(world.stream()), false,
+                                            true);
 }
 
 bool nccl_available() {

@@ -191,7 +191,12 @@ std::string save_checkpoint(Trainer& trainer, const std::string& root) {
       {"data_tokens", trainer.packer().stream().size()},
       {"data_fnv64", hex64(stream_hash(trainer.packer().stream()))},
       {"run",
-       {{"seq", c.seq}, {"batch", c.batch}, {"accum", c.accum}, {"stage1_steps", c.stage1_steps}}},
+       // The whole batch: with data parallelism, every group's (D * batch), so that the
+       // checkpoint holds no D (the data position is that of the D * batch run too).
+       {{"seq", c.seq},
+        {"batch", c.batch * c.dp},
+        {"accum", c.accum},
+        {"stage1_steps", c.stage1_steps}}},
       // What the run trains with (not checked on load): enough for another implementation of
       // the same model (python/lighthouse_attention/twin.py) to continue it step for step.
       {"recipe", recipe_json(c)},
@@ -301,7 +306,7 @@ std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder) {
       }
     };
     same("seq", c.seq);
-    same("batch", c.batch);
+    same("batch", c.batch * c.dp);  // the whole batch, every group's
     same("accum", c.accum);
     same("stage1_steps", c.stage1_steps);
     const TokenStream& data = trainer.packer().stream();

@@ -39,6 +39,7 @@ class CpuModel final : public LanguageModel {
   const std::vector<Config>& attention() const override { return model_.attention(); }
 
   void set_context_parallel(Communicator* comm) override { model_.set_context_parallel(comm); }
+  void set_data_parallel(Communicator* world) override { world_ = world; }
 
   double forward(const std::int32_t* inputs, const std::int32_t* targets, std::int64_t batch,
                  std::int64_t seq) override {
@@ -189,9 +190,10 @@ class CpuModel final : public LanguageModel {
   };
 
   // Context parallelism: each rank's gradients are its tokens' part; one all-reduce of all of
-  // them (rank order: the same bits on every rank) makes the whole batch's.
+  // them (rank order: the same bits on every rank) makes the whole batch's. Data parallelism:
+  // over the world, every group's ranks.
   void sum_gradients_over_ranks() {
-    Communicator* comm = model_.context_parallel();
+    Communicator* comm = world_ != nullptr ? world_ : model_.context_parallel();
     if (comm == nullptr) return;
     std::vector<float> flat;
     for (const Param<float>& p : model_.params())
@@ -222,8 +224,9 @@ class CpuModel final : public LanguageModel {
   Model<float> model_;
   AdamW<float> optimizer_;
   std::vector<ParamInfo> infos_;
-  std::int64_t rows_ = 0;  // rows of the last forward or evaluate (logits_rows' range)
-  double busy_ = 0;        // seconds inside this model's calls since take_times()
+  Communicator* world_ = nullptr;  // data parallelism: the gradients' all-reduce
+  std::int64_t rows_ = 0;          // rows of the last forward or evaluate (logits_rows' range)
+  double busy_ = 0;                // seconds inside this model's calls since take_times()
 };
 
 }  // namespace

@@ -58,17 +58,27 @@ Packer::Packer(const TokenStream* stream, std::int64_t seq, std::uint64_t positi
   position_ %= stream_->size();
 }
 
-void Packer::next(std::int64_t batch, std::int32_t* inputs, std::int32_t* targets) {
+void Packer::next(std::int64_t batch, std::int32_t* inputs, std::int32_t* targets, int groups,
+                  int group) {
+  if (groups < 1) throw InvalidArgument("groups", std::to_string(groups), "must be >= 1");
+  if (group < 0 || group >= groups) {
+    throw InvalidArgument("group", std::to_string(group),
+                          "must be in [0, groups = " + std::to_string(groups) + ")");
+  }
   const std::uint64_t n = stream_->size();
   const std::int32_t* s = stream_->data();
-  for (std::int64_t b = 0; b < batch; ++b) {
-    std::uint64_t p = position_;
-    for (std::int64_t i = 0; i < seq_; ++i) {
-      inputs[b * seq_ + i] = s[p];
-      p = p + 1 == n ? 0 : p + 1;
-      targets[b * seq_ + i] = s[p];
+  const std::uint64_t step = static_cast<std::uint64_t>(seq_) % n;  // one sequence
+  for (std::int64_t j = 0; j < batch * groups; ++j) {
+    if (j % groups == group) {
+      const std::int64_t b = j / groups;
+      std::uint64_t p = position_;
+      for (std::int64_t i = 0; i < seq_; ++i) {
+        inputs[b * seq_ + i] = s[p];
+        p = p + 1 == n ? 0 : p + 1;
+        targets[b * seq_ + i] = s[p];
+      }
     }
-    position_ = (position_ + static_cast<std::uint64_t>(seq_)) % n;
+    position_ = (position_ + step) % n;
   }
 }
 

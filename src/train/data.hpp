@@ -55,8 +55,13 @@ void split_heldout(const TokenStream& all, double fraction, TokenStream* train,
 class Packer {
  public:
   Packer(const TokenStream* stream, std::int64_t seq, std::uint64_t position = 0);
-  // Fills inputs and targets, each [batch, seq].
-  void next(std::int64_t batch, std::int32_t* inputs, std::int32_t* targets);
+  // Fills inputs and targets, each [batch, seq]. With groups = D > 1 (data parallelism) the
+  // packer steps over groups * batch sequences and keeps those at indices group, group + D,
+  // group + 2D, ... of them: D packers at one position, one per group, read together exactly the
+  // sequences of one packer with D times the batch, and end at its position. InvalidArgument
+  // naming "group" unless 0 <= group < groups.
+  void next(std::int64_t batch, std::int32_t* inputs, std::int32_t* targets, int groups = 1,
+            int group = 0);
   std::uint64_t position() const { return position_; }
   void seek(std::uint64_t position) { position_ = position % stream_->size(); }
   const TokenStream& stream() const { return *stream_; }

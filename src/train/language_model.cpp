@@ -22,4 +22,12 @@ void LanguageModel::set_context_parallel(Communicator* comm) {
   }
 }
 
+void LanguageModel::set_data_parallel(Communicator* world) {
+  if (world != nullptr) {
+    throw Error(
+        "this model has no data parallelism (--cp with more processes than W): only the "
+        "CPU and CUDA models do");
+  }
+}
+
 }  // namespace lighthouse::train

@@ -91,6 +91,11 @@ class LanguageModel {
   // whole batch's numbers; optimizer_step() sums the weight gradients over the ranks first, so
   // the weights stay the same on every rank. A model without it throws for a non-null comm.
   virtual void set_context_parallel(Communicator* comm);
+  // Data parallelism across CP groups: optimizer_step() sums the weight gradients over `world`
+  // (every rank of every group, the CP group's ranks among them) instead of the CP group: one
+  // all-reduce. The caller scales each group's backward so that the sum is the mean's gradient
+  // (Trainer::step). Null: over the CP group again. Same default as set_context_parallel.
+  virtual void set_data_parallel(Communicator* world);
 
   // Time by kind of work since the last call (and resets the counters).
   virtual WorkTimes take_times() = 0;

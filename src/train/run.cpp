@@ -88,6 +88,7 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
       {"grad_clip", c.grad_clip},
       {"seed", c.seed},
       {"cp", c.cp},
+      {"dp", c.dp},
       {"data", o.data_files.empty() ? nlohmann::json("built-in") : nlohmann::json(o.data_files)},
       {"device",
        {{"kind", o.device.kind},
@@ -214,6 +215,18 @@ void check(const RunOptions& o) {
         "cp", std::to_string(o.config.cp),
         "must equal the communicator's size (" + std::to_string(o.comm->size()) + " ranks)");
   }
+  if (o.world && !o.comm) {
+    throw InvalidArgument("world", "set", "needs comm (this rank's context-parallel group)");
+  }
+  if (o.world && o.world->size() != o.config.dp * o.config.cp) {
+    throw InvalidArgument("dp", std::to_string(o.config.dp),
+                          "dp * cp must equal the world communicator's size (" +
+                              std::to_string(o.world->size()) + " ranks)");
+  }
+  if (o.comm && !o.world && o.config.dp > 1) {
+    throw InvalidArgument("dp", std::to_string(o.config.dp),
+                          "needs RunOptions::world (every group's ranks) with comm");
+  }
 }
 
 }  // namespace
@@ -242,7 +255,8 @@ namespace {
 // One rank's run (the whole run without context parallelism).
 RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
   const TrainConfig& config = o.config;
-  const bool lead = o.comm == nullptr || o.comm->rank() == 0;
+  const bool lead =
+      o.world != nullptr ? o.world->rank() == 0 : o.comm == nullptr || o.comm->rank() == 0;
   auto record = [&](const nlohmann::json& j) {
     if (hooks.record) hooks.record(j.dump());
   };
@@ -250,6 +264,7 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
   Trainer trainer(config, o.train, o.heldout, o.make_model(config));
   LanguageModel& model = trainer.model();
   if (o.comm) model.set_context_parallel(o.comm);
+  if (o.world) trainer.set_data_parallel(o.world->rank() / config.cp, o.world);
   RunReport report;
   report.peak = o.peak;
   RunStart& start = report.start;
@@ -261,8 +276,12 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
     start.resumed_folder = resolve_checkpoint(o.resume);
     start.resumed_from = load_checkpoint(trainer, start.resumed_folder);
   }
-  if (lead && !o.dump_batches.empty())
-    write_batches(o.dump_batches, config, *o.train, start.total_steps);
+  if (lead && !o.dump_batches.empty()) {
+    // Data parallelism: the whole world's batches (D * batch sequences, one group's run's).
+    TrainConfig whole = config;
+    whole.batch *= config.dp;
+    write_batches(o.dump_batches, whole, *o.train, start.total_steps);
+  }
   // What a model without attention reaches: the trained model's loss is read against these.
   start.unigram = ngram_cross_entropy(*o.train, *o.heldout, 0);
   start.bigram = ngram_cross_entropy(*o.train, *o.heldout, 1);
@@ -374,10 +393,30 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
 
 RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
   check(o);
-  // One process per rank (NCCL): rank 0 reports.
-  if (o.comm != nullptr) return run_rank(o, o.comm->rank() == 0 ? hooks : RunHooks{});
+  // One process per rank (NCCL): rank 0 (of the world, with data parallelism) reports.
+  if (o.comm != nullptr) {
+    const bool lead = (o.world != nullptr ? o.world : o.comm)->rank() == 0;
+    return run_rank(o, lead ? hooks : RunHooks{});
+  }
   const int world = o.config.cp;
   if (world == 0) return run_rank(o, hooks);
+  if (o.config.dp > 1) {
+    // D groups of W thread ranks: a world communicator and one per group.
+    const int omp_threads =
+        std::max(1, (o.config.threads > 0 ? o.config.threads : omp_get_max_threads()) /
+                        (world * o.config.dp));
+    RunReport report;
+    run_thread_rank_groups(world * o.config.dp, world, [&](Communicator& all, Communicator& group) {
+      omp_set_num_threads(omp_threads);
+      RunOptions mine = o;
+      mine.comm = &group;
+      mine.world = &all;
+      mine.config.threads = omp_threads;
+      RunReport r = run_rank(mine, all.rank() == 0 ? hooks : RunHooks{});
+      if (all.rank() == 0) report = std::move(r);
+    });
+    return report;
+  }
   // The W ranks as threads of this process, sharing its OpenMP threads between them (and the
   // attention's workers: --threads 0 would give each rank every core). The results do not depend
   // on thread counts.

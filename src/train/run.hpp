@@ -69,6 +69,11 @@ struct RunOptions {
   // Rank 0 alone calls the hooks, writes the checkpoints and the batch dump; every rank trains,
   // evaluates and probes alike.
   Communicator* comm = nullptr;
+  // Data parallelism over config.dp = D groups of W ranks (TrainConfig::dp): with `comm` (this
+  // rank's group), the communicator of all D * W ranks, in groups of W consecutive ranks; it
+  // sums the gradients and averages the losses; its rank 0 alone reports. Null with D > 1 and
+  // no comm: the D * W ranks run here as threads (the CPU).
+  Communicator* world = nullptr;
 };
 
 // Once the model is built (and restored from --resume).
@@ -131,7 +136,8 @@ std::string config_record_json(const RunOptions& options, std::int64_t parameter
 
 // Throws InvalidArgument for inconsistent options (save_every without save, ...), CheckpointError
 // for an unusable --resume checkpoint, and whatever the model throws (OutOfDeviceMemory, ...).
-// With context parallelism the report is rank 0's (every rank's losses are the same numbers).
+// With context or data parallelism the report is rank 0's (every rank's losses are the same
+// numbers: with D groups, the mean of the groups'; tokens, times and MFU are one group's).
 RunReport run_training(const RunOptions& options, const RunHooks& hooks = {});
 
 // The token batches of steps [0, steps) of a run, as RunOptions::dump_batches writes them.

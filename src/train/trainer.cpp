@@ -1,9 +1,11 @@
 #include "train/trainer.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <utility>
 
+#include "lighthouse/communicator.hpp"
 #include "lighthouse/context_parallel.hpp"
 #include "lighthouse/error.hpp"
 #include "lighthouse/plan.hpp"
@@ -40,6 +42,12 @@ void TrainConfig::validate() const {
     }
   }
   if (cp != 0) validate_context_parallel();
+  if (dp < 1) throw InvalidArgument("dp", s(dp), "must be >= 1 (data-parallel groups; 1 = none)");
+  if (dp > 1 && cp < 1) {
+    throw InvalidArgument("dp", s(dp),
+                          "data parallelism runs across context-parallel groups: it needs cp >= 1 "
+                          "(--cp W; WORLD_SIZE = D * W)");
+  }
 }
 
 void TrainConfig::validate_context_parallel() const {
@@ -124,8 +132,35 @@ void Trainer::restore(std::int64_t step, std::uint64_t data_position) {
   set_stage_attention();
 }
 
+void Trainer::set_data_parallel(int group, Communicator* world) {
+  if (world == nullptr) throw Error("Trainer::set_data_parallel: no world communicator");
+  const int cp = std::max(config_.cp, 1);
+  if (world->size() != config_.dp * cp) {
+    throw InvalidArgument("world", std::to_string(world->size()) + " ranks",
+                          "must be dp * cp = " + s(config_.dp) + " * " + s(cp));
+  }
+  if (group < 0 || group >= config_.dp || world->rank() / cp != group) {
+    throw InvalidArgument("group", s(group),
+                          "must be the world rank / cp (" + s(world->rank() / cp) + ")");
+  }
+  group_ = group;
+  world_ = world;
+  model_->set_data_parallel(world);
+}
+
 void Trainer::set_stage_attention() {
   model_->set_attention(stage() == 1 ? stage1_attention_ : all_dense(config_.model.layers));
+}
+
+// The mean of the D groups' losses, in group order (the same bits on every rank); each rank of
+// a group holds its group's loss.
+double Trainer::mean_over_groups(double loss) {
+  std::vector<double> all(static_cast<std::size_t>(world_->size()));
+  world_->all_gather_host(&loss, all.data(), sizeof loss);
+  const int cp = std::max(config_.cp, 1);
+  double sum = 0;
+  for (int g = 0; g < config_.dp; ++g) sum += all[static_cast<std::size_t>(g * cp)];
+  return sum / static_cast<double>(config_.dp);
 }
 
 StepResult Trainer::step() {
@@ -137,17 +172,20 @@ StepResult Trainer::step() {
   model_->zero_grad();
   double loss = 0;
   for (std::int64_t m = 0; m < config_.accum; ++m) {
-    packer_.next(config_.batch, inputs_.data(), targets_.data());
+    // Data parallelism: this group's sequences of the D * batch the whole world reads.
+    packer_.next(config_.batch, inputs_.data(), targets_.data(), config_.dp, group_);
     loss += model_->forward(inputs_.data(), targets_.data(), config_.batch, config_.seq);
-    // Each micro-batch contributes 1/accum of the mean.
-    model_->backward(1.0 / static_cast<double>(config_.accum));
+    // Each micro-batch contributes 1/accum of the mean, and each of D groups 1/D of it: the sum
+    // over the world is then the mean over the D * batch sequences (every group has as many).
+    model_->backward(1.0 / static_cast<double>(config_.accum * config_.dp));
   }
   r.loss = loss / static_cast<double>(config_.accum);
+  if (world_ != nullptr) r.loss = mean_over_groups(r.loss);
   r.lr = config_.schedule.at(step_);
   r.grad_norm = model_->optimizer_step(r.lr, config_.grad_clip);
   ++step_;
   r.step = step_;
-  r.tokens = config_.batch * config_.seq * config_.accum;
+  r.tokens = config_.batch * config_.seq * config_.accum;  // this group's
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

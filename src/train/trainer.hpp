@@ -36,6 +36,12 @@ struct TrainConfig {
   // Context parallelism: ranks per sequence (run.hpp's RunOptions::comm; 0 = none). Not part of
   // a checkpoint: a run saved with one W resumes with any other.
   int cp = 0;
+  // Data parallelism: D groups of cp ranks (run.hpp's RunOptions::world; 1 = none; needs cp >= 1).
+  // A D-group run is one group's run with D times the batch: every micro-batch is the D * batch
+  // sequences that run reads, group g training on the sequences g, g + D, g + 2D, ... of it
+  // (Packer::next's stride), and the gradients summed over all D * cp ranks. Like cp, not part of
+  // a checkpoint: the data position is that of the D * batch run.
+  int dp = 1;
 
   // Throws InvalidArgument naming the field; also checks that the stage-1 attention fits seq,
   // and with cp >= 1 the rules of context parallelism for every layer of both stages (seq
@@ -88,6 +94,10 @@ class Trainer {
   // The trainer's random stream: the leak probe draws its replacement bytes from it, so a
   // resumed run draws the same ones.
   Rng& rng() { return rng_; }
+  // Data parallelism (TrainConfig::dp = D groups): this trainer is group `group`'s, and `world`
+  // (D * cp ranks, in groups of cp consecutive ranks) sums the gradients (the model's
+  // set_data_parallel) and averages the groups' losses. Every rank of the world calls it.
+  void set_data_parallel(int group, Communicator* world);
   // Continues after `step` optimizer steps with the training data at `data_position`.
   void restore(std::int64_t step, std::uint64_t data_position);
   // The stage-1 (training) attention of every layer; dense when stage1_steps == 0.
@@ -100,6 +110,7 @@ class Trainer {
     std::int64_t recall_tokens = 0;
   };
   HeldoutLoss heldout_loss();
+  double mean_over_groups(double loss);
   void set_stage_attention();
 
   TrainConfig config_;
@@ -109,6 +120,8 @@ class Trainer {
   std::int64_t step_ = 0;
   Rng rng_;
   std::vector<Config> stage1_attention_;
+  int group_ = 0;                  // data parallelism: this trainer's group of config_.dp
+  Communicator* world_ = nullptr;  // ... and the communicator of all of them
   std::vector<std::int32_t> inputs_, targets_;
   std::vector<double> token_losses_;
 };

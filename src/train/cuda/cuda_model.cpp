@@ -392,7 +392,9 @@ double CudaModel::optimizer_step(double lr, double clip) {
   timer_->mark(Work::kOther);
   // Context parallelism: each rank's gradients are its tokens' part; the sum over the ranks
   // (NCCL, on stream_) is the whole batch's, the same on every rank, and so are the updates.
-  if (comm_ != nullptr) comm_->all_reduce_sum(grads_.as<float>(), arena_elements_);
+  // Data parallelism: one all-reduce over the world (every group's ranks) instead.
+  if (Communicator* sum = world_ != nullptr ? world_ : comm_)
+    sum->all_reduce_sum(grads_.as<float>(), arena_elements_);
   auto* partials = norm_scratch_.as<double>();
   double* total = partials + grad_sum_squares_scratch(arena_elements_);
   grad_sum_squares(grads_.as<float>(), arena_elements_, partials, total, stream_);
@@ -1002,6 +1004,16 @@ void CudaModel::backward(double scale) {
 }
 
 // ---- measurement -------------------------------------------------------------------------------
+
+void CudaModel::set_data_parallel(Communicator* world) {
+  if (world != nullptr && (world->device() != Device::kCUDA || world->stream() != stream_)) {
+    throw InvalidArgument("world",
+                          world->device() == Device::kCUDA ? "another stream" : "host memory",
+                          "the CUDA model's data parallelism needs a CUDA communicator whose "
+                          "stream is the model's (CudaModelOptions::stream = world->stream())");
+  }
+  world_ = world;
+}
 
 void CudaModel::set_context_parallel(Communicator* comm) {
   if (comm != nullptr && (comm->device() != Device::kCUDA || comm->stream() != stream_)) {

@@ -87,6 +87,7 @@ class CudaModel final : public LanguageModel {
   // Context parallelism over an NCCL communicator whose stream is CudaModelOptions::stream
   // (language_model.hpp; the same scheme as the CPU model, sequence_shards.hpp).
   void set_context_parallel(Communicator* comm) override;
+  void set_data_parallel(Communicator* world) override;
 
   std::vector<std::vector<float>> read_params() const override;
   void write_params(const std::vector<std::vector<float>>& values) override;
@@ -186,7 +187,8 @@ class CudaModel final : public LanguageModel {
 
   // Context parallelism.
   Communicator* comm_ = nullptr;
-  bool sharded_ = false;  // the last forward or evaluate ran on this rank's chunks
+  Communicator* world_ = nullptr;  // data parallelism: the gradients' all-reduce (else comm_)
+  bool sharded_ = false;           // the last forward or evaluate ran on this rank's chunks
   SequenceShards shards_;
 };
 

@@ -1,7 +1,8 @@
 // `lighthouse train --device cuda --cp W` on one GPU (issue 15: the single-GPU path with W = 1):
 // a real one-rank NCCL communicator from the environment (RANK and WORLD_SIZE unset: rank 0 of 1)
 // carries the attention's CP collectives, the row losses and the gradient all-reduce, and the
-// run trains like one without --cp; --cp 2 in one process is a clear error. Multi-GPU runs
+// run trains like one without --cp; --cp 2 in one process is a clear error; the split into
+// data-parallel groups on a one-rank world. Multi-GPU runs
 // (torchrun, W = 2..8) are scripts/gpu-cp-check's (issue 16). Each test skips where no CUDA
 // device is usable, the build has no CUDA model, or no NCCL.
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include <cuda_runtime.h>
 #include <nlohmann/json.hpp>
 
 #include "lighthouse/communicator.hpp"
@@ -102,10 +104,42 @@ TEST_F(CpTrainerGpu, OneRankOverNcclTrainsLikeNoContextParallelism) {
 TEST_F(CpTrainerGpu, MoreRanksThanProcessesIsAClearError) {
   const Result r = train(std::string(kRun) + " --cp 2 --metrics '" + path("m.jsonl") + "'");
   EXPECT_EQ(r.status, 2) << r.err;
-  EXPECT_NE(r.err.find("--cp = 2: must be the number of processes (WORLD_SIZE = 1)"),
+  EXPECT_NE(r.err.find("--cp = 2: must divide the number of processes (WORLD_SIZE = 1)"),
             std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(path("m.jsonl")));
+}
+
+// Data parallelism's split (WORLD_SIZE = D * W > W; the multi-GPU runs are gpu-cp-check's): on a
+// one-rank world the group of one is a real NCCL communicator of its own, on the world's stream,
+// whose all-reduce works; a group size that does not divide the world is a named error.
+TEST_F(CpTrainerGpu, SplitIntoGroupsOnTheWorldsStream) {
+  ::unsetenv("RANK");
+  ::unsetenv("WORLD_SIZE");
+  ::unsetenv("LOCAL_RANK");
+  auto world = lighthouse::make_nccl_communicator_from_env(path("nccl.id"));
+  auto group = lighthouse::split_nccl_communicator(*world, 1);
+  EXPECT_EQ(group->size(), 1);
+  EXPECT_EQ(group->rank(), 0);
+  EXPECT_EQ(group->stream(), world->stream());
+  float* data = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&data), 4 * sizeof(float)), cudaSuccess);
+  const float host[4] = {1, 2, 3, 4};
+  ASSERT_EQ(cudaMemcpy(data, host, sizeof host, cudaMemcpyHostToDevice), cudaSuccess);
+  group->all_reduce_sum(data, 4);
+  world->all_reduce_sum(data, 4);
+  float back[4] = {};
+  ASSERT_EQ(cudaStreamSynchronize(static_cast<cudaStream_t>(world->stream())), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(back, data, sizeof back, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(back[i], host[i]);  // one rank: the sum is itself
+  cudaFree(data);
+  try {
+    lighthouse::split_nccl_communicator(*world, 2);
+    FAIL() << "expected InvalidArgument naming group_size";
+  } catch (const lighthouse::InvalidArgument& e) {
+    EXPECT_EQ(e.param(), "group_size") << e.what();
+  }
+  group.reset();  // before the world, whose stream it uses
 }
 
 }  // namespace
