@@ -394,7 +394,7 @@ TEST_F(TrainCli, DeviceCudaWithoutTheCudaModelExits2AndWritesNothing) {
     }
   }
   // Flags that only a GPU run can honour are refused on the CPU, naming the flag.
-  for (const std::string flag :
+  for (const std::string& flag :
        std::vector<std::string>{"--precision bf16", "--recompute layer", "--deterministic off"}) {
     const Result r = run(std::string(kTiny) + " " + flag);
     EXPECT_EQ(r.status, 2) << flag;
