@@ -6,14 +6,12 @@
 // (torchrun, W = 2..8) are scripts/gpu-cp-check's (issue 16). Each test skips where no CUDA
 // device is usable, the build has no CUDA model, or no NCCL.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lighthouse/communicator.hpp"
+#include "support/cli_run.hpp"
 #include "support/require_gpu.hpp"
 #include "train/language_model.hpp"
 
@@ -37,36 +36,17 @@ class CpTrainerGpu : public lighthouse::testing::GpuTest {
       GTEST_SKIP() << "this build has no CUDA model (src/train/cuda)";
     }
     if (!lighthouse::nccl_available()) GTEST_SKIP() << "this build has no NCCL";
-    std::string pattern = (fs::temp_directory_path() / "lighthouse-train-cp-gpu-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    dir_.emplace("lighthouse-train-cp-gpu");
   }
-  void TearDown() override {
-    std::error_code ec;
-    if (!dir_.empty()) fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string path(const std::string& name) const { return *dir_ / name; }
 
-  struct Result {
-    int status = -1;
-    std::string out, err;
-  };
+  using Result = lhtest::CliResult;
   // torchrun's variables unset: one process, rank 0 of 1.
   Result train(const std::string& args) const {
-    const std::string out = path(".stdout"), err = path(".stderr");
-    const std::string command = std::string("env -u RANK -u WORLD_SIZE -u LOCAL_RANK '") +
-                                LIGHTHOUSE_CLI_PATH + "' train " + args + " > '" + out + "' 2> '" +
-                                err + "' < /dev/null";
-    const int raw = std::system(command.c_str());
-    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err)};
+    return lhtest::run_cli(dir_->path(), "train " + args,
+                           "env -u RANK -u WORLD_SIZE -u LOCAL_RANK");
   }
-  static std::string slurp(const std::string& file) {
-    std::ifstream in(file, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  fs::path dir_;
+  std::optional<lhtest::TempDir> dir_;  // made once the test is known to run
 };
 
 std::vector<double> step_losses(const std::string& file) {

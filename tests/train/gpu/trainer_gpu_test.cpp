@@ -5,20 +5,19 @@
 //  - running out of device memory exits 2, names the flags that help, and leaves no checkpoint.
 // Every test skips where no CUDA device is usable or the build has no CUDA model.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.hpp"
 #include "support/require_gpu.hpp"
 #include "tiny_configs.hpp"
 #include "train/checkpoint.hpp"
@@ -36,34 +35,15 @@ class TrainerGpu : public lighthouse::testing::GpuTest {
     GpuTest::SetUp();
     if (IsSkipped()) return;
     if (!cuda_model_available()) GTEST_SKIP() << "this build has no CUDA model (src/train/cuda)";
-    std::string pattern = (fs::temp_directory_path() / "lighthouse-train-gpu-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    dir_.emplace("lighthouse-train-gpu");
   }
-  void TearDown() override {
-    std::error_code ec;
-    if (!dir_.empty()) fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string path(const std::string& name) const { return *dir_ / name; }
 
-  struct Result {
-    int status = -1;
-    std::string out, err;
-  };
+  using Result = lhtest::CliResult;
   Result train(const std::string& args) const {
-    const std::string out = path(".stdout"), err = path(".stderr");
-    const std::string command = std::string("'") + LIGHTHOUSE_CLI_PATH + "' train " + args +
-                                " > '" + out + "' 2> '" + err + "' < /dev/null";
-    const int raw = std::system(command.c_str());
-    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err)};
+    return lhtest::run_cli(dir_->path(), "train " + args);
   }
-  static std::string slurp(const std::string& file) {
-    std::ifstream in(file, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  fs::path dir_;
+  std::optional<lhtest::TempDir> dir_;  // made once the test is known to run
 };
 
 std::vector<nlohmann::json> read_jsonl(const std::string& file) {
