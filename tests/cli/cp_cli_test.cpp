@@ -29,17 +29,8 @@ using lhtest::read_file;
 
 class CpCli : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "lighthouse-cp-cli-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  Result run(const std::string& args) const { return lhtest::run_cli(dir_, args); }
+  std::string path(const std::string& name) const { return dir_ / name; }
+  Result run(const std::string& args) const { return lhtest::run_cli(dir_.path(), args); }
   // q, k, v, dout of shape [B, N, H, D], random normal (q and k rows with varied norms).
   std::string write_inputs(std::int64_t B, std::int64_t N, std::int64_t H, std::int64_t D) {
     std::mt19937 gen(11);
@@ -57,7 +48,7 @@ class CpCli : public ::testing::Test {
     return " --q '" + path("q.npy") + "' --k '" + path("k.npy") + "' --v '" + path("v.npy") +
            "' --dout '" + path("dout.npy") + "'";
   }
-  fs::path dir_;
+  lhtest::TempDir dir_{"lighthouse-cp-cli"};
 };
 
 const char* const kFiles[] = {"out.npy", "indices.npy", "dq.npy", "dk.npy", "dv.npy"};

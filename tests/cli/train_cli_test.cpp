@@ -28,21 +28,12 @@ using lhtest::read_file;
 
 class TrainCli : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "lighthouse-train-cli-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string path(const std::string& name) const { return dir_ / name; }
   // `env`: variable assignments put before the command ("OPENBLAS_NUM_THREADS=2").
   Result run(const std::string& args, const std::string& env = "") const {
-    return lhtest::run_cli(dir_, "train " + args, env);
+    return lhtest::run_cli(dir_.path(), "train " + args, env);
   }
-  fs::path dir_;
+  lhtest::TempDir dir_{"lighthouse-train-cli"};
 };
 
 // The CPU model explicitly: these are CPU tests, also where a GPU would be picked by default.
