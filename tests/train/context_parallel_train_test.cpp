@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lighthouse/communicator.hpp"
+#include "support/cli_run.hpp"
 #include "tiny_configs.hpp"
 #include "train/run.hpp"
 #include "train/sequence_shards.hpp"
@@ -43,16 +44,7 @@ TrainConfig cp_config(int cp) {
 
 class TrainCp : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "lighthouse-train-cp-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-    data_ = generate_corpus(20000, 5, 600);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  void SetUp() override { data_ = generate_corpus(20000, 5, 600); }
   RunOptions options(int cp) {
     RunOptions o;
     o.config = cp_config(cp);
@@ -67,7 +59,7 @@ class TrainCp : public ::testing::Test {
     };
     return o;
   }
-  fs::path dir_;
+  lhtest::TempDir dir_{"lighthouse-train-cp"};
   TokenStream data_;
 };
 
@@ -174,7 +166,7 @@ TEST_F(TrainCp, RankZeroAloneReportsAndSaves) {
   std::vector<std::string> one_records, two_records;
   numbers(options(0), &one_records);
   RunOptions o = options(2);
-  o.save = (dir_ / "ck").string();
+  o.save = dir_ / "ck";
   std::vector<std::int64_t> saved;
   RunHooks hooks;
   hooks.record = [&](const std::string& j) { two_records.push_back(j); };
@@ -191,7 +183,7 @@ TEST_F(TrainCp, RankZeroAloneReportsAndSaves) {
 // (no CP), W = 2 or W = 4, and the first forward after it is the same bits on all of them.
 TEST_F(TrainCp, CheckpointWrittenWithTwoRanksResumesWithAnyOther) {
   RunOptions o = options(2);
-  o.save = (dir_ / "ck").string();
+  o.save = dir_ / "ck";
   o.save_every = 1;
   o.passkey_trials = 0;
   const Numbers whole = numbers(o);
@@ -200,7 +192,7 @@ TEST_F(TrainCp, CheckpointWrittenWithTwoRanksResumesWithAnyOther) {
     for (int cp : {0, 2, 1}) {
       RunOptions r = options(cp);
       r.passkey_trials = 0;
-      r.resume = (dir_ / "ck" / ("step-0000000" + std::to_string(from))).string();
+      r.resume = (dir_.path() / "ck" / ("step-0000000" + std::to_string(from))).string();
       const Numbers resumed = numbers(r);
       ASSERT_EQ(resumed.losses.size(), whole.losses.size() - from);
       first.push_back(resumed.losses[0]);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lighthouse/communicator.hpp"
+#include "support/cli_run.hpp"
 #include "tiny_configs.hpp"
 #include "train/data_parallel.hpp"
 #include "train/run.hpp"
@@ -172,16 +173,7 @@ struct Numbers {
 
 class TrainDp : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "lighthouse-train-dp-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-    data_ = generate_corpus(20000, 5, 600);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  void SetUp() override { data_ = generate_corpus(20000, 5, 600); }
   // D groups of W = cp ranks, each with batch / D sequences.
   RunOptions options(int cp, int dp) {
     RunOptions o;
@@ -207,7 +199,7 @@ class TrainDp : public ::testing::Test {
     for (const auto& [step, e] : r.evals) n.evals.push_back(e.dense_loss);
     return n;
   }
-  fs::path dir_;
+  lhtest::TempDir dir_{"lighthouse-train-dp"};
   TokenStream data_;
 };
 
@@ -248,11 +240,11 @@ TEST_F(TrainDp, Deterministic) {
 // resumes in one group with twice the batch and goes on with the same sequences.
 TEST_F(TrainDp, CheckpointResumesInOneGroupWithTheWholeBatch) {
   RunOptions o = options(1, 2);
-  o.save = (dir_ / "ck").string();
+  o.save = dir_ / "ck";
   o.save_every = 1;
   const Numbers whole = numbers(o);
   RunOptions r = options(1, 1);
-  r.resume = (dir_ / "ck" / "step-00000002").string();
+  r.resume = (dir_.path() / "ck" / "step-00000002").string();
   const Numbers resumed = numbers(r);
   ASSERT_EQ(resumed.losses.size(), 2u);
   for (std::size_t i = 0; i < resumed.losses.size(); ++i) {
