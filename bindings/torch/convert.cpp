@@ -2,12 +2,14 @@
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace lighthouse::torch_op {
 
@@ -84,6 +86,30 @@ TensorView view_of(const char* name, const at::Tensor& t) {
     v.strides[d] = t.stride(d);
   }
   return v;
+}
+
+at::Tensor new_like_bnhd(const at::Tensor& t) {
+  return at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous));
+}
+
+at::Tensor backward_context(const at::Tensor& ctx_in, const at::Tensor& dout,
+                            const char* producer) {
+  if (ctx_in.scalar_type() != at::kByte || ctx_in.dim() != 1 || ctx_in.device() != dout.device()) {
+    throw InvalidArgument(
+        "ctx", ctx_in.toString() + " on " + ctx_in.device().str(),
+        std::string("must be the uint8 context of ") + producer + ", on dout's device");
+  }
+  const bool aligned = ctx_in.is_contiguous() &&
+                       reinterpret_cast<std::uintptr_t>(ctx_in.data_ptr()) % kContextAlignment == 0;
+  return aligned ? ctx_in : ctx_in.clone(at::MemoryFormat::Contiguous);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> new_gradients(const at::Tensor& dout,
+                                                             std::int64_t kv_heads) {
+  std::vector<std::int64_t> kv_sizes = dout.sizes().vec();
+  if (kv_heads != 0 && kv_sizes.size() == 4) kv_sizes[2] = kv_heads;
+  const auto contiguous = dout.options().memory_format(at::MemoryFormat::Contiguous);
+  return {new_like_bnhd(dout), at::empty(kv_sizes, contiguous), at::empty(kv_sizes, contiguous)};
 }
 
 at::Tensor readable(const at::Tensor& t) {

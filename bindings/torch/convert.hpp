@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "lighthouse/lighthouse.hpp"
@@ -31,6 +32,18 @@ TensorView view_of(const char* name, const at::Tensor& t);
 // `t` itself when the library can read it in place, else a contiguous, aligned copy (a unit
 // stride on D, and on CUDA 16-byte aligned rows with strides of whole 16-byte vectors).
 at::Tensor readable(const at::Tensor& t);
+
+// An uninitialised tensor of `t`'s sizes and options, contiguous ([B, N, H, D] row-major).
+at::Tensor new_like_bnhd(const at::Tensor& t);
+
+// The backward's context: `ctx_in` checked to be the uint8 rank-1 context that `producer` (the
+// forward op's name, for the message) returned on `dout`'s device; itself when the library can
+// use it in place, else an aligned contiguous copy (compiled graphs may hand over a view).
+at::Tensor backward_context(const at::Tensor& ctx_in, const at::Tensor& dout, const char* producer);
+
+// Uninitialised dq (dout's shape) and dk, dv with the forward's KV heads (kv_heads; 0: dout's).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> new_gradients(const at::Tensor& dout,
+                                                             std::int64_t kv_heads);
 
 // Options for a call on `device_of`'s device: PyTorch's thread count on the CPU, the current
 // stream on CUDA; deterministic as torch.use_deterministic_algorithms says.

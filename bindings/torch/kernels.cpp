@@ -14,10 +14,6 @@ namespace lighthouse::torch_op {
 
 namespace {
 
-at::Tensor new_like_bnhd(const at::Tensor& t) {
-  return at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous));
-}
-
 std::tuple<at::Tensor, at::Tensor> forward_kernel(const at::Tensor& q_in, const at::Tensor& k_in,
                                                   const at::Tensor& v_in, std::int64_t levels,
                                                   std::int64_t pool, std::int64_t topk,
@@ -51,22 +47,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
     const c10::OptionalDeviceGuard guard(dout_in.device());
     const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor dout = readable(dout_in);
-    if (ctx_in.scalar_type() != at::kByte || ctx_in.dim() != 1 ||
-        ctx_in.device() != dout.device()) {
-      throw InvalidArgument("ctx", ctx_in.toString() + " on " + ctx_in.device().str(),
-                            "must be the uint8 context of attention_forward, on dout's device");
-    }
-    // Compiled graphs may hand over a view; the library wants an aligned, contiguous buffer.
-    const bool aligned =
-        ctx_in.is_contiguous() &&
-        reinterpret_cast<std::uintptr_t>(ctx_in.data_ptr()) % kContextAlignment == 0;
-    const at::Tensor ctx = aligned ? ctx_in : ctx_in.clone(at::MemoryFormat::Contiguous);
-    // dk and dv have the forward's KV heads (kv_heads; 0: dout's heads).
-    std::vector<std::int64_t> kv_sizes = dout.sizes().vec();
-    if (kv_heads != 0 && kv_sizes.size() == 4) kv_sizes[2] = kv_heads;
-    const auto contiguous = dout.options().memory_format(at::MemoryFormat::Contiguous);
-    at::Tensor dq = new_like_bnhd(dout), dk = at::empty(kv_sizes, contiguous),
-               dv = at::empty(kv_sizes, contiguous);
+    const at::Tensor ctx = backward_context(ctx_in, dout, "attention_forward");
+    auto [dq, dk, dv] = new_gradients(dout, kv_heads);
     lighthouse::backward(config,
                          ContextBuffer{ctx.data_ptr(), static_cast<std::size_t>(ctx.numel())},
                          view_of("dout", dout), view_of("dq", dq), view_of("dk", dk),

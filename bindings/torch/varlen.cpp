@@ -28,10 +28,6 @@ namespace lighthouse::torch_op {
 
 namespace {
 
-at::Tensor new_like_bnhd(const at::Tensor& t) {
-  return at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous));
-}
-
 // cu_seqlens as the library reads it: int32, rank 1, contiguous, on `like`'s device (the
 // library names cu_seqlens for any other dtype, rank or device).
 TensorView offsets_view(const at::Tensor& cu) {
@@ -112,21 +108,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
     const Config config = make_config(levels, pool, topk, scale, selection, scorer, dilation);
     const at::Tensor dout = readable(dout_in);
     const at::Tensor cu = cu_in.contiguous();
-    if (ctx_in.scalar_type() != at::kByte || ctx_in.dim() != 1 ||
-        ctx_in.device() != dout.device()) {
-      throw InvalidArgument("ctx", ctx_in.toString() + " on " + ctx_in.device().str(),
-                            "must be the uint8 context of attention_varlen_forward, on dout's "
-                            "device");
-    }
-    const bool aligned =
-        ctx_in.is_contiguous() &&
-        reinterpret_cast<std::uintptr_t>(ctx_in.data_ptr()) % kContextAlignment == 0;
-    const at::Tensor ctx = aligned ? ctx_in : ctx_in.clone(at::MemoryFormat::Contiguous);
-    std::vector<std::int64_t> kv_sizes = dout.sizes().vec();
-    if (kv_heads != 0 && kv_sizes.size() == 4) kv_sizes[2] = kv_heads;
-    const auto contiguous = dout.options().memory_format(at::MemoryFormat::Contiguous);
-    at::Tensor dq = new_like_bnhd(dout), dk = at::empty(kv_sizes, contiguous),
-               dv = at::empty(kv_sizes, contiguous);
+    const at::Tensor ctx = backward_context(ctx_in, dout, "attention_varlen_forward");
+    auto [dq, dk, dv] = new_gradients(dout, kv_heads);
     lighthouse::backward(config, offsets_view(cu),
                          ContextBuffer{ctx.data_ptr(), static_cast<std::size_t>(ctx.numel())},
                          view_of("dout", dout), view_of("dq", dq), view_of("dk", dk),
