@@ -1,6 +1,6 @@
 // The attention stage's entry points on CUDA: the checks every dtype shares, then bfloat16 and
-// float16 to cuDNN (cudnn_attention.cpp) and float32 to the reference kernels
-// (reference_attention.cu).
+// float16 to cuDNN (cudnn_attention.cpp), except one-token sequences, which cuDNN rejects
+// (single_key_attention.cu), and float32 to the reference kernels (reference_attention.cu).
 #include "cuda/attention.hpp"
 
 #include <cmath>
@@ -9,6 +9,7 @@
 
 #include "cuda/cudnn_attention.hpp"
 #include "cuda/reference_attention.hpp"
+#include "cuda/single_key_attention.hpp"
 #include "lighthouse/error.hpp"
 
 namespace lighthouse::cuda {
@@ -92,6 +93,10 @@ void sdpa_forward(const SdpaDesc& desc, const void* q, const void* k, const void
                                 stream);
     return;
   }
+  if (desc.s == 1) {
+    single_key_forward(desc, q, k, v, o, stats, stream);
+    return;
+  }
   cudnn_sdpa_forward(desc, q, k, v, o, stats, stream);
 }
 
@@ -113,6 +118,10 @@ void sdpa_backward(const SdpaDesc& desc, const void* q, const void* k, const voi
                                  static_cast<const float*>(v), static_cast<const float*>(o),
                                  static_cast<const float*>(dout), stats, static_cast<float*>(dq),
                                  static_cast<float*>(dk), static_cast<float*>(dv), stream);
+    return;
+  }
+  if (desc.s == 1) {
+    single_key_backward(desc, dout, dq, dk, dv, stream);
     return;
   }
   cudnn_sdpa_backward(desc, q, k, v, o, dout, stats, dq, dk, dv, stream);

@@ -220,6 +220,29 @@ TEST_F(CudnnSdpa, OversizedDeterministicWorkspaceIsExplained) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
+// One-token sequences, which cuDNN's SDPA rejects (s_q = s_kv = 1), go to single_key_attention.cu:
+// with one key the softmax weight is exactly 1, so o = v and dv = dout bit for bit, dq = dk = 0;
+// the statistics are scale * q.k.
+TEST_F(CudnnSdpa, OneTokenSequencesAreExact) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    for (Layout layout : {Layout::kBSHD, Layout::kBHSD}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + (layout == Layout::kBSHD ? " BSHD" : " BHSD"));
+      const AttentionCase problem =
+          make_case(2, 3, 1, 64, dtype, {layout, layout, layout, layout}, 5);
+      const cuda::SdpaDesc& desc = problem.desc;
+      const CpuAttention cpu = cpu_attention(problem);
+      const GpuAttention gpu = run_sdpa(problem);
+      EXPECT_EQ(deviation(desc, gpu.o, desc.o_stride, cpu.o).max_abs_err, 0.0);
+      EXPECT_EQ(deviation(desc, gpu.dv, desc.v_stride, cpu.dv).max_abs_err, 0.0);
+      // The float64 reference's dS is dout.v - dout.o, zero up to its own rounding.
+      EXPECT_LT(deviation(desc, gpu.dq, desc.q_stride, cpu.dq).max_abs_err, 1e-12);
+      EXPECT_LT(deviation(desc, gpu.dk, desc.k_stride, cpu.dk).max_abs_err, 1e-12);
+      expect_close("one-token stats vs cpu", deviation(gpu.stats, cpu.stats), 1e-5);
+      expect_bitwise_equal(gpu, run_sdpa(problem), "one-token rerun");
+    }
+  }
+}
+
 // A dimension of size 1 is never stepped over, so its stride may be anything (here: odd).
 TEST_F(CudnnSdpa, SizeOneDimensionsMayHaveAnyStride) {
   const AttentionCase problem = make_case(1, 2, 100, 64, DType::kBFloat16, {}, 17);
