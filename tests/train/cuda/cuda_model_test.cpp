@@ -51,6 +51,17 @@ ModelConfig tiny(bool tied = true) {
 
 // Layer 0 Lighthouse (2 levels, pool 4, topk 128: S = 256 + 512 = 768 of 1024 tokens), layer 1
 // dense; or both dense.
+//
+// Comparisons across precisions or devices run Lighthouse on kComplete = 512 tokens, where the
+// 128 coarse blocks are all selected. The selection is a discontinuous function of the scores:
+// on 1024 tokens (a real choice of 128 of 256 blocks) this tiny model's pooled norms lie so close
+// together that float32 rounding swaps blocks. Measured on the CPU alone, Model<float> against
+// Model<double> on the same weights swaps in 21 of 32 (seed, batch, selection mode) cases, moving
+// the loss by up to 8e-4 relative; on 512 tokens all 32 agree to 5e-9. The GPU's selection against
+// the CPU's on well-separated scores is the library's test (tests/cuda/matches_cpu_test.cpp); here
+// the point is the model around it.
+constexpr std::int64_t kComplete = 512;
+
 std::vector<Config> attention(bool lighthouse) {
   Config sparse;
   sparse.levels = 2;
@@ -125,7 +136,7 @@ TEST_F(TrainCudaModel, Float32GradientsMatchCpuFloat64) {
       copy_weights(gpu, cpu);
       gpu.set_attention(attention(lighthouse));
       cpu.set_attention(attention(lighthouse));
-      const Batch b = lighthouse ? batch_of(1, 1024, 1) : batch_of(2, 64, 1);
+      const Batch b = lighthouse ? batch_of(1, kComplete, 1) : batch_of(2, 64, 1);
       gpu.zero_grad();
       cpu.zero_grad();
       const double loss_gpu = forward(gpu, b), loss_cpu = forward(cpu, b);
@@ -158,7 +169,7 @@ TEST_F(TrainCudaModel, TwentyFloat32StepsMatchCpuTrainer) {
       cpu.zero_grad();
       double loss_gpu = 0, loss_cpu = 0;
       for (int micro = 0; micro < 2; ++micro) {
-        const Batch b = lighthouse ? batch_of(1, 1024, 100 + 2 * step + micro)
+        const Batch b = lighthouse ? batch_of(1, kComplete, 100 + 2 * step + micro)
                                    : batch_of(2, 64, 100 + 2 * step + micro);
         loss_gpu += 0.5 * forward(gpu, b);
         gpu.backward(0.5);
@@ -243,7 +254,7 @@ TEST_F(TrainCudaModel, EvaluateEqualsForwardAndLogitsMatchCpu) {
   for (const Precision p : {Precision::kFloat32, Precision::kBFloat16}) {
     CudaModel gpu(tiny(), 9, {}, options(p));
     gpu.set_attention(attention(true));
-    const Batch b = batch_of(2, 1024, 5);
+    const Batch b = batch_of(2, kComplete, 5);
     const double loss = forward(gpu, b);
     std::vector<double> token_losses(b.inputs.size(), -1.0);
     const double eval =
@@ -256,7 +267,7 @@ TEST_F(TrainCudaModel, EvaluateEqualsForwardAndLogitsMatchCpu) {
       copy_weights(gpu, cpu);
       cpu.set_attention(attention(true));
       EXPECT_NEAR(forward(cpu, b), eval, 1e-5 * eval);
-      const std::vector<std::int64_t> rows = {0, 5, 1023, 1024, 2047};
+      const std::vector<std::int64_t> rows = {0, 5, kComplete - 1, kComplete, 2 * kComplete - 1};
       std::vector<float> got(rows.size() * 257);
       gpu.logits_rows(rows, got.data());
       std::vector<double> got_d(got.begin(), got.end()), want;
@@ -418,9 +429,10 @@ TEST_F(TrainCudaModel, BadInputIsRejectedWithTheParameterNamed) {
   odd = tiny();
   odd.hidden = 60;
   EXPECT_THROW(CudaModel(odd, 1, {}, options(Precision::kBFloat16)), InvalidArgument);
-  // A Lighthouse config that does not fit the sequence is refused before anything runs.
+  // A sequence shorter than one coarsest tile is not refused: the library pads it (docs/SPEC.md,
+  // "Any length").
   model.set_attention(attention(true));
-  EXPECT_THROW(forward(model, batch_of(1, 64, 1)), InvalidArgument);
+  EXPECT_TRUE(std::isfinite(forward(model, batch_of(1, 64, 1))));
 }
 
 }  // namespace

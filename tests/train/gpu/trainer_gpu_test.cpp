@@ -1,7 +1,8 @@
 // The trainer on the GPU, at the level of the Trainer and of the `lighthouse` binary (issue 12):
 //  - a checkpoint goes CPU -> GPU -> CPU with every weight and moment unchanged, in fp32 and bf16;
 //  - `--resume` on the GPU continues the uninterrupted run bit for bit (--deterministic on);
-//  - 20 fp32 GPU steps through the stage switch match the CPU trainer's losses to 1e-4 relative;
+//  - 20 fp32 GPU steps through the stage switch match the CPU trainer's losses to 1e-4 relative
+//    (at 512 tokens, where every block is selected);
 //  - running out of device memory exits 2, names the flags that help, and leaves no checkpoint.
 // Every test skips where no CUDA device is usable or the build has no CUDA model.
 #include <gtest/gtest.h>
@@ -108,12 +109,14 @@ TEST_F(TrainerGpu, CheckpointRoundTripCpuGpuCpu) {
   }
 }
 
-// The flags of a small two-stage run at a context where Lighthouse selects (S = 768 of 1024).
-std::string small_run(const std::string& device) {
-  return "--device " + device +
-         " --stage1-steps 12 --stage2-steps 8 --seq 1024 --levels 2 --pool 4 --topk 128 --dim 64 "
-         "--layers 3 --heads 2 --batch 2 --corpus-tokens 64k --eval-every 0 --passkey-trials 0 "
-         "--sgemm-size 0 --quiet";
+// The flags of a small two-stage run; at the default 1024 tokens Lighthouse selects (S = 768).
+// At 512 tokens all 128 coarse blocks are selected: runs compared across devices use that, since
+// a real selection is discontinuous in the scores and this tiny model's scores lie so close that
+// float32 rounding swaps blocks (tests/train/cuda/cuda_model_test.cpp measures it).
+std::string small_run(const std::string& device, int seq = 1024) {
+  return "--device " + device + " --stage1-steps 12 --stage2-steps 8 --seq " + std::to_string(seq) +
+         " --levels 2 --pool 4 --topk 128 --dim 64 --layers 3 --heads 2 --batch 2 "
+         "--corpus-tokens 64k --eval-every 0 --passkey-trials 0 --sgemm-size 0 --quiet";
 }
 
 TEST_F(TrainerGpu, ResumeOnTheGpuIsBitExactWhenDeterministic) {
@@ -148,10 +151,11 @@ TEST_F(TrainerGpu, ResumeOnTheGpuIsBitExactWhenDeterministic) {
 }
 
 TEST_F(TrainerGpu, TwentyFp32StepsMatchTheCpuTrainer) {
-  const Result cpu = train(small_run("cpu") + " --metrics '" + path("cpu.jsonl") + "'");
+  const Result cpu = train(small_run("cpu", 512) + " --metrics '" + path("cpu.jsonl") + "'");
   ASSERT_EQ(cpu.status, 0) << cpu.err;
-  const Result gpu = train(small_run("cuda") + " --precision fp32 --deterministic on --metrics '" +
-                           path("gpu.jsonl") + "'");
+  const Result gpu =
+      train(small_run("cuda", 512) + " --precision fp32 --deterministic on --metrics '" +
+            path("gpu.jsonl") + "'");
   ASSERT_EQ(gpu.status, 0) << gpu.err;
   const auto c = read_jsonl(path("cpu.jsonl")), g = read_jsonl(path("gpu.jsonl"));
   const auto cs = steps_of(c), gs = steps_of(g);
