@@ -191,11 +191,6 @@ DeviceChoice resolve_device(const TrainArgs& a, const train::TrainConfig& c) {
   }
   DeviceChoice d;
   const bool cuda = a.device == "cuda" || (a.device == "auto" && train::cuda_model_available());
-  if (cuda && a.pack_documents) {
-    reject("--pack-documents", "on",
-           "the CUDA model does not pass document offsets to its attention yet; use --device "
-           "cpu (the library's CUDA backend itself runs packed documents)");
-  }
   if (!cuda) {
     if (a.precision == "bf16") {
       reject("--precision", a.precision, "the CPU model trains in float32 (bf16 needs a GPU)");
@@ -546,7 +541,7 @@ Command add_train_command(CLI::App& parent) {
   app->add_flag("--pack-documents", args->pack_documents,
                 "attention never crosses a document boundary (the corpus' documents, one per "
                 "--data file): every layer, dense or Lighthouse, attends within each document "
-                "(the library's cu_seqlens); CPU model");
+                "(the library's cu_seqlens); CPU and CUDA models, not with --cp");
   opt("--seq", args->seq, "sequence length (64k = 65536)", "N");
   opt("--batch", args->batch, "sequences per micro-batch", "B");
   opt("--accum", args->accum, "micro-batches per optimizer step (gradient accumulation)", "A");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -75,6 +76,23 @@ std::vector<Config> all_dense(int layers) {
   Config dense;
   dense.levels = 1;
   return std::vector<Config>(static_cast<std::size_t>(layers), dense);
+}
+
+std::vector<std::int32_t> document_offsets(const std::int32_t* inputs, std::int64_t batch,
+                                           std::int64_t seq) {
+  const std::int64_t rows = batch * seq;
+  if (rows > std::numeric_limits<std::int32_t>::max()) {
+    throw InvalidArgument("batch * seq", s(rows),
+                          "packed documents' offsets are int32 (cu_seqlens): at most 2^31 - 1 "
+                          "tokens per batch");
+  }
+  std::vector<std::int32_t> offsets(1, 0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (inputs[r] == kSeparator || (r + 1) % seq == 0) {
+      offsets.push_back(static_cast<std::int32_t>(r + 1));
+    }
+  }
+  return offsets;
 }
 
 template <typename T>
@@ -262,16 +280,7 @@ double Model<T>::forward(const std::int32_t* inputs, const std::int32_t* targets
     }
   }
   const T eps = static_cast<T>(config_.norm_eps);
-  if (config_.pack_documents) {
-    // Document offsets of the [batch, seq] inputs: a document ends after a separator, and at
-    // the end of its row.
-    documents_.assign(1, 0);
-    for (std::int64_t r = 0; r < R; ++r) {
-      if (inputs[r] == kSeparator || (r + 1) % seq == 0) {
-        documents_.push_back(static_cast<std::int32_t>(r + 1));
-      }
-    }
-  }
+  if (config_.pack_documents) documents_ = document_offsets(inputs, batch, seq);
 
   embedding_forward<T>(inputs_.data(), w(embedding_), acts_[0].x.data(), R, C);
   for (int l = 0; l < config_.layers; ++l) {

@@ -68,6 +68,11 @@ std::vector<Config> layer_attention(int layers, const Config& sparse,
                                     const std::vector<int>& dense_layers);
 // Every layer dense.
 std::vector<Config> all_dense(int layers);
+// pack_documents: the document offsets (the library's cu_seqlens) of [batch, seq] inputs. A
+// document ends after a kSeparator and at the end of its row; the CPU and the CUDA model both
+// pass these to their attention. Throws InvalidArgument when batch * seq does not fit int32.
+std::vector<std::int32_t> document_offsets(const std::int32_t* inputs, std::int64_t batch,
+                                           std::int64_t seq);
 
 template <typename T>
 class Model {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -59,6 +60,25 @@ void check_tokens(const std::int32_t* inputs, const std::int32_t* targets, std::
   }
 }
 
+// Tokens of the zero-padded copies that the library makes of packed documents for one attention
+// call under `config` (docs/DESIGN.md, "Packed documents"): each document's run length, its
+// padded length or, for a dense one, its own.
+std::int64_t packed_run_tokens(const Config& config, const std::vector<std::int32_t>& offsets,
+                               std::int64_t heads, std::int64_t head_dim) {
+  std::map<std::int64_t, std::int64_t> run_of;  // document length -> run length
+  std::int64_t total = 0;
+  for (std::size_t i = 0; i + 1 < offsets.size(); ++i) {
+    const std::int64_t length = offsets[i + 1] - offsets[i];
+    auto [at, fresh] = run_of.try_emplace(length, length);
+    if (fresh) {
+      const Plan plan = make_plan(config, 1, length, heads, head_dim);
+      if (plan.runs_padded()) at->second = plan.padded_seq;
+    }
+    total += at->second;
+  }
+  return total;
+}
+
 }  // namespace
 
 // ---- layout ------------------------------------------------------------------------------------
@@ -96,6 +116,11 @@ struct CudaModel::Activations {
 
   std::int32_t* tokens = nullptr;
   std::int32_t* targets = nullptr;
+  // pack_documents: the last forward's document offsets (cu_seqlens), on the device (room for
+  // rows + 1) and on the host, where they stay until the next forward replaces them (after the
+  // copy has completed: every forward synchronises the stream before it returns).
+  std::int32_t* cu_seqlens = nullptr;
+  std::vector<std::int32_t> offsets;
   float* rope_cos = nullptr;
   float* rope_sin = nullptr;
   std::vector<float*> x;  // training: every layer's input; evaluation: two, in turn
@@ -436,6 +461,7 @@ std::vector<CudaModel::Request> CudaModel::plan(Activations& acts) const {
   };
   add("token ids", R * 4, acts.tokens);
   add("targets", R * 4, acts.targets);
+  if (config_.pack_documents) add("document offsets (cu_seqlens)", (R + 1) * 4, acts.cu_seqlens);
   add("rotary cos table", N * D / 2 * 4, acts.rope_cos);
   add("rotary sin table", N * D / 2 * 4, acts.rope_sin);
   acts.x.assign(acts.training ? static_cast<std::size_t>(L) : 2, nullptr);
@@ -453,8 +479,14 @@ std::vector<CudaModel::Request> CudaModel::plan(Activations& acts) const {
 
   // Which layer outputs are kept per layer (the rest live in the scratch set).
   const Recompute mode = acts.training ? options_.recompute : Recompute::kLayer;
-  const bool any_lighthouse =
-      std::find(acts.dense.begin(), acts.dense.end(), false) != acts.dense.end();
+  // Under kNone a layer keeps its qkv when its attention context refers to it instead of copying
+  // it: dense layers on CUDA, except over packed documents (the library's contexts then hold
+  // zero-padded copies of each document group).
+  auto context_refers_to_qkv = [&](std::size_t l) {
+    return acts.dense[l] && !config_.pack_documents;
+  };
+  bool any_copying = false;
+  for (std::size_t l = 0; l < acts.dense.size(); ++l) any_copying |= !context_refers_to_qkv(l);
   auto layer_fields = [&](LayerSet& set, const std::string& who, bool keep_attention, bool keep_qkv,
                           bool keep_rest) {
     if (keep_rest) {
@@ -472,14 +504,14 @@ std::vector<CudaModel::Request> CudaModel::plan(Activations& acts) const {
   // The scratch set holds what some layer does not keep.
   const bool scratch_rest = mode == Recompute::kLayer;
   const bool scratch_attention = mode != Recompute::kNone;
-  const bool scratch_qkv = mode != Recompute::kNone || any_lighthouse;
+  const bool scratch_qkv = mode != Recompute::kNone || any_copying;
   layer_fields(acts.scratch, "scratch", scratch_attention, scratch_qkv, scratch_rest);
   acts.kept.assign(acts.training ? static_cast<std::size_t>(L) : 0, LayerSet{});
   for (std::size_t l = 0; l < acts.kept.size(); ++l) {
     const bool keep = mode != Recompute::kLayer;
     const bool keep_attention = mode == Recompute::kNone;
     layer_fields(acts.kept[l], "layer " + std::to_string(l) + " saved", keep_attention,
-                 keep_attention && acts.dense[l], keep);
+                 keep_attention && context_refers_to_qkv(l), keep);
   }
   if (acts.training) {
     add("residual gradient dx", R * C * 4, acts.dx);
@@ -495,8 +527,8 @@ std::vector<CudaModel::Request> CudaModel::plan(Activations& acts) const {
   return out;
 }
 
-std::int64_t CudaModel::activation_bytes(std::int64_t batch, std::int64_t seq,
-                                         bool training) const {
+std::int64_t CudaModel::activation_bytes(std::int64_t batch, std::int64_t seq, bool training,
+                                         const std::vector<std::int32_t>& documents) const {
   Activations acts;
   acts.batch = batch;
   acts.seq = seq;
@@ -508,19 +540,40 @@ std::int64_t CudaModel::activation_bytes(std::int64_t batch, std::int64_t seq,
   // What the library allocates on top: the contexts kept until backward (kNone: every layer's;
   // otherwise one at a time) and the dense softmax statistics.
   const std::int64_t H = config_.heads, D = config_.head_dim();
-  std::int64_t contexts = 0, largest = 0;
-  for (const Config& c : attention_) {
-    const Plan p = make_plan(c, batch, seq, H, D);
-    const std::int64_t bytes =
-        c.levels == 1 ? batch * H * seq * 4 : static_cast<std::int64_t>(context_bytes(p, act_));
-    contexts += bytes;
-    largest = std::max(largest, bytes);
+  std::int64_t contexts = 0, largest = 0, copies = 0;
+  if (config_.pack_documents) {
+    // Packed documents: each layer's context within context_bytes_varlen's bound (it holds
+    // copies of q, k, v, out for dense documents), and one call's zero-padded copies of its
+    // document groups (q, k, v, out in the forward; dout, dq, dk, dv in the backward).
+    std::vector<std::int32_t> offsets = documents;
+    if (offsets.empty()) {  // one document per row
+      for (std::int64_t b = 0; b <= batch; ++b)
+        offsets.push_back(static_cast<std::int32_t>(b * seq));
+    }
+    const auto count = static_cast<std::int64_t>(offsets.size()) - 1;
+    const auto a = static_cast<std::int64_t>(dtype_size(act_));
+    for (const Config& c : attention_) {
+      const auto bytes =
+          static_cast<std::int64_t>(context_bytes_varlen(c, batch * seq, count, H, H, D, act_));
+      contexts += bytes;
+      largest = std::max(largest, bytes);
+      copies = std::max(copies, 4 * packed_run_tokens(c, offsets, H, D) * H * D * a);
+    }
+  } else {
+    for (const Config& c : attention_) {
+      const Plan p = make_plan(c, batch, seq, H, D);
+      const std::int64_t bytes =
+          c.levels == 1 ? batch * H * seq * 4 : static_cast<std::int64_t>(context_bytes(p, act_));
+      contexts += bytes;
+      largest = std::max(largest, bytes);
+    }
   }
-  total += training && options_.recompute == Recompute::kNone ? contexts : largest;
+  total += (training && options_.recompute == Recompute::kNone ? contexts : largest) + copies;
   return total;
 }
 
-void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool training) {
+void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool training,
+                                   const std::vector<std::int32_t>& documents) {
   std::vector<bool> dense;
   for (const Config& c : attention_) dense.push_back(c.levels == 1);
   const std::int64_t whole_seq = sharded_ ? shards_.seq : seq;
@@ -533,13 +586,20 @@ void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool tr
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   have_forward_ = false;
   have_logits_ = false;
-  const std::int64_t needed = activation_bytes(batch, seq, training);
+  // Packed documents: the estimate is for this batch's documents (the contexts grow with their
+  // number); a later batch that needs more fails in the library's allocation, with the same
+  // advice (rethrow_attention).
+  const std::int64_t needed = activation_bytes(batch, seq, training, documents);
   const std::size_t available = device_bytes_available();
   if (static_cast<std::size_t>(needed) > available) {
+    const std::string packed =
+        config_.pack_documents
+            ? ", " + s(static_cast<std::int64_t>(documents.size()) - 1) + " packed documents"
+            : "";
     throw_out_of_memory(std::string("the ") + (training ? "training" : "evaluation") +
                             " activations of batch " + s(batch) + " x seq " + s(seq) + " (" +
                             dtype_name(act_) + ", --recompute " +
-                            recompute_name(options_.recompute) + ")",
+                            recompute_name(options_.recompute) + packed + ")",
                         static_cast<std::size_t>(needed));
   }
   auto fresh = std::make_unique<Activations>();
@@ -595,6 +655,12 @@ void CudaModel::ensure_activations(std::int64_t batch, std::int64_t seq, bool tr
   acts_ = std::move(fresh);
 }
 
+std::vector<std::int32_t> CudaModel::packed_documents(const std::int32_t* inputs,
+                                                      std::int64_t batch, std::int64_t seq) const {
+  if (!config_.pack_documents) return {};
+  return document_offsets(inputs, batch, seq);
+}
+
 std::int64_t CudaModel::shard(std::int64_t batch, std::int64_t seq) {
   sharded_ = comm_ != nullptr && SequenceShards::fits(comm_->size(), seq);
   if (!sharded_) return seq;
@@ -620,6 +686,16 @@ void CudaModel::upload_tokens(const std::int32_t* inputs, const std::int32_t* ta
   CUDA_CHECK(cudaMemcpyAsync(acts_->tokens, inputs, bytes, cudaMemcpyHostToDevice, stream_));
   CUDA_CHECK(cudaMemcpyAsync(acts_->targets, targets, bytes, cudaMemcpyHostToDevice, stream_));
   if (sharded_) CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host copies die here
+}
+
+// pack_documents: this forward's offsets to the device, once; every attention call of the
+// forward and of its backward's recomputations reads them there.
+void CudaModel::upload_documents(std::vector<std::int32_t> offsets) {
+  if (!config_.pack_documents) return;
+  acts_->offsets = std::move(offsets);
+  CUDA_CHECK(cudaMemcpyAsync(acts_->cu_seqlens, acts_->offsets.data(),
+                             acts_->offsets.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice,
+                             stream_));
 }
 
 // ---- forward -----------------------------------------------------------------------------------
@@ -680,9 +756,18 @@ void CudaModel::attention_forward(int l, const LayerSet& b, Context& ctx) {
   timer_->mark(config.levels == 1 ? Work::kDenseAttention : Work::kLighthouseAttention);
   const TensorView out = TensorView::contiguous(
       b.att, act_, Device::kCUDA, {acts_->batch, acts_->seq, config_.heads, config_.head_dim()});
+  const TensorView q = qkv_view(b.qkv, 0), k = qkv_view(b.qkv, C), v = qkv_view(b.qkv, 2 * C);
   try {
-    lighthouse::forward(config, qkv_view(b.qkv, 0), qkv_view(b.qkv, C), qkv_view(b.qkv, 2 * C), out,
-                        ctx, attention_options());
+    if (config_.pack_documents) {
+      // Every layer, dense or Lighthouse, attends within each document (the CPU model's
+      // forward_packed). The library reads the offsets back once per call (a stream sync).
+      const TensorView cu =
+          TensorView::contiguous(acts_->cu_seqlens, DType::kInt32, Device::kCUDA,
+                                 {static_cast<std::int64_t>(acts_->offsets.size())});
+      lighthouse::forward(config, q, k, v, out, cu, ctx, attention_options());
+    } else {
+      lighthouse::forward(config, q, k, v, out, ctx, attention_options());
+    }
   } catch (const InvalidArgument&) {
     throw;
   } catch (const Error& e) {
@@ -786,10 +871,12 @@ double CudaModel::mean_loss(std::int64_t rows, double* token_losses) {
 double CudaModel::forward(const std::int32_t* inputs, const std::int32_t* targets,
                           std::int64_t batch, std::int64_t seq) {
   check_tokens(inputs, targets, batch, seq, config_.vocab);
-  ensure_activations(batch, shard(batch, seq), true);
+  std::vector<std::int32_t> documents = packed_documents(inputs, batch, seq);
+  ensure_activations(batch, shard(batch, seq), true, documents);
   have_forward_ = false;
   have_logits_ = false;
   upload_tokens(inputs, targets, batch * seq);
+  upload_documents(std::move(documents));
   run_forward(true);
   const double loss = mean_loss(batch * seq, nullptr);
   have_forward_ = true;
@@ -800,10 +887,12 @@ double CudaModel::forward(const std::int32_t* inputs, const std::int32_t* target
 double CudaModel::evaluate(const std::int32_t* inputs, const std::int32_t* targets,
                            std::int64_t batch, std::int64_t seq, double* token_losses) {
   check_tokens(inputs, targets, batch, seq, config_.vocab);
-  ensure_activations(batch, shard(batch, seq), false);
+  std::vector<std::int32_t> documents = packed_documents(inputs, batch, seq);
+  ensure_activations(batch, shard(batch, seq), false, documents);
   have_forward_ = false;
   have_logits_ = false;
   upload_tokens(inputs, targets, batch * seq);
+  upload_documents(std::move(documents));
   run_forward(false);
   const double loss = mean_loss(batch * seq, token_losses);
   have_logits_ = true;
@@ -1021,6 +1110,11 @@ void CudaModel::set_context_parallel(Communicator* comm) {
                           comm->device() == Device::kCUDA ? "another stream" : "host memory",
                           "the CUDA model's context parallelism needs a CUDA communicator whose "
                           "stream is the model's (CudaModelOptions::stream = comm->stream())");
+  }
+  if (comm != nullptr && config_.pack_documents) {
+    throw InvalidArgument("pack_documents", "on",
+                          "not with context parallelism: documents would cross the ranks' "
+                          "chunks, and the library's CP takes no cu_seqlens");
   }
   comm_ = comm;
   sharded_ = false;

@@ -19,6 +19,7 @@
 //  - Recompute::kNone: n1 (aC), att (aC), xmid (4C), n2 (aC), hg (2aF), a (aF), two inv_rms
 //    (8); dense layers also qkv (3aC), to which the library's dense context refers; Lighthouse
 //    layers keep the library's context instead (gathered q, k, v, o: 4 a H D S/N per token).
+//    With pack_documents no layer keeps qkv: every context holds its own copies (below).
 //  - Recompute::kAttention: as kNone without qkv, att and the attention context: backward
 //    recomputes qkv = rope(n1 Wqkv) and the attention forward. (Rebuilding from a saved qkv
 //    instead would keep 3aC to save aC plus a Lighthouse context of ~0.75aC at S/N = 3/16:
@@ -30,6 +31,15 @@
 // LM head's chunk of logits (kHeadChunk rows x Vp, Vp = vocab rounded up to a multiple of 8).
 // activation_bytes() adds it up; docs/DESIGN.md has the numbers for the paper preset
 // (30 layers, width 1024, 98304 tokens: --recompute layer needs about 20 GB).
+//
+// Packed documents (ModelConfig::pack_documents, as the CPU model): forward() and evaluate()
+// compute the inputs' document offsets on the host (document_offsets(): a document ends after a
+// separator and at the end of its row), upload them once into the activations, and every
+// attention call, dense or Lighthouse, in the forward and in backward()'s recomputations, runs
+// the library's cu_seqlens forward on them (the backward follows from its context). The library
+// copies each group of documents into zero-padded scratch and keeps copies of q, k, v, out for
+// dense documents, so activation_bytes() counts context_bytes_varlen() per context and one
+// call's copies. Not with context parallelism (set_context_parallel() refuses it).
 //
 // Out of device memory: every buffer comes from DeviceArray (device_memory.hpp); the weights at
 // construction (a model that does not fit is never built) and the activations at the first
@@ -107,8 +117,12 @@ class CudaModel final : public LanguageModel {
   std::vector<MatmulShape> take_matmul_shapes() { return matmul_->take_shapes(); }
   // Device bytes forward() needs for (batch, seq) beyond the weights: the buffers it allocates
   // and the attention contexts kept until backward() (training), under the current options and
-  // attention configs. Throws InvalidArgument when a layer's config does not fit seq.
-  std::int64_t activation_bytes(std::int64_t batch, std::int64_t seq, bool training = true) const;
+  // attention configs. With pack_documents, for the batch whose document offsets are `documents`
+  // (document_offsets(); empty: one document per row): the library's contexts within
+  // context_bytes_varlen and one call's zero-padded copies of the documents. Throws
+  // InvalidArgument when a layer's config does not fit seq.
+  std::int64_t activation_bytes(std::int64_t batch, std::int64_t seq, bool training = true,
+                                const std::vector<std::int32_t>& documents = {}) const;
   // Bytes of the weights, gradients, AdamW moments and bf16 copies.
   std::int64_t parameter_bytes() const { return static_cast<std::int64_t>(arena_bytes_); }
 
@@ -130,8 +144,13 @@ class CudaModel final : public LanguageModel {
 
   // ---- activations ----
   std::vector<Request> plan(Activations& acts) const;
-  void ensure_activations(std::int64_t batch, std::int64_t seq, bool training);
+  void ensure_activations(std::int64_t batch, std::int64_t seq, bool training,
+                          const std::vector<std::int32_t>& documents);
   void upload_tokens(const std::int32_t* inputs, const std::int32_t* targets, std::int64_t rows);
+  // pack_documents: the offsets of the inputs' documents (document_offsets()); else empty.
+  std::vector<std::int32_t> packed_documents(const std::int32_t* inputs, std::int64_t batch,
+                                             std::int64_t seq) const;
+  void upload_documents(std::vector<std::int32_t> offsets);
   // Context parallelism: whether this (batch, seq) runs on this rank's chunks; returns the
   // sequence length the rank computes (seq / W, or seq).
   std::int64_t shard(std::int64_t batch, std::int64_t seq);

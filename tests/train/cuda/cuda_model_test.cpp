@@ -3,10 +3,14 @@
 // and Lighthouse layers, tied and untied heads; and its own guarantees: bitwise determinism in
 // bf16, recompute modes equal to keeping everything, evaluate() equal to forward(), checkpoint
 // round trips that resume bit for bit, out-of-memory errors that leave a usable model, and the
-// timing and memory counters.
+// timing and memory counters. With packed documents (pack_documents): the fp32 loss and gradients
+// against Model<double>, attention kept within documents, bitwise determinism in bf16 and the
+// recompute modes' equality.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +33,7 @@ using lighthouse::InvalidArgument;
 using lighthouse::testing::GpuTest;
 using lighthouse::train::AdamWConfig;
 using lighthouse::train::CudaModelOptions;
+using lighthouse::train::kSeparator;
 using lighthouse::train::Model;
 using lighthouse::train::ModelConfig;
 using lighthouse::train::OutOfDeviceMemory;
@@ -193,14 +198,17 @@ struct TrainRun {
   std::vector<std::vector<float>> first_grads, weights, m, v;
 };
 
-TrainRun train(CudaModel& model, int steps, std::uint64_t data_seed) {
+// `make` draws each micro-batch from a seed; by default batch_of(2, 1024, seed).
+TrainRun train(CudaModel& model, int steps, std::uint64_t data_seed,
+               const std::function<Batch(std::uint64_t)>& make = {}) {
   TrainRun run;
   model.set_attention(attention(true));
   for (int step = 0; step < steps; ++step) {
     model.zero_grad();
     double loss = 0;
     for (int micro = 0; micro < 2; ++micro) {
-      loss += forward(model, batch_of(2, 1024, data_seed + 2 * step + micro));
+      const std::uint64_t seed = data_seed + 2 * step + micro;
+      loss += forward(model, make ? make(seed) : batch_of(2, 1024, seed));
       model.backward(0.5);
     }
     if (step == 0) run.first_grads = model.read_grads();
@@ -246,6 +254,145 @@ TEST_F(TrainCudaModel, RecomputeModesGiveTheSameBits) {
                           (r == Recompute::kLayer ? "layer" : "attention"));
       // Less is kept for the backward pass.
       EXPECT_LT(model.activation_bytes(2, 1024), keep.activation_bytes(2, 1024));
+    }
+  }
+}
+
+// ---- packed documents (ModelConfig::pack_documents)
+// ----------------------------------------------
+
+ModelConfig packed(bool pack = true, bool tied = true) {
+  ModelConfig c = tiny(tied);
+  c.pack_documents = pack;
+  return c;
+}
+
+// Tokens below the separator, with separators at `separators` (flattened positions): each ends a
+// document, as does each row's end.
+Batch documents_batch(std::int64_t batch, std::int64_t seq, std::uint64_t seed,
+                      const std::vector<std::int64_t>& separators) {
+  Batch b{random_tokens(batch * seq, 256, seed), random_tokens(batch * seq, 257, seed + 1000),
+          batch, seq};
+  for (const std::int64_t p : separators) b.inputs[static_cast<std::size_t>(p)] = kSeparator;
+  b.targets[1] = -1;  // an ignored position
+  return b;
+}
+
+// Three rows of kComplete tokens. Row 0: documents of 1, 100, 1, 299 and 111 tokens (two of one
+// token: cuDNN's s = 1 exception). Row 1: one document that crosses nothing, the whole row, so the
+// Lighthouse layer runs Lighthouse on it (every block selected); shorter documents run its dense
+// exception (docs/SPEC.md, "Any length"). Row 2: two of 256, the second ending with a separator
+// at the row's end (one document, not an empty one after it).
+Batch complete_documents(std::uint64_t seed) {
+  const std::int64_t n = kComplete;
+  return documents_batch(3, n, seed, {0, 100, 101, 400, 2 * n + 255, 2 * n + n - 1});
+}
+
+// Two rows of 1024 tokens, where Lighthouse selects: row 0 holds documents of 1, 700 (128 of its
+// 175 blocks), 200 and 123 tokens (the dense exception); row 1 one document of 1024.
+Batch selecting_documents(std::uint64_t seed) {
+  return documents_batch(2, 1024, seed, {0, 700, 900});
+}
+
+// fp32 on the GPU against the CPU model in float64 on the same weights, both packing documents:
+// the loss and every gradient, with every layer dense and with a Lighthouse layer.
+TEST_F(TrainCudaModel, PackDocumentsFloat32GradientsMatchCpuFloat64) {
+  for (const bool lighthouse : {false, true}) {
+    for (const bool tied : {true, false}) {
+      SCOPED_TRACE(std::string(lighthouse ? "lighthouse" : "dense") + (tied ? " tied" : " untied"));
+      CudaModel gpu(packed(true, tied), 7, {}, options(Precision::kFloat32));
+      Model<double> cpu(packed(true, tied), 7, lighthouse::train::make_cpu_attention(1));
+      copy_weights(gpu, cpu);
+      gpu.set_attention(attention(lighthouse));
+      cpu.set_attention(attention(lighthouse));
+      const Batch b = complete_documents(1);
+      gpu.zero_grad();
+      cpu.zero_grad();
+      const double loss_gpu = forward(gpu, b), loss_cpu = forward(cpu, b);
+      EXPECT_NEAR(loss_gpu, loss_cpu, 1e-5 * loss_cpu);
+      gpu.backward(1.0);
+      cpu.backward(1.0);
+      const auto grads = gpu.read_grads();
+      for (std::size_t i = 0; i < grads.size(); ++i) {
+        expect_close(std::vector<double>(grads[i].begin(), grads[i].end()), cpu.params()[i].grad,
+                     1e-5, "grad " + cpu.params()[i].name);
+      }
+      // And evaluate() packs the same documents.
+      EXPECT_EQ(gpu.evaluate(b.inputs.data(), b.targets.data(), b.batch, b.seq, nullptr), loss_gpu);
+    }
+  }
+}
+
+// Packing is not a no-op: with it a document's logits ignore the previous document's content
+// (the same up to rounding; without it they change), and the loss of the same batch differs.
+TEST_F(TrainCudaModel, PackDocumentsKeepAttentionWithinDocuments) {
+  constexpr std::int64_t kBoundary = 300;  // row 0: document A [0, 300), then B [300, 512)
+  for (const Precision p : {Precision::kFloat32, Precision::kBFloat16}) {
+    std::vector<double> losses;
+    for (const bool pack : {true, false}) {
+      SCOPED_TRACE(std::string(p == Precision::kFloat32 ? "fp32" : "bf16") +
+                   (pack ? " packed" : " not packed"));
+      CudaModel model(packed(pack), 5, {}, options(p));
+      model.set_attention(attention(true));
+      Batch b = documents_batch(2, kComplete, 3, {kBoundary - 1});
+      std::vector<std::int64_t> rows;
+      for (std::int64_t r = kBoundary; r < kComplete; ++r) rows.push_back(r);
+      std::vector<float> before(rows.size() * 257), after(before.size());
+      losses.push_back(forward(model, b));
+      model.logits_rows(rows, before.data());
+      const std::vector<std::int32_t> fresh = random_tokens(kBoundary - 1, 256, 99);
+      std::copy(fresh.begin(), fresh.end(), b.inputs.begin());  // A's content, not its length
+      forward(model, b);
+      model.logits_rows(rows, after.data());
+      double worst = 0;
+      for (std::size_t i = 0; i < before.size(); ++i) {
+        worst = std::max(worst, static_cast<double>(std::abs(before[i] - after[i])));
+      }
+      std::printf("  %s, %s: B's logits moved by at most %.3g\n",
+                  p == Precision::kFloat32 ? "fp32" : "bf16", pack ? "packed" : "not packed",
+                  worst);
+      if (pack) {
+        EXPECT_LE(worst, 1e-6) << "a packed document must not see the one before it";
+      } else {
+        EXPECT_GT(worst, 1e-4) << "attention should cross the boundary without packing";
+      }
+    }
+    EXPECT_NE(losses[0], losses[1]) << "packing should change the loss of the same batch";
+  }
+}
+
+TEST_F(TrainCudaModel, PackDocumentsBfloat16RunsAreBitwiseReproducible) {
+  CudaModel a(packed(), 3, {}, options(Precision::kBFloat16));
+  CudaModel b(packed(), 3, {}, options(Precision::kBFloat16));
+  const TrainRun ra = train(a, 4, 50, selecting_documents);
+  const TrainRun rb = train(b, 4, 50, selecting_documents);
+  expect_same_run(ra, rb, "two packed bf16 runs");
+  // Not the unpacked run's bits.
+  CudaModel c(packed(false), 3, {}, options(Precision::kBFloat16));
+  EXPECT_NE(train(c, 1, 50, selecting_documents).losses[0], ra.losses[0]);
+}
+
+TEST_F(TrainCudaModel, PackDocumentsRecomputeModesGiveTheSameBits) {
+  const Batch shape = selecting_documents(0);
+  const std::vector<std::int32_t> offsets =
+      lighthouse::train::document_offsets(shape.inputs.data(), shape.batch, shape.seq);
+  for (const Precision p : {Precision::kBFloat16, Precision::kFloat32}) {
+    CudaModel keep(packed(), 4, {}, options(p, Recompute::kNone));
+    (void)keep.take_peak_memory();
+    const TrainRun base = train(keep, 3, 70, selecting_documents);
+    const auto keep_peak = static_cast<double>(keep.take_peak_memory());
+    const auto planned =
+        static_cast<double>(keep.parameter_bytes() + keep.activation_bytes(2, 1024, true, offsets));
+    std::printf("  %s recompute none: planned %.1f MiB, peak %.1f MiB\n",
+                p == Precision::kFloat32 ? "fp32" : "bf16", planned / (1 << 20),
+                keep_peak / (1 << 20));
+    for (const Recompute r : {Recompute::kAttention, Recompute::kLayer}) {
+      CudaModel model(packed(), 4, {}, options(p, r));
+      expect_same_run(base, train(model, 3, 70, selecting_documents),
+                      std::string(p == Precision::kFloat32 ? "fp32" : "bf16") +
+                          " packed, recompute " + (r == Recompute::kLayer ? "layer" : "attention"));
+      EXPECT_LT(model.activation_bytes(2, 1024, true, offsets),
+                keep.activation_bytes(2, 1024, true, offsets));
     }
   }
 }
