@@ -314,8 +314,8 @@ INSTANTIATE_TEST_SUITE_P(Cpu, StrideSelection, ::testing::ValuesIn(kCases),
                          });
 
 // Known answers: one tile of C = 256 keeps every second block (1, 3, ..., 255); C = 160 keeps the
-// last of each run of 160 / 128 = 1.25 (runs of 1 or 2: 32 blocks are skipped, one every 5,
-// 0 4 9 ... never the last); finer levels keep the last of every p children (child p - 1).
+// last of each of 128 runs of 1 or 2 blocks (32 skipped: 0, 5, 10, ..., the first of every 5);
+// three levels with p = 2 keep, below, the second child of every kept block.
 TEST(StrideSelection, KnownAnswers) {
   struct Known {
     Shape shape;
@@ -328,7 +328,8 @@ TEST(StrideSelection, KnownAnswers) {
     if ((i + 1) * 128 / 160 > i * 128 / 160) four_in_five.push_back(i);
   }
   ASSERT_EQ(four_in_five.size(), 128u);
-  ASSERT_EQ(four_in_five.front(), 1);  // 0 ends no run: floor(128 / 160) = 0
+  ASSERT_EQ(four_in_five[0], 1);  // 0 ends no run: floor(128 / 160) = 0
+  ASSERT_EQ(four_in_five[4], 6);  // 5 is skipped
   ASSERT_EQ(four_in_five.back(), 159);
   for (const Known& k :
        {Known{{1, 1024, 1, 4}, 4, every_second}, Known{{1, 640, 1, 4}, 4, four_in_five}}) {
