@@ -20,7 +20,7 @@ namespace lighthouse::torch_op {
 // Lighthouse's dtype for a PyTorch one; InvalidArgument naming `param` for any other.
 DType dtype_from(const std::string& param, c10::ScalarType type);
 
-// `selection`: "original" or "causal" (Config::selection); `scorer`: "norm" or "dilated"
+// `selection`: "original", "causal" or "stride" (Config::selection); `scorer`: "norm" or "dilated"
 // (Config::scorer) with `dilation` (Config::dilation).
 Config make_config(std::int64_t levels, std::int64_t pool, std::int64_t topk,
                    std::optional<double> scale, std::string_view selection, std::string_view scorer,

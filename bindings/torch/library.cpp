@@ -9,7 +9,7 @@
 //                                                              (tests, benchmark)
 // q, out, dq are [B, N, H, D]; k, v, dk, dv [B, N, Hkv, D] (grouped-query attention when Hkv < H;
 // attention_backward takes Hkv as kv_heads, 0 meaning H); levels/pool/topk/scale/selection/scorer/
-// dilation are lighthouse::Config ("original" or "causal": Config::selection; "norm" or
+// dilation are lighthouse::Config ("original", "causal" or "stride": Config::selection; "norm" or
 // "dilated": Config::scorer).
 #include <torch/library.h>
 

@@ -396,7 +396,8 @@ Command add_attention_command(CLI::App& parent) {
       ->type_name("K");
   app->add_option("--scale", args->scale, "softmax scale (default 1/sqrt(D))")->type_name("X");
   app->add_option("--selection", args->selection,
-                  "original (the original's top-k; leaks the future, issue 11) or causal")
+                  "original (the original's top-k; leaks the future, issue 11), causal, or "
+                  "stride (content-free control: evenly spaced refinement)")
       ->capture_default_str()
       ->type_name("MODE");
   add_scorer_flags(app, args->scorer);

@@ -426,7 +426,7 @@ Command add_bench_command(CLI::App& parent) {
   app->add_option("--pool", args->pool, "pooling factor p")->type_name("P");
   app->add_option("--topk", args->topk, "top-k budget K")->type_name("K");
   app->add_option("--selection", args->selection,
-                  "the lighthouse row's selection: original or causal (compare two runs' "
+                  "the lighthouse row's selection: original, causal or stride (compare two runs' "
                   "lighthouse/floor ratios)")
       ->capture_default_str()
       ->type_name("MODE");

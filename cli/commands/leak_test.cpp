@@ -163,15 +163,16 @@ Command add_leak_test_command(CLI::App& parent) {
       "Independent uniform bytes have an entropy of ln 256 = 5.5452 nats per byte, and no causal\n"
       "predictor does better on held-out bytes. A held-out loss whose whole 95% interval lies\n"
       "below ln 256 means the attention leaks: a position reads (part of) the byte it predicts.\n"
-      "The original selection leaks (issue 11); --selection causal must not. Prints both losses\n"
-      "(the trained attention and dense) and a verdict line; exit status 0 either way.");
+      "The original selection leaks (issue 11); --selection causal and stride must not. Prints\n"
+      "both losses (the trained attention and dense) and a verdict line; exit status 0 either\n"
+      "way.");
   auto opt = [&](const char* name, std::string& value, const char* help, const char* type) {
     app->add_option(name, value, help)->capture_default_str()->type_name(type);
   };
   opt("--levels", args->levels, "Lighthouse pyramid levels L (1 = dense attention)", "L");
   opt("--pool", args->pool, "Lighthouse pooling factor p", "P");
   opt("--topk", args->topk, "Lighthouse top-k budget K", "K");
-  opt("--selection", args->selection, "Lighthouse selection: original or causal", "MODE");
+  opt("--selection", args->selection, "Lighthouse selection: original, causal or stride", "MODE");
   opt("--dense-layers", args->dense_layers,
       "layers with dense attention: none, default (as train) or a list like 0,3", "LIST");
   opt("--layers", args->layers, "decoder layers", "L");

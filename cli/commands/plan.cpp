@@ -258,7 +258,7 @@ Command add_plan_command(CLI::App& parent) {
   app->add_option("--levels", args->levels, "pyramid levels L (required)")->type_name("L");
   app->add_option("--pool", args->pool, "pooling factor p (required)")->type_name("P");
   app->add_option("--topk", args->topk, "top-k budget K (required)")->type_name("K");
-  app->add_option("--selection", args->selection, "original or causal (same S and cost)")
+  app->add_option("--selection", args->selection, "original, causal or stride (same S and cost)")
       ->capture_default_str()
       ->type_name("MODE");
   add_scorer_flags(app, args->scorer);

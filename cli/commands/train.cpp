@@ -522,8 +522,9 @@ Command add_train_command(CLI::App& parent) {
   opt("--pool", args->pool, "Lighthouse pooling factor p (stage 1)", "P");
   opt("--topk", args->topk, "Lighthouse top-k budget K (stage 1)", "K");
   opt("--selection", args->selection,
-      "Lighthouse selection (stage 1): causal (the trainer's default) or original (the "
-      "original's rule, which leaks the future: issue 11)",
+      "Lighthouse selection (stage 1): causal (the trainer's default), original (the "
+      "original's rule, which leaks the future: issue 11) or stride (the content-free control: "
+      "evenly spaced blocks refined, no scores read)",
       "MODE");
   add_scorer_flags(app, args->scorer);
   opt("--dense-layers", args->dense_layers,
@@ -603,8 +604,8 @@ Command add_train_command(CLI::App& parent) {
       "train each of --arms with the same seed, data, schedule and tokens: dense from scratch "
       "for S1 + S2 steps, Lighthouse -> dense (S1, S2) with each selection rule (--selection is "
       "the arm's); print them side by side and plot them");
-  opt("--arms", args->arms, "--compare's recipes, in order: a list of dense, original, causal",
-      "LIST");
+  opt("--arms", args->arms,
+      "--compare's recipes, in order: a list of dense, original, causal, stride", "LIST");
   opt("--compare-dir", args->compare_dir,
       "where --compare writes ARM.jsonl per arm, compare.json (the table) and compare.svg", "DIR");
   app->add_flag("--quiet", args->quiet, "no progress on stderr");

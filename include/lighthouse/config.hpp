@@ -16,11 +16,16 @@ inline constexpr int kTileSize = 128;
 //              to refine depends on later tokens (the selection leaks the future, issue 11);
 //   kCausal    each block's refinement is decided from tokens up to its first token only, in
 //              position order with static per-tile quotas: the output at t and every gradient
-//              flowing from it depend on positions <= t only.
-enum class Selection { kOriginal, kCausal };
+//              flowing from it depend on positions <= t only;
+//   kStride    the content-free control of the causal rule: the same candidates in position
+//              order, but each tile and level keeps the last of every n/128 consecutive ones,
+//              reading no scores at all (a fixed layout, causal and deterministic by
+//              construction; issue 11's "measure the alternatives").
+enum class Selection { kOriginal, kCausal, kStride };
 
-const char* selection_name(Selection selection);  // "original", "causal"
-// "original" or "causal"; anything else throws InvalidArgument(param, text, the choices).
+const char* selection_name(Selection selection);  // "original", "causal", "stride"
+// "original", "causal" or "stride"; anything else throws InvalidArgument(param, text, the
+// choices).
 Selection parse_selection(const std::string& text, const std::string& param = "selection");
 
 // Where the level-0 (token) scores come from (docs/SPEC.md, "Modes beyond the original"):

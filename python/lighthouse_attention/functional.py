@@ -70,7 +70,9 @@ def lighthouse_attention(
     depend on later tokens (a model can learn to read the future through it; the project's
     issue 11 and README). ``selection="causal"`` decides every block's refinement from tokens up
     to its first one, so that the output at t and every gradient flowing from it depend on
-    positions <= t only.
+    positions <= t only. ``selection="stride"`` is its content-free control: the same layout
+    rules, but each tile and level refines evenly spaced blocks and reads no scores (strictly
+    causal by construction; for measuring what the content-based choice is worth).
 
     ``scorer="norm"`` scores tokens by the L2 norms of their q and k rows; ``scorer="dilated"``
     is the original's dilated scorer: causal attention within ``dilation`` interleaved

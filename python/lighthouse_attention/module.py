@@ -16,7 +16,7 @@ class LighthouseAttention(nn.Module):
     """Causal attention of ``q``, ``k``, ``v`` (no projections, no parameters).
 
     ``dense=False``: Lighthouse attention (``lighthouse_attention``, with ``selection``
-    "original" or "causal" and ``scorer`` "norm" or "dilated"). ``dense=True``: ordinary
+    "original", "causal" or "stride" and ``scorer`` "norm" or "dilated"). ``dense=True``: ordinary
     causal attention, ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``, the model the
     training ends with. Flip ``.dense`` (or call ``set_dense(model)``) to resume a checkpoint in
     the dense stage: the module has no state, so checkpoints are the same in both stages.

@@ -1,6 +1,6 @@
-"""``selection="causal"`` through the op: strict causality (later positions, norms included, change
-nothing at or before t, outputs nor gradients), the original selection caught leaking by the same
-check, the same bits as the library, gradcheck, torch.compile, the module, errors, and on CUDA
+"""``selection="causal"`` (and its content-free control "stride") through the op: strict
+causality (later positions, norms included, change nothing at or before t, outputs nor gradients),
+the original selection caught leaking by the same check, stride's layout independent of q and k, the same bits as the library, gradcheck, torch.compile, the module, errors, and on CUDA
 the same indices as the CPU."""
 
 from __future__ import annotations
@@ -45,6 +45,20 @@ def _future_changes_leak(selection, t, dtype=torch.float32):
 @pytest.mark.parametrize("t", [0, 15, 16, 17, 700, 1023, 1024, 2000])
 def test_causal_selection_ignores_the_future(t):
     assert not _future_changes_leak("causal", t)
+
+
+@pytest.mark.parametrize("t", [0, 16, 700, 1023, 2000])
+def test_stride_selection_ignores_the_future(t):
+    assert not _future_changes_leak("stride", t)
+
+
+def test_stride_selection_reads_no_scores():
+    q, k, v = qkv(1, 2048, 2, 16, seed=5)
+    cfg = dict(CFG, selection="stride")
+    idx = la.selected_indices(q, k, v, **cfg)
+    assert torch.equal(idx, la.selected_indices(1000 * q, k.flip(1), v, **cfg))
+    assert torch.equal(idx[:, 0], idx[:, 1])  # every head the same layout
+    assert not torch.equal(idx, la.selected_indices(q, k, v, **CFG, selection="causal"))
 
 
 def test_original_selection_is_caught_leaking():
@@ -102,14 +116,16 @@ def test_an_unknown_selection_is_a_value_error_naming_the_choices():
         lambda: la.LighthouseAttention(selection="strict"),
         lambda: la.plan(1, 512, 1, 8, levels=2, pool=2, topk=128, selection="strict"),
     ):
-        with pytest.raises(ValueError, match="selection = strict: must be original or causal"):
+        with pytest.raises(ValueError,
+                           match="selection = strict: must be original, causal or stride"):
             call()
 
 
 @requires_cuda
-def test_cuda_selects_like_the_cpu():
+@pytest.mark.parametrize("selection", ["causal", "stride"])
+def test_cuda_selects_like_the_cpu(selection):
     q, k, v = (t.bfloat16() for t in qkv(2, 4096, 2, 64, seed=21))
-    cfg = dict(CFG, selection="causal")
+    cfg = dict(CFG, selection=selection)
     gpu = la.selected_indices(q.cuda(), k.cuda(), v.cuda(), **cfg).cpu()
     cpu = la.selected_indices(q.float(), k.float(), v.float(), **cfg)
     assert torch.equal(gpu, cpu)

@@ -8,7 +8,7 @@
 namespace lighthouse {
 
 namespace {
-constexpr const char* kSelectionChoices = "must be original or causal";
+constexpr const char* kSelectionChoices = "must be original, causal or stride";
 constexpr const char* kScorerChoices = "must be norm or dilated";
 }  // namespace
 
@@ -18,6 +18,8 @@ const char* selection_name(Selection selection) {
       return "original";
     case Selection::kCausal:
       return "causal";
+    case Selection::kStride:
+      return "stride";
   }
   return "invalid";
 }
@@ -25,6 +27,7 @@ const char* selection_name(Selection selection) {
 Selection parse_selection(const std::string& text, const std::string& param) {
   if (text == "original") return Selection::kOriginal;
   if (text == "causal") return Selection::kCausal;
+  if (text == "stride") return Selection::kStride;
   throw InvalidArgument(param, text, kSelectionChoices);
 }
 
@@ -62,7 +65,8 @@ void validate(const Config& config) {
     throw InvalidArgument("scale", std::to_string(*config.scale), "must be a finite number > 0");
   }
   // An enum can hold any value of its underlying type (a cast from an int, a file).
-  if (config.selection != Selection::kOriginal && config.selection != Selection::kCausal) {
+  if (config.selection != Selection::kOriginal && config.selection != Selection::kCausal &&
+      config.selection != Selection::kStride) {
     throw InvalidArgument("selection", std::to_string(static_cast<int>(config.selection)),
                           kSelectionChoices);
   }

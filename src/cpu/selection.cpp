@@ -103,6 +103,21 @@ void keep_causal(const Plan& plan, int l, const float* sq, const float* sk, Tile
   }
 }
 
+// The stride rule (docs/SPEC.md), the causal rule's content-free control: of the n candidates in
+// position order, keep the last of each of 128 runs of consecutive candidates, run m ending at
+// ceil((m + 1) n / 128) - 1 (the last of every n / 128 when 128 divides n). Reads no scores, so
+// the layout is fixed by the plan alone. Parents are the kept candidates in position order.
+void keep_stride(TileScratch& w) {
+  const std::int64_t n = static_cast<std::int64_t>(w.candidates.size());
+  w.kept.assign(static_cast<std::size_t>(n), 0);
+  w.parents.clear();
+  for (std::int64_t m = 0; m < kTileSize; ++m) {
+    const std::int64_t j = stride_kept(n, m);
+    w.kept[j] = 1;
+    w.parents.push_back(w.candidates[j]);
+  }
+}
+
 void select_tile(const Plan& plan, const float* sq, const float* sk, std::int64_t tile,
                  std::int32_t* out, std::int32_t* position, std::int64_t out_base, TileScratch& w) {
   const int L = plan.config.levels;
@@ -130,10 +145,16 @@ void select_tile(const Plan& plan, const float* sq, const float* sk, std::int64_
       }
       break;
     }
-    if (plan.config.selection == Selection::kCausal) {
-      keep_causal(plan, l, sq, sk, w);
-    } else {
-      keep_original(sq + plan.offset[l], sk + plan.offset[l], w);
+    switch (plan.config.selection) {
+      case Selection::kCausal:
+        keep_causal(plan, l, sq, sk, w);
+        break;
+      case Selection::kStride:
+        keep_stride(w);
+        break;
+      case Selection::kOriginal:
+        keep_original(sq + plan.offset[l], sk + plan.offset[l], w);
+        break;
     }
     for (std::size_t a = 0; a < n; ++a) {
       const std::int64_t i = w.candidates[a];
@@ -155,6 +176,10 @@ void select_tile(const Plan& plan, const float* sq, const float* sk, std::int64_
 CausalWindows causal_windows(std::int64_t candidates) {
   const std::int64_t ratio = candidates / kHalf;  // >= 2: a level has >= 128 candidates
   return {ratio - 1, ratio - 2};
+}
+
+std::int64_t stride_kept(std::int64_t candidates, std::int64_t m) {
+  return ((m + 1) * candidates + kTileSize - 1) / kTileSize - 1;
 }
 
 std::int64_t entries_per_tile(const Plan& plan) {

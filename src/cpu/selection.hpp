@@ -1,6 +1,6 @@
 // The selection stage on the CPU: the per-tile hierarchical selection cascade (the original's
-// top-k or the causal rule, Config::selection) and the causal order of the gathered
-// sub-sequence.
+// top-k, the causal rule or its content-free stride control, Config::selection) and the causal
+// order of the gathered sub-sequence.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +27,10 @@ struct CausalWindows {
   std::int64_t query, key;
 };
 CausalWindows causal_windows(std::int64_t candidates);
+
+// The stride rule (docs/SPEC.md): the candidate position (0-based, ascending in m) of the m-th
+// of the 128 candidates kept out of `candidates` (>= 128): ceil((m + 1) * candidates / 128) - 1.
+std::int64_t stride_kept(std::int64_t candidates, std::int64_t m);
 
 // Entries a tile contributes: its C coarsest entries plus p * 128 candidates per finer level.
 std::int64_t entries_per_tile(const Plan& plan);

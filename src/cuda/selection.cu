@@ -1,6 +1,6 @@
 // The selection stage (hierarchical selection) and the causal order on the GPU: one block per
 // (batch, head, tile), everything in shared memory except the scores it reads and the indices it
-// writes. Two rules (Config::selection), one kernel each (a template argument), sharing
+// writes. Three rules (Config::selection), one kernel each (a template argument), sharing
 // everything but the choice of the 128 kept candidates per level.
 //
 // Original selection. At each level >= 2 the tile keeps the 64 candidates ranked highest by query
@@ -22,6 +22,9 @@
 // the streaming rule's three running counts (eligible by query; eligible by key and not kept by
 // query; turned down) are three block-wide exclusive sums (CUB) over those words, which gives
 // every decision of the sequential rule at once. Kept candidates are written in position order.
+//
+// Stride selection (docs/SPEC.md), the causal rule's content-free control: the m-th kept
+// candidate is ceil((m + 1) n / 128) - 1, one thread per m; no score is read.
 //
 // Causal order without a sort. Entries of a tile occupy the tile's own token range, so tiles
 // are independent and each fills S / tiles consecutive slots. Within a tile the key order is a
@@ -336,8 +339,21 @@ __device__ void keep_causal(const Level& level, int n, CausalScratch& cs, int* k
   __syncthreads();
 }
 
-template <bool kCausal>
+enum class Rule { kOriginal, kCausal, kStride };
+
+// The stride rule: kept[m] = ceil((m + 1) n / 128) - 1, the last candidate of the m-th of 128
+// runs of consecutive candidates (src/cpu/selection.cpp's stride_kept). All threads call it.
+__device__ void keep_stride(int n, int* kept) {
+  const int m = threadIdx.x;
+  if (m < kKeep) {
+    kept[m] = static_cast<int>(((m + 1) * static_cast<std::int64_t>(n) + kKeep - 1) / kKeep - 1);
+  }
+  __syncthreads();
+}
+
+template <Rule kRule>
 __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionArgs a) {
+  constexpr bool kCausal = kRule == Rule::kCausal;
   extern __shared__ int dyn[];
   __shared__ Scratch sh;
   // Only the causal kernel has it: the original kernel's shared memory stays as it was.
@@ -357,7 +373,7 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
 
   // Per level l >= 1: kept entry index, kept candidate position, subtree size, subtree start,
   // each [kKeep], by kept slot (original: 0..63 by query score, 64..127 by key score, best
-  // first; causal: position order).
+  // first; causal and stride: position order).
   auto kept_idx = [&](int l) { return dyn + l * 4 * kKeep; };
   auto kept_cand = [&](int l) { return dyn + l * 4 * kKeep + kKeep; };
   auto sub_size = [&](int l) { return dyn + l * 4 * kKeep + 2 * kKeep; };
@@ -396,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
       level.first_token[x] = kCausal ? a.first[x] + bh * (N >> lp) : nullptr;
     level.first_shift = (l - 1) * lp;
     const int n = l == top ? C : p * kKeep;
-    if (n <= a.staged) {
+    if (kRule != Rule::kStride && n <= a.staged) {
       for (int j = tid; j < n; j += kThreads) {
         const unsigned kq = level.load_key(0, j), kk = level.load_key(1, j);
         keys[j] = kq;
@@ -405,8 +421,10 @@ __global__ void __launch_bounds__(kThreads, 1) selection_kernel(const SelectionA
       __syncthreads();
       level.staged = keys;
     }
-    if constexpr (kCausal) {
+    if constexpr (kRule == Rule::kCausal) {
       keep_causal(level, n, causal_sh, kept_cand(l));
+    } else if constexpr (kRule == Rule::kStride) {
+      keep_stride(n, kept_cand(l));
     } else {
       const Cut by_q = top64(level, 0, n, NoExclusion{}, sh, kept_cand(l));
       top64(level, 1, n, ExcludeQuerySelected{level, by_q}, sh, kept_cand(l) + kHalf);
@@ -524,7 +542,9 @@ void launch_selection(const Geometry& g, const float* score_q, const float* scor
       (static_cast<std::size_t>(g.levels) * 4 * kKeep + static_cast<std::size_t>(g.pool) * kKeep +
        2 * static_cast<std::size_t>(a.staged)) *
       sizeof(int);
-  const auto kernel = g.causal ? selection_kernel<true> : selection_kernel<false>;
+  const auto kernel = g.causal   ? selection_kernel<Rule::kCausal>
+                      : g.stride ? selection_kernel<Rule::kStride>
+                                 : selection_kernel<Rule::kOriginal>;
   const std::size_t fixed = sizeof(Scratch) + (g.causal ? sizeof(CausalScratch) : 0);
   if (smem + fixed > 48 * 1024) {  // beyond the default limit (many levels, large pool)
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

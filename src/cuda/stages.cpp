@@ -23,6 +23,7 @@ Geometry make_geometry(const Plan& plan) {
   while ((1 << g.log2_pool) < g.pool) ++g.log2_pool;
   g.pyramid_size = plan.pyramid_size;
   g.causal = plan.config.selection == Selection::kCausal;
+  g.stride = plan.config.selection == Selection::kStride;
   for (int l = 0; l < levels; ++l) {
     g.offset[l] = plan.offset[l];
     g.size[l] = plan.size[l];

@@ -37,6 +37,7 @@ struct Geometry {
   int levels = 0, pool = 0, log2_pool = 0;
   std::int64_t pyramid_size = 0, tiles = 0, tile_entries = 0, S = 0;
   bool causal = false;                   // Selection::kCausal
+  bool stride = false;                   // Selection::kStride (reads no scores)
   std::int64_t offset[kMaxLevels] = {};  // pyramid offset of level l (0-based)
   std::int64_t size[kMaxLevels] = {};    // entries of level l; block size is 1 << (l * log2_pool)
 };

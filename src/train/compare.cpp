@@ -15,12 +15,15 @@ const char* arm_name(Arm arm) {
       return "original";
     case Arm::kCausal:
       return "causal";
+    case Arm::kStride:
+      return "stride";
   }
   return "?";
 }
 
 std::vector<Arm> parse_arms(const std::string& text, const std::string& param) {
-  const std::string rule = "a comma-separated list of distinct arms: dense, original, causal";
+  const std::string rule =
+      "a comma-separated list of distinct arms: dense, original, causal, stride";
   std::vector<Arm> arms;
   std::stringstream in(text);
   for (std::string item; std::getline(in, item, ',');) {
@@ -31,6 +34,8 @@ std::vector<Arm> parse_arms(const std::string& text, const std::string& param) {
       arm = Arm::kOriginal;
     } else if (item == "causal") {
       arm = Arm::kCausal;
+    } else if (item == "stride") {
+      arm = Arm::kStride;
     } else {
       throw InvalidArgument(param, text, rule);
     }
@@ -57,7 +62,9 @@ RunOptions arm_options(const RunOptions& options, Arm arm) {
     o.config.stage2_steps = options.config.stage1_steps + options.config.stage2_steps;
     o.leak_probe = false;
   } else {
-    o.config.lighthouse.selection = arm == Arm::kCausal ? Selection::kCausal : Selection::kOriginal;
+    o.config.lighthouse.selection = arm == Arm::kCausal   ? Selection::kCausal
+                                    : arm == Arm::kStride ? Selection::kStride
+                                                          : Selection::kOriginal;
     o.leak_probe = true;
   }
   if (!options.save.empty()) o.save = options.save + "/" + arm_name(arm);

@@ -1,7 +1,7 @@
 // `lighthouse train --compare`: dense attention from scratch against Lighthouse -> dense under each
-// selection rule (original, causal), with the same seed, data, schedule and number of training
-// tokens, and what sets them apart: the loss jump at the switch to dense and the steps needed to
-// get back below the last stage-1 loss.
+// selection rule (original, causal, stride), with the same seed, data, schedule and number of
+// training tokens, and what sets them apart: the loss jump at the switch to dense and the steps
+// needed to get back below the last stage-1 loss.
 #pragma once
 
 #include <cstdint>
@@ -16,9 +16,9 @@
 namespace lighthouse::train {
 
 // One recipe of the comparison.
-enum class Arm { kDense, kOriginal, kCausal };
+enum class Arm { kDense, kOriginal, kCausal, kStride };
 
-const char* arm_name(Arm arm);  // "dense", "original", "causal"
+const char* arm_name(Arm arm);  // "dense", "original", "causal", "stride"
 // A comma-separated list of distinct arms ("dense,original,causal"); InvalidArgument naming
 // `param` otherwise.
 std::vector<Arm> parse_arms(const std::string& text, const std::string& param = "arms");

@@ -63,11 +63,12 @@ void TrainConfig::validate_context_parallel() const {
                           "does not support grouped-query attention yet");
   }
   // The trainer defaults to the causal selection; say which flag changes it.
-  if (stage1_steps > 0 && lighthouse.selection == Selection::kCausal) {
+  if (stage1_steps > 0 && lighthouse.selection != Selection::kOriginal) {
     throw InvalidArgument("selection", selection_name(lighthouse.selection),
                           "context parallelism (--cp) supports the original selection only so "
                           "far (the causal rule reads the block before each chunk's first, which "
-                          "the ranks do not exchange yet): pass --selection original");
+                          "the ranks do not exchange yet; the library's CP has no stride rule): "
+                          "pass --selection original");
   }
   // Stage 2, the evaluations and the dense layers: dense attention over the ranks.
   Config dense;  // as all_dense() builds them: no selection, no scorer

@@ -510,7 +510,8 @@ TEST(CliSelection, UnknownSelectionIsAUsageErrorNamingTheChoices) {
         "leak-test --steps 1 --json '" + json + "'"}) {
     const Result r = run_cli(dir, args + " --selection strict");
     EXPECT_EQ(r.status, 2) << args << ": " << r.err;
-    EXPECT_NE(r.err.find("--selection = strict: must be original or causal"), std::string::npos)
+    EXPECT_NE(r.err.find("--selection = strict: must be original, causal or stride"),
+              std::string::npos)
         << args << ": " << r.err;
     EXPECT_FALSE(fs::exists(dir / "out")) << args;
     EXPECT_FALSE(fs::exists(json)) << args;

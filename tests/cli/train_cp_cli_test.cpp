@@ -88,6 +88,7 @@ TEST_F(TrainCpCli, RulesOfContextParallelismExit2AndWriteNothing) {
       // The trainer's default selection is causal: say which flag to pass.
       {"--cp 2 --selection causal", "--selection = causal"},
       {"--cp 2 --selection causal", "pass --selection original"},
+      {"--cp 2 --selection stride", "--selection = stride"},
       {"--cp 3", "--cp = 3: must divide the number of heads"},
       {"--cp 2 --topk 256 --seq 512",
        "--cp = 2: each of the 2 x cp = 4 chunks must hold whole tiles"},

@@ -67,4 +67,25 @@ TEST(Config, ScaleFiniteAndPositive) {
   }
 }
 
+// The selection rules by name, both ways; an unknown name (or an enum value cast from an integer)
+// is an error that names the parameter and lists the choices.
+TEST(Config, SelectionNamesRoundTripAndBadOnesListTheChoices) {
+  using lighthouse::Selection;
+  for (Selection s : {Selection::kOriginal, Selection::kCausal, Selection::kStride}) {
+    EXPECT_EQ(lighthouse::parse_selection(lighthouse::selection_name(s)), s);
+    Config c;
+    c.selection = s;
+    EXPECT_NO_THROW(lighthouse::validate(c));
+  }
+  EXPECT_STREQ(lighthouse::selection_name(Selection::kStride), "stride");
+  for (const char* bad : {"strided", "Stride", "", "causal,stride"}) {
+    expect_invalid([&] { lighthouse::parse_selection(bad, "--selection"); }, {"--selection"}, bad,
+                   {"must be original, causal or stride"});
+  }
+  Config c;
+  c.selection = static_cast<Selection>(3);
+  expect_invalid([&] { lighthouse::validate(c); }, {"selection"}, "3",
+                 {"must be original, causal or stride"});
+}
+
 }  // namespace

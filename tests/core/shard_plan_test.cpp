@@ -83,6 +83,16 @@ TEST(ShardPlan, Rules) {
                         1, 8192, 4, 16, 2);
       },
       {"selection"}, "causal", {"original only"});
+  lhtest::expect_invalid(
+      [&] {
+        make_shard_plan({.levels = 3,
+                         .pool = 4,
+                         .topk = 512,
+                         .scale = {},
+                         .selection = lighthouse::Selection::kStride},
+                        1, 8192, 4, 16, 2);
+      },
+      {"selection"}, "stride", {"original only"});
 }
 
 TEST(Shard, RoundTripAndChunkOrder) {

@@ -1,9 +1,11 @@
-// selection = causal on the CPU (docs/SPEC.md): the selected indices against the float64
-// reference's literal reading of the rule (tests/support/reference.cpp), outputs and gradients
-// through it; the shape of the selection in both modes (S static, a valid pyramid cut, 128 kept
-// per tile and level, keys in order); known answers on monotone scores; determinism.
+// selection = causal on the CPU (docs/SPEC.md), and its content-free control selection = stride:
+// the selected indices against the float64 reference's literal reading of the rule
+// (tests/support/reference.cpp), outputs and gradients through it; the shape of the selection in
+// every mode (S static, a valid pyramid cut, 128 kept per tile and level, keys in order); known
+// answers; determinism.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -244,6 +246,123 @@ TEST(CausalSelection, DeterministicAcrossRunsAndThreadCounts) {
   const Shape s{2, 2048, 2, 16};
   const Config config = causal_config(3, 4, 128);
   const lhtest::Problem problem = lhtest::random_problem(config, s, 801);
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    const lhtest::Outputs two = lhtest::run_library(problem, dtype, {.threads = 2});
+    for (int threads : {2, 1, 3, 0}) {
+      const lhtest::Outputs other = lhtest::run_library(problem, dtype, {.threads = threads});
+      EXPECT_TRUE(two.indices == other.indices) << threads;
+      EXPECT_TRUE(lhtest::same_bits(two.out, other.out)) << threads;
+      EXPECT_TRUE(lhtest::same_bits(two.dq, other.dq)) << threads;
+      EXPECT_TRUE(lhtest::same_bits(two.dk, other.dk)) << threads;
+      EXPECT_TRUE(lhtest::same_bits(two.dv, other.dv)) << threads;
+    }
+  }
+}
+
+// selection = stride, the causal rule's content-free control (docs/SPEC.md): the reference's
+// reading of the rule (candidate j ends one of 128 equal runs), a valid selection, outputs and
+// gradients through it, the same indices whatever q and k are, and a layout unlike the causal
+// rule's on the same inputs (the test compares something).
+class StrideSelection : public ::testing::TestWithParam<Case> {};
+
+TEST_P(StrideSelection, MatchesReferenceAndIgnoresTheScores) {
+  const Case& c = GetParam();
+  Config config = lhtest::make_config(c.levels, c.pool, c.topk);
+  config.selection = Selection::kStride;
+  const lhtest::Problem problem =
+      lhtest::random_problem(config, c.shape, 3100 + c.shape.N + c.levels * 10 + c.pool);
+  const std::vector<std::int32_t> indices = lhtest::select(config, c.shape, problem.q, problem.k);
+  const std::vector<double> out =
+      lhtest::attend(config, c.shape, problem.q, problem.k, problem.v, indices);
+  const lhtest::Gradients grads =
+      lhtest::backward(config, c.shape, problem.q, problem.k, problem.v, indices, problem.dout);
+
+  const lhtest::Outputs lib = lhtest::run_library(problem, DType::kFloat64);
+  EXPECT_EQ(lib.plan.S, lhtest::gathered_length(config, c.shape.N));
+  EXPECT_TRUE(lib.indices == indices) << "selected indices differ from the reference";
+  EXPECT_EQ(selection_shape_error(lib.plan, lib.indices), "");
+  EXPECT_LT(lhtest::rel_l2(lib.out, out), 1e-10);
+  EXPECT_LT(lhtest::rel_l2(lib.dq, grads.dq), 1e-10);
+  EXPECT_LT(lhtest::rel_l2(lib.dk, grads.dk), 1e-10);
+  EXPECT_LT(lhtest::rel_l2(lib.dv, grads.dv), 1e-10);
+
+  // Other q and k (other norms everywhere): the same layout, in every (batch, head) row.
+  lhtest::Problem other =
+      lhtest::random_problem(config, c.shape, 3200 + c.shape.N + c.levels * 10 + c.pool);
+  for (double& x : other.q) x *= 1000.0;
+  const lhtest::Outputs moved = lhtest::run_library(other, DType::kFloat32, {}, false);
+  EXPECT_TRUE(moved.indices == lib.indices) << "the stride layout depends on q or k";
+  const std::int64_t S = lib.plan.S;
+  for (std::int64_t bh = 1; bh < c.shape.B * c.shape.H; ++bh) {
+    EXPECT_TRUE(
+        std::equal(lib.indices.begin(), lib.indices.begin() + S, lib.indices.begin() + bh * S))
+        << "head row " << bh << " differs from row 0";
+  }
+
+  lhtest::Problem causal = problem;
+  causal.config.selection = Selection::kCausal;
+  const lhtest::Outputs by_causal = lhtest::run_library(causal, DType::kFloat64, {}, false);
+  const std::int64_t C = c.shape.N / lib.plan.block.back() / lib.plan.tiles;
+  if (C > lighthouse::kTileSize) {
+    EXPECT_FALSE(by_causal.indices == lib.indices);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, StrideSelection, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return case_name(info.param);
+                         });
+
+// Known answers: one tile of C = 256 keeps every second block (1, 3, ..., 255); C = 160 keeps the
+// last of each of 128 runs of 1 or 2 blocks (32 skipped: 0, 5, 10, ..., the first of every 5);
+// three levels with p = 2 keep, below, the second child of every kept block.
+TEST(StrideSelection, KnownAnswers) {
+  struct Known {
+    Shape shape;
+    int pool;
+    std::vector<std::int64_t> kept;
+  };
+  std::vector<std::int64_t> every_second, four_in_five;
+  for (std::int64_t i = 0; i < 128; ++i) every_second.push_back(2 * i + 1);
+  for (std::int64_t i = 0; i < 160; ++i) {
+    if ((i + 1) * 128 / 160 > i * 128 / 160) four_in_five.push_back(i);
+  }
+  ASSERT_EQ(four_in_five.size(), 128u);
+  ASSERT_EQ(four_in_five[0], 1);  // 0 ends no run: floor(128 / 160) = 0
+  ASSERT_EQ(four_in_five[4], 6);  // 5 is skipped
+  ASSERT_EQ(four_in_five.back(), 159);
+  for (const Known& k :
+       {Known{{1, 1024, 1, 4}, 4, every_second}, Known{{1, 640, 1, 4}, 4, four_in_five}}) {
+    Config config = lhtest::make_config(2, k.pool, 128);
+    config.selection = Selection::kStride;
+    const lhtest::Problem problem = lhtest::random_problem(config, k.shape, 9);
+    const lhtest::Outputs lib = lhtest::run_library(problem, DType::kFloat32, {}, false);
+    EXPECT_EQ(kept_coarse(lib.plan, lib.indices), k.kept) << k.shape.N;
+  }
+  // Three levels, p = 2, one tile of C = 256: the coarsest keeps 1, 3, ...; below, the 256
+  // children (in position order) keep every second, i.e. the second child of every kept block.
+  Config config = lhtest::make_config(3, 2, 128);
+  config.selection = Selection::kStride;
+  const Shape s{1, 1024, 1, 4};
+  const lighthouse::Plan plan = lighthouse::make_plan(config, 1, s.N, 1, s.D);
+  const lhtest::Outputs lib =
+      lhtest::run_library(lhtest::random_problem(config, s, 10), DType::kFloat32, {}, false);
+  std::vector<std::int64_t> middle;  // refined level-1 (0-based) entries
+  for (std::int32_t idx : lib.indices) {
+    if (idx < plan.offset[1] && idx % 2 == 0) middle.push_back(idx / 2);
+  }
+  std::sort(middle.begin(), middle.end());
+  std::vector<std::int64_t> expected;
+  for (std::int64_t b : every_second) expected.push_back(2 * b + 1);
+  EXPECT_EQ(middle, expected);
+}
+
+// The same bits on a second run and for any thread count.
+TEST(StrideSelection, DeterministicAcrossRunsAndThreadCounts) {
+  const Shape s{2, 2048, 2, 16};
+  Config config = lhtest::make_config(3, 4, 128);
+  config.selection = Selection::kStride;
+  const lhtest::Problem problem = lhtest::random_problem(config, s, 802);
   for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
     const lhtest::Outputs two = lhtest::run_library(problem, dtype, {.threads = 2});
     for (int threads : {2, 1, 3, 0}) {

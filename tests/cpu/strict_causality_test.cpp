@@ -2,8 +2,8 @@
 // from it must not change, bit for bit, when q, k or v change at positions > t -- norms included,
 // so that the selection itself is under test. For each t: outputs at positions <= t (every batch
 // and head) are compared bitwise, and the backward pass runs with dout zero after t and all of
-// dq, dk, dv are compared bitwise. selection = causal must pass; selection = original must be
-// caught leaking by the same check (so the check can fail).
+// dq, dk, dv are compared bitwise. selection = causal and stride must pass; selection = original
+// must be caught leaking by the same check (so the check can fail).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -191,6 +191,14 @@ TEST_P(StrictCausality, CausalSelectionIgnoresEveryFutureChange) {
   EXPECT_EQ(broken, 0) << "selection = causal leaked; first: " << first;
 }
 
+// The content-free control reads no scores: its layout is fixed by the plan, so the output is
+// causal "given the selection" for every input.
+TEST_P(StrictCausality, StrideSelectionIgnoresEveryFutureChange) {
+  std::string first;
+  const int broken = count_violations(GetParam(), Selection::kStride, &first);
+  EXPECT_EQ(broken, 0) << "selection = stride leaked; first: " << first;
+}
+
 // The same check catches the original selection: a later token's norm changes which earlier
 // blocks are refined.
 TEST_P(StrictCausality, OriginalSelectionIsCaughtLeaking) {
@@ -223,10 +231,10 @@ TEST(StrictCausality, CausalSelectionWithTheDilatedScorer) {
   }
 }
 
-// Dense attention (levels == 1) has no selection: strictly causal in both modes.
+// Dense attention (levels == 1) has no selection: strictly causal in every mode.
 TEST(StrictCausality, DenseIsCausalUnderEitherSelection) {
   const Case dense{{2, 256, 2, 8}, 1, 2, 128, DType::kFloat32};
-  for (Selection selection : {Selection::kOriginal, Selection::kCausal}) {
+  for (Selection selection : {Selection::kOriginal, Selection::kCausal, Selection::kStride}) {
     std::string first;
     EXPECT_EQ(count_violations(dense, selection, &first), 0)
         << lighthouse::selection_name(selection) << ": " << first;

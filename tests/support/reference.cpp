@@ -298,7 +298,16 @@ std::vector<std::int32_t> select_head(const lighthouse::Config& config,
         const std::int64_t n = static_cast<std::int64_t>(candidates.size());
         std::vector<std::int64_t> kept;  // in the spec's child order
         std::vector<bool> is_kept(n, false);
-        if (config.selection == lighthouse::Selection::kCausal) {
+        if (config.selection == lighthouse::Selection::kStride) {
+          // Content-free: candidate pos ends one of 128 equal runs of the n (in real numbers:
+          // floor((pos + 1) 128 / n) > floor(pos 128 / n)); no score is read.
+          for (std::int64_t pos = 0; pos < n; ++pos) {
+            if ((pos + 1) * kTile / n > pos * kTile / n) {
+              is_kept[pos] = true;
+              kept.push_back(candidates[pos]);  // position order
+            }
+          }
+        } else if (config.selection == lighthouse::Selection::kCausal) {
           is_kept = keep_causal(g, l, candidates, pq, pk);
           for (std::int64_t pos = 0; pos < n; ++pos) {  // position order
             if (is_kept[pos]) kept.push_back(candidates[pos]);

@@ -1,7 +1,8 @@
 // The leak test (src/train/leak_test.hpp) on a configuration where the original selection's leak
 // is learned within seconds: a one-layer model on uniform random bytes, seq 512, L2 p2 K128. The
 // original selection must leak (its held-out loss clearly below ln 256: the test can fail), the
-// causal selection and dense attention must not (their interval contains or lies above ln 256).
+// causal and stride selections and dense attention must not (their interval contains or lies above
+// ln 256).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -57,6 +58,15 @@ TEST(LeakTest, OriginalSelectionLeaks) {
 TEST(LeakTest, CausalSelectionDoesNotLeak) {
   const LeakTestResult r = lighthouse::train::run_leak_test(small(Selection::kCausal));
   print("causal", r);
+  EXPECT_FALSE(r.leaks());
+  EXPECT_GE(r.lighthouse.excess() + r.lighthouse.ci95, 0.0);
+  EXPECT_GE(r.dense.excess() + r.dense.ci95, 0.0);
+}
+
+// The content-free control reads no scores, so it has no channel to the future at all.
+TEST(LeakTest, StrideSelectionDoesNotLeak) {
+  const LeakTestResult r = lighthouse::train::run_leak_test(small(Selection::kStride));
+  print("stride", r);
   EXPECT_FALSE(r.leaks());
   EXPECT_GE(r.lighthouse.excess() + r.lighthouse.ci95, 0.0);
   EXPECT_GE(r.dense.excess() + r.dense.ci95, 0.0);

@@ -209,10 +209,11 @@ TEST(Compare, ArmsShareTheTokenBudgetAndTheSwitchIsMeasured) {
   const RunOptions dense = arm_options(base, Arm::kDense);
   const RunOptions original = arm_options(base, Arm::kOriginal);
   const RunOptions causal = arm_options(base, Arm::kCausal);
+  const RunOptions stride = arm_options(base, Arm::kStride);
   EXPECT_EQ(dense.config.stage1_steps, 0);
   EXPECT_EQ(dense.config.stage2_steps, 10);
   EXPECT_FALSE(dense.leak_probe);
-  for (const RunOptions* lh : {&original, &causal}) {
+  for (const RunOptions* lh : {&original, &causal, &stride}) {
     EXPECT_EQ(lh->config.stage1_steps, 8);
     EXPECT_EQ(lh->config.stage2_steps, 2);
     EXPECT_TRUE(lh->leak_probe);
@@ -221,9 +222,11 @@ TEST(Compare, ArmsShareTheTokenBudgetAndTheSwitchIsMeasured) {
   }
   EXPECT_EQ(original.config.lighthouse.selection, lighthouse::Selection::kOriginal);
   EXPECT_EQ(causal.config.lighthouse.selection, lighthouse::Selection::kCausal);
+  EXPECT_EQ(stride.config.lighthouse.selection, lighthouse::Selection::kStride);
   EXPECT_EQ(dense.save, "ck/dense");
   EXPECT_EQ(original.save, "ck/original");
   EXPECT_EQ(causal.save, "ck/causal");
+  EXPECT_EQ(stride.save, "ck/stride");
 
   RunReport r;
   r.losses = {{7, 2.0}, {8, 1.5}, {9, 2.5}, {10, 1.7}, {11, 1.4}};
@@ -247,7 +250,9 @@ TEST(Compare, ArmsParseInOrderAndRejectUnknownOrRepeatedOnes) {
   EXPECT_EQ(parse_arms("dense,original,causal"),
             (std::vector<Arm>{Arm::kDense, Arm::kOriginal, Arm::kCausal}));
   EXPECT_EQ(parse_arms("causal,dense"), (std::vector<Arm>{Arm::kCausal, Arm::kDense}));
-  for (const char* bad : {"", "dense,", "dense,dense", "lighthouse", "dense,,causal"}) {
+  EXPECT_EQ(parse_arms("stride,causal"), (std::vector<Arm>{Arm::kStride, Arm::kCausal}));
+  for (const char* bad :
+       {"", "dense,", "dense,dense", "lighthouse", "dense,,causal", "stride,stride"}) {
     try {
       parse_arms(bad, "--arms");
       ADD_FAILURE() << "accepted '" << bad << "'";
