@@ -67,22 +67,7 @@ lhtest::Problem padded_problem(const lhtest::Problem& p, std::int64_t len, bool 
   return r;
 }
 
-struct Case {
-  Shape shape;
-  std::int64_t kv_heads;
-  int levels, pool, topk;
-  lighthouse::Selection selection = lighthouse::Selection::kOriginal;
-  lighthouse::Scorer scorer = lighthouse::Scorer::kNorm;
-  int dilation = 4;
-};
-
-Config config_of(const Case& c) {
-  Config config = lhtest::make_config(c.levels, c.pool, c.topk);
-  config.selection = c.selection;
-  config.scorer = c.scorer;
-  config.dilation = c.dilation;
-  return config;
-}
+using Case = lhtest::ShapeCase;
 
 class AnyLength : public ::testing::TestWithParam<Case> {};
 
@@ -92,7 +77,7 @@ class AnyLength : public ::testing::TestWithParam<Case> {};
 // the padding may change which blocks of the last tiles are refined: zeros are the definition).
 TEST_P(AnyLength, EqualsThePaddedRunBitForBit) {
   const Case& c = GetParam();
-  const Config config = config_of(c);
+  const Config config = c.config();
   const lhtest::Problem p = lhtest::random_problem(config, c.shape, 7, c.kv_heads);
   const Shape& s = c.shape;
   const std::int64_t kvh = p.kv_shape().H;
@@ -117,20 +102,25 @@ TEST_P(AnyLength, EqualsThePaddedRunBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(
     Lengths, AnyLength,
-    ::testing::Values(Case{{1, 1537, 2, 16}, 0, 2, 2, 128},  // padded to 1538
-                      Case{{2, 2049, 2, 8}, 0, 3, 2, 128},   // to 2052
-                      Case{{1, 5001, 1, 8}, 0, 3, 4, 256},   // to 5024 (2 tiles of 16 blocks)
-                      Case{{1, 1537, 2, 16}, 0, 2, 2, 128, lighthouse::Selection::kCausal},
-                      Case{{1, 3001, 4, 8}, 2, 3, 2, 128, lighthouse::Selection::kCausal},  // GQA
-                      Case{{1, 2003, 4, 8}, 1, 2, 2, 128, lighthouse::Selection::kCausal},  // MQA
-                      Case{{1, 2000, 2, 8},
-                           0,
-                           2,
-                           2,
-                           128,
-                           lighthouse::Selection::kCausal,
-                           lighthouse::Scorer::kDilated,
-                           3}));  // to lcm(2, 3) steps: 2004
+    ::testing::Values(
+        Case{"L2_1537", {1, 1537, 2, 16}, 0, 2, 2, 128},  // padded to 1538
+        Case{"L3_2049", {2, 2049, 2, 8}, 0, 3, 2, 128},   // to 2052
+        // to 5024 (2 tiles of 16 blocks)
+        Case{"L3_p4_5001", {1, 5001, 1, 8}, 0, 3, 4, 256},
+        Case{"causal_1537", {1, 1537, 2, 16}, 0, 2, 2, 128, lighthouse::Selection::kCausal},
+        Case{"causal_gqa_3001", {1, 3001, 4, 8}, 2, 3, 2, 128, lighthouse::Selection::kCausal},
+        Case{"causal_mqa_2003", {1, 2003, 4, 8}, 1, 2, 2, 128, lighthouse::Selection::kCausal},
+        // to lcm(2, 3) steps: 2004
+        Case{"causal_dilated3_2000",
+             {1, 2000, 2, 8},
+             0,
+             2,
+             2,
+             128,
+             lighthouse::Selection::kCausal,
+             lighthouse::Scorer::kDilated,
+             3}),
+    lhtest::shape_case_name);
 
 // Where the padded length's S would be >= N the function is dense causal attention on the N
 // tokens: the levels-1 run, bit for bit. N = 1 included (its output is v).

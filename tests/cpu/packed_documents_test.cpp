@@ -118,23 +118,7 @@ void expect_document_matches(const lhtest::Outputs& packed, const lhtest::Output
   EXPECT_TRUE(lhtest::same_bits(tokens(packed.dv, cu[i], cu[i + 1], kv_row), separate.dv));
 }
 
-struct Case {
-  const char* name;
-  Shape shape;
-  std::int64_t kv_heads;
-  int levels, pool, topk;
-  lighthouse::Selection selection = lighthouse::Selection::kOriginal;
-  lighthouse::Scorer scorer = lighthouse::Scorer::kNorm;
-  int dilation = 4;
-};
-
-Config config_of(const Case& c) {
-  Config config = lhtest::make_config(c.levels, c.pool, c.topk);
-  config.selection = c.selection;
-  config.scorer = c.scorer;
-  config.dilation = c.dilation;
-  return config;
-}
+using Case = lhtest::ShapeCase;
 
 class PackedDocuments : public ::testing::TestWithParam<Case> {};
 
@@ -142,7 +126,7 @@ class PackedDocuments : public ::testing::TestWithParam<Case> {};
 // a separate forward/backward on that document alone, in float32 and float64.
 TEST_P(PackedDocuments, EqualSeparateRunsBitForBit) {
   const Case& c = GetParam();
-  const Config config = config_of(c);
+  const Config config = c.config();
   const Shape& s = c.shape;
   for (std::uint64_t seed : {1, 2}) {
     const Offsets cu = random_partition(s.B, s.N, seed + 100 * s.N);
@@ -192,7 +176,7 @@ INSTANTIATE_TEST_SUITE_P(
              Scorer::kDilated,
              2},
         Case{"dense_config", {2, 1000, 2, 8}, 0, 1, 2, 128}),
-    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+    lhtest::shape_case_name);
 
 // Fixed documents that cover each kind: length 1, dense (5: padded it would gather S >= 5), a
 // valid length (300, 700), two that pad to the same length (701, 702: one group), and one that

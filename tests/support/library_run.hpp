@@ -2,7 +2,10 @@
 // brings every result back as plain vectors for comparison.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "lighthouse/attention.hpp"
@@ -30,6 +33,30 @@ struct Outputs {
   std::vector<std::int32_t> indices;    // [B, Hkv, S]
   std::vector<double> out, dq, dk, dv;  // [B, N, H, D] (dk, dv: Hkv heads); empty without backward
 };
+
+// A parameterised test's case: a name, sizes and the configuration's fields.
+struct ShapeCase {
+  const char* name;
+  Shape shape;
+  std::int64_t kv_heads;  // 0: shape.H
+  int levels, pool, topk;
+  lighthouse::Selection selection = lighthouse::Selection::kOriginal;
+  lighthouse::Scorer scorer = lighthouse::Scorer::kNorm;
+  int dilation = 4;
+
+  lighthouse::Config config() const {
+    lighthouse::Config c = make_config(levels, pool, topk);
+    c.selection = selection;
+    c.scorer = scorer;
+    c.dilation = dilation;
+    return c;
+  }
+};
+
+// gtest's test-name generator for ShapeCase parameters: the case's name.
+inline std::string shape_case_name(const ::testing::TestParamInfo<ShapeCase>& info) {
+  return info.param.name;
+}
 
 // forward() (+ backward() with `problem.dout`) on the CPU in `dtype`. Outputs and gradients
 // start as NaN so that a value the library fails to write shows up.
