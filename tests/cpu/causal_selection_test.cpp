@@ -241,11 +241,10 @@ TEST(CausalSelection, EqualScoresAgreeWithTheReference) {
   }
 }
 
-// The same bits on a second run and for any thread count.
-TEST(CausalSelection, DeterministicAcrossRunsAndThreadCounts) {
+// The same bits on a second run and for any thread count, B 2, N 2048, H 2, D 16.
+void expect_deterministic_across_runs_and_thread_counts(const Config& config, std::uint64_t seed) {
   const Shape s{2, 2048, 2, 16};
-  const Config config = causal_config(3, 4, 128);
-  const lhtest::Problem problem = lhtest::random_problem(config, s, 801);
+  const lhtest::Problem problem = lhtest::random_problem(config, s, seed);
   for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
     const lhtest::Outputs two = lhtest::run_library(problem, dtype, {.threads = 2});
     for (int threads : {2, 1, 3, 0}) {
@@ -257,6 +256,10 @@ TEST(CausalSelection, DeterministicAcrossRunsAndThreadCounts) {
       EXPECT_TRUE(lhtest::same_bits(two.dv, other.dv)) << threads;
     }
   }
+}
+
+TEST(CausalSelection, DeterministicAcrossRunsAndThreadCounts) {
+  expect_deterministic_across_runs_and_thread_counts(causal_config(3, 4, 128), 801);
 }
 
 // selection = stride, the causal rule's content-free control (docs/SPEC.md): the reference's
@@ -357,23 +360,10 @@ TEST(StrideSelection, KnownAnswers) {
   EXPECT_EQ(middle, expected);
 }
 
-// The same bits on a second run and for any thread count.
 TEST(StrideSelection, DeterministicAcrossRunsAndThreadCounts) {
-  const Shape s{2, 2048, 2, 16};
   Config config = lhtest::make_config(3, 4, 128);
   config.selection = Selection::kStride;
-  const lhtest::Problem problem = lhtest::random_problem(config, s, 802);
-  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
-    const lhtest::Outputs two = lhtest::run_library(problem, dtype, {.threads = 2});
-    for (int threads : {2, 1, 3, 0}) {
-      const lhtest::Outputs other = lhtest::run_library(problem, dtype, {.threads = threads});
-      EXPECT_TRUE(two.indices == other.indices) << threads;
-      EXPECT_TRUE(lhtest::same_bits(two.out, other.out)) << threads;
-      EXPECT_TRUE(lhtest::same_bits(two.dq, other.dq)) << threads;
-      EXPECT_TRUE(lhtest::same_bits(two.dk, other.dk)) << threads;
-      EXPECT_TRUE(lhtest::same_bits(two.dv, other.dv)) << threads;
-    }
-  }
+  expect_deterministic_across_runs_and_thread_counts(config, 802);
 }
 
 }  // namespace
