@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "lighthouse/context_parallel.hpp"
@@ -73,26 +74,16 @@ TEST(ShardPlan, Rules) {
   // The whole plan's own rules name the whole sequence.
   lhtest::expect_invalid([&] { make_shard_plan(l3, 1, 4008, 4, 16, 2); }, {"seq"},
                          "4008 (the whole sequence: cp = 2 ranks x 2004 tokens)", {"divisible"});
-  lhtest::expect_invalid(
-      [&] {
-        make_shard_plan({.levels = 3,
-                         .pool = 4,
-                         .topk = 512,
-                         .scale = {},
-                         .selection = lighthouse::Selection::kCausal},
-                        1, 8192, 4, 16, 2);
-      },
-      {"selection"}, "causal", {"original only"});
-  lhtest::expect_invalid(
-      [&] {
-        make_shard_plan({.levels = 3,
-                         .pool = 4,
-                         .topk = 512,
-                         .scale = {},
-                         .selection = lighthouse::Selection::kStride},
-                        1, 8192, 4, 16, 2);
-      },
-      {"selection"}, "stride", {"original only"});
+  for (const auto& [selection, name] : {std::pair{lighthouse::Selection::kCausal, "causal"},
+                                        std::pair{lighthouse::Selection::kStride, "stride"}}) {
+    lhtest::expect_invalid(
+        [&] {
+          make_shard_plan(
+              {.levels = 3, .pool = 4, .topk = 512, .scale = {}, .selection = selection}, 1, 8192,
+              4, 16, 2);
+        },
+        {"selection"}, name, {"original only"});
+  }
 }
 
 TEST(Shard, RoundTripAndChunkOrder) {
