@@ -130,6 +130,23 @@ TEST_F(TrainCudaModel, InitialWeightsAreTheCpuModels) {
   }
 }
 
+// One forward and backward of `b` on both models (same weights): the losses to 1e-5 relative and
+// every parameter's gradient to 1e-5 normalised error. Returns the GPU's loss.
+double expect_loss_and_gradients_match(CudaModel& gpu, Model<double>& cpu, const Batch& b) {
+  gpu.zero_grad();
+  cpu.zero_grad();
+  const double loss_gpu = forward(gpu, b), loss_cpu = forward(cpu, b);
+  EXPECT_NEAR(loss_gpu, loss_cpu, 1e-5 * loss_cpu);
+  gpu.backward(1.0);
+  cpu.backward(1.0);
+  const auto grads = gpu.read_grads();
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    expect_close(std::vector<double>(grads[i].begin(), grads[i].end()), cpu.params()[i].grad, 1e-5,
+                 "grad " + cpu.params()[i].name);
+  }
+  return loss_gpu;
+}
+
 // fp32 on the GPU against the CPU model in float64 on the same weights: the loss and every
 // parameter's gradient.
 TEST_F(TrainCudaModel, Float32GradientsMatchCpuFloat64) {
@@ -142,17 +159,7 @@ TEST_F(TrainCudaModel, Float32GradientsMatchCpuFloat64) {
       gpu.set_attention(attention(lighthouse));
       cpu.set_attention(attention(lighthouse));
       const Batch b = lighthouse ? batch_of(1, kComplete, 1) : batch_of(2, 64, 1);
-      gpu.zero_grad();
-      cpu.zero_grad();
-      const double loss_gpu = forward(gpu, b), loss_cpu = forward(cpu, b);
-      EXPECT_NEAR(loss_gpu, loss_cpu, 1e-5 * loss_cpu);
-      gpu.backward(1.0);
-      cpu.backward(1.0);
-      const auto grads = gpu.read_grads();
-      for (std::size_t i = 0; i < grads.size(); ++i) {
-        expect_close(std::vector<double>(grads[i].begin(), grads[i].end()), cpu.params()[i].grad,
-                     1e-5, "grad " + cpu.params()[i].name);
-      }
+      expect_loss_and_gradients_match(gpu, cpu, b);
     }
   }
 }
@@ -306,17 +313,7 @@ TEST_F(TrainCudaModel, PackDocumentsFloat32GradientsMatchCpuFloat64) {
       gpu.set_attention(attention(lighthouse));
       cpu.set_attention(attention(lighthouse));
       const Batch b = complete_documents(1);
-      gpu.zero_grad();
-      cpu.zero_grad();
-      const double loss_gpu = forward(gpu, b), loss_cpu = forward(cpu, b);
-      EXPECT_NEAR(loss_gpu, loss_cpu, 1e-5 * loss_cpu);
-      gpu.backward(1.0);
-      cpu.backward(1.0);
-      const auto grads = gpu.read_grads();
-      for (std::size_t i = 0; i < grads.size(); ++i) {
-        expect_close(std::vector<double>(grads[i].begin(), grads[i].end()), cpu.params()[i].grad,
-                     1e-5, "grad " + cpu.params()[i].name);
-      }
+      const double loss_gpu = expect_loss_and_gradients_match(gpu, cpu, b);
       // And evaluate() packs the same documents.
       EXPECT_EQ(gpu.evaluate(b.inputs.data(), b.targets.data(), b.batch, b.seq, nullptr), loss_gpu);
     }
