@@ -10,6 +10,8 @@
 #include <string>
 #include <tuple>
 
+#include "saved_config.hpp"
+
 namespace lighthouse::torch_op {
 
 namespace {
@@ -48,28 +50,15 @@ class Attention : public torch::autograd::Function<Attention> {
     auto [out, context] =
         forward_op().call(q, k, v, levels, pool, topk, scale, selection, scorer, dilation);
     ctx->save_for_backward({context});
-    ctx->saved_data["levels"] = levels;
-    ctx->saved_data["pool"] = pool;
-    ctx->saved_data["topk"] = topk;
-    ctx->saved_data["scale"] = scale;
-    ctx->saved_data["selection"] = std::string(selection);
-    ctx->saved_data["scorer"] = std::string(scorer);
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["kv_heads"] = k.size(2);
+    save_config(ctx, levels, pool, topk, scale, selection, scorer, dilation, k.size(2));
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor context = ctx->get_saved_variables()[0];
-    const auto& saved = ctx->saved_data;
-    const std::optional<double> scale = saved.at("scale").isNone()
-                                            ? std::nullopt
-                                            : std::optional<double>(saved.at("scale").toDouble());
-    auto [dq, dk, dv] =
-        backward_op().call(grads[0], context, saved.at("levels").toInt(), saved.at("pool").toInt(),
-                           saved.at("topk").toInt(), scale, saved.at("selection").toStringRef(),
-                           saved.at("scorer").toStringRef(), saved.at("dilation").toInt(),
-                           saved.at("kv_heads").toInt());
+    const SavedConfig c = load_config(ctx);
+    auto [dq, dk, dv] = backward_op().call(grads[0], context, c.levels, c.pool, c.topk, c.scale,
+                                           c.selection, c.scorer, c.dilation, c.kv_heads);
     // No gradient for levels, pool, topk, scale, selection, scorer and dilation.
     return {dq,           dk,           dv,           at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

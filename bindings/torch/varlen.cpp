@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "convert.hpp"
+#include "saved_config.hpp"
 
 namespace lighthouse::torch_op {
 
@@ -182,28 +183,16 @@ class VarlenAttention : public torch::autograd::Function<VarlenAttention> {
     auto [out, context] =
         forward_op().call(q, k, v, cu, levels, pool, topk, scale, selection, scorer, dilation);
     ctx->save_for_backward({context, cu});
-    ctx->saved_data["levels"] = levels;
-    ctx->saved_data["pool"] = pool;
-    ctx->saved_data["topk"] = topk;
-    ctx->saved_data["scale"] = scale;
-    ctx->saved_data["selection"] = std::string(selection);
-    ctx->saved_data["scorer"] = std::string(scorer);
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["kv_heads"] = k.size(2);
+    save_config(ctx, levels, pool, topk, scale, selection, scorer, dilation, k.size(2));
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved_tensors = ctx->get_saved_variables();
-    const auto& saved = ctx->saved_data;
-    const std::optional<double> scale = saved.at("scale").isNone()
-                                            ? std::nullopt
-                                            : std::optional<double>(saved.at("scale").toDouble());
+    const SavedConfig c = load_config(ctx);
     auto [dq, dk, dv] =
-        backward_op().call(grads[0], saved_tensors[0], saved_tensors[1], saved.at("levels").toInt(),
-                           saved.at("pool").toInt(), saved.at("topk").toInt(), scale,
-                           saved.at("selection").toStringRef(), saved.at("scorer").toStringRef(),
-                           saved.at("dilation").toInt(), saved.at("kv_heads").toInt());
+        backward_op().call(grads[0], saved_tensors[0], saved_tensors[1], c.levels, c.pool, c.topk,
+                           c.scale, c.selection, c.scorer, c.dilation, c.kv_heads);
     // No gradient for cu_seqlens and the configuration.
     return {dq,           dk,           dv,           at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
