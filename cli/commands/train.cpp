@@ -66,7 +66,7 @@ struct TrainArgs {
   std::string weight_decay = "0.1", beta1 = "0.9", beta2 = "0.95", grad_clip = "1.0";
   std::string seed = "1", eval_every = "25", eval_batches = "2";
   std::vector<std::string> data;
-  std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05";
+  std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05", corpus = "facts";
   std::string metrics, threads = "0", sgemm_size = "1024";
   std::string save, save_every = "0", resume, config, dump_batches;
   bool save_initial = false;
@@ -283,6 +283,7 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
   o.leak_samples = parse_int32("--leak-samples", a.leak_samples, 2, 1 << 20);
   o.passkey_trials = parse_int32("--passkey-trials", a.passkey_trials, 0, 1 << 20);
   o.passkey_lengths = parse_passkey_lengths(a.passkey_lengths, o.config.seq);
+  o.corpus = train::parse_corpus_kind(a.corpus);
   o.dump_batches = a.dump_batches;
   if (o.save_every > 0 && a.save.empty()) {
     reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
@@ -304,7 +305,8 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
     const std::int64_t tokens = parse_int("--corpus-tokens", a.corpus_tokens, 2, 1ll << 32);
     std::int64_t doc_bytes = parse_int("--doc-bytes", a.doc_bytes, 0, 1ll << 30);
     if (doc_bytes == 0) doc_bytes = std::max<std::int64_t>(o.config.seq / 2, 256);
-    train::split_heldout(train::generate_corpus(tokens, o.config.seed, doc_bytes), heldout_fraction,
+    train::split_heldout(train::generate_corpus(tokens, o.config.seed, doc_bytes, o.corpus),
+                         heldout_fraction,
                          &p->train_tokens, &p->heldout_tokens);
   }
   o.train = &p->train_tokens;
@@ -567,6 +569,11 @@ Command add_train_command(CLI::App& parent) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   opt("--corpus-tokens", args->corpus_tokens, "size of the built-in corpus", "T");
   opt("--doc-bytes", args->doc_bytes, "built-in document length, 0 = --seq / 2", "D");
+  opt("--corpus", args->corpus,
+      "built-in corpus: facts (facts set at the top, asked in the second half) or recall (keys "
+      "in upper case, \"set KQV5832.\" ... \"ask KQV5832.\", queries at every distance: "
+      "retrieval a model learns in a few thousand steps); the passkey probe uses its format",
+      "KIND");
   opt("--heldout", args->heldout, "fraction of the data held out for evaluation", "F");
   app->add_option("--metrics", args->metrics, "write metrics as JSON lines")->type_name("FILE");
   opt("--threads", args->threads, "CPU worker threads (attention, matmuls, layers), 0 = all", "T");

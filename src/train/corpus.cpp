@@ -25,9 +25,9 @@ const char* pick(Rng& rng, const std::array<const char*, N>& words) {
   return words[rng.below(N)];
 }
 
-std::string random_key(Rng& rng) {
-  std::string key(3, 'a');
-  for (char& c : key) c = static_cast<char>('a' + rng.below(26));
+std::string random_key(Rng& rng, char first = 'a') {
+  std::string key(3, first);
+  for (char& c : key) c = static_cast<char>(first + rng.below(26));
   return key;
 }
 
@@ -47,10 +47,39 @@ std::string filler_line(Rng& rng) {
          pick(rng, kVerbs) + " the " + pick(rng, kAdjectives) + " " + pick(rng, kNouns) + ".\n";
 }
 
+std::string recall_document(Rng& rng, std::int64_t bytes) {
+  std::vector<std::pair<std::string, std::string>> table;
+  std::string doc = "record " + std::to_string(rng.below(100000)) + "\n";
+  while (doc.size() < static_cast<std::size_t>(bytes)) {
+    const std::uint64_t r = rng.below(16);
+    if (r == 0 || table.empty()) {
+      table.emplace_back(random_key(rng, 'A'), random_value(rng));
+      doc += "set " + table.back().first + table.back().second + ".\n";
+    } else if (r <= 10) {
+      const auto& [key, value] = table[rng.below(table.size())];
+      doc += "ask " + key + value + ".\n";
+    } else {
+      doc += filler_line(rng);
+    }
+  }
+  return doc;
+}
+
 }  // namespace
 
-std::string generate_document(Rng& rng, std::int64_t bytes) {
+CorpusKind parse_corpus_kind(const std::string& name) {
+  if (name == "facts") return CorpusKind::kFacts;
+  if (name == "recall") return CorpusKind::kRecall;
+  throw InvalidArgument("--corpus", name, "must be facts or recall");
+}
+
+const char* corpus_kind_name(CorpusKind kind) {
+  return kind == CorpusKind::kRecall ? "recall" : "facts";
+}
+
+std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind) {
   bytes = std::max<std::int64_t>(bytes, 256);
+  if (kind == CorpusKind::kRecall) return recall_document(rng, bytes);
   // About one fact per 400 bytes, defined at the top.
   const std::int64_t facts = std::max<std::int64_t>(2, bytes / 400);
   std::vector<std::pair<std::string, std::string>> table;
@@ -73,13 +102,14 @@ std::string generate_document(Rng& rng, std::int64_t bytes) {
   return doc;
 }
 
-TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes) {
+TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes,
+                            CorpusKind kind) {
   if (tokens < 1) throw InvalidArgument("tokens", std::to_string(tokens), "must be >= 1");
   Rng rng(seed);
   TokenStream out;
   out.reserve(static_cast<std::size_t>(tokens + doc_bytes + 1024));
   while (static_cast<std::int64_t>(out.size()) < tokens) {
-    for (unsigned char c : generate_document(rng, doc_bytes)) out.push_back(c);
+    for (unsigned char c : generate_document(rng, doc_bytes, kind)) out.push_back(c);
     out.push_back(kSeparator);
   }
   return out;
@@ -98,6 +128,7 @@ std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std
     return true;
   };
   auto is_lower = [&](std::int64_t i) { return i <= seq && token(i) >= 'a' && token(i) <= 'z'; };
+  auto is_upper = [&](std::int64_t i) { return i <= seq && token(i) >= 'A' && token(i) <= 'Z'; };
   auto is_digit = [&](std::int64_t i) { return i <= seq && token(i) >= '0' && token(i) <= '9'; };
   auto key_at = [&](std::int64_t i) {
     return std::string{static_cast<char>(token(i)), static_cast<char>(token(i + 1)),
@@ -110,7 +141,20 @@ std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std
       continue;
     }
     const bool line_start = i == 0 || token(i - 1) == '\n' || token(i - 1) == kSeparator;
-    if (!line_start || !is_lower(i + 4) || !is_lower(i + 5) || !is_lower(i + 6)) continue;
+    if (!line_start) continue;
+    if (is_upper(i + 4) && is_upper(i + 5) && is_upper(i + 6) && is_digit(i + 7)) {
+      // The recall kind: "set KQV5832." / "ask KQV5832."; the answer digits are tokens
+      // i + 7 .. i + 10, the targets of inputs i + 6 .. i + 9.
+      if (matches(i, "set ")) {
+        facts.insert(key_at(i + 4));
+      } else if (matches(i, "ask ") && facts.count(key_at(i + 4)) > 0) {
+        for (std::int64_t d = 7; d < 11 && i + d <= seq && is_digit(i + d); ++d) {
+          out.push_back(i + d - 1);
+        }
+      }
+      continue;
+    }
+    if (!is_lower(i + 4) || !is_lower(i + 5) || !is_lower(i + 6)) continue;
     if (matches(i, "set ") && matches(i + 7, " = ")) {
       facts.insert(key_at(i + 4));
     } else if (matches(i, "ask ") && matches(i + 7, ": ") && facts.count(key_at(i + 4)) > 0) {

@@ -1,11 +1,10 @@
 // Training data as one stream of byte tokens (0..255, plus kSeparator between documents), and
 // the packer that cuts it into [batch, seq] input/target pairs.
 //
-// Sources: (a) a built-in generated corpus whose documents define named facts early
-// ("set kqv = 5832.") and query them much later ("ask kqv: 5832."), between locally predictable
-// filler (counting runs, sentences from a tiny grammar): the queried digits can only be
-// predicted by attending thousands of bytes back, so long-range attention shows in the loss;
-// (b) text files read as bytes, one document per file.
+// Sources: (a) a built-in generated corpus of one of two kinds (CorpusKind) whose documents define
+// named facts and query them later, between locally predictable filler (counting runs, sentences
+// from a tiny grammar): the queried digits can only be predicted by attending back to the fact,
+// so long-range attention shows in the loss; (b) text files read as bytes, one document per file.
 #pragma once
 
 #include <cstdint>
@@ -18,14 +17,35 @@ namespace lighthouse::train {
 
 using TokenStream = std::vector<std::int32_t>;
 
-// One generated document of about `bytes` bytes (at least 256), without the separator.
-std::string generate_document(Rng& rng, std::int64_t bytes);
-// Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens.
-TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes);
+// The built-in corpus's two layouts (`lighthouse train --corpus`).
+enum class CorpusKind {
+  // "facts": about one fact per 400 bytes, all set at the top ("set kqv = 5832."), then filler,
+  // then the second half mixes filler with queries ("ask kqv: 5832."): every fact is asked
+  // thousands of bytes after it was set, and the answer digits are ~2% of the tokens. The CPU
+  // main job's corpus (docs/RESULTS.md, section 2).
+  kFacts,
+  // "recall": built for a model to learn retrieval in a few thousand steps (docs/RESULTS.md,
+  // section 3). Keys are upper case, a case no other byte of the corpus uses, and the value
+  // follows the key directly ("set KQV5832." and "ask KQV5832."), so the first answer digit is
+  // predicted by the classic induction pattern (find the earlier key, copy what came after it).
+  // Line by line: a new fact (1 in 16), a query of a uniformly chosen earlier fact of the
+  // document (10 in 16: distances from one line to the whole document), or filler.
+  kRecall,
+};
+// "facts" or "recall"; InvalidArgument naming "--corpus" otherwise.
+CorpusKind parse_corpus_kind(const std::string& name);
+const char* corpus_kind_name(CorpusKind kind);
 
-// The long-range tokens of one packed sequence of the built-in corpus: the positions i whose
-// target is one of the four digits answering a query ("ask kqv: 5832.") whose fact
-// ("set kqv = 5832.") is among the sequence's inputs, in the same document. Only attention that
+// One generated document of about `bytes` bytes (at least 256), without the separator.
+std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind = CorpusKind::kFacts);
+// Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens.
+TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes,
+                            CorpusKind kind = CorpusKind::kFacts);
+
+// The long-range tokens of one packed sequence of the built-in corpus (either kind): the
+// positions i whose target is one of the four digits answering a query ("ask kqv: 5832." or
+// "ask KQV5832.") whose fact ("set kqv = 5832." or "set KQV5832.") is among the sequence's
+// inputs, in the same document. Only attention that
 // reaches back to the fact can predict them (about ln 10 = 2.3 nats each without it), so their
 // mean loss shows whether a model learned the long-range structure. inputs and targets are one
 // [seq] pair as the Packer cuts them (targets[i] = the token after inputs[i]).

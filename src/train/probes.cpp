@@ -33,15 +33,16 @@ void append(std::vector<std::int32_t>& out, const std::string& text) {
 }  // namespace
 
 std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth,
-                                           int* digit) {
+                                           int* digit, CorpusKind kind) {
   if (length < 64) throw InvalidArgument("passkey length", std::to_string(length), "must be >= 64");
-  std::string key(3, 'a');
-  for (char& c : key) c = static_cast<char>('a' + rng.below(26));
+  const bool recall = kind == CorpusKind::kRecall;
+  std::string key(3, recall ? 'A' : 'a');
+  for (char& c : key) c = static_cast<char>(c + rng.below(26));
   *digit = static_cast<int>(rng.below(10));
-  std::string needle = "set " + key + " = " + std::to_string(*digit);
+  std::string needle = "set " + key + (recall ? "" : " = ") + std::to_string(*digit);
   for (int i = 0; i < 3; ++i) needle += static_cast<char>('0' + rng.below(10));
   needle += ".\n";
-  const std::string query = "\nask " + key + ": ";
+  const std::string query = "\nask " + key + (recall ? "" : ": ");
   const auto filler = length - static_cast<std::int64_t>(needle.size() + query.size());
   const auto at = static_cast<std::int64_t>(std::floor(std::clamp(depth, 0.0, 1.0) * filler));
   // Random filler: lowercase letters, spaces and newlines, with no digits or '=' to mislead.
@@ -61,7 +62,8 @@ std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double
 }
 
 PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>& lengths,
-                           const std::vector<double>& depths, int trials, std::uint64_t seed) {
+                           const std::vector<double>& depths, int trials, std::uint64_t seed,
+                           CorpusKind kind) {
   AttentionGuard guard(model, all_dense(model.config().layers));
   Rng rng(seed ^ 0x706173736b6579ull);
   PasskeyReport report;
@@ -75,7 +77,7 @@ PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>
       PasskeyCell cell{n, depth, 0, trials};
       for (int t = 0; t < trials; ++t) {
         int digit = 0;
-        const std::vector<std::int32_t> seq = passkey_sequence(rng, n, depth, &digit);
+        const std::vector<std::int32_t> seq = passkey_sequence(rng, n, depth, &digit, kind);
         model.evaluate(seq.data(), targets.data(), 1, n, losses.data());
         model.logits_rows({n - 1}, z.data());
         int best = 0;

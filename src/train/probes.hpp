@@ -1,8 +1,8 @@
 // Two evaluations of a trained model, beyond the held-out loss.
 //
 // Passkey retrieval (as in the paper): a needle "set <key> = <D><3 digits>.\n" in the built-in
-// corpus's own form is hidden at a depth (0..100%; the trainer uses 10, 30, 50, 70, 90%) in random filler of a given context length,
-// which ends with the query "ask <key>: ". The model must predict D at the last position:
+// corpus's own form ("set <KEY><D><3 digits>.\n" for the recall kind) is hidden at a depth (0..100%; the trainer uses 10, 30, 50, 70, 90%) in random filler of a given context length,
+// which ends with the query "ask <key>: " ("ask <KEY>"). The model must predict D at the last position:
 // correct when D has the largest logit among the ten digit bytes '0'..'9'. Always dense
 // attention (the model that ships).
 //
@@ -38,11 +38,13 @@ struct PasskeyReport {
 // `trials` random instances per (length, depth) from `seed` (the same instances for every model
 // given the same seed). Each length must be >= 64. The model's attention is restored afterwards.
 PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>& lengths,
-                           const std::vector<double>& depths, int trials, std::uint64_t seed);
+                           const std::vector<double>& depths, int trials, std::uint64_t seed,
+                           CorpusKind kind = CorpusKind::kFacts);
 
 // The sequence of one passkey instance (exposed for tests): `length` tokens whose last position
 // must predict '0' + *digit.
-std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth, int* digit);
+std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth, int* digit,
+                                           CorpusKind kind = CorpusKind::kFacts);
 
 struct LeakProbeResult {
   struct Sample {

@@ -89,7 +89,9 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
       {"seed", c.seed},
       {"cp", c.cp},
       {"dp", c.dp},
-      {"data", o.data_files.empty() ? nlohmann::json("built-in") : nlohmann::json(o.data_files)},
+      {"data", o.data_files.empty() ? nlohmann::json(std::string("built-in ") +
+                                                      corpus_kind_name(o.corpus))
+                                    : nlohmann::json(o.data_files)},
       {"device",
        {{"kind", o.device.kind},
         {"name", o.device.name},
@@ -380,7 +382,8 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
   }
   if (o.passkey_trials > 0 && !o.passkey_lengths.empty()) {
     report.passkey =
-        passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials, config.seed);
+        passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials, config.seed,
+                     o.corpus);
     summary["passkey"] = passkey_json(*report.passkey);
   }
   if (report.leak) summary["leak_probe"] = leak_record(report.leak_step, *report.leak);

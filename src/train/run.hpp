@@ -47,6 +47,7 @@ struct RunOptions {
   const TokenStream* train = nullptr;
   const TokenStream* heldout = nullptr;
   std::vector<std::string> data_files;  // for the config record; empty: the built-in corpus
+  CorpusKind corpus = CorpusKind::kFacts;  // the built-in corpus's kind; also the passkey's format
   DeviceSetup device;
   std::optional<PeakRate> peak;  // none: MFU is not reported
 

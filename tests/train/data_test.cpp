@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <unistd.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -20,6 +21,11 @@ namespace {
 using lighthouse::train::kSeparator;
 using lighthouse::train::Packer;
 using lighthouse::train::TokenStream;
+using lighthouse::train::CorpusKind;
+using lighthouse::train::generate_corpus;
+using lighthouse::train::generate_document;
+using lighthouse::train::parse_corpus_kind;
+using lighthouse::train::Rng;
 
 TEST(TrainData, GeneratedCorpusIsSeededAndAnswersItsQueries) {
   const TokenStream a = lighthouse::train::generate_corpus(20000, 3, 4000);
@@ -152,6 +158,69 @@ TEST(TrainData, RecallPositionsAreTheAnswersWhoseFactIsInTheSequence) {
   const TokenStream corpus = lighthouse::train::generate_corpus(8000, 5, 2000);
   EXPECT_GT(lighthouse::train::recall_positions(corpus.data(), corpus.data() + 1, 4000).size(),
             40u);
+}
+
+TEST(TrainData, RecallCorpusAsksEveryFactInTheUpperCaseFormat) {
+  // "set KQV5832." ... "ask KQV5832.": the key is upper case (no other byte of the corpus is),
+  // the value follows it directly, and the query repeats the fact's line after "ask ".
+  Rng rng(7);
+  const std::string doc = generate_document(rng, 20000, CorpusKind::kRecall);
+  ASSERT_GE(doc.size(), 20000u);
+  std::map<std::string, std::string> facts;
+  std::size_t queries = 0, lines = 0, upper = 0;
+  for (std::size_t at = 0; at < doc.size();) {
+    const std::size_t end = doc.find('\n', at);
+    ASSERT_NE(end, std::string::npos);
+    const std::string line = doc.substr(at, end - at);
+    at = end + 1;
+    ++lines;
+    upper += static_cast<std::size_t>(
+        std::count_if(line.begin(), line.end(), [](char c) { return c >= 'A' && c <= 'Z'; }));
+    if (line.rfind("set ", 0) == 0 || line.rfind("ask ", 0) == 0) {
+      ASSERT_EQ(line.size(), 12u) << line;
+      const std::string key = line.substr(4, 3), value = line.substr(7, 4);
+      for (char c : key) ASSERT_TRUE(c >= 'A' && c <= 'Z') << line;
+      for (char c : value) ASSERT_TRUE(c >= '0' && c <= '9') << line;
+      ASSERT_EQ(line[11], '.');
+      if (line[0] == 's') {
+        facts[key] = value;
+      } else {
+        ++queries;
+        ASSERT_EQ(facts.count(key), 1u) << "asked before it was set: " << line;
+        EXPECT_EQ(facts[key], value) << line;
+      }
+    } else {
+      EXPECT_EQ(std::count_if(line.begin(), line.end(), [](char c) { return c >= 'A' && c <= 'Z'; }),
+                0)
+          << line;
+    }
+  }
+  // About 1 line in 16 sets a fact and 10 in 16 ask one.
+  EXPECT_GT(facts.size(), lines / 32);
+  EXPECT_LT(facts.size(), lines / 8);
+  EXPECT_GT(queries, lines / 2);
+  EXPECT_EQ(upper, 3 * (facts.size() + queries));
+  EXPECT_EQ(parse_corpus_kind("recall"), CorpusKind::kRecall);
+  EXPECT_EQ(parse_corpus_kind("facts"), CorpusKind::kFacts);
+  EXPECT_THROW(parse_corpus_kind("news"), lighthouse::InvalidArgument);
+}
+
+TEST(TrainData, RecallPositionsReadTheRecallFormat) {
+  // "ask ABC" has its fact in the sequence; "ask XYZ" was set in the previous document; "ask
+  // QQQ" never; lower-case look-alikes are not the recall format's lines.
+  const std::string text =
+      "set XYZ1111.\n|set ABC4821.\nthe dog.\nask ABC4821.\nask XYZ1111.\nask QQQ5555.\n"
+      "ask abc4821.\nask ABC48";
+  std::vector<std::int32_t> in, tg;
+  pack(text, &in, &tg);
+  const auto seq = static_cast<std::int64_t>(in.size());
+  const auto first = static_cast<std::int64_t>(text.find("4821.\nask XYZ"));
+  const std::vector<std::int64_t> want = {first - 1, first, first + 1, first + 2, seq - 2, seq - 1};
+  EXPECT_EQ(lighthouse::train::recall_positions(in.data(), tg.data(), seq), want);
+  const TokenStream corpus = generate_corpus(8000, 5, 2000, CorpusKind::kRecall);
+  // Most of the ~10 in 16 query lines of a sequence find their fact in it.
+  EXPECT_GT(lighthouse::train::recall_positions(corpus.data(), corpus.data() + 1, 4000).size(),
+            4u * 4000 / 20 / 2);
 }
 
 TEST(TrainData, CountModelBaselines) {

@@ -35,6 +35,23 @@ TEST(Passkey, SequenceHidesTheDigitAtTheDepthAndEndsWithTheQuery) {
   EXPECT_THROW(passkey_sequence(rng, 32, 0.5, nullptr), lighthouse::InvalidArgument);
 }
 
+TEST(Passkey, RecallFormatHasTheUpperCaseKeyBeforeTheDigits) {
+  Rng rng(6);
+  int digit = -1;
+  const auto seq = passkey_sequence(rng, 200, 0.3, &digit, CorpusKind::kRecall);
+  ASSERT_EQ(seq.size(), 200u);
+  const std::string text(seq.begin(), seq.end());
+  const auto at = text.find("set ");
+  ASSERT_NE(at, std::string::npos);
+  const std::string key = text.substr(at + 4, 3);
+  for (char c : key) EXPECT_TRUE(c >= 'A' && c <= 'Z') << key;
+  EXPECT_EQ(text[at + 7], '0' + digit);
+  EXPECT_EQ(text.substr(200 - 8), "\nask " + key);
+  // The key's upper-case letters appear only in the needle and the query.
+  EXPECT_EQ(std::count_if(text.begin(), text.end(), [](char c) { return c >= 'A' && c <= 'Z'; }), 6);
+  EXPECT_NEAR(static_cast<double>(at), 0.3 * (200 - 13 - 8), 1.0);
+}
+
 TEST(Passkey, EvaluationCountsEveryCellAndRestoresTheAttention) {
   ModelConfig mc;
   mc.dim = 16;
