@@ -66,7 +66,8 @@ struct TrainArgs {
   std::string weight_decay = "0.1", beta1 = "0.9", beta2 = "0.95", grad_clip = "1.0";
   std::string seed = "1", eval_every = "25", eval_batches = "2";
   std::vector<std::string> data;
-  std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05", corpus = "facts";
+  std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05", corpus = "facts",
+              doc_bytes_min = "0";
   std::string metrics, threads = "0", sgemm_size = "1024";
   std::string save, save_every = "0", resume, config, dump_batches;
   bool save_initial = false;
@@ -305,7 +306,8 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
     const std::int64_t tokens = parse_int("--corpus-tokens", a.corpus_tokens, 2, 1ll << 32);
     std::int64_t doc_bytes = parse_int("--doc-bytes", a.doc_bytes, 0, 1ll << 30);
     if (doc_bytes == 0) doc_bytes = std::max<std::int64_t>(o.config.seq / 2, 256);
-    train::split_heldout(train::generate_corpus(tokens, o.config.seed, doc_bytes, o.corpus),
+    const std::int64_t doc_min = parse_int("--doc-bytes-min", a.doc_bytes_min, 0, doc_bytes);
+    train::split_heldout(train::generate_corpus(tokens, o.config.seed, doc_bytes, o.corpus, doc_min),
                          heldout_fraction,
                          &p->train_tokens, &p->heldout_tokens);
   }
@@ -569,6 +571,10 @@ Command add_train_command(CLI::App& parent) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   opt("--corpus-tokens", args->corpus_tokens, "size of the built-in corpus", "T");
   opt("--doc-bytes", args->doc_bytes, "built-in document length, 0 = --seq / 2", "D");
+  opt("--doc-bytes-min", args->doc_bytes_min,
+      "0: every built-in document is --doc-bytes long; else lengths drawn log-uniformly between "
+      "this and --doc-bytes (with --pack-documents, short documents attend over few tokens)",
+      "D");
   opt("--corpus", args->corpus,
       "built-in corpus: facts (facts set at the top, asked in the second half) or recall (keys "
       "in upper case, \"set KQV5832.\" ... \"ask KQV5832.\", queries at every distance: "

@@ -1,5 +1,7 @@
 // The built-in long-range corpus (see data.hpp).
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <set>
 #include <string>
 #include <utility>
@@ -49,17 +51,23 @@ std::string filler_line(Rng& rng) {
 
 std::string recall_document(Rng& rng, std::int64_t bytes) {
   std::vector<std::pair<std::string, std::string>> table;
-  std::string doc = "record " + std::to_string(rng.below(100000)) + "\n";
+  // Digits appear only in values: a digit is then a clean cue for copying the next one.
+  std::string doc = "record\n";
   while (doc.size() < static_cast<std::size_t>(bytes)) {
     const std::uint64_t r = rng.below(16);
     if (r == 0 || table.empty()) {
       table.emplace_back(random_key(rng, 'A'), random_value(rng));
       doc += "set " + table.back().first + table.back().second + ".\n";
     } else if (r <= 10) {
-      const auto& [key, value] = table[rng.below(table.size())];
-      doc += "ask " + key + value + ".\n";
+      // Half the queries ask one of the last four facts (short distances, where a model first
+      // learns to copy), half any earlier fact of the document (every distance).
+      const std::size_t n = table.size();
+      const std::size_t recent = std::min<std::size_t>(n, 4);
+      const std::size_t i = rng.below(2) == 0 ? n - 1 - rng.below(recent) : rng.below(n);
+      doc += "ask " + table[i].first + table[i].second + ".\n";
     } else {
-      doc += filler_line(rng);
+      doc += std::string("the ") + pick(rng, kAdjectives) + " " + pick(rng, kNouns) + " " +
+             pick(rng, kVerbs) + " the " + pick(rng, kAdjectives) + " " + pick(rng, kNouns) + ".\n";
     }
   }
   return doc;
@@ -103,13 +111,23 @@ std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind) {
 }
 
 TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes,
-                            CorpusKind kind) {
+                            CorpusKind kind, std::int64_t doc_bytes_min) {
   if (tokens < 1) throw InvalidArgument("tokens", std::to_string(tokens), "must be >= 1");
+  if (doc_bytes_min < 0 || doc_bytes_min > doc_bytes) {
+    throw InvalidArgument("--doc-bytes-min", std::to_string(doc_bytes_min),
+                          "must be between 0 and --doc-bytes (" + std::to_string(doc_bytes) + ")");
+  }
   Rng rng(seed);
   TokenStream out;
   out.reserve(static_cast<std::size_t>(tokens + doc_bytes + 1024));
   while (static_cast<std::int64_t>(out.size()) < tokens) {
-    for (unsigned char c : generate_document(rng, doc_bytes, kind)) out.push_back(c);
+    std::int64_t bytes = doc_bytes;
+    if (doc_bytes_min > 0) {  // log-uniform in [doc_bytes_min, doc_bytes]
+      const double lo = std::log(static_cast<double>(doc_bytes_min));
+      const double hi = std::log(static_cast<double>(doc_bytes));
+      bytes = static_cast<std::int64_t>(std::exp(lo + (hi - lo) * rng.uniform()));
+    }
+    for (unsigned char c : generate_document(rng, bytes, kind)) out.push_back(c);
     out.push_back(kSeparator);
   }
   return out;

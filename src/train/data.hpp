@@ -24,12 +24,13 @@ enum class CorpusKind {
   // thousands of bytes after it was set, and the answer digits are ~2% of the tokens. The CPU
   // main job's corpus (docs/RESULTS.md, section 2).
   kFacts,
-  // "recall": built for a model to learn retrieval in a few thousand steps (docs/RESULTS.md,
-  // section 3). Keys are upper case, a case no other byte of the corpus uses, and the value
-  // follows the key directly ("set KQV5832." and "ask KQV5832."), so the first answer digit is
-  // predicted by the classic induction pattern (find the earlier key, copy what came after it).
-  // Line by line: a new fact (1 in 16), a query of a uniformly chosen earlier fact of the
-  // document (10 in 16: distances from one line to the whole document), or filler.
+  // "recall": built for a model to learn retrieval in few steps (docs/RESULTS.md, section 3).
+  // Keys are upper case and digits appear only in values, and the value follows the key
+  // directly ("set KQV5832." and "ask KQV5832."), so every answer digit is predicted by the
+  // classic induction pattern (find the earlier occurrence, copy what came after it). Line by
+  // line: a new fact (1 in 16), a query (10 in 16: half of one of the last four facts, half of
+  // any earlier fact of the document, so distances run from one line to the whole document), or
+  // a grammar sentence.
   kRecall,
 };
 // "facts" or "recall"; InvalidArgument naming "--corpus" otherwise.
@@ -38,9 +39,11 @@ const char* corpus_kind_name(CorpusKind kind);
 
 // One generated document of about `bytes` bytes (at least 256), without the separator.
 std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind = CorpusKind::kFacts);
-// Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens.
+// Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens. Each is
+// `doc_bytes` long, or with doc_bytes_min > 0 of a length drawn log-uniformly from
+// [doc_bytes_min, doc_bytes] (InvalidArgument naming "--doc-bytes-min" unless <= doc_bytes).
 TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes,
-                            CorpusKind kind = CorpusKind::kFacts);
+                            CorpusKind kind = CorpusKind::kFacts, std::int64_t doc_bytes_min = 0);
 
 // The long-range tokens of one packed sequence of the built-in corpus (either kind): the
 // positions i whose target is one of the four digits answering a query ("ask kqv: 5832." or

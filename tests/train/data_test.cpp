@@ -200,9 +200,32 @@ TEST(TrainData, RecallCorpusAsksEveryFactInTheUpperCaseFormat) {
   EXPECT_LT(facts.size(), lines / 8);
   EXPECT_GT(queries, lines / 2);
   EXPECT_EQ(upper, 3 * (facts.size() + queries));
+  // Digits appear only in the values.
+  EXPECT_EQ(std::count_if(doc.begin(), doc.end(), [](char c) { return c >= '0' && c <= '9'; }),
+            static_cast<std::ptrdiff_t>(4 * (facts.size() + queries)));
   EXPECT_EQ(parse_corpus_kind("recall"), CorpusKind::kRecall);
   EXPECT_EQ(parse_corpus_kind("facts"), CorpusKind::kFacts);
   EXPECT_THROW(parse_corpus_kind("news"), lighthouse::InvalidArgument);
+}
+
+TEST(TrainData, DocumentLengthsSpanTheRangeWithDocBytesMin) {
+  const TokenStream corpus = generate_corpus(400000, 3, 16000, CorpusKind::kRecall, 500);
+  std::vector<std::int64_t> lengths;
+  std::int64_t start = 0;
+  for (std::size_t i = 0; i < corpus.size(); ++i) {
+    if (corpus[i] == kSeparator) {
+      lengths.push_back(static_cast<std::int64_t>(i) - start);
+      start = static_cast<std::int64_t>(i) + 1;
+    }
+  }
+  ASSERT_GT(lengths.size(), 50u);
+  // A document ends with the line that reaches its drawn length (at most ~40 bytes more).
+  EXPECT_GE(*std::min_element(lengths.begin(), lengths.end()), 500);
+  EXPECT_LT(*std::max_element(lengths.begin(), lengths.end()), 16000 + 64);
+  EXPECT_LT(*std::min_element(lengths.begin(), lengths.end()), 1000);
+  EXPECT_GT(*std::max_element(lengths.begin(), lengths.end()), 8000);
+  EXPECT_THROW(generate_corpus(1000, 3, 1000, CorpusKind::kRecall, 2000),
+               lighthouse::InvalidArgument);
 }
 
 TEST(TrainData, RecallPositionsReadTheRecallFormat) {
