@@ -439,13 +439,16 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   EXPECT_EQ(c["model"]["hidden"], 1536);
   EXPECT_EQ(c["lighthouse"]["topk"], 1536);
   EXPECT_EQ(c["device"]["recompute"], "none");  // the preset's recompute is for the GPU
-  // The GPU main job: 64K context, 80/20 split, the last layer dense in stage 1.
+  // The GPU main job: 32K context on the recall corpus, 80/20 split, the last layer dense in
+  // stage 1.
   r = run("--preset gpu-main --device cpu --dry-run");
   ASSERT_EQ(r.status, 0) << r.err;
   c = dry_run_config(r.out);
-  EXPECT_EQ(c["seq"], 65536);
-  EXPECT_EQ(c["stage1_steps"], 600);
-  EXPECT_EQ(c["stage2_steps"], 150);
+  EXPECT_EQ(c["seq"], 32768);
+  EXPECT_EQ(c["data"], "built-in recall");
+  EXPECT_EQ(c["model"]["dim"], 256);
+  EXPECT_EQ(c["stage1_steps"], 2000);
+  EXPECT_EQ(c["stage2_steps"], 500);
   EXPECT_EQ(c["dense_layers"], nlohmann::json({3}));
   // Flags on the command line and in --config override the preset.
   r = run("--preset gpu-8x1024 --layers 2 --seq 64k --device cpu --dry-run");
