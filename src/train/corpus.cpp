@@ -27,12 +27,6 @@ const char* pick(Rng& rng, const std::array<const char*, N>& words) {
   return words[rng.below(N)];
 }
 
-std::string random_key(Rng& rng, char first = 'a') {
-  std::string key(3, first);
-  for (char& c : key) c = static_cast<char>(first + rng.below(26));
-  return key;
-}
-
 std::string random_value(Rng& rng) {
   return std::to_string(1000 + rng.below(9000));
 }
@@ -61,7 +55,7 @@ std::string recall_document(Rng& rng, std::int64_t bytes) {
   while (doc.size() < static_cast<std::size_t>(bytes)) {
     const std::uint64_t r = rng.below(16);
     if (r == 0 || table.empty()) {
-      table.emplace_back(random_key(rng, 'A'), random_value(rng));
+      table.emplace_back(random_key(rng, CorpusKind::kRecall), random_value(rng));
       doc += "set " + table.back().first + table.back().second + ".\n";
     } else if (r <= 10) {
       // Half the queries ask one of the last four facts (short distances, where a model first
@@ -78,6 +72,13 @@ std::string recall_document(Rng& rng, std::int64_t bytes) {
 }
 
 }  // namespace
+
+std::string random_key(Rng& rng, CorpusKind kind) {
+  const char first = kind == CorpusKind::kRecall ? 'A' : 'a';
+  std::string key(3, first);
+  for (char& c : key) c = static_cast<char>(first + rng.below(26));
+  return key;
+}
 
 CorpusKind parse_corpus_kind(const std::string& name) {
   if (name == "facts") return CorpusKind::kFacts;
@@ -97,7 +98,7 @@ std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind) {
   std::vector<std::pair<std::string, std::string>> table;
   std::string doc = "record " + std::to_string(rng.below(100000)) + "\n";
   for (std::int64_t i = 0; i < facts; ++i) {
-    table.emplace_back(random_key(rng), random_value(rng));
+    table.emplace_back(random_key(rng, CorpusKind::kFacts), random_value(rng));
     doc += "set " + table.back().first + " = " + table.back().second + ".\n";
   }
   // Filler first, so queries sit far from the definitions; then filler with queries mixed in.

@@ -37,6 +37,9 @@ enum class CorpusKind {
 CorpusKind parse_corpus_kind(const std::string& name);
 const char* corpus_kind_name(CorpusKind kind);
 
+// A fact's key: three random letters, lower case for "facts", upper case for "recall".
+std::string random_key(Rng& rng, CorpusKind kind);
+
 // One generated document of about `bytes` bytes (at least 256), without the separator.
 std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind = CorpusKind::kFacts);
 // Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens. Each is

@@ -36,8 +36,7 @@ std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double
                                            int* digit, CorpusKind kind) {
   if (length < 64) throw InvalidArgument("passkey length", std::to_string(length), "must be >= 64");
   const bool recall = kind == CorpusKind::kRecall;
-  std::string key(3, recall ? 'A' : 'a');
-  for (char& c : key) c = static_cast<char>(c + rng.below(26));
+  const std::string key = random_key(rng, kind);
   *digit = static_cast<int>(rng.below(10));
   std::string needle = "set " + key + (recall ? "" : " = ") + std::to_string(*digit);
   for (int i = 0; i < 3; ++i) needle += static_cast<char>('0' + rng.below(10));
