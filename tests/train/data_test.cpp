@@ -135,6 +135,15 @@ void pack(const std::string& text, std::vector<std::int32_t>* in, std::vector<st
   }
 }
 
+// The answers the two recall-position texts below expect: the four digits before `marker` (the
+// one query whose fact is in the same document) and the last two of the sequence (a query cut
+// after two digits). Answer digits are targets: position i predicts character i + 1.
+std::vector<std::int64_t> expected_answers(const std::string& text, const std::string& marker) {
+  const auto first = static_cast<std::int64_t>(text.find(marker));
+  const auto seq = static_cast<std::int64_t>(text.size()) - 1;
+  return {first - 1, first, first + 1, first + 2, seq - 2, seq - 1};
+}
+
 TEST(TrainData, RecallPositionsAreTheAnswersWhoseFactIsInTheSequence) {
   // "ask abc" has its fact in the sequence; "ask xyz" was set in the previous document; "ask
   // qqq" never; the last "ask abc" is cut after two digits.
@@ -144,12 +153,9 @@ TEST(TrainData, RecallPositionsAreTheAnswersWhoseFactIsInTheSequence) {
   std::vector<std::int32_t> in, tg;
   pack(text, &in, &tg);
   const auto seq = static_cast<std::int64_t>(in.size());
-  const auto first = static_cast<std::int64_t>(text.find("4821.\nask xyz"));
-  ASSERT_EQ(first, 51);
-  // Answer digits are targets: position i predicts character i + 1.
-  const std::vector<std::int64_t> want = {first - 1, first, first + 1, first + 2, seq - 2, seq - 1};
+  ASSERT_EQ(text.find("4821.\nask xyz"), 51u);
   const auto got = lighthouse::train::recall_positions(in.data(), tg.data(), seq);
-  EXPECT_EQ(got, want);
+  EXPECT_EQ(got, expected_answers(text, "4821.\nask xyz"));
   for (std::int64_t i : got) {
     EXPECT_GE(tg[static_cast<std::size_t>(i)], '0');
     EXPECT_LE(tg[static_cast<std::size_t>(i)], '9');
@@ -237,9 +243,8 @@ TEST(TrainData, RecallPositionsReadTheRecallFormat) {
   std::vector<std::int32_t> in, tg;
   pack(text, &in, &tg);
   const auto seq = static_cast<std::int64_t>(in.size());
-  const auto first = static_cast<std::int64_t>(text.find("4821.\nask XYZ"));
-  const std::vector<std::int64_t> want = {first - 1, first, first + 1, first + 2, seq - 2, seq - 1};
-  EXPECT_EQ(lighthouse::train::recall_positions(in.data(), tg.data(), seq), want);
+  EXPECT_EQ(lighthouse::train::recall_positions(in.data(), tg.data(), seq),
+            expected_answers(text, "4821.\nask XYZ"));
   const TokenStream corpus = generate_corpus(8000, 5, 2000, CorpusKind::kRecall);
   // Most of the ~10 in 16 query lines of a sequence find their fact in it.
   EXPECT_GT(lighthouse::train::recall_positions(corpus.data(), corpus.data() + 1, 4000).size(),
