@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -46,11 +45,7 @@ TEST_P(CudaMatchesCpu, IndicesOutputsAndGradients) {
   if (!cpu_available()) GTEST_SKIP() << "no CPU backend in this build";
   const Case& c = GetParam();
   const Inputs in = random_inputs(c.shape, 1234);
-  const Outputs gpu = run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c));
-  const Outputs cpu = run(in, lh::Device::kCPU, lh::DType::kFloat32, config_of(c));
-  ASSERT_EQ(gpu.indices, cpu.indices)
-      << "first difference " << first_difference(gpu.indices, cpu.indices);
-  expect_close(gpu, cpu, 1e-5, name_of(c));
+  expect_gpu_matches_cpu(in, config_of(c), true, name_of(c));
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, CudaMatchesCpu, ::testing::ValuesIn(fp32_cases()),
@@ -62,20 +57,9 @@ TEST(CudaBackend, TiedScoresSelectLikeCpu) {
   if (!cpu_available()) GTEST_SKIP() << "no CPU backend in this build";
   const Case c{{2, 4096, 2, 64}, 3, 4, 128};
   for (int mode = 0; mode < 2; ++mode) {
-    Inputs in = random_inputs(c.shape, 99);
-    std::mt19937 gen(7 + mode);
-    std::uniform_int_distribution<int> pick(-1, 1);
-    for (auto* x : {&in.q, &in.k}) {
-      // mode 0: entries in {-1, 0, 1} (few distinct norms); mode 1: +-1 (all norms equal)
-      for (float& f : *x) f = mode == 0 ? static_cast<float>(pick(gen)) : (f < 0 ? -1.f : 1.f);
-    }
+    const Inputs in = tied_inputs(c.shape, mode, 99, 7 + mode);
     const Outputs gpu =
-        run(in, lh::Device::kCUDA, lh::DType::kFloat32, config_of(c), {.backward = false});
-    const Outputs cpu =
-        run(in, lh::Device::kCPU, lh::DType::kFloat32, config_of(c), {.backward = false});
-    EXPECT_EQ(gpu.indices, cpu.indices)
-        << "mode " << mode << ", first difference " << first_difference(gpu.indices, cpu.indices);
-    // The host restatement of the rule agrees as well.
+        expect_gpu_matches_cpu(in, config_of(c), false, "mode " + std::to_string(mode));
     EXPECT_EQ(gpu.indices, reference_indices(in, config_of(c))) << "mode " << mode;
   }
 }

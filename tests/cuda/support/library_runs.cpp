@@ -264,4 +264,45 @@ std::string name_of(const Case& c) {
   return os.str();
 }
 
+const std::vector<Case>& selection_size_classes() {
+  static const std::vector<Case> cases = {
+      {{2, 1024, 3, 64}, 2, 2, 256}, {{2, 4096, 2, 128}, 3, 4, 128},
+      {{1, 4096, 2, 64}, 4, 2, 256}, {{2, 2048, 2, 128}, 2, 8, 128},
+      {{1, 8192, 2, 64}, 3, 8, 128}, {{1, 32768, 2, 64}, 3, 16, 128},
+      {{2, 2048, 3, 20}, 2, 4, 128}, {{1, 16384, 1, 32}, 2, 8, 128},
+      {{1, 65536, 1, 8}, 2, 2, 128},
+  };
+  return cases;
+}
+
+Outputs expect_gpu_matches_cpu(const Inputs& in, const Config& cfg, bool backward,
+                               const std::string& what) {
+  const Outputs gpu = run(in, Device::kCUDA, DType::kFloat32, cfg, {.backward = backward});
+  const Outputs cpu = run(in, Device::kCPU, DType::kFloat32, cfg, {.backward = backward});
+  EXPECT_EQ(gpu.indices, cpu.indices)
+      << what << ": first difference " << first_difference(gpu.indices, cpu.indices);
+  // Other selections give other outputs: their distance says nothing more.
+  if (backward && gpu.indices == cpu.indices) expect_close(gpu, cpu, 1e-5, what);
+  return gpu;
+}
+
+void expect_bf16_selects_like_cpu(const Inputs& in, const Config& cfg) {
+  Inputs rounded = in;
+  round_inputs(rounded, DType::kBFloat16);
+  const Outputs gpu = run(rounded, Device::kCUDA, DType::kBFloat16, cfg, {.backward = false});
+  const Outputs cpu = run(rounded, Device::kCPU, DType::kFloat32, cfg, {.backward = false});
+  EXPECT_EQ(gpu.indices, cpu.indices)
+      << "bf16, first difference " << first_difference(gpu.indices, cpu.indices);
+}
+
+Inputs tied_inputs(Shape s, int mode, std::uint32_t seed, std::uint32_t tie_seed) {
+  Inputs in = random_inputs(s, seed);
+  std::mt19937 gen(tie_seed);
+  std::uniform_int_distribution<int> pick(-1, 1);
+  for (auto* x : {&in.q, &in.k}) {
+    for (float& f : *x) f = mode == 0 ? static_cast<float>(pick(gen)) : (f < 0 ? -1.f : 1.f);
+  }
+  return in;
+}
+
 }  // namespace lighthouse::testing

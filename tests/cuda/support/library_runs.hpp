@@ -78,4 +78,24 @@ Config config_of(const Case& c);
 Config causal_of(const Case& c);  // the same with selection = causal (docs/SPEC.md)
 std::string name_of(const Case& c);
 
+// The selection kernels' size classes, shared by the causal and stride suites: small candidate
+// lists, a coarsest level of 2048 (staged keys) and of 32768 (two rounds of 16384 eligibility
+// bits), p = 2..16, 2..4 levels, several tiles, B, H > 1, a head dim of 20, N up to 65536.
+const std::vector<Case>& selection_size_classes();
+
+// The GPU's fp32 run against the CPU backend's on the same inputs: the same indices (else a
+// failure naming the first difference) and, with `backward`, outputs and gradients to float32
+// rounding (without it, indices only). Returns the GPU's outputs.
+Outputs expect_gpu_matches_cpu(const Inputs& in, const Config& cfg, bool backward,
+                               const std::string& what);
+
+// On `in` rounded to bf16, the GPU's bf16 run selects what the CPU's fp32 run selects on the same
+// rounded values (indices only).
+void expect_bf16_selects_like_cpu(const Inputs& in, const Config& cfg);
+
+// Inputs with many equal scores, for the tie rule: random_inputs(s, seed) with q and k replaced,
+// mode 0 by entries in {-1, 0, 1} (few distinct norms), mode 1 by the signs (all norms equal),
+// drawn from tie_seed.
+Inputs tied_inputs(Shape s, int mode, std::uint32_t seed, std::uint32_t tie_seed);
+
 }  // namespace lighthouse::testing
