@@ -31,12 +31,6 @@ std::string random_value(Rng& rng) {
   return std::to_string(1000 + rng.below(9000));
 }
 
-// A sentence of the tiny grammar.
-std::string sentence_line(Rng& rng) {
-  return std::string("the ") + pick(rng, kAdjectives) + " " + pick(rng, kNouns) + " " +
-         pick(rng, kVerbs) + " the " + pick(rng, kAdjectives) + " " + pick(rng, kNouns) + ".\n";
-}
-
 // Locally predictable filler: a counting run or a sentence of the tiny grammar.
 std::string filler_line(Rng& rng) {
   if (rng.below(3) == 0) {
@@ -45,7 +39,7 @@ std::string filler_line(Rng& rng) {
     for (std::uint64_t i = 0; i < 6; ++i) line += std::to_string(start + i) + (i < 5 ? " " : ".\n");
     return line;
   }
-  return sentence_line(rng);
+  return grammar_sentence(rng);
 }
 
 std::string recall_document(Rng& rng, std::int64_t bytes) {
@@ -65,13 +59,18 @@ std::string recall_document(Rng& rng, std::int64_t bytes) {
       const std::size_t i = rng.below(2) == 0 ? n - 1 - rng.below(recent) : rng.below(n);
       doc += "ask " + table[i].first + table[i].second + ".\n";
     } else {
-      doc += sentence_line(rng);  // no counting runs: they would put digits outside the values
+      doc += grammar_sentence(rng);  // no counting runs: they would put digits outside the values
     }
   }
   return doc;
 }
 
 }  // namespace
+
+std::string grammar_sentence(Rng& rng) {
+  return std::string("the ") + pick(rng, kAdjectives) + " " + pick(rng, kNouns) + " " +
+         pick(rng, kVerbs) + " the " + pick(rng, kAdjectives) + " " + pick(rng, kNouns) + ".\n";
+}
 
 std::string random_key(Rng& rng, CorpusKind kind) {
   const char first = kind == CorpusKind::kRecall ? 'A' : 'a';

@@ -37,6 +37,10 @@ enum class CorpusKind {
 CorpusKind parse_corpus_kind(const std::string& name);
 const char* corpus_kind_name(CorpusKind kind);
 
+// A line of the built-in corpora's tiny grammar ("the red fox sees the old dog.\n"): lower-case
+// letters, spaces, a period and a newline only.
+std::string grammar_sentence(Rng& rng);
+
 // A fact's key: three random letters, lower case for "facts", upper case for "recall".
 std::string random_key(Rng& rng, CorpusKind kind);
 

@@ -32,20 +32,30 @@ void append(std::vector<std::int32_t>& out, const std::string& text) {
 
 }  // namespace
 
-std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth,
-                                           int* digit, CorpusKind kind) {
+std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth, int* digit,
+                                           CorpusKind kind) {
   if (length < 64) throw InvalidArgument("passkey length", std::to_string(length), "must be >= 64");
   const bool recall = kind == CorpusKind::kRecall;
   const std::string key = random_key(rng, kind);
   *digit = static_cast<int>(rng.below(10));
-  std::string needle = "set " + key + (recall ? "" : " = ") + std::to_string(*digit);
+  // recall: the needle is a line of its own, as the corpus's facts are.
+  std::string needle =
+      (recall ? "\nset " : "set ") + key + (recall ? "" : " = ") + std::to_string(*digit);
   for (int i = 0; i < 3; ++i) needle += static_cast<char>('0' + rng.below(10));
   needle += ".\n";
   const std::string query = "\nask " + key + (recall ? "" : ": ");
   const auto filler = length - static_cast<std::int64_t>(needle.size() + query.size());
   const auto at = static_cast<std::int64_t>(std::floor(std::clamp(depth, 0.0, 1.0) * filler));
-  // Random filler: lowercase letters, spaces and newlines, with no digits or '=' to mislead.
+  // No digits or upper-case letters to mislead. facts: random letters, spaces and newlines.
+  // recall: the corpus's own grammar sentences (cut at the needle and the query), so the probe
+  // asks what the corpus's queries ask, at a chosen distance, in text the model has seen.
   auto fill = [&](std::vector<std::int32_t>& out, std::int64_t n) {
+    if (recall) {
+      std::string text;
+      while (static_cast<std::int64_t>(text.size()) < n) text += grammar_sentence(rng);
+      out.insert(out.end(), text.begin(), text.begin() + n);
+      return;
+    }
     for (std::int64_t i = 0; i < n; ++i) {
       const std::uint64_t r = rng.below(32);
       out.push_back(r < 26 ? 'a' + static_cast<int>(r) : r < 31 ? ' ' : '\n');

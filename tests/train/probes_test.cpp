@@ -35,21 +35,33 @@ TEST(Passkey, SequenceHidesTheDigitAtTheDepthAndEndsWithTheQuery) {
   EXPECT_THROW(passkey_sequence(rng, 32, 0.5, nullptr), lighthouse::InvalidArgument);
 }
 
-TEST(Passkey, RecallFormatHasTheUpperCaseKeyBeforeTheDigits) {
+TEST(Passkey, RecallFormatHidesTheFactInTheCorpussOwnSentences) {
   Rng rng(6);
-  int digit = -1;
-  const auto seq = passkey_sequence(rng, 200, 0.3, &digit, CorpusKind::kRecall);
-  ASSERT_EQ(seq.size(), 200u);
-  const std::string text(seq.begin(), seq.end());
-  const auto at = text.find("set ");
-  ASSERT_NE(at, std::string::npos);
-  const std::string key = text.substr(at + 4, 3);
-  for (char c : key) EXPECT_TRUE(c >= 'A' && c <= 'Z') << key;
-  EXPECT_EQ(text[at + 7], '0' + digit);
-  EXPECT_EQ(text.substr(200 - 8), "\nask " + key);
-  // The key's upper-case letters appear only in the needle and the query.
-  EXPECT_EQ(std::count_if(text.begin(), text.end(), [](char c) { return c >= 'A' && c <= 'Z'; }), 6);
-  EXPECT_NEAR(static_cast<double>(at), 0.3 * (200 - 13 - 8), 1.0);
+  for (double depth : {0.0, 0.3, 1.0}) {
+    int digit = -1;
+    const auto seq = passkey_sequence(rng, 200, depth, &digit, CorpusKind::kRecall);
+    ASSERT_EQ(seq.size(), 200u);
+    const std::string text(seq.begin(), seq.end());
+    const auto at = text.find("\nset ");
+    ASSERT_NE(at, std::string::npos);
+    const std::string key = text.substr(at + 5, 3);
+    for (char c : key) EXPECT_TRUE(c >= 'A' && c <= 'Z') << key;
+    EXPECT_EQ(text[at + 8], '0' + digit);
+    EXPECT_EQ(text.substr(200 - 8), "\nask " + key);
+    // The key's upper-case letters and the value's digits appear only in the needle and the
+    // query; the filler is grammar text.
+    EXPECT_EQ(std::count_if(text.begin(), text.end(), [](char c) { return c >= 'A' && c <= 'Z'; }),
+              6);
+    EXPECT_EQ(std::count_if(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
+              4);
+    const std::string filler = text.substr(0, at) + text.substr(at + 14, 200 - 8 - at - 14);
+    EXPECT_TRUE(std::all_of(filler.begin(), filler.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || c == ' ' || c == '.' || c == '\n';
+    })) << filler;
+    if (depth > 0) EXPECT_EQ(text.substr(0, 4), "the ");
+    // needle "\nset KQV1234.\n" (14), query "\nask KQV" (8)
+    EXPECT_NEAR(static_cast<double>(at), depth * (200 - 14 - 8), 1.0) << depth;
+  }
 }
 
 TEST(Passkey, EvaluationCountsEveryCellAndRestoresTheAttention) {
