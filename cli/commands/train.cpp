@@ -69,7 +69,7 @@ struct TrainArgs {
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05", corpus = "facts",
               doc_bytes_min = "0";
   std::string metrics, threads = "0", sgemm_size = "1024";
-  std::string save, save_every = "0", resume, config, dump_batches;
+  std::string save, save_every = "0", resume, init_from, config, dump_batches;
   bool save_initial = false;
   bool leak_probe = false, compare = false;
   std::string compare_dir = "compare", arms = "dense,original,causal";
@@ -280,6 +280,7 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
   o.save_every = parse_int("--save-every", a.save_every, 0, 1 << 30);
   o.save_initial = a.save_initial;
   o.resume = a.resume;
+  o.init_from = a.init_from;
   o.leak_probe = a.leak_probe;
   o.leak_samples = parse_int32("--leak-samples", a.leak_samples, 2, 1 << 20);
   o.passkey_trials = parse_int32("--passkey-trials", a.passkey_trials, 0, 1 << 20);
@@ -291,6 +292,10 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
   }
   if (o.save_initial && a.save.empty()) {
     reject("--save-initial", "true", "needs --save DIR (where the checkpoints go)");
+  }
+  if (!a.init_from.empty() && !a.resume.empty()) {
+    reject("--init-from", a.init_from,
+           "cannot be combined with --resume (which restores the whole run, weights included)");
   }
   const DeviceChoice device = resolve_device(a, o.config);
   o.device = device.setup;
@@ -307,9 +312,9 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
     std::int64_t doc_bytes = parse_int("--doc-bytes", a.doc_bytes, 0, 1ll << 30);
     if (doc_bytes == 0) doc_bytes = std::max<std::int64_t>(o.config.seq / 2, 256);
     const std::int64_t doc_min = parse_int("--doc-bytes-min", a.doc_bytes_min, 0, doc_bytes);
-    train::split_heldout(train::generate_corpus(tokens, o.config.seed, doc_bytes, o.corpus, doc_min),
-                         heldout_fraction,
-                         &p->train_tokens, &p->heldout_tokens);
+    train::split_heldout(
+        train::generate_corpus(tokens, o.config.seed, doc_bytes, o.corpus, doc_min),
+        heldout_fraction, &p->train_tokens, &p->heldout_tokens);
   }
   o.train = &p->train_tokens;
   o.heldout = &p->heldout_tokens;
@@ -601,6 +606,12 @@ Command add_train_command(CLI::App& parent) {
                   "continue bit-exactly from a checkpoint folder, or the latest under DIR; the "
                   "model, data and --seq/--batch/--accum/--stage1-steps must match (the device "
                   "need not)")
+      ->type_name("DIR");
+  app->add_option("--init-from", args->init_from,
+                  "start from the weights of a checkpoint folder (or the latest under DIR) with a "
+                  "fresh optimizer, step 0 and this run's own --seq/--batch/schedule: e.g. a "
+                  "model trained at a short context continued at a long one, or every --compare "
+                  "arm from one warm start; the model's shape must match")
       ->type_name("DIR");
   app->add_option("--dump-batches", args->dump_batches,
                   "write every step's token batches to FILE (.npy, int32 [steps, accum, 2, "

@@ -254,19 +254,16 @@ std::string resolve_checkpoint(const std::string& path) {
   return (p / best).string();
 }
 
-std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder) {
-  const fs::path dir(folder);
-  const std::string state_file = (dir / "state.json").string();
+namespace {
+
+// state.json, parsed, of the right format and version, its own checksum verified.
+nlohmann::json read_state(const std::string& state_file) {
   nlohmann::json state;
   try {
     state = nlohmann::json::parse(read_all(state_file));
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(state_file, std::string("corrupt or truncated JSON: ") + e.what());
   }
-  const TrainConfig& c = trainer.config();
-  std::int64_t step = 0;
-  std::uint64_t rng_state = 0, position = 0;
-  std::map<std::string, std::string> files;  // name -> bytes
   try {
     if (!state.is_object() || state.value("format", "") != kFormat) {
       throw CheckpointError(state_file, "is not a lighthouse train checkpoint");
@@ -280,22 +277,64 @@ std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder) {
     if (state_checksum(state) != want) {
       throw CheckpointError(state_file, "checksum mismatch (the file was modified or corrupted)");
     }
-    for (const char* name : {"model.safetensors", "optimizer.safetensors"}) {
-      const std::string file = (dir / name).string();
-      std::string bytes = read_all(file);
-      const nlohmann::json& entry = state.at("files").at(name);
-      const auto size = entry.at("bytes").get<std::uint64_t>();
-      if (bytes.size() != size) {
-        throw CheckpointError(file, "truncated or extended: " + std::to_string(bytes.size()) +
-                                        " bytes, the checkpoint recorded " + std::to_string(size));
-      }
-      const std::string got = hex64(fnv64(bytes.data(), bytes.size()));
-      if (got != entry.at("fnv64").get<std::string>()) {
-        throw CheckpointError(file, "checksum mismatch: FNV-64 " + got + ", recorded " +
-                                        entry.at("fnv64").get<std::string>() + " (corrupted)");
-      }
-      files[name] = std::move(bytes);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(state_file, std::string("missing or malformed field: ") + e.what());
+  }
+  return state;
+}
+
+// One of the folder's files, its size and FNV-64 checked against state.json's record.
+std::string read_recorded_file(const fs::path& dir, const nlohmann::json& state, const char* name) {
+  const std::string file = (dir / name).string();
+  std::string bytes = read_all(file);
+  try {
+    const nlohmann::json& entry = state.at("files").at(name);
+    const auto size = entry.at("bytes").get<std::uint64_t>();
+    if (bytes.size() != size) {
+      throw CheckpointError(file, "truncated or extended: " + std::to_string(bytes.size()) +
+                                      " bytes, the checkpoint recorded " + std::to_string(size));
     }
+    const std::string got = hex64(fnv64(bytes.data(), bytes.size()));
+    if (got != entry.at("fnv64").get<std::string>()) {
+      throw CheckpointError(file, "checksum mismatch: FNV-64 " + got + ", recorded " +
+                                      entry.at("fnv64").get<std::string>() + " (corrupted)");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError((dir / "state.json").string(),
+                          std::string("missing or malformed field: ") + e.what());
+  }
+  return bytes;
+}
+
+// The weights' model config equals `config` (else the field, both values and the first tensor
+// whose shape differs).
+void check_model_config(const SafetensorsFile& weights, const std::string& model_file,
+                        const ModelConfig& config, const LanguageModel& model) {
+  for (const auto& [key, value] : model_metadata(config)) {
+    const auto it = weights.metadata.find(key);
+    const std::string saved = it == weights.metadata.end() ? "(missing)" : it->second;
+    if (saved != value) {
+      throw CheckpointError(model_file, "model config differs: " + key + " = " + saved +
+                                            " in the checkpoint, " + value + " in this run" +
+                                            first_shape_difference(weights, model));
+    }
+  }
+}
+
+}  // namespace
+
+std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder) {
+  const fs::path dir(folder);
+  const std::string state_file = (dir / "state.json").string();
+  const nlohmann::json state = read_state(state_file);
+  const TrainConfig& c = trainer.config();
+  std::int64_t step = 0;
+  std::uint64_t rng_state = 0, position = 0;
+  std::map<std::string, std::string> files;  // name -> bytes
+  for (const char* name : {"model.safetensors", "optimizer.safetensors"}) {
+    files[name] = read_recorded_file(dir, state, name);
+  }
+  try {
     const nlohmann::json& run = state.at("run");
     auto same = [&](const char* key, std::int64_t have) {
       const auto saved = run.at(key).get<std::int64_t>();
@@ -341,16 +380,7 @@ std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder) {
       decode_safetensors(model_file, std::move(files["model.safetensors"]));
   const SafetensorsFile moments =
       decode_safetensors(opt_file, std::move(files["optimizer.safetensors"]));
-  const auto want = model_metadata(c.model);
-  for (const auto& [key, value] : want) {
-    const auto it = weights.metadata.find(key);
-    const std::string saved = it == weights.metadata.end() ? "(missing)" : it->second;
-    if (saved != value) {
-      throw CheckpointError(model_file, "model config differs: " + key + " = " + saved +
-                                            " in the checkpoint, " + value + " in this run" +
-                                            first_shape_difference(weights, trainer.model()));
-    }
-  }
+  check_model_config(weights, model_file, c.model, trainer.model());
   LanguageModel& model = trainer.model();
   const std::size_t expected = 2 * model.params().size();
   if (moments.tensors.size() != expected) {
@@ -374,6 +404,21 @@ std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder) {
   trainer.rng().set_state(rng_state);
   trainer.restore(step, position);
   return step;
+}
+
+void load_weights(LanguageModel& model, const ModelConfig& config, const std::string& folder) {
+  const fs::path dir(folder);
+  const nlohmann::json state = read_state((dir / "state.json").string());
+  const std::string model_file = (dir / "model.safetensors").string();
+  const SafetensorsFile weights =
+      decode_safetensors(model_file, read_recorded_file(dir, state, "model.safetensors"));
+  check_model_config(weights, model_file, config, model);
+  std::vector<std::vector<float>> values;
+  for (const ParamInfo& p : model.params()) {
+    values.emplace_back(static_cast<std::size_t>(p.numel()));
+    weights.read(model_file, p.name, p.shape, values.back().data());
+  }
+  model.write_params(values);
 }
 
 }  // namespace lighthouse::train

@@ -36,4 +36,10 @@ std::string resolve_checkpoint(const std::string& path);
 // Restores weights, optimizer, RNG, data position and step from the folder; returns the step.
 std::int64_t load_checkpoint(Trainer& trainer, const std::string& folder);
 
+// Only the weights of the checkpoint folder, into `model` (whose config is `config`): every
+// checksum and the model config checked as load_checkpoint does, nothing else read or required
+// (not the run's shape, data, optimizer or step). A run that starts from them (--init-from) has
+// a fresh optimizer, step 0 and its own --seq, --batch and schedule.
+void load_weights(LanguageModel& model, const ModelConfig& config, const std::string& folder);
+
 }  // namespace lighthouse::train

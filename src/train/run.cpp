@@ -51,53 +51,52 @@ const char* decay_name(Decay d) {
 nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
   const TrainConfig& c = o.config;
   nlohmann::json dense = c.dense_layers ? nlohmann::json(*c.dense_layers) : nlohmann::json();
-  nlohmann::json j = {
-      {"type", "config"},
-      {"model",
-       {{"dim", c.model.dim},
-        {"layers", c.model.layers},
-        {"heads", c.model.heads},
-        {"kv_heads", c.model.kv_head_count()},
-        {"hidden", c.model.ffn()},
-        {"init_std", c.model.init_std},
-        {"tied", c.model.tied},
-        {"vocab", c.model.vocab},
-        {"pack_documents", c.model.pack_documents},
-        {"parameters", parameters}}},
-      {"seq", c.seq},
-      {"batch", c.batch},
-      {"accum", c.accum},
-      {"stage1_steps", c.stage1_steps},
-      {"stage2_steps", c.stage2_steps},
-      {"lighthouse",
-       {{"levels", c.lighthouse.levels},
-        {"pool", c.lighthouse.pool},
-        {"topk", c.lighthouse.topk},
-        {"selection", selection_name(c.lighthouse.selection)},
-        {"scorer", scorer_name(c.lighthouse.scorer)},
-        {"dilation", c.lighthouse.dilation}}},
-      {"dense_layers", dense},
-      {"lr", c.schedule.lr},
-      {"min_lr_ratio", c.schedule.min_ratio},
-      {"warmup", c.schedule.warmup},
-      {"decay", decay_name(c.schedule.decay)},
-      {"cooldown", c.schedule.cooldown},
-      {"weight_decay", c.adamw.weight_decay},
-      {"betas", {c.adamw.beta1, c.adamw.beta2}},
-      {"eps", c.adamw.eps},
-      {"grad_clip", c.grad_clip},
-      {"seed", c.seed},
-      {"cp", c.cp},
-      {"dp", c.dp},
-      {"data", o.data_files.empty() ? nlohmann::json(std::string("built-in ") +
-                                                      corpus_kind_name(o.corpus))
-                                    : nlohmann::json(o.data_files)},
-      {"device",
-       {{"kind", o.device.kind},
-        {"name", o.device.name},
-        {"precision", o.device.precision},
-        {"recompute", o.device.recompute},
-        {"deterministic", o.device.deterministic}}}};
+  nlohmann::json j = {{"type", "config"},
+                      {"model",
+                       {{"dim", c.model.dim},
+                        {"layers", c.model.layers},
+                        {"heads", c.model.heads},
+                        {"kv_heads", c.model.kv_head_count()},
+                        {"hidden", c.model.ffn()},
+                        {"init_std", c.model.init_std},
+                        {"tied", c.model.tied},
+                        {"vocab", c.model.vocab},
+                        {"pack_documents", c.model.pack_documents},
+                        {"parameters", parameters}}},
+                      {"seq", c.seq},
+                      {"batch", c.batch},
+                      {"accum", c.accum},
+                      {"stage1_steps", c.stage1_steps},
+                      {"stage2_steps", c.stage2_steps},
+                      {"lighthouse",
+                       {{"levels", c.lighthouse.levels},
+                        {"pool", c.lighthouse.pool},
+                        {"topk", c.lighthouse.topk},
+                        {"selection", selection_name(c.lighthouse.selection)},
+                        {"scorer", scorer_name(c.lighthouse.scorer)},
+                        {"dilation", c.lighthouse.dilation}}},
+                      {"dense_layers", dense},
+                      {"lr", c.schedule.lr},
+                      {"min_lr_ratio", c.schedule.min_ratio},
+                      {"warmup", c.schedule.warmup},
+                      {"decay", decay_name(c.schedule.decay)},
+                      {"cooldown", c.schedule.cooldown},
+                      {"weight_decay", c.adamw.weight_decay},
+                      {"betas", {c.adamw.beta1, c.adamw.beta2}},
+                      {"eps", c.adamw.eps},
+                      {"grad_clip", c.grad_clip},
+                      {"seed", c.seed},
+                      {"cp", c.cp},
+                      {"dp", c.dp},
+                      {"data", o.data_files.empty() ? nlohmann::json(std::string("built-in ") +
+                                                                     corpus_kind_name(o.corpus))
+                                                    : nlohmann::json(o.data_files)},
+                      {"device",
+                       {{"kind", o.device.kind},
+                        {"name", o.device.name},
+                        {"precision", o.device.precision},
+                        {"recompute", o.device.recompute},
+                        {"deterministic", o.device.deterministic}}}};
   if (o.peak) j["peak"] = {{"tflops", o.peak->flops / 1e12}, {"source", o.peak->source}};
   return j;
 }
@@ -203,6 +202,10 @@ void check(const RunOptions& o) {
                           o.save_every > 0 ? std::to_string(o.save_every) : "true",
                           "needs --save DIR (where the checkpoints go)");
   }
+  if (!o.init_from.empty() && !o.resume.empty()) {
+    throw InvalidArgument("init_from", o.init_from,
+                          "cannot be combined with --resume (which restores the whole run)");
+  }
   if (o.leak_samples < 2) {
     throw InvalidArgument("leak_samples", std::to_string(o.leak_samples), "must be >= 2");
   }
@@ -278,6 +281,10 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
     start.resumed_folder = resolve_checkpoint(o.resume);
     start.resumed_from = load_checkpoint(trainer, start.resumed_folder);
   }
+  if (!o.init_from.empty()) {
+    start.init_folder = resolve_checkpoint(o.init_from);
+    load_weights(model, config.model, start.init_folder);
+  }
   if (lead && !o.dump_batches.empty()) {
     // Data parallelism: the whole world's batches (D * batch sequences, one group's run's).
     TrainConfig whole = config;
@@ -290,6 +297,7 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
   nlohmann::json config_line = config_record(o, start.parameters);
   config_line["baselines"] = {{"unigram", start.unigram}, {"bigram", start.bigram}};
   if (!o.resume.empty()) config_line["resumed_from"] = start.resumed_from;
+  if (!o.init_from.empty()) config_line["init_from"] = start.init_folder;
   record(config_line);
   if (hooks.started) hooks.started(start);
 
@@ -381,9 +389,8 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
     if (last.recall_loss) summary["final_recall_loss"] = *last.recall_loss;
   }
   if (o.passkey_trials > 0 && !o.passkey_lengths.empty()) {
-    report.passkey =
-        passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials, config.seed,
-                     o.corpus);
+    report.passkey = passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials,
+                                  config.seed, o.corpus);
     summary["passkey"] = passkey_json(*report.passkey);
   }
   if (report.leak) summary["leak_probe"] = leak_record(report.leak_step, *report.leak);

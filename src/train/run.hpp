@@ -46,7 +46,7 @@ struct RunOptions {
   std::function<std::unique_ptr<LanguageModel>(const TrainConfig&)> make_model;
   const TokenStream* train = nullptr;
   const TokenStream* heldout = nullptr;
-  std::vector<std::string> data_files;  // for the config record; empty: the built-in corpus
+  std::vector<std::string> data_files;     // for the config record; empty: the built-in corpus
   CorpusKind corpus = CorpusKind::kFacts;  // the built-in corpus's kind; also the passkey's format
   DeviceSetup device;
   std::optional<PeakRate> peak;  // none: MFU is not reported
@@ -56,7 +56,11 @@ struct RunOptions {
   std::int64_t save_every = 0;   // and at the end; 0 = the end only
   bool save_initial = false;     // also a checkpoint before the first step (a fresh run only)
   std::string resume;            // checkpoint folder or root; "" = from scratch
-  bool leak_probe = false;       // at the end of stage 1, and on a resumed checkpoint
+  // Start from a checkpoint's weights only (load_weights): a fresh optimizer, step 0 and this
+  // run's own seq, batch and schedule (a short-context model continued at a longer context;
+  // every --compare arm from one warm start). Folder or root; "" = the seed's initial weights.
+  std::string init_from;
+  bool leak_probe = false;  // at the end of stage 1, and on a resumed checkpoint
   int leak_samples = 32;
   int passkey_trials = 2;  // 0 = no passkey evaluation
   std::vector<std::int64_t> passkey_lengths;
@@ -84,6 +88,7 @@ struct RunStart {
   std::int64_t total_steps = 0;
   std::int64_t resumed_from = 0;   // the checkpoint's step; 0 for a fresh run
   std::string resumed_folder;      // "" for a fresh run
+  std::string init_folder;         // the --init-from checkpoint folder; "" for none
   double unigram = 0, bigram = 0;  // count-model losses on the held-out data
 };
 

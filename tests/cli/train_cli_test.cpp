@@ -2,9 +2,9 @@
 // exit 2 naming the flag, value and rule, and leave no metrics file.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <cstdlib>
 #include <filesystem>
@@ -295,7 +295,8 @@ TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
       (cli + "'" + path("bad.jsonl") + "' --out '" + path("q.svg") + "' 2> '" + path("err") + "'")
           .c_str());
   EXPECT_EQ(WEXITSTATUS(raw), 2);
-  EXPECT_NE(read_file(path("err")).find("bad.jsonl: line 1 is not a metrics record"), std::string::npos)
+  EXPECT_NE(read_file(path("err")).find("bad.jsonl: line 1 is not a metrics record"),
+            std::string::npos)
       << read_file(path("err"));
   EXPECT_FALSE(fs::exists(path("q.svg")));
 }
@@ -496,6 +497,47 @@ TEST_F(TrainCli, EveryStepReportsThroughputMfuMemoryAndTheSplit) {
     }
   }
   EXPECT_EQ(steps, 4);
+}
+
+// --init-from: a new run (its own --seq, step 1 onward, a fresh optimizer) from a checkpoint's
+// weights, for every --compare arm too; another model shape or --resume with it is exit 2.
+TEST_F(TrainCli, InitFromStartsAFreshRunFromACheckpointsWeights) {
+  const std::string base = std::string(kTiny) + " --eval-every 0 --sgemm-size 0 --passkey-trials 0";
+  ASSERT_EQ(run(base + " --stage2-steps 6 --save '" + path("ck") + "'").status, 0);
+  const std::string longer = base + " --seq 512 --metrics '";
+  ASSERT_EQ(run(longer + path("scratch.jsonl") + "'").status, 0);
+  const Result warm = run(longer + path("warm.jsonl") + "' --init-from '" + path("ck") + "'");
+  ASSERT_EQ(warm.status, 0) << warm.err;
+  const auto lines = read_jsonl(path("warm.jsonl"));
+  EXPECT_NE(lines.front()["init_from"].get<std::string>().find("step-00000008"), std::string::npos)
+      << lines.front();
+  EXPECT_EQ(lines.front()["seq"], 512);
+  const auto from_scratch = step_losses(read_jsonl(path("scratch.jsonl")));
+  const auto from_weights = step_losses(lines);
+  ASSERT_EQ(from_weights.size(), 4u);
+  EXPECT_EQ(from_weights.front().first, 1);
+  // The trained weights start far below the seed's initial ones (ln 257 = 5.55).
+  EXPECT_LT(from_weights.front().second, from_scratch.front().second - 0.5)
+      << from_weights.front().second << " vs " << from_scratch.front().second;
+
+  const Result compare = run(base + " --compare --arms dense,causal --quiet --compare-dir '" +
+                             path("cmp") + "' --init-from '" + path("ck") + "'");
+  ASSERT_EQ(compare.status, 0) << compare.err;
+  for (const char* arm : {"dense", "causal"}) {
+    const auto arm_lines = read_jsonl(path(std::string("cmp/") + arm + ".jsonl"));
+    EXPECT_TRUE(arm_lines.front().contains("init_from")) << arm;
+    EXPECT_LT(step_losses(arm_lines).front().second, from_scratch.front().second - 0.5) << arm;
+  }
+
+  Result r = run(base + " --dim 32 --init-from '" + path("ck") + "'");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("model config differs: dim = 16 in the checkpoint, 32 in this run"),
+            std::string::npos)
+      << r.err;
+  r = run(base + " --init-from '" + path("ck") + "' --resume '" + path("ck") + "'");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--init-from"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cannot be combined with --resume"), std::string::npos) << r.err;
 }
 
 TEST_F(TrainCli, CheckpointOfAnotherShapeNamesTheTensorAndBothShapes) {

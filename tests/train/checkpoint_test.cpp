@@ -156,6 +156,47 @@ void expect_rejected(Trainer fresh, const fs::path& folder, const std::string& f
   EXPECT_EQ(fresh.model().read_params()[1], before);
 }
 
+// load_weights (--init-from): the weights alone, into a trainer of another run shape; its step,
+// optimizer and data position stay fresh. A damaged file or another model shape is rejected by
+// name, the model untouched.
+TEST_F(Checkpoint, LoadWeightsTakesOnlyTheWeights) {
+  Trainer t = make();
+  t.step();
+  t.step();
+  const std::string folder = lighthouse::train::save_checkpoint(t, dir_.string());
+  TrainConfig other = config();
+  other.seq = 512;
+  other.stage1_steps = 4;
+  Trainer fresh = make(other);
+  lighthouse::train::load_weights(fresh.model(), other.model, folder);
+  EXPECT_EQ(fresh.step_count(), 0);
+  EXPECT_EQ(fresh.model().read_optimizer().steps, 0);
+  const auto want = t.model().read_params();
+  const auto got = fresh.model().read_params();
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i], want[i]) << t.model().params()[i].name;
+  }
+  EXPECT_EQ(fresh.step().step, 1);
+
+  TrainConfig wider = other;
+  wider.model.dim = 32;
+  Trainer w = make(wider);
+  const auto before = w.model().read_params()[1];
+  try {
+    lighthouse::train::load_weights(w.model(), wider.model, folder);
+    ADD_FAILURE() << "expected CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("model config differs: dim = 16"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(w.model().read_params()[1], before);
+  std::string bytes = slurp(fs::path(folder) / "model.safetensors");
+  bytes[bytes.size() / 2] ^= 0x10;
+  spit(fs::path(folder) / "model.safetensors", bytes);
+  EXPECT_THROW(lighthouse::train::load_weights(fresh.model(), other.model, folder),
+               CheckpointError);
+}
+
 TEST_F(Checkpoint, DamagedOrMismatchedCheckpointsAreRejectedByName) {
   Trainer t = make();
   t.step();
