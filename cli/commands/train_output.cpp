@@ -53,6 +53,11 @@ std::optional<double> final_recall(const train::RunReport& r) {
   return r.evals.back().second.recall_loss;
 }
 
+std::optional<double> final_recall_first(const train::RunReport& r) {
+  if (r.evals.empty()) return std::nullopt;
+  return r.evals.back().second.recall_first_loss;
+}
+
 // The side-by-side table's cells from one run.
 std::string stage_rate(const train::RunReport& r, int stage) {
   const train::StageTotals& t = r.stages[stage - 1];
@@ -174,7 +179,9 @@ void RunPrinter::evaluated(std::int64_t step, const train::EvalResult& e) {
   note("step " + std::to_string(step) + ": held-out loss " + fixed(e.dense_loss, 4) + " (dense)" +
        (e.train_attention_loss ? ", " + fixed(*e.train_attention_loss, 4) + " (training attention)"
                                : std::string()) +
-       (e.recall_loss ? "; long-range answers " + fixed(*e.recall_loss, 3) : std::string()));
+       (e.recall_loss ? "; long-range answers " + fixed(*e.recall_loss, 3) : std::string()) +
+       (e.recall_first_loss ? " (first digit " + fixed(*e.recall_first_loss, 3) + ")"
+                            : std::string()));
 }
 
 void RunPrinter::leak_probe(std::int64_t step, const train::LeakProbeResult& r) {
@@ -237,7 +244,11 @@ void RunPrinter::summary(const train::RunReport& r) {
     if (last.recall_loss) {
       std::cout << "held-out loss on long-range answers (dense attention): "
                 << fixed(*last.recall_loss, 3) << " over " << last.recall_tokens
-                << " digits (about 2.3 = ln 10 without the fact)\n";
+                << " digits (about 2.3 = ln 10 without the fact)";
+      if (last.recall_first_loss) {
+        std::cout << "; first digits " << fixed(*last.recall_first_loss, 3);
+      }
+      std::cout << "\n";
     }
   }
   if (r.passkey) {
@@ -330,6 +341,8 @@ void print_comparison(const train::CompareReport& cmp, bool cpu) {
              })
       << row("long-range answers loss (dense)",
              [](const auto& a) { return cell(final_recall(a.report), 3); })
+      << row("  first digits only (key match)",
+             [](const auto& a) { return cell(final_recall_first(a.report), 3); })
       << row("passkey accuracy", [](const auto& a) { return passkey_cell(a.report); })
       << row("loss jump at the switch", [&](const auto& a) { return lh_only(a, fixed(a.jump, 4)); })
       << row("steps to recover the stage-1 loss", [&](const auto& a) {
@@ -361,6 +374,7 @@ std::string comparison_json(const train::CompareReport& cmp) {
     };
     j["final_dense_loss"] = opt(final_loss(r));
     j["recall_loss"] = opt(final_recall(r));
+    j["recall_first_loss"] = opt(final_recall_first(r));
     if (const train::EvalResult* e = stage1_end_eval(r)) {
       j["stage1_end"] = {{"own_attention_loss", *e->train_attention_loss},
                          {"dense_loss", e->dense_loss}};

@@ -138,7 +138,8 @@ TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_
 }
 
 std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std::int32_t* targets,
-                                           std::int64_t seq) {
+                                           std::int64_t seq,
+                                           std::vector<std::int64_t>* first_digits) {
   std::vector<std::int64_t> out;
   if (seq < 1) return out;
   // The sequence's seq + 1 tokens: the inputs and the last target.
@@ -172,6 +173,7 @@ std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std
       } else if (matches(i, "ask ") && facts.count(key_at(i + 4)) > 0) {
         for (std::int64_t d = 7; d < 11 && i + d <= seq && is_digit(i + d); ++d) {
           out.push_back(i + d - 1);
+          if (d == 7 && first_digits) first_digits->push_back(i + d - 1);
         }
       }
       continue;
@@ -184,6 +186,7 @@ std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std
       // inputs i + 8 .. i + 11.
       for (std::int64_t d = 9; d < 13 && i + d <= seq && is_digit(i + d); ++d) {
         out.push_back(i + d - 1);
+        if (d == 9 && first_digits) first_digits->push_back(i + d - 1);
       }
     }
   }

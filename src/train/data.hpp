@@ -59,8 +59,12 @@ TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_
 // reaches back to the fact can predict them (about ln 10 = 2.3 nats each without it), so their
 // mean loss shows whether a model learned the long-range structure. inputs and targets are one
 // [seq] pair as the Packer cuts them (targets[i] = the token after inputs[i]).
+// `first_digits`, when given, receives the subset whose target is an answer's first digit: the one
+// digit that only matching the query's whole key to the fact's can predict (the later digits
+// can also be copied by matching the digit before them), which is what the passkey asks.
 std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std::int32_t* targets,
-                                           std::int64_t seq);
+                                           std::int64_t seq,
+                                           std::vector<std::int64_t>* first_digits = nullptr);
 
 // Every file's bytes followed by kSeparator, in the order given. Throws lighthouse::Error naming
 // a file that cannot be opened or read completely, InvalidArgument("--data", ...) when the

@@ -106,6 +106,7 @@ nlohmann::json eval_record(std::int64_t step, int stage, const EvalResult& e) {
       {"type", "eval"}, {"step", step}, {"stage", stage}, {"dense_loss", e.dense_loss}};
   if (e.train_attention_loss) j["train_attention_loss"] = *e.train_attention_loss;
   if (e.recall_loss) j["recall_loss"] = *e.recall_loss, j["recall_tokens"] = e.recall_tokens;
+  if (e.recall_first_loss) j["recall_first_loss"] = *e.recall_first_loss;
   return j;
 }
 
@@ -387,6 +388,7 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
     summary["unigram_loss"] = start.unigram;
     summary["bigram_loss"] = start.bigram;
     if (last.recall_loss) summary["final_recall_loss"] = *last.recall_loss;
+    if (last.recall_first_loss) summary["final_recall_first_loss"] = *last.recall_first_loss;
   }
   if (o.passkey_trials > 0 && !o.passkey_lengths.empty()) {
     report.passkey = passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials,

@@ -202,9 +202,14 @@ Trainer::HeldoutLoss Trainer::heldout_loss() {
     for (std::int64_t b = 0; b < config_.batch; ++b) {
       const std::int32_t* in = inputs_.data() + b * seq;
       const std::int32_t* tg = targets_.data() + b * seq;
-      for (std::int64_t t : recall_positions(in, tg, seq)) {
+      std::vector<std::int64_t> first;
+      for (std::int64_t t : recall_positions(in, tg, seq, &first)) {
         out.recall_sum += token_losses_[static_cast<std::size_t>(b * seq + t)];
         ++out.recall_tokens;
+      }
+      for (std::int64_t t : first) {
+        out.first_sum += token_losses_[static_cast<std::size_t>(b * seq + t)];
+        ++out.first_tokens;
       }
     }
   }
@@ -220,6 +225,9 @@ EvalResult Trainer::evaluate() {
   if (dense.recall_tokens > 0) {
     r.recall_loss = dense.recall_sum / static_cast<double>(dense.recall_tokens);
     r.recall_tokens = dense.recall_tokens;
+  }
+  if (dense.first_tokens > 0) {
+    r.recall_first_loss = dense.first_sum / static_cast<double>(dense.first_tokens);
   }
   // Until stage 2 has taken a step, the model was last trained with the stage-1 attention.
   if (config_.stage1_steps > 0 && step_ <= config_.stage1_steps) {

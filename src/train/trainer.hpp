@@ -68,6 +68,9 @@ struct EvalResult {
   // none (other data than the built-in corpus).
   std::optional<double> recall_loss;
   std::int64_t recall_tokens = 0;
+  // The same over the answers' first digits only (recall_positions' first_digits): the key
+  // match the passkey probe asks for.
+  std::optional<double> recall_first_loss;
 };
 
 class Trainer {
@@ -108,6 +111,8 @@ class Trainer {
     double mean = 0;        // over every token
     double recall_sum = 0;  // summed over the long-range tokens
     std::int64_t recall_tokens = 0;
+    double first_sum = 0;  // summed over the answers' first digits
+    std::int64_t first_tokens = 0;
   };
   HeldoutLoss heldout_loss();
   double mean_over_groups(double loss);

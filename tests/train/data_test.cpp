@@ -18,14 +18,14 @@
 
 namespace {
 
-using lighthouse::train::kSeparator;
-using lighthouse::train::Packer;
-using lighthouse::train::TokenStream;
 using lighthouse::train::CorpusKind;
 using lighthouse::train::generate_corpus;
 using lighthouse::train::generate_document;
+using lighthouse::train::kSeparator;
+using lighthouse::train::Packer;
 using lighthouse::train::parse_corpus_kind;
 using lighthouse::train::Rng;
+using lighthouse::train::TokenStream;
 
 TEST(TrainData, GeneratedCorpusIsSeededAndAnswersItsQueries) {
   const TokenStream a = lighthouse::train::generate_corpus(20000, 3, 4000);
@@ -154,8 +154,11 @@ TEST(TrainData, RecallPositionsAreTheAnswersWhoseFactIsInTheSequence) {
   pack(text, &in, &tg);
   const auto seq = static_cast<std::int64_t>(in.size());
   ASSERT_EQ(text.find("4821.\nask xyz"), 51u);
-  const auto got = lighthouse::train::recall_positions(in.data(), tg.data(), seq);
+  std::vector<std::int64_t> first;
+  const auto got = lighthouse::train::recall_positions(in.data(), tg.data(), seq, &first);
   EXPECT_EQ(got, expected_answers(text, "4821.\nask xyz"));
+  // The first digit of each answer: the whole one's and the cut one's.
+  EXPECT_EQ(first, (std::vector<std::int64_t>{got[0], got[4]}));
   for (std::int64_t i : got) {
     EXPECT_GE(tg[static_cast<std::size_t>(i)], '0');
     EXPECT_LE(tg[static_cast<std::size_t>(i)], '9');
@@ -196,8 +199,8 @@ TEST(TrainData, RecallCorpusAsksEveryFactInTheUpperCaseFormat) {
         EXPECT_EQ(facts[key], value) << line;
       }
     } else {
-      EXPECT_EQ(std::count_if(line.begin(), line.end(), [](char c) { return c >= 'A' && c <= 'Z'; }),
-                0)
+      EXPECT_EQ(
+          std::count_if(line.begin(), line.end(), [](char c) { return c >= 'A' && c <= 'Z'; }), 0)
           << line;
     }
   }
@@ -243,8 +246,10 @@ TEST(TrainData, RecallPositionsReadTheRecallFormat) {
   std::vector<std::int32_t> in, tg;
   pack(text, &in, &tg);
   const auto seq = static_cast<std::int64_t>(in.size());
-  EXPECT_EQ(lighthouse::train::recall_positions(in.data(), tg.data(), seq),
-            expected_answers(text, "4821.\nask XYZ"));
+  std::vector<std::int64_t> first;
+  const auto got = lighthouse::train::recall_positions(in.data(), tg.data(), seq, &first);
+  EXPECT_EQ(got, expected_answers(text, "4821.\nask XYZ"));
+  EXPECT_EQ(first, (std::vector<std::int64_t>{got[0], got[4]}));
   const TokenStream corpus = generate_corpus(8000, 5, 2000, CorpusKind::kRecall);
   // Most of the ~10 in 16 query lines of a sequence find their fact in it.
   EXPECT_GT(lighthouse::train::recall_positions(corpus.data(), corpus.data() + 1, 4000).size(),

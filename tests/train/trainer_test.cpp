@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,29 @@ TEST(TrainLoop, EvaluationIsDenseAndReportsTheTrainingAttention) {
   EXPECT_FALSE(trainer.evaluate().train_attention_loss.has_value());
   EXPECT_EQ(trainer.model().attention()[0].levels, 1);
   EXPECT_THROW(trainer.step(), lighthouse::Error);
+}
+
+// On the recall corpus the evaluation reports the answers' loss and their first digits' loss:
+// both present and, untrained, near ln 257 (the model spreads its guess over the 257 bytes);
+// data without the corpus's queries gives neither.
+TEST(TrainLoop, EvaluationReportsTheAnswersAndTheirFirstDigits) {
+  const TokenStream data =
+      lighthouse::train::generate_corpus(20000, 8, 1000, lighthouse::train::CorpusKind::kRecall);
+  TrainConfig c = two_stage_config();
+  Trainer trainer(c, &data, &data, lighthouse::train::make_cpu_attention(1));
+  const auto e = trainer.evaluate();
+  ASSERT_TRUE(e.recall_loss.has_value());
+  ASSERT_TRUE(e.recall_first_loss.has_value());
+  EXPECT_GT(e.recall_tokens, 0);
+  EXPECT_NEAR(*e.recall_loss, std::log(257.0), 0.7);
+  EXPECT_NEAR(*e.recall_first_loss, std::log(257.0), 0.7);
+  EXPECT_NE(*e.recall_first_loss, *e.recall_loss);
+  // Other data than the built-in corpus: neither.
+  const TokenStream zeros(4000, 'a');
+  Trainer plain(c, &zeros, &zeros, lighthouse::train::make_cpu_attention(1));
+  const auto p = plain.evaluate();
+  EXPECT_FALSE(p.recall_loss.has_value());
+  EXPECT_FALSE(p.recall_first_loss.has_value());
 }
 
 TEST(TrainLoop, AccumulationMatchesALargerBatch) {
