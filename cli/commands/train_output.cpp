@@ -48,14 +48,11 @@ std::optional<double> final_loss(const train::RunReport& r) {
   return r.evals.back().second.dense_loss;
 }
 
-std::optional<double> final_recall(const train::RunReport& r) {
+// One of the last evaluation's optional losses (recall_loss, recall_first_loss).
+std::optional<double> final_eval(const train::RunReport& r,
+                                 std::optional<double> train::EvalResult::*loss) {
   if (r.evals.empty()) return std::nullopt;
-  return r.evals.back().second.recall_loss;
-}
-
-std::optional<double> final_recall_first(const train::RunReport& r) {
-  if (r.evals.empty()) return std::nullopt;
-  return r.evals.back().second.recall_first_loss;
+  return r.evals.back().second.*loss;
 }
 
 // The side-by-side table's cells from one run.
@@ -340,9 +337,13 @@ void print_comparison(const train::CompareReport& cmp, bool cpu) {
                return fixed(a.report.start.unigram, 2) + " / " + fixed(a.report.start.bigram, 2);
              })
       << row("long-range answers loss (dense)",
-             [](const auto& a) { return cell(final_recall(a.report), 3); })
+             [](const auto& a) {
+               return cell(final_eval(a.report, &train::EvalResult::recall_loss), 3);
+             })
       << row("  first digits only (key match)",
-             [](const auto& a) { return cell(final_recall_first(a.report), 3); })
+             [](const auto& a) {
+               return cell(final_eval(a.report, &train::EvalResult::recall_first_loss), 3);
+             })
       << row("passkey accuracy", [](const auto& a) { return passkey_cell(a.report); })
       << row("loss jump at the switch", [&](const auto& a) { return lh_only(a, fixed(a.jump, 4)); })
       << row("steps to recover the stage-1 loss", [&](const auto& a) {
@@ -373,8 +374,8 @@ std::string comparison_json(const train::CompareReport& cmp) {
       return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
     };
     j["final_dense_loss"] = opt(final_loss(r));
-    j["recall_loss"] = opt(final_recall(r));
-    j["recall_first_loss"] = opt(final_recall_first(r));
+    j["recall_loss"] = opt(final_eval(r, &train::EvalResult::recall_loss));
+    j["recall_first_loss"] = opt(final_eval(r, &train::EvalResult::recall_first_loss));
     if (const train::EvalResult* e = stage1_end_eval(r)) {
       j["stage1_end"] = {{"own_attention_loss", *e->train_attention_loss},
                          {"dense_loss", e->dense_loss}};
