@@ -251,7 +251,7 @@ void RunPrinter::summary(const train::RunReport& r) {
   if (r.passkey) {
     const train::PasskeyReport& pk = *r.passkey;
     std::cout << "passkey accuracy (dense attention): " << fixed(100 * pk.accuracy(), 1) << "% of "
-              << pk.trials << " (chance 10%)";
+              << pk.trials << " (chance 11%)";
     for (std::int64_t n : options_.passkey_lengths) {
       int correct = 0, trials = 0;
       for (const auto& c : pk.cells) {
@@ -259,7 +259,8 @@ void RunPrinter::summary(const train::RunReport& r) {
       }
       std::cout << "; " << n << ": " << correct << "/" << trials;
     }
-    std::cout << "\n";
+    std::cout << "; loss on the digit " << fixed(pk.loss(), 3)
+              << " (ln 9 = 2.197 without the fact)\n";
   }
   std::cout << "wall-clock: " << duration_text(r.wall_seconds) << "\n";
   if (!metrics_path_.empty()) std::cout << "metrics: " << metrics_path_ << "\n";
@@ -345,6 +346,10 @@ void print_comparison(const train::CompareReport& cmp, bool cpu) {
                return cell(final_eval(a.report, &train::EvalResult::recall_first_loss), 3);
              })
       << row("passkey accuracy", [](const auto& a) { return passkey_cell(a.report); })
+      << row("  loss on its digit (ln 9 = 2.197)",
+             [](const auto& a) {
+               return a.report.passkey ? fixed(a.report.passkey->loss(), 3) : std::string("-");
+             })
       << row("loss jump at the switch", [&](const auto& a) { return lh_only(a, fixed(a.jump, 4)); })
       << row("steps to recover the stage-1 loss", [&](const auto& a) {
            return lh_only(a, a.recover_steps ? std::to_string(*a.recover_steps) + " steps"
@@ -380,16 +385,7 @@ std::string comparison_json(const train::CompareReport& cmp) {
       j["stage1_end"] = {{"own_attention_loss", *e->train_attention_loss},
                          {"dense_loss", e->dense_loss}};
     }
-    if (r.passkey) {
-      nlohmann::json cells = nlohmann::json::array();
-      for (const train::PasskeyCell& c : r.passkey->cells) {
-        cells.push_back({{"length", c.length},
-                         {"depth", c.depth},
-                         {"correct", c.correct},
-                         {"trials", c.trials}});
-      }
-      j["passkey"] = {{"accuracy", r.passkey->accuracy()}, {"cells", cells}};
-    }
+    if (r.passkey) j["passkey"] = train::passkey_json(*r.passkey);
     if (a.arm != train::Arm::kDense) {
       j["jump"] = a.jump;
       j["recover_steps"] =

@@ -37,7 +37,9 @@ std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double
   if (length < 64) throw InvalidArgument("passkey length", std::to_string(length), "must be >= 64");
   const bool recall = kind == CorpusKind::kRecall;
   const std::string key = random_key(rng, kind);
-  *digit = static_cast<int>(rng.below(10));
+  // The corpora's values are 1000..9999: a first digit of 0 never occurs in training, so the
+  // needle's is 1..9 too (chance is 1 in 9).
+  *digit = 1 + static_cast<int>(rng.below(9));
   // recall: the needle is a line of its own, as the corpus's facts are.
   std::string needle =
       (recall ? "\nset " : "set ") + key + (recall ? "" : " = ") + std::to_string(*digit);
@@ -79,7 +81,8 @@ PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>
   const int vocab = model.config().vocab;
   std::vector<float> z(static_cast<std::size_t>(vocab));
   for (std::int64_t n : lengths) {
-    // No target counts: only the last position's logits are read.
+    // Only the last position counts: its target is the digit, its loss -log p(digit) over all
+    // bytes (the probe's counterpart of the evaluations' first-digit loss).
     std::vector<std::int32_t> targets(static_cast<std::size_t>(n), -1);
     std::vector<double> losses(static_cast<std::size_t>(n));
     for (double depth : depths) {
@@ -87,7 +90,9 @@ PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>
       for (int t = 0; t < trials; ++t) {
         int digit = 0;
         const std::vector<std::int32_t> seq = passkey_sequence(rng, n, depth, &digit, kind);
+        targets.back() = '0' + digit;
         model.evaluate(seq.data(), targets.data(), 1, n, losses.data());
+        cell.loss_sum += losses.back();
         model.logits_rows({n - 1}, z.data());
         int best = 0;
         for (int d = 1; d < 10; ++d) {
@@ -97,6 +102,7 @@ PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>
       }
       report.correct += cell.correct;
       report.trials += cell.trials;
+      report.loss_sum += cell.loss_sum;
       report.cells.push_back(cell);
     }
   }

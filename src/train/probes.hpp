@@ -1,10 +1,12 @@
 // Two evaluations of a trained model, beyond the held-out loss.
 //
 // Passkey retrieval (as in the paper): a needle "set <key> = <D><3 digits>.\n" in the built-in
-// corpus's own form ("set <KEY><D><3 digits>.\n" for the recall kind) is hidden at a depth (0..100%; the trainer uses 10, 30, 50, 70, 90%) in random filler of a given context length,
-// which ends with the query "ask <key>: " ("ask <KEY>"). The model must predict D at the last position:
-// correct when D has the largest logit among the ten digit bytes '0'..'9'. Always dense
-// attention (the model that ships).
+// corpus's own form ("set <KEY><D><3 digits>.\n" for the recall kind) is hidden at a depth
+// (0..100%; the trainer uses 10, 30, 50, 70, 90%) in random filler of a given context length, which
+// ends with the query "ask <key>: " ("ask <KEY>"). The model must predict D (1..9, as the corpora's
+// values start) at the last position: correct when D has the largest logit among the ten digit
+// bytes '0'..'9' (chance 1 in 9); the report also keeps -log p(D). Always dense attention (the
+// model that ships).
 //
 // Leak probe (the spec's causality section): Lighthouse's selection ranks pooled blocks that
 // extend past the query, so a stage-1 model may read information about token t+1 through
@@ -27,12 +29,18 @@ struct PasskeyCell {
   std::int64_t length = 0;
   double depth = 0;  // 0 = needle at the start, 1 = right before the query
   int correct = 0, trials = 0;
+  double loss_sum = 0;  // -log p(digit) summed over the trials
+  double loss() const { return trials > 0 ? loss_sum / trials : 0.0; }
 };
 
 struct PasskeyReport {
   std::vector<PasskeyCell> cells;
   int correct = 0, trials = 0;
+  double loss_sum = 0;
   double accuracy() const { return trials > 0 ? static_cast<double>(correct) / trials : 0.0; }
+  // Mean -log p(digit) (nats, over all 257 bytes): ln 9 = 2.197 for a model that knows only that
+  // a digit 1..9 comes; comparable with the evaluations' first-digit loss on the recall corpus.
+  double loss() const { return trials > 0 ? loss_sum / trials : 0.0; }
 };
 
 // `trials` random instances per (length, depth) from `seed` (the same instances for every model

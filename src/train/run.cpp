@@ -180,15 +180,6 @@ nlohmann::json stage_summary(const StageTotals& t, const std::optional<PeakRate>
   return j;
 }
 
-nlohmann::json passkey_json(const PasskeyReport& pk) {
-  nlohmann::json cells = nlohmann::json::array();
-  for (const auto& c : pk.cells) {
-    cells.push_back(
-        {{"length", c.length}, {"depth", c.depth}, {"correct", c.correct}, {"trials", c.trials}});
-  }
-  return {{"accuracy", pk.accuracy()}, {"cells", cells}};
-}
-
 void check(const RunOptions& o) {
   if (!o.make_model) throw Error("run_training: no model factory");
   if (o.train == nullptr || o.heldout == nullptr) throw Error("run_training: no data");
@@ -444,6 +435,18 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
     if (comm.rank() == 0) report = std::move(r);
   });
   return report;
+}
+
+nlohmann::json passkey_json(const PasskeyReport& pk) {
+  nlohmann::json cells = nlohmann::json::array();
+  for (const auto& c : pk.cells) {
+    cells.push_back({{"length", c.length},
+                     {"depth", c.depth},
+                     {"correct", c.correct},
+                     {"trials", c.trials},
+                     {"loss", c.loss()}});
+  }
+  return {{"accuracy", pk.accuracy()}, {"loss", pk.loss()}, {"cells", cells}};
 }
 
 }  // namespace lighthouse::train

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "train/data.hpp"
 #include "train/flops.hpp"
 #include "train/language_model.hpp"
@@ -126,6 +128,10 @@ struct RunReport {
   std::optional<PeakRate> peak;
   double wall_seconds = 0;  // training and evaluations, not the final passkey
 };
+
+// The passkey report as the metrics' summary, compare.json and scripts/study-report read it:
+// accuracy, mean -log p(digit), and per (length, depth) cell the same.
+nlohmann::json passkey_json(const PasskeyReport& pk);
 
 struct RunHooks {
   std::function<void(const std::string& json)> record;  // each metrics record, in order

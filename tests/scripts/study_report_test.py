@@ -17,7 +17,7 @@ def arm(name, final, recall, wall, correct, first=None):
          "stage1": {"seconds": 0.0 if name == "dense" else wall / 2,
                     "tokens_per_second": 0.0 if name == "dense" else 2000.0},
          "stage2": {"seconds": wall if name == "dense" else wall / 2, "tokens_per_second": 1000.0},
-         "passkey": {"accuracy": correct / 4,
+         "passkey": {"accuracy": correct / 4, "loss": 2.2 - 0.1 * correct,
                      "cells": [{"length": 1024, "depth": 0.5, "correct": correct, "trials": 4}]}}
     if first is not None:
         a["recall_first_loss"] = first
@@ -61,6 +61,9 @@ def main():
         check("| first answer digits only (key match) | – | **2.100 ± 0.000** (2.100, 2.100, 2.100) |"
               in out, "a metric missing from an arm is –", out)
         check("| 1024 | 50% | 50% of 12 | 0% of 12 |" in out, "passkey cells summed over seeds", out)
+        check("| passkey loss on its digit (ln 9 = 2.197 without the fact) | **2.000 ± 0.100** "
+              "(2.100, 2.000, 1.900) | **2.200 ± 0.000** (2.200, 2.200, 2.200) |" in out,
+              "the passkey's loss row", out)
         check("- causal − dense, final held-out loss: -0.1167 ± 0.0717 (per seed -0.1000, -0.1000, "
               "-0.1500)" in out, "the paired difference and its t-interval (t = 4.303, 2 d.f.)", out)
         check("- dense / causal, wall-clock: 2.0000 ± 0.0000" in out, "the wall-clock ratio", out)

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,7 @@ TEST(Passkey, SequenceHidesTheDigitAtTheDepthAndEndsWithTheQuery) {
     int digit = -1;
     const auto seq = passkey_sequence(rng, 300, depth, &digit);
     ASSERT_EQ(seq.size(), 300u);
-    ASSERT_GE(digit, 0);
+    ASSERT_GE(digit, 1);  // as the corpora's values: 1000..9999
     ASSERT_LE(digit, 9);
     const std::string text(seq.begin(), seq.end());
     const auto at = text.find("set ");
@@ -86,6 +87,38 @@ TEST(Passkey, EvaluationCountsEveryCellAndRestoresTheAttention) {
   EXPECT_EQ(model.attention()[0].levels, 2);
   // The same seed gives the same instances, hence the same score.
   EXPECT_EQ(passkey_eval(model, {64, 128}, {0.0, 0.5, 1.0}, 3, 9).correct, r.correct);
+  double cells_loss = 0;
+  for (const PasskeyCell& c : r.cells) cells_loss += c.loss_sum;
+  EXPECT_DOUBLE_EQ(r.loss_sum, cells_loss);
+  EXPECT_GT(r.loss(), 0.0);
+}
+
+TEST(Passkey, LossIsMinusLogProbabilityOfTheDigitOverAllBytes) {
+  ModelConfig mc;
+  mc.dim = 16;
+  mc.heads = 2;
+  mc.layers = 1;
+  const auto owned = make_cpu_model(mc, 5, {}, make_cpu_attention(1));
+  LanguageModel& model = *owned;
+  const PasskeyReport r = passkey_eval(model, {80}, {0.5}, 1, 11, CorpusKind::kRecall);
+  ASSERT_EQ(r.trials, 1);
+  // The same instance, drawn as passkey_eval draws it (its generator: seed ^ "passkey").
+  Rng rng(11 ^ 0x706173736b6579ull);
+  int digit = 0;
+  const std::vector<std::int32_t> seq = passkey_sequence(rng, 80, 0.5, &digit, CorpusKind::kRecall);
+  std::vector<std::int32_t> targets(80, -1);
+  std::vector<double> losses(80);
+  model.evaluate(seq.data(), targets.data(), 1, 80, losses.data());
+  std::vector<float> z(static_cast<std::size_t>(mc.vocab));
+  model.logits_rows({79}, z.data());
+  double m = z[0], sum = 0;
+  for (float v : z) m = std::max(m, static_cast<double>(v));
+  for (float v : z) sum += std::exp(static_cast<double>(v) - m);
+  const double expected = std::log(sum) + m - z['0' + digit];
+  EXPECT_NEAR(r.loss(), expected, 1e-5 * expected);
+  int best = 0;
+  for (int d = 1; d < 10; ++d) best = z['0' + d] > z['0' + best] ? d : best;
+  EXPECT_EQ(r.correct, best == digit ? 1 : 0);
 }
 
 TEST(LeakProbe, DenseIsBitwiseCausalAndLighthouseSeesTheFuture) {
