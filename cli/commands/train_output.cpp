@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <utility>
 
@@ -86,6 +87,30 @@ std::string stage_mfu(const train::RunReport& r, int stage) {
   if (t.steps == 0 || !r.peak) return "-";
   return fixed(100 * t.flops.executed() / t.seconds / r.peak->flops, 1) + "% / " +
          fixed(100 * t.flops.dense_equivalent() / t.seconds / r.peak->flops, 1) + "%";
+}
+
+// "< 128: 0.44 (310); 128-1K: 1.20 (95); ...": each class's loss and count.
+std::string distance_classes_text(const train::EvalResult& e) {
+  static const char* names[] = {"< 128", "128-1K", "1K-8K", ">= 8K"};
+  static_assert(std::size(names) == train::kRecallDistanceClasses);
+  std::string out;
+  for (std::size_t c = 0; c < std::size(names); ++c) {
+    const auto& loss = e.recall_first_by_distance[c];
+    const std::string value = loss ? fixed(*loss, 2) : std::string("-");
+    out += std::string(c ? "; " : "") + names[c] + ": " + value + " (" +
+           std::to_string(e.recall_first_by_distance_tokens[c]) + ")";
+  }
+  return out;
+}
+
+// The last evaluation's first-digit loss of distance classes c and c + 1: "0.44 / 1.20".
+std::string distance_pair(const train::RunReport& r, std::size_t c) {
+  if (r.evals.empty() || !r.evals.back().second.recall_first_loss) return "-";
+  const train::EvalResult& e = r.evals.back().second;
+  auto one = [&](std::size_t k) {
+    return e.recall_first_by_distance[k] ? fixed(*e.recall_first_by_distance[k], 2) : "-";
+  };
+  return one(c) + " / " + one(c + 1);
 }
 
 std::string passkey_cell(const train::RunReport& r) {
@@ -243,7 +268,9 @@ void RunPrinter::summary(const train::RunReport& r) {
                 << fixed(*last.recall_loss, 3) << " over " << last.recall_tokens
                 << " digits (about 2.3 = ln 10 without the fact)";
       if (last.recall_first_loss) {
-        std::cout << "; first digits " << fixed(*last.recall_first_loss, 3);
+        std::cout << "; first digits " << fixed(*last.recall_first_loss, 3) << " (ln 9 = 2.197)"
+                  << "\nfirst digits by how far back the key was last written: "
+                  << distance_classes_text(last);
       }
       std::cout << "\n";
     }
@@ -345,6 +372,8 @@ void print_comparison(const train::CompareReport& cmp, bool cpu) {
              [](const auto& a) {
                return cell(final_eval(a.report, &train::EvalResult::recall_first_loss), 3);
              })
+      << row("  key < 128 / 128-1K back", [](const auto& a) { return distance_pair(a.report, 0); })
+      << row("  key 1K-8K / >= 8K back", [](const auto& a) { return distance_pair(a.report, 2); })
       << row("passkey accuracy", [](const auto& a) { return passkey_cell(a.report); })
       << row("  loss on its digit (ln 9 = 2.197)",
              [](const auto& a) {
@@ -381,6 +410,9 @@ std::string comparison_json(const train::CompareReport& cmp) {
     j["final_dense_loss"] = opt(final_loss(r));
     j["recall_loss"] = opt(final_eval(r, &train::EvalResult::recall_loss));
     j["recall_first_loss"] = opt(final_eval(r, &train::EvalResult::recall_first_loss));
+    if (!r.evals.empty()) {
+      j["recall_first_by_distance"] = train::recall_distance_json(r.evals.back().second);
+    }
     if (const train::EvalResult* e = stage1_end_eval(r)) {
       j["stage1_end"] = {{"own_attention_loss", *e->train_attention_loss},
                          {"dense_loss", e->dense_loss}};

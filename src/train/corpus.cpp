@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
@@ -137,9 +138,16 @@ TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_
   return out;
 }
 
+int recall_distance_class(std::int64_t distance) {
+  int c = 0;
+  for (std::int64_t bound : kRecallDistanceBounds) c += distance >= bound ? 1 : 0;
+  return c;
+}
+
 std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std::int32_t* targets,
                                            std::int64_t seq,
-                                           std::vector<std::int64_t>* first_digits) {
+                                           std::vector<std::int64_t>* first_digits,
+                                           std::vector<std::int64_t>* first_distances) {
   std::vector<std::int64_t> out;
   if (seq < 1) return out;
   // The sequence's seq + 1 tokens: the inputs and the last target.
@@ -158,9 +166,16 @@ std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std
                        static_cast<char>(token(i + 2))};
   };
   std::set<std::string> facts;  // keys set so far in the current document
+  // Where each key was last written (its "set" or "ask" line's start) in the current document.
+  std::map<std::string, std::int64_t> last_seen;
+  auto record_first = [&](std::int64_t at, std::int64_t line, const std::string& key) {
+    if (first_digits) first_digits->push_back(at);
+    if (first_digits && first_distances) first_distances->push_back(line - last_seen.at(key));
+  };
   for (std::int64_t i = 0; i + 4 < seq; ++i) {
     if (token(i) == kSeparator) {
       facts.clear();
+      last_seen.clear();
       continue;
     }
     const bool line_start = i == 0 || token(i - 1) == '\n' || token(i - 1) == kSeparator;
@@ -168,26 +183,32 @@ std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std
     if (is_upper(i + 4) && is_upper(i + 5) && is_upper(i + 6) && is_digit(i + 7)) {
       // The recall kind: "set KQV5832." / "ask KQV5832."; the answer digits are tokens
       // i + 7 .. i + 10, the targets of inputs i + 6 .. i + 9.
+      const std::string key = key_at(i + 4);
       if (matches(i, "set ")) {
-        facts.insert(key_at(i + 4));
-      } else if (matches(i, "ask ") && facts.count(key_at(i + 4)) > 0) {
+        facts.insert(key);
+        last_seen[key] = i;
+      } else if (matches(i, "ask ") && facts.count(key) > 0) {
         for (std::int64_t d = 7; d < 11 && i + d <= seq && is_digit(i + d); ++d) {
           out.push_back(i + d - 1);
-          if (d == 7 && first_digits) first_digits->push_back(i + d - 1);
+          if (d == 7) record_first(i + d - 1, i, key);
         }
+        last_seen[key] = i;
       }
       continue;
     }
     if (!is_lower(i + 4) || !is_lower(i + 5) || !is_lower(i + 6)) continue;
+    const std::string key = key_at(i + 4);
     if (matches(i, "set ") && matches(i + 7, " = ")) {
-      facts.insert(key_at(i + 4));
-    } else if (matches(i, "ask ") && matches(i + 7, ": ") && facts.count(key_at(i + 4)) > 0) {
+      facts.insert(key);
+      last_seen[key] = i;
+    } else if (matches(i, "ask ") && matches(i + 7, ": ") && facts.count(key) > 0) {
       // "ask kqv: " is 9 tokens; the answer digits are tokens i + 9 .. i + 12, the targets of
       // inputs i + 8 .. i + 11.
       for (std::int64_t d = 9; d < 13 && i + d <= seq && is_digit(i + d); ++d) {
         out.push_back(i + d - 1);
-        if (d == 9 && first_digits) first_digits->push_back(i + d - 1);
+        if (d == 9) record_first(i + d - 1, i, key);
       }
+      last_seen[key] = i;
     }
   }
   return out;

@@ -62,9 +62,19 @@ TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_
 // `first_digits`, when given, receives the subset whose target is an answer's first digit: the one
 // digit that only matching the query's whole key to the fact's can predict (the later digits
 // can also be copied by matching the digit before them), which is what the passkey asks.
+// `first_distances`, when given with first_digits, receives for each of them how many tokens
+// back the key was last written (its fact or an earlier query of it, which repeats the value):
+// the distance a copy has to reach.
 std::vector<std::int64_t> recall_positions(const std::int32_t* inputs, const std::int32_t* targets,
                                            std::int64_t seq,
-                                           std::vector<std::int64_t>* first_digits = nullptr);
+                                           std::vector<std::int64_t>* first_digits = nullptr,
+                                           std::vector<std::int64_t>* first_distances = nullptr);
+
+// The distance classes of the evaluations' first-digit loss by distance: [0, 128), [128, 1K),
+// [1K, 8K), [8K, inf) tokens back to the key's last mention.
+inline constexpr std::int64_t kRecallDistanceBounds[] = {128, 1024, 8192};
+inline constexpr int kRecallDistanceClasses = 4;
+int recall_distance_class(std::int64_t distance);
 
 // Every file's bytes followed by kSeparator, in the order given. Throws lighthouse::Error naming
 // a file that cannot be opened or read completely, InvalidArgument("--data", ...) when the

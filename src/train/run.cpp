@@ -106,7 +106,10 @@ nlohmann::json eval_record(std::int64_t step, int stage, const EvalResult& e) {
       {"type", "eval"}, {"step", step}, {"stage", stage}, {"dense_loss", e.dense_loss}};
   if (e.train_attention_loss) j["train_attention_loss"] = *e.train_attention_loss;
   if (e.recall_loss) j["recall_loss"] = *e.recall_loss, j["recall_tokens"] = e.recall_tokens;
-  if (e.recall_first_loss) j["recall_first_loss"] = *e.recall_first_loss;
+  if (e.recall_first_loss) {
+    j["recall_first_loss"] = *e.recall_first_loss;
+    j["recall_first_by_distance"] = recall_distance_json(e);
+  }
   return j;
 }
 
@@ -379,7 +382,10 @@ RunReport run_rank(const RunOptions& o, const RunHooks& hooks) {
     summary["unigram_loss"] = start.unigram;
     summary["bigram_loss"] = start.bigram;
     if (last.recall_loss) summary["final_recall_loss"] = *last.recall_loss;
-    if (last.recall_first_loss) summary["final_recall_first_loss"] = *last.recall_first_loss;
+    if (last.recall_first_loss) {
+      summary["final_recall_first_loss"] = *last.recall_first_loss;
+      summary["final_recall_first_by_distance"] = recall_distance_json(last);
+    }
   }
   if (o.passkey_trials > 0 && !o.passkey_lengths.empty()) {
     report.passkey = passkey_eval(model, o.passkey_lengths, kPasskeyDepths, o.passkey_trials,
@@ -435,6 +441,24 @@ RunReport run_training(const RunOptions& o, const RunHooks& hooks) {
     if (comm.rank() == 0) report = std::move(r);
   });
   return report;
+}
+
+nlohmann::json recall_distance_json(const EvalResult& e) {
+  if (!e.recall_first_loss) return nullptr;
+  nlohmann::json classes = nlohmann::json::array();
+  std::int64_t from = 0;
+  for (int c = 0; c < kRecallDistanceClasses; ++c) {
+    const auto i = static_cast<std::size_t>(c);
+    const bool last = c + 1 == kRecallDistanceClasses;
+    const std::int64_t to = last ? 0 : kRecallDistanceBounds[i];
+    const auto& loss = e.recall_first_by_distance[i];
+    classes.push_back({{"from", from},
+                       {"to", last ? nlohmann::json(nullptr) : nlohmann::json(to)},
+                       {"loss", loss ? nlohmann::json(*loss) : nlohmann::json(nullptr)},
+                       {"tokens", e.recall_first_by_distance_tokens[i]}});
+    from = to;
+  }
+  return classes;
 }
 
 nlohmann::json passkey_json(const PasskeyReport& pk) {

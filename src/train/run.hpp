@@ -132,6 +132,9 @@ struct RunReport {
 // The passkey report as the metrics' summary, compare.json and scripts/study-report read it:
 // accuracy, mean -log p(digit), and per (length, depth) cell the same.
 nlohmann::json passkey_json(const PasskeyReport& pk);
+// An evaluation's first-digit loss by distance class: [{"from", "to" (null: no bound), "loss"
+// (null: none in the class), "tokens"}, ...]; null when the held-out data has no answers.
+nlohmann::json recall_distance_json(const EvalResult& e);
 
 struct RunHooks {
   std::function<void(const std::string& json)> record;  // each metrics record, in order

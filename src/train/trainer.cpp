@@ -202,14 +202,18 @@ Trainer::HeldoutLoss Trainer::heldout_loss() {
     for (std::int64_t b = 0; b < config_.batch; ++b) {
       const std::int32_t* in = inputs_.data() + b * seq;
       const std::int32_t* tg = targets_.data() + b * seq;
-      std::vector<std::int64_t> first;
-      for (std::int64_t t : recall_positions(in, tg, seq, &first)) {
+      std::vector<std::int64_t> first, distances;
+      for (std::int64_t t : recall_positions(in, tg, seq, &first, &distances)) {
         out.recall_sum += token_losses_[static_cast<std::size_t>(b * seq + t)];
         ++out.recall_tokens;
       }
-      for (std::int64_t t : first) {
-        out.first_sum += token_losses_[static_cast<std::size_t>(b * seq + t)];
+      for (std::size_t k = 0; k < first.size(); ++k) {
+        const double loss = token_losses_[static_cast<std::size_t>(b * seq + first[k])];
+        out.first_sum += loss;
         ++out.first_tokens;
+        const int c = recall_distance_class(distances[k]);
+        out.class_sum[static_cast<std::size_t>(c)] += loss;
+        ++out.class_tokens[static_cast<std::size_t>(c)];
       }
     }
   }
@@ -228,6 +232,13 @@ EvalResult Trainer::evaluate() {
   }
   if (dense.first_tokens > 0) {
     r.recall_first_loss = dense.first_sum / static_cast<double>(dense.first_tokens);
+  }
+  for (std::size_t c = 0; c < dense.class_sum.size(); ++c) {
+    r.recall_first_by_distance_tokens[c] = dense.class_tokens[c];
+    if (dense.class_tokens[c] > 0) {
+      r.recall_first_by_distance[c] =
+          dense.class_sum[c] / static_cast<double>(dense.class_tokens[c]);
+    }
   }
   // Until stage 2 has taken a step, the model was last trained with the stage-1 attention.
   if (config_.stage1_steps > 0 && step_ <= config_.stage1_steps) {

@@ -8,6 +8,7 @@
 // model and the CUDA model.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -71,6 +72,12 @@ struct EvalResult {
   // The same over the answers' first digits only (recall_positions' first_digits): the key
   // match the passkey probe asks for.
   std::optional<double> recall_first_loss;
+  // The first-digit loss by how far back the key was last written (kRecallDistanceBounds:
+  // < 128, < 1K, < 8K, >= 8K tokens), with the count of each; empty where a class has none.
+  // Long-range retrieval shows in the far classes; a model that only copies nearby keys has a low
+  // loss in the first class and ln 9 in the others.
+  std::array<std::optional<double>, kRecallDistanceClasses> recall_first_by_distance;
+  std::array<std::int64_t, kRecallDistanceClasses> recall_first_by_distance_tokens{};
 };
 
 class Trainer {
@@ -113,6 +120,9 @@ class Trainer {
     std::int64_t recall_tokens = 0;
     double first_sum = 0;  // summed over the answers' first digits
     std::int64_t first_tokens = 0;
+    // The same by distance class (recall_distance_class).
+    std::array<double, kRecallDistanceClasses> class_sum{};
+    std::array<std::int64_t, kRecallDistanceClasses> class_tokens{};
   };
   HeldoutLoss heldout_loss();
   double mean_over_groups(double loss);

@@ -154,11 +154,17 @@ TEST(TrainData, RecallPositionsAreTheAnswersWhoseFactIsInTheSequence) {
   pack(text, &in, &tg);
   const auto seq = static_cast<std::int64_t>(in.size());
   ASSERT_EQ(text.find("4821.\nask xyz"), 51u);
-  std::vector<std::int64_t> first;
-  const auto got = lighthouse::train::recall_positions(in.data(), tg.data(), seq, &first);
+  std::vector<std::int64_t> first, distances;
+  const auto got =
+      lighthouse::train::recall_positions(in.data(), tg.data(), seq, &first, &distances);
   EXPECT_EQ(got, expected_answers(text, "4821.\nask xyz"));
   // The first digit of each answer: the whole one's and the cut one's.
   EXPECT_EQ(first, (std::vector<std::int64_t>{got[0], got[4]}));
+  // Each query's distance back to the key's last line: the fact, then the earlier query.
+  const auto set = static_cast<std::int64_t>(text.find("set abc"));
+  const auto ask = static_cast<std::int64_t>(text.find("ask abc"));
+  const auto again = static_cast<std::int64_t>(text.rfind("ask abc"));
+  EXPECT_EQ(distances, (std::vector<std::int64_t>{ask - set, again - ask}));
   for (std::int64_t i : got) {
     EXPECT_GE(tg[static_cast<std::size_t>(i)], '0');
     EXPECT_LE(tg[static_cast<std::size_t>(i)], '9');
@@ -246,14 +252,32 @@ TEST(TrainData, RecallPositionsReadTheRecallFormat) {
   std::vector<std::int32_t> in, tg;
   pack(text, &in, &tg);
   const auto seq = static_cast<std::int64_t>(in.size());
-  std::vector<std::int64_t> first;
-  const auto got = lighthouse::train::recall_positions(in.data(), tg.data(), seq, &first);
+  std::vector<std::int64_t> first, distances;
+  const auto got =
+      lighthouse::train::recall_positions(in.data(), tg.data(), seq, &first, &distances);
   EXPECT_EQ(got, expected_answers(text, "4821.\nask XYZ"));
   EXPECT_EQ(first, (std::vector<std::int64_t>{got[0], got[4]}));
+  // The lower-case look-alike is not a mention of ABC: the last query reaches back to the first.
+  const auto set = static_cast<std::int64_t>(text.find("set ABC"));
+  const auto ask = static_cast<std::int64_t>(text.find("ask ABC"));
+  const auto again = static_cast<std::int64_t>(text.rfind("ask ABC"));
+  EXPECT_EQ(distances, (std::vector<std::int64_t>{ask - set, again - ask}));
   const TokenStream corpus = generate_corpus(8000, 5, 2000, CorpusKind::kRecall);
   // Most of the ~10 in 16 query lines of a sequence find their fact in it.
   EXPECT_GT(lighthouse::train::recall_positions(corpus.data(), corpus.data() + 1, 4000).size(),
             4u * 4000 / 20 / 2);
+}
+
+TEST(TrainData, RecallDistanceClassesSplitAt128And1KAnd8K) {
+  using lighthouse::train::recall_distance_class;
+  EXPECT_EQ(recall_distance_class(13), 0);
+  EXPECT_EQ(recall_distance_class(127), 0);
+  EXPECT_EQ(recall_distance_class(128), 1);
+  EXPECT_EQ(recall_distance_class(1023), 1);
+  EXPECT_EQ(recall_distance_class(1024), 2);
+  EXPECT_EQ(recall_distance_class(8191), 2);
+  EXPECT_EQ(recall_distance_class(8192), 3);
+  EXPECT_EQ(recall_distance_class(1 << 20), 3);
 }
 
 TEST(TrainData, CountModelBaselines) {

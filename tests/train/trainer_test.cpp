@@ -93,6 +93,19 @@ TEST(TrainLoop, EvaluationReportsTheAnswersAndTheirFirstDigits) {
   EXPECT_NEAR(*e.recall_loss, std::log(257.0), 0.7);
   EXPECT_NEAR(*e.recall_first_loss, std::log(257.0), 0.7);
   EXPECT_NE(*e.recall_first_loss, *e.recall_loss);
+  // The distance classes split the first digits: their counts and losses add up to the whole.
+  std::int64_t counted = 0;
+  double sum = 0;
+  for (std::size_t k = 0; k < e.recall_first_by_distance.size(); ++k) {
+    const std::int64_t n = e.recall_first_by_distance_tokens[k];
+    EXPECT_EQ(e.recall_first_by_distance[k].has_value(), n > 0) << k;
+    counted += n;
+    if (n > 0) sum += *e.recall_first_by_distance[k] * static_cast<double>(n);
+  }
+  EXPECT_GT(e.recall_first_by_distance_tokens[0], 0);  // short sequences: near keys
+  EXPECT_EQ(e.recall_first_by_distance_tokens[3], 0);  // nothing 8K back in a 1K document
+  EXPECT_GT(counted, 0);
+  EXPECT_NEAR(sum / static_cast<double>(counted), *e.recall_first_loss, 1e-9);
   // Other data than the built-in corpus: neither.
   const TokenStream zeros(4000, 'a');
   Trainer plain(c, &zeros, &zeros, lighthouse::train::make_cpu_attention(1));
