@@ -36,7 +36,12 @@ std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double
                                            CorpusKind kind) {
   if (length < 64) throw InvalidArgument("passkey length", std::to_string(length), "must be >= 64");
   const bool recall = kind == CorpusKind::kRecall;
-  const std::string key = random_key(rng, kind);
+  // recall: the filler is one document of the corpus itself (its facts, their queries, grammar
+  // sentences), so the probe differs from training text only in the needle's distance; the
+  // needle's key is one the document does not use.
+  const std::string document = recall ? generate_document(rng, length, kind) : std::string();
+  std::string key = random_key(rng, kind);
+  while (recall && document.find(key) != std::string::npos) key = random_key(rng, kind);
   // The corpora's values are 1000..9999: a first digit of 0 never occurs in training, so the
   // needle's is 1..9 too (chance is 1 in 9).
   *digit = 1 + static_cast<int>(rng.below(9));
@@ -48,14 +53,14 @@ std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double
   const std::string query = "\nask " + key + (recall ? "" : ": ");
   const auto filler = length - static_cast<std::int64_t>(needle.size() + query.size());
   const auto at = static_cast<std::int64_t>(std::floor(std::clamp(depth, 0.0, 1.0) * filler));
-  // No digits or upper-case letters to mislead. facts: random letters, spaces and newlines.
-  // recall: the corpus's own grammar sentences (cut at the needle and the query), so the probe
-  // asks what the corpus's queries ask, at a chosen distance, in text the model has seen.
+  // facts: no digits or upper-case letters to mislead, random letters, spaces and newlines.
+  // recall: the document's bytes in order, cut at the needle and the query.
+  std::size_t next = 0;
   auto fill = [&](std::vector<std::int32_t>& out, std::int64_t n) {
     if (recall) {
-      std::string text;
-      while (static_cast<std::int64_t>(text.size()) < n) text += grammar_sentence(rng);
-      out.insert(out.end(), text.begin(), text.begin() + n);
+      const auto from = document.begin() + static_cast<std::ptrdiff_t>(next);
+      out.insert(out.end(), from, from + n);
+      next += static_cast<std::size_t>(n);
       return;
     }
     for (std::int64_t i = 0; i < n; ++i) {

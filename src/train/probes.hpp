@@ -2,7 +2,9 @@
 //
 // Passkey retrieval (as in the paper): a needle "set <key> = <D><3 digits>.\n" in the built-in
 // corpus's own form ("set <KEY><D><3 digits>.\n" for the recall kind) is hidden at a depth
-// (0..100%; the trainer uses 10, 30, 50, 70, 90%) in random filler of a given context length, which
+// (0..100%; the trainer uses 10, 30, 50, 70, 90%) in filler of a given context length (facts:
+// random letters; recall: a document of the corpus, with its own facts and queries, whose keys
+// differ from the needle's), which
 // ends with the query "ask <key>: " ("ask <KEY>"). The model must predict D (1..9, as the corpora's
 // values start) at the last position: correct when D has the largest logit among the ten digit
 // bytes '0'..'9' (chance 1 in 9); the report also keeps -log p(D). Always dense attention (the

@@ -36,32 +36,31 @@ TEST(Passkey, SequenceHidesTheDigitAtTheDepthAndEndsWithTheQuery) {
   EXPECT_THROW(passkey_sequence(rng, 32, 0.5, nullptr), lighthouse::InvalidArgument);
 }
 
-TEST(Passkey, RecallFormatHidesTheFactInTheCorpussOwnSentences) {
+TEST(Passkey, RecallFormatHidesTheFactInADocumentOfTheCorpus) {
   Rng rng(6);
   for (double depth : {0.0, 0.3, 1.0}) {
     int digit = -1;
-    const auto seq = passkey_sequence(rng, 200, depth, &digit, CorpusKind::kRecall);
-    ASSERT_EQ(seq.size(), 200u);
+    const auto seq = passkey_sequence(rng, 600, depth, &digit, CorpusKind::kRecall);
+    ASSERT_EQ(seq.size(), 600u);
     const std::string text(seq.begin(), seq.end());
-    const auto at = text.find("\nset ");
-    ASSERT_NE(at, std::string::npos);
+    // needle "\nset KQV1234.\n" (14) at the depth of the filler, query "\nask KQV" (8) last
+    const double filler = 600 - 14 - 8;
+    const auto at = static_cast<std::size_t>(std::floor(depth * filler));
+    ASSERT_EQ(text.substr(at, 5), "\nset ");
     const std::string key = text.substr(at + 5, 3);
     for (char c : key) EXPECT_TRUE(c >= 'A' && c <= 'Z') << key;
     EXPECT_EQ(text[at + 8], '0' + digit);
-    EXPECT_EQ(text.substr(200 - 8), "\nask " + key);
-    // The key's upper-case letters and the value's digits appear only in the needle and the
-    // query; the filler is grammar text.
-    EXPECT_EQ(std::count_if(text.begin(), text.end(), [](char c) { return c >= 'A' && c <= 'Z'; }),
-              6);
-    EXPECT_EQ(std::count_if(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
-              4);
-    const std::string filler = text.substr(0, at) + text.substr(at + 14, 200 - 8 - at - 14);
-    EXPECT_TRUE(std::all_of(filler.begin(), filler.end(), [](char c) {
-      return (c >= 'a' && c <= 'z') || c == ' ' || c == '.' || c == '\n';
-    })) << filler;
-    if (depth > 0) EXPECT_EQ(text.substr(0, 4), "the ");
-    // needle "\nset KQV1234.\n" (14), query "\nask KQV" (8)
-    EXPECT_NEAR(static_cast<double>(at), depth * (200 - 14 - 8), 1.0) << depth;
+    EXPECT_GE(digit, 1);
+    EXPECT_EQ(text.substr(600 - 8), "\nask " + key);
+    // The key is written twice, in the needle and the query; the filler is the corpus's own
+    // text: a document's header, other facts and their queries.
+    std::size_t mentions = 0;
+    for (auto p = text.find(key); p != std::string::npos; p = text.find(key, p + 1)) ++mentions;
+    EXPECT_EQ(mentions, 2u);
+    const std::string rest = text.substr(0, at) + text.substr(at + 14);
+    EXPECT_EQ(rest.substr(0, 7), "record\n");
+    EXPECT_NE(rest.find("\nset "), std::string::npos);
+    EXPECT_NE(rest.find("\nask "), std::string::npos);
   }
 }
 
