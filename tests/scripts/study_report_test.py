@@ -21,6 +21,9 @@ def arm(name, final, recall, wall, correct, first=None):
                      "cells": [{"length": 1024, "depth": 0.5, "correct": correct, "trials": 4}]}}
     if first is not None:
         a["recall_first_loss"] = first
+        a["recall_first_by_distance"] = [
+            {"from": 0, "to": 128, "loss": first - 1.0, "tokens": 10},
+            {"from": 128, "to": 1024, "loss": None, "tokens": 0}]
     if name != "dense":
         a.update({"jump": 0.1, "recover_steps": 3,
                   "stage1_end": {"own_attention_loss": 1.5, "dense_loss": 1.7},
@@ -61,6 +64,10 @@ def main():
         check("| first answer digits only (key match) | – | **2.100 ± 0.000** (2.100, 2.100, 2.100) |"
               in out, "a metric missing from an arm is –", out)
         check("| 1024 | 50% | 50% of 12 | 0% of 12 |" in out, "passkey cells summed over seeds", out)
+        check("|   first digits, key last written < 128 back | – | **1.100 ± 0.000** (1.100, 1.100, "
+              "1.100) |" in out, "a distance class's row", out)
+        check("|   first digits, key last written 1K-8K back | – | – |" in out,
+              "a class without answers, or without the list, is –", out)
         check("| passkey loss on its digit (ln 9 = 2.197 without the fact) | **2.000 ± 0.100** "
               "(2.100, 2.000, 1.900) | **2.200 ± 0.000** (2.200, 2.200, 2.200) |" in out,
               "the passkey's loss row", out)
