@@ -67,7 +67,7 @@ struct TrainArgs {
   std::string seed = "1", eval_every = "25", eval_batches = "2";
   std::vector<std::string> data;
   std::string corpus_tokens = "2m", doc_bytes = "0", heldout = "0.05", corpus = "facts",
-              doc_bytes_min = "0";
+              doc_bytes_min = "0", far_queries = "0";
   std::string metrics, threads = "0", sgemm_size = "1024";
   std::string save, save_every = "0", resume, init_from, config, dump_batches;
   bool save_initial = false;
@@ -286,6 +286,10 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
   o.passkey_trials = parse_int32("--passkey-trials", a.passkey_trials, 0, 1 << 20);
   o.passkey_lengths = parse_passkey_lengths(a.passkey_lengths, o.config.seq);
   o.corpus = train::parse_corpus_kind(a.corpus);
+  const double far_queries = o.far_queries = parse_double("--far-queries", a.far_queries, 0.0, 1.0);
+  if (far_queries > 0 && (o.corpus != train::CorpusKind::kRecall || !a.data.empty())) {
+    reject("--far-queries", a.far_queries, "needs the built-in --corpus recall");
+  }
   o.dump_batches = a.dump_batches;
   if (o.save_every > 0 && a.save.empty()) {
     reject("--save-every", a.save_every, "needs --save DIR (where the checkpoints go)");
@@ -313,7 +317,7 @@ std::unique_ptr<Prepared> prepare(const TrainArgs& a, bool dry = false) {
     if (doc_bytes == 0) doc_bytes = std::max<std::int64_t>(o.config.seq / 2, 256);
     const std::int64_t doc_min = parse_int("--doc-bytes-min", a.doc_bytes_min, 0, doc_bytes);
     train::split_heldout(
-        train::generate_corpus(tokens, o.config.seed, doc_bytes, o.corpus, doc_min),
+        train::generate_corpus(tokens, o.config.seed, doc_bytes, o.corpus, doc_min, far_queries),
         heldout_fraction, &p->train_tokens, &p->heldout_tokens);
   }
   o.train = &p->train_tokens;
@@ -582,6 +586,11 @@ Command add_train_command(CLI::App& parent) {
       "0: every built-in document is --doc-bytes long; else lengths drawn log-uniformly between "
       "this and --doc-bytes (with --pack-documents, short documents attend over few tokens)",
       "D");
+  opt("--far-queries", args->far_queries,
+      "recall corpus: the share of documents (0 to 1) that also hold 8 facts, each written once at "
+      "a random depth and asked only at their end (the other facts are asked again and again, so "
+      "their keys were mostly written a few lines back): long-range retrieval to learn",
+      "F");
   opt("--corpus", args->corpus,
       "built-in corpus: facts (facts set at the top, asked in the second half) or recall (keys "
       "in upper case, \"set KQV5832.\" ... \"ask KQV5832.\", queries at every distance: "

@@ -66,6 +66,32 @@ std::string recall_document(Rng& rng, std::int64_t bytes) {
   return doc;
 }
 
+// A recall document with kFarFacts more facts, each written once on a line of its own at a depth
+// drawn uniformly from the document's first 90%, and asked only on the document's last lines:
+// passkeys in the corpus's own text. The other facts are asked again and again, so their keys
+// were mostly written a few lines back; these were not.
+constexpr int kFarFacts = 8;
+
+std::string far_query_document(Rng& rng, std::int64_t bytes) {
+  std::string doc = recall_document(rng, bytes);
+  std::vector<std::string> lines;  // "KEYvalue" of each far fact
+  for (int f = 0; f < kFarFacts; ++f) {
+    std::string key = random_key(rng, CorpusKind::kRecall);
+    while (doc.find(key) != std::string::npos) key = random_key(rng, CorpusKind::kRecall);
+    lines.push_back(key + random_value(rng));
+    const double depth = 0.9 * rng.uniform() * static_cast<double>(doc.size());
+    // The next line start ("record\n" ends the first line).
+    const std::size_t at = doc.find('\n', static_cast<std::size_t>(depth)) + 1;
+    doc.insert(at, "set " + lines.back() + ".\n");
+  }
+  for (int f = kFarFacts - 1; f > 0; --f) {
+    std::swap(lines[static_cast<std::size_t>(f)],
+              lines[rng.below(static_cast<std::uint64_t>(f) + 1)]);
+  }
+  for (const std::string& line : lines) doc += "ask " + line + ".\n";
+  return doc;
+}
+
 }  // namespace
 
 std::string grammar_sentence(Rng& rng) {
@@ -116,11 +142,18 @@ std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind) {
 }
 
 TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes,
-                            CorpusKind kind, std::int64_t doc_bytes_min) {
+                            CorpusKind kind, std::int64_t doc_bytes_min, double far_queries) {
   if (tokens < 1) throw InvalidArgument("tokens", std::to_string(tokens), "must be >= 1");
   if (doc_bytes_min < 0 || doc_bytes_min > doc_bytes) {
     throw InvalidArgument("--doc-bytes-min", std::to_string(doc_bytes_min),
                           "must be between 0 and --doc-bytes (" + std::to_string(doc_bytes) + ")");
+  }
+  if (!(far_queries >= 0 && far_queries <= 1)) {
+    throw InvalidArgument("--far-queries", std::to_string(far_queries), "must be between 0 and 1");
+  }
+  if (far_queries > 0 && kind != CorpusKind::kRecall) {
+    throw InvalidArgument("--far-queries", std::to_string(far_queries),
+                          "needs --corpus recall (the facts corpus asks every fact far away)");
   }
   Rng rng(seed);
   TokenStream out;
@@ -132,7 +165,12 @@ TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_
       const double hi = std::log(static_cast<double>(doc_bytes));
       bytes = static_cast<std::int64_t>(std::exp(lo + (hi - lo) * rng.uniform()));
     }
-    for (unsigned char c : generate_document(rng, bytes, kind)) out.push_back(c);
+    // Drawn only when asked for, so that far_queries = 0 leaves the stream as it was.
+    const bool far = far_queries > 0 && rng.uniform() < far_queries;
+    for (unsigned char c :
+         far ? far_query_document(rng, bytes) : generate_document(rng, bytes, kind)) {
+      out.push_back(c);
+    }
     out.push_back(kSeparator);
   }
   return out;

@@ -49,8 +49,13 @@ std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind = Co
 // Documents from `seed`, each followed by kSeparator, until at least `tokens` tokens. Each is
 // `doc_bytes` long, or with doc_bytes_min > 0 of a length drawn log-uniformly from
 // [doc_bytes_min, doc_bytes] (InvalidArgument naming "--doc-bytes-min" unless <= doc_bytes).
+// far_queries (recall only; 0..1, InvalidArgument naming "--far-queries" otherwise): the share of
+// documents that also hold 8 facts, each written once at a random depth and asked only at the
+// document's end — long-range retrieval, which the recall corpus otherwise rarely asks (its facts
+// are asked about ten times each, so most queries' keys were written a few lines back).
 TokenStream generate_corpus(std::int64_t tokens, std::uint64_t seed, std::int64_t doc_bytes,
-                            CorpusKind kind = CorpusKind::kFacts, std::int64_t doc_bytes_min = 0);
+                            CorpusKind kind = CorpusKind::kFacts, std::int64_t doc_bytes_min = 0,
+                            double far_queries = 0);
 
 // The long-range tokens of one packed sequence of the built-in corpus (either kind): the
 // positions i whose target is one of the four digits answering a query ("ask kqv: 5832." or

@@ -91,6 +91,7 @@ nlohmann::json config_record(const RunOptions& o, std::int64_t parameters) {
                       {"data", o.data_files.empty() ? nlohmann::json(std::string("built-in ") +
                                                                      corpus_kind_name(o.corpus))
                                                     : nlohmann::json(o.data_files)},
+                      {"far_queries", o.far_queries},
                       {"device",
                        {{"kind", o.device.kind},
                         {"name", o.device.name},

@@ -50,6 +50,7 @@ struct RunOptions {
   const TokenStream* heldout = nullptr;
   std::vector<std::string> data_files;     // for the config record; empty: the built-in corpus
   CorpusKind corpus = CorpusKind::kFacts;  // the built-in corpus's kind; also the passkey's format
+  double far_queries = 0;                  // the built-in recall corpus's far-query share (record)
   DeviceSetup device;
   std::optional<PeakRate> peak;  // none: MFU is not reported
 

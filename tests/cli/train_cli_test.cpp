@@ -98,6 +98,8 @@ TEST_F(TrainCli, BadFlagsNameTheFlagAndExit2WithoutOutput) {
       {"--dense-layers 0,9", "--dense-layers = 9"},
       {"--heldout 0.9", "--heldout = 0.9"},
       {"--beta2 1", "--beta2 = 1"},
+      {"--far-queries 0.5", "--far-queries = 0.5: needs the built-in --corpus recall"},
+      {"--corpus recall --far-queries 2", "--far-queries = 2"},
       {"--data '" + path("missing.txt") + "'", "missing.txt: cannot open"},
   };
   for (const Case& c : cases) {

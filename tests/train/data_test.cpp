@@ -268,6 +268,49 @@ TEST(TrainData, RecallPositionsReadTheRecallFormat) {
             4u * 4000 / 20 / 2);
 }
 
+TEST(TrainData, FarQueryDocumentsAskAFactWrittenOnceAtTheirEnd) {
+  // 0 leaves the stream as it was; other kinds or shares are refused, naming the flag.
+  EXPECT_EQ(generate_corpus(20000, 4, 2000, CorpusKind::kRecall, 0, 0.0),
+            generate_corpus(20000, 4, 2000, CorpusKind::kRecall));
+  EXPECT_THROW(generate_corpus(1000, 4, 500, CorpusKind::kFacts, 0, 0.5),
+               lighthouse::InvalidArgument);
+  EXPECT_THROW(generate_corpus(1000, 4, 500, CorpusKind::kRecall, 0, 1.5),
+               lighthouse::InvalidArgument);
+  // Every document (share 1): its last 8 lines ask keys that only one earlier line wrote.
+  const TokenStream corpus = generate_corpus(60000, 4, 4000, CorpusKind::kRecall, 0, 1.0);
+  std::vector<std::string> docs(1);
+  for (std::int32_t t : corpus) {
+    if (t == kSeparator) {
+      docs.emplace_back();
+    } else {
+      docs.back() += static_cast<char>(t);
+    }
+  }
+  docs.pop_back();  // after the last separator
+  ASSERT_GE(docs.size(), 10u);
+  std::vector<std::int64_t> distances;
+  for (const std::string& doc : docs) {
+    std::size_t end = doc.size() - 1;  // the last '\n'
+    for (int q = 0; q < 8; ++q) {
+      const std::size_t start = doc.rfind('\n', end - 1) + 1;
+      const std::string line = doc.substr(start, end - start);  // "ask KEY1234."
+      ASSERT_EQ(line.substr(0, 4), "ask ") << line;
+      const std::string key = line.substr(4, 3);
+      const std::size_t set = doc.find("\nset " + line.substr(4));  // the fact, on its own line
+      ASSERT_NE(set, std::string::npos) << line;
+      EXPECT_LT(set, doc.size() - 8 * 13);  // before the final queries
+      std::size_t mentions = 0;
+      for (auto p = doc.find(key); p != std::string::npos; p = doc.find(key, p + 1)) ++mentions;
+      EXPECT_EQ(mentions, 2u) << key;
+      distances.push_back(static_cast<std::int64_t>(start - set));
+      end = start - 1;
+    }
+  }
+  // Depths spread over the document: some answers reach back more than 2K tokens, some less.
+  EXPECT_GT(*std::max_element(distances.begin(), distances.end()), 2048);
+  EXPECT_LT(*std::min_element(distances.begin(), distances.end()), 1024);
+}
+
 TEST(TrainData, RecallDistanceClassesSplitAt128And1KAnd8K) {
   using lighthouse::train::recall_distance_class;
   EXPECT_EQ(recall_distance_class(13), 0);
