@@ -76,6 +76,11 @@ def main():
         check("- dense / causal, wall-clock: 2.0000 ± 0.0000" in out, "the wall-clock ratio", out)
         check("| steps to recover the stage-1 loss | – | 3, 3, 3 |" in out, "recovery steps", out)
 
+        r = run(script, seeds[0])
+        check(r.returncode == 0 and r.stdout.startswith("1 run (") and
+              "| final held-out loss (dense attention) | **1.0000** | **0.9000** |" in r.stdout,
+              "one run: its values, no spread", r.stdout)
+
         r = run(script, seeds[0], os.path.join(tmp, "nothing"))
         check(r.returncode == 2 and "no compare.json" in r.stderr, "a folder without a run",
               r.stderr)
