@@ -3,6 +3,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,7 @@ constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c",
 
 }  // namespace
 
-std::string plot_runs_svg(const std::vector<RunCurves>& runs) {
+std::string plot_runs_svg(const std::vector<RunCurves>& runs, std::optional<double> y_max) {
   std::vector<LossSeries> series;
   std::vector<VerticalMarker> markers;
   for (std::size_t r = 0; r < runs.size(); ++r) {
@@ -61,13 +62,14 @@ std::string plot_runs_svg(const std::vector<RunCurves>& runs) {
       markers.push_back({static_cast<double>(stage1), runs[r].name + ": switch to dense", color});
     }
   }
-  return loss_chart_svg({"Loss curves", "optimizer step", "loss (nats per byte)"}, series, markers);
+  return loss_chart_svg({"Loss curves", "optimizer step", "loss (nats per byte)"}, series, markers,
+                        y_max);
 }
 
 Command add_plot_command(CLI::App& parent) {
   struct Args {
     std::vector<std::string> runs;
-    std::string out;
+    std::string out, y_max;
   };
   auto args = std::make_shared<Args>();
   CLI::App* app = parent.add_subcommand(
@@ -76,13 +78,19 @@ Command add_plot_command(CLI::App& parent) {
       ->type_name("RUN.jsonl")
       ->required();
   app->add_option("--out", args->out, "the SVG to write")->type_name("FILE.svg")->required();
+  app->add_option("--y-max", args->y_max,
+                  "cap the loss axis at Y (> 0); the curves are clipped there (default: the "
+                  "highest point, which a run's first steps can put far above the rest)")
+      ->type_name("Y");
   return {app, [args] {
+            std::optional<double> y_max;
+            if (!args->y_max.empty()) y_max = parse_double("--y-max", args->y_max, 1e-9, 1e9);
             check_writable_path("--out", args->out);
             std::vector<RunCurves> runs;
             for (const std::string& f : args->runs) {
               runs.push_back({std::filesystem::path(f).stem().string(), f});
             }
-            write_text_atomically(args->out, plot_runs_svg(runs));
+            write_text_atomically(args->out, plot_runs_svg(runs, y_max));
             std::cout << "plot: " << args->out << "\n";
             return kExitOk;
           }};

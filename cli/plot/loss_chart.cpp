@@ -33,7 +33,8 @@ double nice_step(double range, int count) {
 }  // namespace
 
 std::string loss_chart_svg(const PlotLabels& labels, const std::vector<LossSeries>& series,
-                           const std::vector<VerticalMarker>& markers) {
+                           const std::vector<VerticalMarker>& markers,
+                           std::optional<double> y_max) {
   std::vector<LossSeries> drawn;
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
   for (const LossSeries& s : series) {
@@ -48,6 +49,8 @@ std::string loss_chart_svg(const PlotLabels& labels, const std::vector<LossSerie
     if (!d.series.points.empty()) drawn.push_back(std::move(d));
   }
   if (drawn.empty()) xmin = 0, xmax = 1, ymin = 0, ymax = 1;
+  const bool capped = y_max && *y_max > ymin && *y_max < ymax;
+  if (capped) ymax = *y_max;
   xmin = std::min(xmin, 0.0);
   if (xmax <= xmin) xmax = xmin + 1;
   if (ymax <= ymin) ymax = ymin + 1;
@@ -80,6 +83,11 @@ std::string loss_chart_svg(const PlotLabels& labels, const std::vector<LossSerie
         << svg_num(kTop + plot_h - 8 - 14.0 * static_cast<double>(i)) << "\" fill=\""
         << svg_escape(m.color) << "\">" << svg_escape(m.label) << "</text>\n";
   }
+  if (capped) {
+    svg << "<defs><clipPath id=\"plot-area\"><rect x=\"" << svg_num(area.left) << "\" y=\""
+        << svg_num(area.top) << "\" width=\"" << svg_num(plot_w) << "\" height=\""
+        << svg_num(plot_h) << "\"/></clipPath></defs>\n<g clip-path=\"url(#plot-area)\">\n";
+  }
   std::vector<LegendEntry> legend;
   for (const LossSeries& s : drawn) {
     const std::string color = svg_escape(s.series.color);
@@ -96,6 +104,7 @@ std::string loss_chart_svg(const PlotLabels& labels, const std::vector<LossSerie
     }
     legend.push_back({s.series.name, s.series.color, s.dashed ? " stroke-dasharray=\"6 4\"" : ""});
   }
+  if (capped) svg << "</g>\n";
   svg_legend(svg, {kLeft + plot_w - 250, kTop + 10, 246, 18.0, 7}, legend);
   svg << "</svg>\n";
   return svg.str();

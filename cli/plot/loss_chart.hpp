@@ -3,6 +3,7 @@
 // switch. Written by hand like svg_plot (which is log-log and fits latency, not losses).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,8 +21,11 @@ struct VerticalMarker {
   std::string label, color;
 };
 
-// Non-finite points are left out; series without points are left out of the legend.
+// Non-finite points are left out; series without points are left out of the legend. y_max, when
+// given and above the lowest point, caps the y axis: the curves are clipped at the plot area (a
+// run's first steps, far above the rest, otherwise squash every curve into a thin band).
 std::string loss_chart_svg(const PlotLabels& labels, const std::vector<LossSeries>& series,
-                           const std::vector<VerticalMarker>& markers);
+                           const std::vector<VerticalMarker>& markers,
+                           std::optional<double> y_max = std::nullopt);
 
 }  // namespace lighthouse::cli

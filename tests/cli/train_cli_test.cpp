@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -292,6 +293,37 @@ TEST_F(TrainCli, PlotDrawsTrainingAndEvalCurvesWithTheSwitch) {
   EXPECT_NE(svg.find("a dense eval"), std::string::npos);
   EXPECT_NE(svg.find("a: switch to dense"), std::string::npos);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_EQ(svg.find("clip-path"), std::string::npos);  // no cap asked: nothing clipped
+  // --y-max caps the loss axis halfway up the uncapped one: its top tick comes down, and the
+  // curves are clipped to the plot area.
+  auto y_ticks = [](const std::string& text) {
+    std::vector<double> ticks;
+    const std::regex tick("text-anchor=\"end\">([^<]*)<");
+    for (std::sregex_iterator it(text.begin(), text.end(), tick), end; it != end; ++it) {
+      ticks.push_back(std::stod((*it)[1].str()));
+    }
+    return ticks;
+  };
+  const std::vector<double> full = y_ticks(svg);
+  ASSERT_GE(full.size(), 3u);
+  const double cap = (full.front() + full.back()) / 2;
+  ASSERT_EQ(std::system((cli + "'" + path("a.jsonl") + "' --y-max " + std::to_string(cap) +
+                         " --out '" + path("c.svg") + "' > /dev/null")
+                            .c_str()),
+            0);
+  const std::string capped = read_file(path("c.svg"));
+  EXPECT_NE(capped.find("clip-path=\"url(#plot-area)\""), std::string::npos);
+  const std::vector<double> low = y_ticks(capped);
+  ASSERT_FALSE(low.empty());
+  EXPECT_LT(low.back(), full.back());
+  EXPECT_GE(low.back(), cap);
+  const int zero = std::system((cli + "'" + path("a.jsonl") + "' --y-max 0 --out '" +
+                                path("z.svg") + "' 2> '" + path("zerr") + "'")
+                                   .c_str());
+  EXPECT_EQ(WEXITSTATUS(zero), 2);
+  EXPECT_NE(read_file(path("zerr")).find("--y-max = 0"), std::string::npos)
+      << read_file(path("zerr"));
+  EXPECT_FALSE(fs::exists(path("z.svg")));
   std::ofstream(path("bad.jsonl")) << "{\"type\": \"step\"}\n";
   const int raw = std::system(
       (cli + "'" + path("bad.jsonl") + "' --out '" + path("q.svg") + "' 2> '" + path("err") + "'")
