@@ -268,7 +268,7 @@ TEST(TrainData, RecallPositionsReadTheRecallFormat) {
             4u * 4000 / 20 / 2);
 }
 
-TEST(TrainData, FarQueryDocumentsAskAFactWrittenOnceAtTheirEnd) {
+TEST(TrainData, FarQueryDocumentsAskFactsWrittenOnceAtTheirEnd) {
   // 0 leaves the stream as it was; other kinds or shares are refused, naming the flag.
   EXPECT_EQ(generate_corpus(20000, 4, 2000, CorpusKind::kRecall, 0, 0.0),
             generate_corpus(20000, 4, 2000, CorpusKind::kRecall));
