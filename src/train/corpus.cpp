@@ -76,8 +76,7 @@ std::string far_query_document(Rng& rng, std::int64_t bytes) {
   std::string doc = recall_document(rng, bytes);
   std::vector<std::string> lines;  // "KEYvalue" of each far fact
   for (int f = 0; f < kFarFacts; ++f) {
-    std::string key = random_key(rng, CorpusKind::kRecall);
-    while (doc.find(key) != std::string::npos) key = random_key(rng, CorpusKind::kRecall);
+    const std::string key = unused_key(rng, CorpusKind::kRecall, doc);  // drawn before the value
     lines.push_back(key + random_value(rng));
     const double depth = 0.9 * rng.uniform() * static_cast<double>(doc.size());
     // The next line start ("record\n" ends the first line).
@@ -103,6 +102,12 @@ std::string random_key(Rng& rng, CorpusKind kind) {
   const char first = kind == CorpusKind::kRecall ? 'A' : 'a';
   std::string key(3, first);
   for (char& c : key) c = static_cast<char>(first + rng.below(26));
+  return key;
+}
+
+std::string unused_key(Rng& rng, CorpusKind kind, const std::string& text) {
+  std::string key = random_key(rng, kind);
+  while (text.find(key) != std::string::npos) key = random_key(rng, kind);
   return key;
 }
 

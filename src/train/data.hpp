@@ -43,6 +43,9 @@ std::string grammar_sentence(Rng& rng);
 
 // A fact's key: three random letters, lower case for "facts", upper case for "recall".
 std::string random_key(Rng& rng, CorpusKind kind);
+// A random key that `text` does not contain (drawn again until it does not): a needle's key, so
+// that only the needle and its query write it.
+std::string unused_key(Rng& rng, CorpusKind kind, const std::string& text);
 
 // One generated document of about `bytes` bytes (at least 256), without the separator.
 std::string generate_document(Rng& rng, std::int64_t bytes, CorpusKind kind = CorpusKind::kFacts);

@@ -32,6 +32,10 @@ void append(std::vector<std::int32_t>& out, const std::string& text) {
 
 }  // namespace
 
+Rng passkey_rng(std::uint64_t seed) {
+  return Rng(seed ^ 0x706173736b6579ull);
+}
+
 std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth, int* digit,
                                            CorpusKind kind) {
   if (length < 64) throw InvalidArgument("passkey length", std::to_string(length), "must be >= 64");
@@ -40,8 +44,7 @@ std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double
   // sentences), so the probe differs from training text only in the needle's distance; the
   // needle's key is one the document does not use.
   const std::string document = recall ? generate_document(rng, length, kind) : std::string();
-  std::string key = random_key(rng, kind);
-  while (recall && document.find(key) != std::string::npos) key = random_key(rng, kind);
+  const std::string key = unused_key(rng, kind, document);
   // The corpora's values are 1000..9999: a first digit of 0 never occurs in training, so the
   // needle's is 1..9 too (chance is 1 in 9).
   *digit = 1 + static_cast<int>(rng.below(9));
@@ -81,7 +84,7 @@ PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>
                            const std::vector<double>& depths, int trials, std::uint64_t seed,
                            CorpusKind kind) {
   AttentionGuard guard(model, all_dense(model.config().layers));
-  Rng rng(seed ^ 0x706173736b6579ull);
+  Rng rng = passkey_rng(seed);
   PasskeyReport report;
   const int vocab = model.config().vocab;
   std::vector<float> z(static_cast<std::size_t>(vocab));

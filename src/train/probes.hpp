@@ -51,6 +51,9 @@ PasskeyReport passkey_eval(LanguageModel& model, const std::vector<std::int64_t>
                            const std::vector<double>& depths, int trials, std::uint64_t seed,
                            CorpusKind kind = CorpusKind::kFacts);
 
+// The generator passkey_eval draws its instances from, in order, for `seed`.
+Rng passkey_rng(std::uint64_t seed);
+
 // The sequence of one passkey instance (exposed for tests): `length` tokens whose last position
 // must predict '0' + *digit.
 std::vector<std::int32_t> passkey_sequence(Rng& rng, std::int64_t length, double depth, int* digit,
