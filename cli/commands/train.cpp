@@ -247,8 +247,10 @@ std::optional<train::PeakRate> peak_rate(const TrainArgs& a, const DeviceChoice&
   if (n == 0) return std::nullopt;
   const std::optional<double> gflops = measure_sgemm_gflops(n, c.threads, 3);
   if (!gflops) return std::nullopt;
-  return train::PeakRate{*gflops * 1e9, std::to_string(n) + "^3 on OpenBLAS's threads, this run",
-                         true};
+  return train::PeakRate{
+      *gflops * 1e9,
+      std::to_string(n) + "^3, the faster of OpenBLAS's threads and one per thread, this run",
+      true};
 }
 
 // ---- the two commands ------------------------------------------------------------------------

@@ -16,8 +16,9 @@ struct MachineInfo {
 
 MachineInfo machine_info();
 
-// GFLOP/s of a square n x n x n cblas_sgemm on `threads` threads (0 = all), the median of
-// `repeats` runs after one warm-up. Empty when the CLI was built without OpenBLAS.
+// GFLOP/s of square n x n x n cblas_sgemm products on `threads` threads (0 = all): the faster of
+// one product on OpenBLAS's threads and one single-threaded product per thread side by side, each
+// the median of `repeats` runs after one warm-up. Empty when the CLI was built without OpenBLAS.
 std::optional<double> measure_sgemm_gflops(int n, int threads, int repeats);
 
 // The process's peak resident set size so far, in bytes.
