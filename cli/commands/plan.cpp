@@ -1,6 +1,7 @@
 // `lighthouse plan`: what a configuration means at a sequence length, before any data exists --
 // the pyramid, the gathered length S, the tiling, FLOPs against dense attention, memory of the
 // gathered tensors -- and whether it is valid at all.
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -80,11 +81,31 @@ void print_cp(const ShardPlan& sp, DType dtype) {
   row("forward + backward", f.total() + w.total(), uf.total() + uw.total());
 }
 
+// Entries of level l (0-based) in the gathered sub-sequence, per (batch, head): every coarsest
+// entry; at each finer level the p children of the K entries kept above (spec, stage 2).
+std::int64_t entries_in_S(const Plan& p, std::size_t l) {
+  return l + 1 == p.block.size() ? p.size[l]
+                                 : static_cast<std::int64_t>(p.config.pool) * p.config.topk;
+}
+
+// The largest share of tokens that receive an output of level l: each entry writes c_l tokens
+// (spec, stage 4), none before token c_l - 1. A token that no level-1 entry reaches gets no
+// output computed from its own query, only from pooled (mean) queries of the blocks around it.
+double token_share(const Plan& p, std::size_t l) {
+  const std::int64_t reach =
+      std::min(entries_in_S(p, l) * p.block[l], p.padded_seq - p.block[l] + 1);
+  return static_cast<double>(reach) / static_cast<double>(p.padded_seq);
+}
+
 nlohmann::json plan_json(const Plan& p) {
   nlohmann::json levels = nlohmann::json::array();
   for (std::size_t l = 0; l < p.block.size(); ++l) {
     levels.push_back(
         {{"level", l + 1}, {"block", p.block[l]}, {"entries", p.size[l]}, {"offset", p.offset[l]}});
+    if (!p.dense_fallback && !p.dense()) {
+      levels.back()["in_S"] = entries_in_S(p, l);
+      levels.back()["token_share"] = token_share(p, l);
+    }
   }
   nlohmann::json j = {
       {"valid", true},
@@ -123,14 +144,26 @@ void print_plan(const Plan& p) {
                                   : " (N needs no padding)")
               << "\n";
   }
+  const bool selects = !p.dense_fallback && !p.dense();
   std::cout << "pyramid:\n"
-            << "  level    block      entries       offset\n";
+            << "  level    block      entries       offset"
+            << (selects ? "    in S  tokens written (at most)" : "") << "\n";
   for (std::size_t l = 0; l < p.block.size(); ++l) {
     std::cout << "  " << pad_left(std::to_string(l + 1), 5)
               << pad_left(std::to_string(p.block[l]), 9) << pad_left(std::to_string(p.size[l]), 13)
-              << pad_left(std::to_string(p.offset[l]), 13) << "\n";
+              << pad_left(std::to_string(p.offset[l]), 13);
+    if (selects) {
+      std::cout << pad_left(std::to_string(entries_in_S(p, l)), 8)
+                << pad_left(fixed(100.0 * token_share(p, l), 1) + "%", 10);
+    }
+    std::cout << "\n";
   }
   std::cout << "  pyramid size: " << p.pyramid_size << "\n";
+  if (selects) {
+    std::cout << "  a token outside level 1's " << entries_in_S(p, 0)
+              << " entries gets no output from its own query, only from the pooled queries of "
+                 "the blocks that cover it\n";
+  }
   std::cout << "S (gathered length): " << p.S << " (" << fixed(100.0 * p.S / p.seq, 1)
             << "% of N)\n";
   std::cout << "tiles: " << p.tiles << ", C (coarsest entries per tile): " << p.tile_entries
@@ -244,7 +277,9 @@ Command add_plan_command(CLI::App& parent) {
   // A flag given twice takes its last value, as in most command-line tools.
   app->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app->footer(
-      "Prints per level the block size, entries and offset; S (the gathered length), tiles and C\n"
+      "Prints per level the block size, entries and offset, how many entries S holds and the\n"
+      "share of tokens they write (a token outside level 1's p*K gets no output computed from\n"
+      "its own query); S (the gathered length), tiles and C\n"
       "(coarsest entries per tile); attention FLOPs of Lighthouse vs dense (fwd, bwd, ratio);\n"
       "the scorer's FLOPs (forward only; the dilated scorer's two attentions per subsequence);\n"
       "the memory of the gathered tensors (fp32, bf16); the padded length (any N >= 1 runs: a\n"

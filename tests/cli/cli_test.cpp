@@ -293,6 +293,9 @@ TEST(CliPlan, ValidConfigurationPrintsThePyramid) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("valid: yes"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1280"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("outside level 1's 512 entries gets no output from its own query"),
+            std::string::npos)
+      << r.out;
 
   r = run_cli(dir, "plan --seq 4096 --levels 3 --pool 4 --topk 128 --heads 2 --head-dim 32 --json");
   ASSERT_EQ(r.status, 0) << r.err;
@@ -305,6 +308,14 @@ TEST(CliPlan, ValidConfigurationPrintsThePyramid) {
   EXPECT_EQ(j["levels"][2]["block"], 16);
   EXPECT_EQ(j["levels"][2]["entries"], 256);
   EXPECT_EQ(j["levels"][2]["offset"], 4096 + 1024);
+  // In S: p * K = 512 entries of each finer level, every coarsest one. Each writes c_l tokens:
+  // level 1 reaches 512 of 4096 tokens, level 2 2048, level 3 all but the first 15.
+  EXPECT_EQ(j["levels"][0]["in_S"], 512);
+  EXPECT_EQ(j["levels"][1]["in_S"], 512);
+  EXPECT_EQ(j["levels"][2]["in_S"], 256);
+  EXPECT_DOUBLE_EQ(j["levels"][0]["token_share"].get<double>(), 0.125);
+  EXPECT_DOUBLE_EQ(j["levels"][1]["token_share"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j["levels"][2]["token_share"].get<double>(), (4096.0 - 15) / 4096);
   const lighthouse::Plan plan =
       lighthouse::make_plan({.levels = 3, .pool = 4, .topk = 128, .scale = {}}, 1, 4096, 2, 32);
   EXPECT_DOUBLE_EQ(j["flops"]["lighthouse"]["fwd"].get<double>(), plan.attention_fwd_flops());
