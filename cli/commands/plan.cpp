@@ -81,19 +81,12 @@ void print_cp(const ShardPlan& sp, DType dtype) {
   row("forward + backward", f.total() + w.total(), uf.total() + uw.total());
 }
 
-// Entries of level l (0-based) in the gathered sub-sequence, per (batch, head): every coarsest
-// entry; at each finer level the p children of the K entries kept above (spec, stage 2).
-std::int64_t entries_in_S(const Plan& p, std::size_t l) {
-  return l + 1 == p.block.size() ? p.size[l]
-                                 : static_cast<std::int64_t>(p.config.pool) * p.config.topk;
-}
-
 // The largest share of tokens that receive an output of level l: each entry writes c_l tokens
 // (spec, stage 4), none before token c_l - 1. A token that no level-1 entry reaches gets no
 // output computed from its own query, only from pooled (mean) queries of the blocks around it.
 double token_share(const Plan& p, std::size_t l) {
   const std::int64_t reach =
-      std::min(entries_in_S(p, l) * p.block[l], p.padded_seq - p.block[l] + 1);
+      std::min(p.entries_in_S(l) * p.block[l], p.padded_seq - p.block[l] + 1);
   return static_cast<double>(reach) / static_cast<double>(p.padded_seq);
 }
 
@@ -103,7 +96,7 @@ nlohmann::json plan_json(const Plan& p) {
     levels.push_back(
         {{"level", l + 1}, {"block", p.block[l]}, {"entries", p.size[l]}, {"offset", p.offset[l]}});
     if (!p.dense_fallback && !p.dense()) {
-      levels.back()["in_S"] = entries_in_S(p, l);
+      levels.back()["in_S"] = p.entries_in_S(l);
       levels.back()["token_share"] = token_share(p, l);
     }
   }
@@ -153,14 +146,14 @@ void print_plan(const Plan& p) {
               << pad_left(std::to_string(p.block[l]), 9) << pad_left(std::to_string(p.size[l]), 13)
               << pad_left(std::to_string(p.offset[l]), 13);
     if (selects) {
-      std::cout << pad_left(std::to_string(entries_in_S(p, l)), 8)
+      std::cout << pad_left(std::to_string(p.entries_in_S(l)), 8)
                 << pad_left(fixed(100.0 * token_share(p, l), 1) + "%", 10);
     }
     std::cout << "\n";
   }
   std::cout << "  pyramid size: " << p.pyramid_size << "\n";
   if (selects) {
-    std::cout << "  a token outside level 1's " << entries_in_S(p, 0)
+    std::cout << "  a token outside level 1's " << p.entries_in_S(0)
               << " entries gets no output from its own query, only from the pooled queries of "
                  "the blocks that cover it\n";
   }

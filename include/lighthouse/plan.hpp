@@ -48,6 +48,10 @@ struct Plan {
   std::int64_t tiles = 0;         // K / 128 (1 when L == 1)
   std::int64_t tile_entries = 0;  // C = n_L / tiles
   std::int64_t S = 0;             // gathered length per (batch, head): n_L + (L-1) p K
+  // Entries of level l in the gathered sub-sequence per (batch, head): every coarsest entry, the
+  // p K children of the kept entries at each finer level; S is their sum. Only level 0's are
+  // tokens whose output comes from their own query.
+  std::int64_t entries_in_S(std::size_t l) const;
 
   bool dense() const { return config.levels == 1; }
 

@@ -189,6 +189,10 @@ std::int64_t Plan::gathered_bytes(std::size_t element_size) const {
          kv_rows * 4;
 }
 
+std::int64_t Plan::entries_in_S(std::size_t l) const {
+  return l + 1 == size.size() ? size.back() : static_cast<std::int64_t>(config.pool) * config.topk;
+}
+
 std::string Plan::describe() const {
   std::ostringstream os;
   os << "levels " << config.levels << ", pool " << config.pool << ", topk " << config.topk

@@ -51,6 +51,13 @@ TEST(Plan, FourLevelsPoolTwoNonPowerOfTwoTile) {
   EXPECT_EQ(plan.tiles, 3);
   EXPECT_EQ(plan.tile_entries, 192);
   EXPECT_EQ(plan.S, 576 + 3 * 2 * 384);
+  // p K = 768 entries of each finer level, every coarsest one; they add up to S.
+  EXPECT_EQ(plan.entries_in_S(0), 768);
+  EXPECT_EQ(plan.entries_in_S(2), 768);
+  EXPECT_EQ(plan.entries_in_S(3), 576);
+  EXPECT_EQ(
+      plan.entries_in_S(0) + plan.entries_in_S(1) + plan.entries_in_S(2) + plan.entries_in_S(3),
+      plan.S);
 }
 
 TEST(Plan, DenseSingleLevel) {
@@ -63,6 +70,7 @@ TEST(Plan, DenseSingleLevel) {
   EXPECT_EQ(plan.pyramid_size, 100);
   EXPECT_EQ(plan.tiles, 1);
   EXPECT_EQ(plan.S, 100);
+  EXPECT_EQ(plan.entries_in_S(0), 100);  // every token
   EXPECT_DOUBLE_EQ(plan.scale, 0.25);
 }
 
