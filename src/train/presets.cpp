@@ -6,7 +6,7 @@ namespace lighthouse::train {
 // 64K the benchmark uses --seq 64k --topk 2048), paper-530m the original work's 30-layer recipe
 // at a 98K context, with --recompute layer so that it fits an 80 GB GPU (on the CPU a preset's
 // --recompute is ignored). Their learning rates and initial std are common values for models of
-// this width, not tuned here. gpu-main is the GPU main job (scripts/main, `--compare`, three arms
+// this width, not tuned here. gpu-main was the GPU main job of sessions 3-7 (`--compare`, three arms
 // in at most 8 minutes on one H100): a model narrow enough for 2500 steps of 32K tokens per arm
 // (dense from scratch needs thousands of steps to learn retrieval), on the recall corpus, where it
 // does (docs/RESULTS.md, section 3: how the corpus, model and steps were chosen, and what did not
@@ -77,6 +77,30 @@ const std::vector<Preset>& presets() {
         {"passkey-trials", "8"},
         {"leak-samples", "128"},
         {"corpus", "recall"},
+        {"corpus-tokens", "64m"}}},
+      {"gpu-study",
+       "8 x 256 (2 x 128), seq 32k, L3 p4 K1024, layers 0 and 7 dense, recall corpus with far "
+       "queries, 2000 + 500 steps: the GPU main job's model (scripts/gpu-main-job starts it from "
+       "a dense warm start)",
+       {{"layers", "8"},
+        {"dim", "256"},
+        {"heads", "2"},
+        {"hidden", "0"},
+        {"seq", "32k"},
+        {"levels", "3"},
+        {"pool", "4"},
+        {"topk", "1024"},
+        {"dense-layers", "0,7"},
+        {"init-std", "0.02"},
+        {"lr", "3e-3"},
+        {"warmup", "40"},
+        {"stage1-steps", "2000"},
+        {"stage2-steps", "500"},
+        {"eval-every", "250"},
+        {"passkey-trials", "8"},
+        {"leak-samples", "128"},
+        {"corpus", "recall"},
+        {"far-queries", "1"},
         {"corpus-tokens", "64m"}}},
       {"paper-530m",
        "30 x 1024 (8 x 128, SwiGLU 1536), seq 96k, L3 p4 K1536, dense 0,1,28,29",

@@ -485,6 +485,16 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   EXPECT_EQ(c["stage1_steps"], 2000);
   EXPECT_EQ(c["stage2_steps"], 500);
   EXPECT_EQ(c["dense_layers"], nlohmann::json({3}));
+  // The GPU main job's model since session 8: 8 layers, the first and the last dense in stage 1,
+  // far queries in every recall document.
+  r = run("--preset gpu-study --device cpu --dry-run");
+  ASSERT_EQ(r.status, 0) << r.err;
+  c = dry_run_config(r.out);
+  EXPECT_EQ(c["seq"], 32768);
+  EXPECT_EQ(c["model"]["layers"], 8);
+  EXPECT_EQ(c["dense_layers"], nlohmann::json({0, 7}));
+  EXPECT_EQ(c["data"], "built-in recall");
+  EXPECT_EQ(c["far_queries"], 1.0);
   // Flags on the command line and in --config override the preset.
   r = run("--preset gpu-8x1024 --layers 2 --seq 64k --device cpu --dry-run");
   ASSERT_EQ(r.status, 0) << r.err;
@@ -501,7 +511,8 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   r = run("--preset huge");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(
-      r.err.find("--preset = huge: must be one of tiny, small, gpu-8x1024, gpu-main, paper-530m"),
+      r.err.find("--preset = huge: must be one of tiny, small, gpu-8x1024, gpu-main, gpu-study, "
+                "paper-530m"),
       std::string::npos)
       << r.err;
   r = run("--preset paper-530m --device cpu --recompute layer --dry-run");  // explicit: refused
