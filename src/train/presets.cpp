@@ -6,11 +6,13 @@ namespace lighthouse::train {
 // 64K the benchmark uses --seq 64k --topk 2048), paper-530m the original work's 30-layer recipe
 // at a 98K context, with --recompute layer so that it fits an 80 GB GPU (on the CPU a preset's
 // --recompute is ignored). Their learning rates and initial std are common values for models of
-// this width, not tuned here. gpu-main was the GPU main job of sessions 3-7 (`--compare`, three arms
-// in at most 8 minutes on one H100): a model narrow enough for 2500 steps of 32K tokens per arm
-// (dense from scratch needs thousands of steps to learn retrieval), on the recall corpus, where it
-// does (docs/RESULTS.md, section 3: how the corpus, model and steps were chosen, and what did not
-// learn).
+// this width, not tuned here. gpu-main is the GPU main job's model (scripts/gpu-main-job:
+// `--compare`, three arms in at most 8 minutes on one H100): a model narrow enough for 2500 steps
+// of 32K tokens per arm (dense from scratch needs thousands of steps to learn retrieval), on the
+// recall corpus, where it does (docs/RESULTS.md, section 3: how the corpus, model and steps were
+// chosen, and what did not learn). gpu-study is the paper's recipe on a deeper model (8 layers, the
+// first and last dense in stage 1) for `PRESET=gpu-study scripts/gpu-main-job` (docs/RESULTS.md §4,
+// eighth session).
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> all = {
       {"tiny",
@@ -80,8 +82,7 @@ const std::vector<Preset>& presets() {
         {"corpus-tokens", "64m"}}},
       {"gpu-study",
        "8 x 256 (2 x 128), seq 32k, L3 p4 K1024, layers 0 and 7 dense, recall corpus with far "
-       "queries, 2000 + 500 steps: the GPU main job's model (scripts/gpu-main-job starts it from "
-       "a dense warm start)",
+       "queries, 2000 + 500 steps: the 8-layer study (PRESET=gpu-study scripts/gpu-main-job)",
        {{"layers", "8"},
         {"dim", "256"},
         {"heads", "2"},

@@ -512,7 +512,7 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(
       r.err.find("--preset = huge: must be one of tiny, small, gpu-8x1024, gpu-main, gpu-study, "
-                "paper-530m"),
+                 "paper-530m"),
       std::string::npos)
       << r.err;
   r = run("--preset paper-530m --device cpu --recompute layer --dry-run");  // explicit: refused
