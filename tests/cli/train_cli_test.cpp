@@ -474,8 +474,8 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   EXPECT_EQ(c["model"]["hidden"], 1536);
   EXPECT_EQ(c["lighthouse"]["topk"], 1536);
   EXPECT_EQ(c["device"]["recompute"], "none");  // the preset's recompute is for the GPU
-  // The GPU main job: 32K context on the recall corpus, 80/20 split, the last layer dense in
-  // stage 1.
+  // The GPU main job's model (scripts/gpu-main-job): 32K context on the recall corpus, 80/20
+  // split, the last layer dense in stage 1.
   r = run("--preset gpu-main --device cpu --dry-run");
   ASSERT_EQ(r.status, 0) << r.err;
   c = dry_run_config(r.out);
@@ -485,8 +485,8 @@ TEST_F(TrainCli, PresetsAreListedParsedAndOverridden) {
   EXPECT_EQ(c["stage1_steps"], 2000);
   EXPECT_EQ(c["stage2_steps"], 500);
   EXPECT_EQ(c["dense_layers"], nlohmann::json({3}));
-  // The GPU main job's model since session 8: 8 layers, the first and the last dense in stage 1,
-  // far queries in every recall document.
+  // The 8-layer study (PRESET=gpu-study scripts/gpu-main-job): the first and the last layer dense
+  // in stage 1, far queries in every recall document.
   r = run("--preset gpu-study --device cpu --dry-run");
   ASSERT_EQ(r.status, 0) << r.err;
   c = dry_run_config(r.out);
