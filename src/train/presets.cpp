@@ -1,6 +1,28 @@
 #include "train/presets.hpp"
 
+#include <algorithm>
+
 namespace lighthouse::train {
+namespace {
+
+using Flags = std::vector<std::pair<std::string, std::string>>;
+
+// `base` with `changes` applied: a flag in both takes the change's value, a new one is appended.
+// For a preset that is another with a few flags changed, so that the two cannot drift apart.
+Flags with_changes(Flags base, const Flags& changes) {
+  for (const auto& change : changes) {
+    auto same = std::find_if(base.begin(), base.end(),
+                             [&](const auto& flag) { return flag.first == change.first; });
+    if (same == base.end()) {
+      base.push_back(change);
+    } else {
+      same->second = change.second;
+    }
+  }
+  return base;
+}
+
+}  // namespace
 
 // The GPU presets take their shapes from issue 12: gpu-8x1024 is the step benchmark's model (at
 // 64K the benchmark uses --seq 64k --topk 2048), paper-530m the original work's 30-layer recipe
@@ -14,6 +36,25 @@ namespace lighthouse::train {
 // first and last dense in stage 1) for `PRESET=gpu-study scripts/gpu-main-job` (docs/RESULTS.md §4,
 // eighth session).
 const std::vector<Preset>& presets() {
+  static const Flags gpu_main = {{"layers", "4"},
+                                 {"dim", "256"},
+                                 {"heads", "2"},
+                                 {"hidden", "0"},
+                                 {"seq", "32k"},
+                                 {"levels", "3"},
+                                 {"pool", "4"},
+                                 {"topk", "1024"},
+                                 {"dense-layers", "default"},
+                                 {"init-std", "0.02"},
+                                 {"lr", "3e-3"},
+                                 {"warmup", "40"},
+                                 {"stage1-steps", "2000"},
+                                 {"stage2-steps", "500"},
+                                 {"eval-every", "250"},
+                                 {"passkey-trials", "8"},
+                                 {"leak-samples", "128"},
+                                 {"corpus", "recall"},
+                                 {"corpus-tokens", "64m"}};
   static const std::vector<Preset> all = {
       {"tiny",
        "2 x 64 (2 heads), seq 1k, L2 p4 K128, 20 + 10 steps: a CPU smoke test",
@@ -61,48 +102,11 @@ const std::vector<Preset>& presets() {
       {"gpu-main",
        "4 x 256 (2 x 128), seq 32k, L3 p4 K1024, last layer dense, recall corpus, 2000 + 500 "
        "steps: the GPU main job",
-       {{"layers", "4"},
-        {"dim", "256"},
-        {"heads", "2"},
-        {"hidden", "0"},
-        {"seq", "32k"},
-        {"levels", "3"},
-        {"pool", "4"},
-        {"topk", "1024"},
-        {"dense-layers", "default"},
-        {"init-std", "0.02"},
-        {"lr", "3e-3"},
-        {"warmup", "40"},
-        {"stage1-steps", "2000"},
-        {"stage2-steps", "500"},
-        {"eval-every", "250"},
-        {"passkey-trials", "8"},
-        {"leak-samples", "128"},
-        {"corpus", "recall"},
-        {"corpus-tokens", "64m"}}},
+       gpu_main},
       {"gpu-study",
        "8 x 256 (2 x 128), seq 32k, L3 p4 K1024, layers 0 and 7 dense, recall corpus with far "
        "queries, 2000 + 500 steps: the 8-layer study (PRESET=gpu-study scripts/gpu-main-job)",
-       {{"layers", "8"},
-        {"dim", "256"},
-        {"heads", "2"},
-        {"hidden", "0"},
-        {"seq", "32k"},
-        {"levels", "3"},
-        {"pool", "4"},
-        {"topk", "1024"},
-        {"dense-layers", "0,7"},
-        {"init-std", "0.02"},
-        {"lr", "3e-3"},
-        {"warmup", "40"},
-        {"stage1-steps", "2000"},
-        {"stage2-steps", "500"},
-        {"eval-every", "250"},
-        {"passkey-trials", "8"},
-        {"leak-samples", "128"},
-        {"corpus", "recall"},
-        {"far-queries", "1"},
-        {"corpus-tokens", "64m"}}},
+       with_changes(gpu_main, {{"layers", "8"}, {"dense-layers", "0,7"}, {"far-queries", "1"}})},
       {"paper-530m",
        "30 x 1024 (8 x 128, SwiGLU 1536), seq 96k, L3 p4 K1536, dense 0,1,28,29",
        {{"layers", "30"},
