@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""scripts/gpu-main-job's mechanics on the CPU (DEVICE=cpu, a 2 x 32 model): the dense warm start
-at the short context without far queries, the extension from it, every arm of the comparison
-starting from the extension's weights with far queries, the warning when the warm start did not
-learn to copy, WARM_DIR reusing a warm
-start, WARM_ONLY stopping after it, and bad input (missing arguments, a failing warm run) exiting
-non-zero with no comparison written.
+"""scripts/gpu-main-job's mechanics on the CPU (DEVICE=cpu, a 2 x 32 model): the dense warm starts
+at the short context without far queries (one per WARM_SEEDS seed), the choice among them
+(scripts/warm-choice: the first that copies, else the lowest, with a warning), the extension from
+the chosen one, every arm of the comparison starting from the extension's weights with far
+queries, WARM_DIR reusing a warm start, WARM_ONLY stopping after it, and bad input (missing
+arguments, a failing warm run, a warm run with no summary) exiting non-zero with no comparison
+written.
 
 Usage: gpu_main_job_test.py PATH/TO/scripts/gpu-main-job PATH/TO/lighthouse (ctest, label cpu).
 """
@@ -23,7 +24,7 @@ COMPARE = TINY + ["--levels", "2", "--topk", "128", "--stage1-steps", "4", "--st
 
 def run(script, cli, folder, *flags, **env):
     e = dict(os.environ, DEVICE="cpu", WARM_STEPS="3", EXTEND_STEPS="2",
-             WARM_FLAGS=" ".join(TINY))
+             WARM_FLAGS=" ".join(TINY), WARM_SEEDS="1 2")
     e.update(env)
     return subprocess.run([script, cli, folder, *flags], env=e, capture_output=True, text=True)
 
@@ -42,6 +43,26 @@ def check(cond, what):
         raise AssertionError(what)
 
 
+def check_warm_choice(tool, tmp):
+    """The choice itself: the first seed in the given order that copies, not the lowest."""
+    d = os.path.join(tmp, "choice")
+    os.makedirs(d)
+    for seed, first in ((1, 2.2), (2, 1.2), (3, 0.4)):
+        with open(f"{d}/warm-1k-s{seed}.jsonl", "w") as f:
+            f.write(json.dumps({"type": "summary", "final_recall_first_loss": first}) + "\n")
+    r = subprocess.run([tool, d, "1", "2", "3"], capture_output=True, text=True)
+    check(r.returncode == 0 and r.stdout.strip() == "2", f"first copying seed: {r}")
+    check("warning" not in r.stderr, f"no warning when one copies: {r.stderr}")
+    r = subprocess.run([tool, d, "3", "2"], capture_output=True, text=True)
+    check(r.stdout.strip() == "3", f"the order given decides: {r}")
+    r = subprocess.run([tool, d, "1"], capture_output=True, text=True,
+                       env=dict(os.environ, WARM_COPY_MAX="2.5"))
+    check(r.stdout.strip() == "1", f"WARM_COPY_MAX: {r}")
+    open(f"{d}/warm-1k-s4.jsonl", "w").close()  # a run that never finished: no summary
+    r = subprocess.run([tool, d, "1", "4"], capture_output=True, text=True)
+    check(r.returncode != 0 and "warm-1k-s4.jsonl has no summary" in r.stderr, f"no summary: {r}")
+
+
 def main():
     script, cli = sys.argv[1], sys.argv[2]
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,15 +70,24 @@ def main():
         r = run(script, cli, d, *COMPARE)
         check(r.returncode == 0, f"the job failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
         # The tiny model does not learn to copy in 3 steps: the job says so and goes on.
-        check("the warm start did not learn to copy" in r.stderr, f"no warning: {r.stderr[-2000:]}")
-        warm, ext = config(f"{d}/warm-1k.jsonl"), config(f"{d}/warm-32k.jsonl")
-        # The warm start: dense only, batch 32 at the short context, no far queries.
-        check(warm["stage1_steps"] == 0 and warm["stage2_steps"] == 3, f"warm steps {warm}")
-        check(warm["batch"] == 32 and warm["far_queries"] == 0.0, f"warm data {warm}")
-        check("init_from" not in warm, "the warm start starts from scratch")
-        # The extension: from the warm start's weights, with the preset's far queries.
+        check("no warm start learned to copy" in r.stderr, f"no warning: {r.stderr[-2000:]}")
+        # The warm starts: dense only, batch 32 at the short context, no far queries, one a seed.
+        for seed in (1, 2):
+            warm = config(f"{d}/warm-1k-s{seed}.jsonl")
+            check(warm["stage1_steps"] == 0 and warm["stage2_steps"] == 3, f"warm steps {warm}")
+            check(warm["batch"] == 32 and warm["far_queries"] == 0.0, f"warm data {warm}")
+            check(warm["seed"] == seed and "init_from" not in warm, f"warm start {warm}")
+        # The extension: from the chosen warm start's weights (here, none copies: the lowest
+        # first-digit loss), with the preset's far queries.
+        with open(f"{d}/warm-choice.json") as f:
+            choice = json.load(f)
+        loss = choice["first_digits"]
+        check(choice["seeds"] == [1, 2] and not choice["copies"], f"choice {choice}")
+        check(loss[str(choice["chosen"])] == min(loss.values()), f"not the lowest: {choice}")
+        ext = config(f"{d}/warm-32k.jsonl")
         check(ext["stage2_steps"] == 2 and ext["far_queries"] == 1.0, f"extension {ext}")
-        check(ext["init_from"].startswith(f"{d}/warm-1k"), f"extension starts from {ext}")
+        check(ext["init_from"].startswith(f"{d}/warm-1k-s{choice['chosen']}"),
+              f"extension starts from {ext}, chosen {choice}")
         with open(f"{d}/compare.json") as f:
             arms = [a["arm"] for a in json.load(f)["arms"]]
         check(arms == ["dense", "original", "causal"], f"arms {arms}")
@@ -71,16 +101,18 @@ def main():
         d2 = os.path.join(tmp, "again")
         r = run(script, cli, d2, *COMPARE, "--arms", "causal", "--seed", "2", WARM_DIR=d)
         check(r.returncode == 0, f"WARM_DIR run failed: {r.stderr[-2000:]}")
-        check(not os.path.exists(f"{d2}/warm-1k"), "WARM_DIR must not train a warm start")
+        check(not any(n.startswith("warm-") for n in os.listdir(d2)),
+              "WARM_DIR must not train a warm start")
         c = config(f"{d2}/causal.jsonl")
         check(c["init_from"].startswith(f"{d}/warm-32k") and c["seed"] == 2, f"WARM_DIR arm {c}")
 
         # WARM_ONLY: the warm start and nothing else.
         d3 = os.path.join(tmp, "warm-only")
-        r = run(script, cli, d3, WARM_ONLY="1")
+        r = run(script, cli, d3, WARM_ONLY="1", WARM_SEEDS="3")
         check(r.returncode == 0, f"WARM_ONLY failed: {r.stderr[-2000:]}")
         check(os.path.isdir(f"{d3}/warm-32k") and not os.path.exists(f"{d3}/compare.json"),
               "WARM_ONLY writes the warm start alone")
+        check(config(f"{d3}/warm-1k-s3.jsonl")["seed"] == 3, "WARM_SEEDS=3 trains seed 3 alone")
 
         # Bad input: no arguments; a warm run that fails stops the job before any comparison.
         r = subprocess.run([script], capture_output=True, text=True)
@@ -89,6 +121,7 @@ def main():
         r = run(script, cli, d4, *COMPARE, WARM_FLAGS=" ".join(TINY + ["--lr", "-1"]))
         check(r.returncode != 0, "a failing warm start must fail the job")
         check(not os.path.exists(f"{d4}/compare.json"), "no comparison after a failed warm start")
+        check_warm_choice(os.path.join(os.path.dirname(script), "warm-choice"), tmp)
     print("gpu-main-job: all checks passed")
 
 
