@@ -47,20 +47,22 @@ def check_warm_choice(tool, tmp):
     """The choice itself: the first seed in the given order that copies, not the lowest."""
     d = os.path.join(tmp, "choice")
     os.makedirs(d)
-    for seed, first in ((1, 2.2), (2, 1.2), (3, 0.4)):
-        with open(f"{d}/warm-1k-s{seed}.jsonl", "w") as f:
+    for tag, first in (("a", 2.2), ("b", 1.2), ("c", 0.4)):
+        with open(f"{d}/warm-1k-{tag}.jsonl", "w") as f:
             f.write(json.dumps({"type": "summary", "final_recall_first_loss": first}) + "\n")
-    r = subprocess.run([tool, d, "1", "2", "3"], capture_output=True, text=True)
-    check(r.returncode == 0 and r.stdout.strip() == "2", f"first copying seed: {r}")
+    r = subprocess.run([tool, d, "a", "b", "c"], capture_output=True, text=True)
+    check(r.returncode == 0 and r.stdout.strip() == "b", f"first copying candidate: {r}")
     check("warning" not in r.stderr, f"no warning when one copies: {r.stderr}")
-    r = subprocess.run([tool, d, "3", "2"], capture_output=True, text=True)
-    check(r.stdout.strip() == "3", f"the order given decides: {r}")
-    r = subprocess.run([tool, d, "1"], capture_output=True, text=True,
+    with open(f"{d}/warm-choice.json") as f:
+        check(json.load(f)["chosen"] == "b", "warm-choice.json records the choice")
+    r = subprocess.run([tool, d, "c", "b"], capture_output=True, text=True)
+    check(r.stdout.strip() == "c", f"the order given decides: {r}")
+    r = subprocess.run([tool, d, "a"], capture_output=True, text=True,
                        env=dict(os.environ, WARM_COPY_MAX="2.5"))
-    check(r.stdout.strip() == "1", f"WARM_COPY_MAX: {r}")
-    open(f"{d}/warm-1k-s4.jsonl", "w").close()  # a run that never finished: no summary
-    r = subprocess.run([tool, d, "1", "4"], capture_output=True, text=True)
-    check(r.returncode != 0 and "warm-1k-s4.jsonl has no summary" in r.stderr, f"no summary: {r}")
+    check(r.stdout.strip() == "a", f"WARM_COPY_MAX: {r}")
+    open(f"{d}/warm-1k-e.jsonl", "w").close()  # a run that never finished: no summary
+    r = subprocess.run([tool, d, "a", "e"], capture_output=True, text=True)
+    check(r.returncode != 0 and "warm-1k-e.jsonl has no summary" in r.stderr, f"no summary: {r}")
 
 
 def main():
@@ -82,11 +84,11 @@ def main():
         with open(f"{d}/warm-choice.json") as f:
             choice = json.load(f)
         loss = choice["first_digits"]
-        check(choice["seeds"] == [1, 2] and not choice["copies"], f"choice {choice}")
-        check(loss[str(choice["chosen"])] == min(loss.values()), f"not the lowest: {choice}")
+        check(choice["candidates"] == ["s1", "s2"] and not choice["copies"], f"choice {choice}")
+        check(loss[choice["chosen"]] == min(loss.values()), f"not the lowest: {choice}")
         ext = config(f"{d}/warm-32k.jsonl")
         check(ext["stage2_steps"] == 2 and ext["far_queries"] == 1.0, f"extension {ext}")
-        check(ext["init_from"].startswith(f"{d}/warm-1k-s{choice['chosen']}"),
+        check(ext["init_from"].startswith(f"{d}/warm-1k-{choice['chosen']}"),
               f"extension starts from {ext}, chosen {choice}")
         with open(f"{d}/compare.json") as f:
             arms = [a["arm"] for a in json.load(f)["arms"]]
@@ -114,7 +116,19 @@ def main():
               "WARM_ONLY writes the warm start alone")
         check(config(f"{d3}/warm-1k-s3.jsonl")["seed"] == 3, "WARM_SEEDS=3 trains seed 3 alone")
 
-        # Bad input: no arguments; a warm run that fails stops the job before any comparison.
+        # WARM_CANDIDATES: each candidate's flags go to its own 1K run only.
+        d5 = os.path.join(tmp, "candidates")
+        r = run(script, cli, d5, WARM_ONLY="1", WARM_CANDIDATES="x:--seed 4;y:--lr 1e-3")
+        check(r.returncode == 0, f"WARM_CANDIDATES failed: {r.stderr[-2000:]}")
+        x, y = config(f"{d5}/warm-1k-x.jsonl"), config(f"{d5}/warm-1k-y.jsonl")
+        check(x["seed"] == 4 and x["lr"] == 3e-3, f"candidate x: {x}")
+        check(y["seed"] == 1 and y["lr"] == 1e-3, f"candidate y: {y}")
+        check(config(f"{d5}/warm-32k.jsonl")["lr"] == 3e-3, "the extension takes no candidate's flags")
+
+        # Bad input: no arguments; a malformed candidate; a warm run that fails stops the job
+        # before any comparison.
+        r = run(script, cli, os.path.join(tmp, "bad-candidate"), WARM_CANDIDATES="no flags here")
+        check(r.returncode == 2 and "must be TAG:FLAGS" in r.stderr, f"bad candidate: {r}")
         r = subprocess.run([script], capture_output=True, text=True)
         check(r.returncode == 2 and "needs CLI and DIR" in r.stderr, f"no arguments: {r}")
         d4 = os.path.join(tmp, "bad")
