@@ -123,7 +123,8 @@ def main():
         x, y = config(f"{d5}/warm-1k-x.jsonl"), config(f"{d5}/warm-1k-y.jsonl")
         check(x["seed"] == 4 and x["lr"] == 3e-3, f"candidate x: {x}")
         check(y["seed"] == 1 and y["lr"] == 1e-3, f"candidate y: {y}")
-        check(config(f"{d5}/warm-32k.jsonl")["lr"] == 3e-3, "the extension takes no candidate's flags")
+        check(config(f"{d5}/warm-32k.jsonl")["lr"] == 3e-3,
+              "the extension takes no candidate's flags")
 
         # Bad input: no arguments; a malformed candidate; a warm run that fails stops the job
         # before any comparison.
