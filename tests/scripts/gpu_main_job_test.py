@@ -60,6 +60,9 @@ def check_warm_choice(tool, tmp):
     r = subprocess.run([tool, d, "a"], capture_output=True, text=True,
                        env=dict(os.environ, WARM_COPY_MAX="2.5"))
     check(r.stdout.strip() == "a", f"WARM_COPY_MAX: {r}")
+    r = subprocess.run([tool, d, "a"], capture_output=True, text=True,
+                       env=dict(os.environ, WARM_REQUIRE_COPY="1"))
+    check(r.returncode == 3 and r.stdout == "" and "stopping" in r.stderr, f"REQUIRE_COPY: {r}")
     open(f"{d}/warm-1k-e.jsonl", "w").close()  # a run that never finished: no summary
     r = subprocess.run([tool, d, "a", "e"], capture_output=True, text=True)
     check(r.returncode != 0 and "warm-1k-e.jsonl has no summary" in r.stderr, f"no summary: {r}")
@@ -130,6 +133,12 @@ def main():
         # before any comparison.
         r = run(script, cli, os.path.join(tmp, "bad-candidate"), WARM_CANDIDATES="no flags here")
         check(r.returncode == 2 and "must be TAG:FLAGS" in r.stderr, f"bad candidate: {r}")
+        # WARM_REQUIRE_COPY=1: no candidate copies in 3 steps, so no extension and no comparison.
+        d6 = os.path.join(tmp, "require")
+        r = run(script, cli, d6, *COMPARE, WARM_REQUIRE_COPY="1")
+        check(r.returncode == 3, f"WARM_REQUIRE_COPY: {r.returncode} {r.stderr[-1000:]}")
+        check(not os.path.exists(f"{d6}/warm-32k") and not os.path.exists(f"{d6}/compare.json"),
+              "WARM_REQUIRE_COPY stops before the extension")
         r = subprocess.run([script], capture_output=True, text=True)
         check(r.returncode == 2 and "needs CLI and DIR" in r.stderr, f"no arguments: {r}")
         d4 = os.path.join(tmp, "bad")
